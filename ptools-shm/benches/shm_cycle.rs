@@ -1,0 +1,2 @@
+//! shm benches (being written).
+fn main() {}

@@ -1,0 +1,1 @@
+//! Named POSIX shared-memory typed N-d arrays (being written).

@@ -1,0 +1,173 @@
+//! `cargo xtask`: the project's own tooling, std only.
+//!
+//! - `cargo xtask ci`: everything CI checks, in the order CI checks it, stopping at the first
+//!   failure. `.ci/run` calls only this, so a local run and a CI run are the same run.
+//!
+//! The leak check around the run is the part no off-the-shelf tool does: ptools creates
+//! shared-memory segments and processes, and a run that leaves either behind has a bug even
+//! when every test passed.
+
+mod leaks;
+#[cfg(test)]
+mod tidy;
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let task = args.first().map(String::as_str).unwrap_or("help");
+    let result = match task {
+        "ci" => ci(),
+        "help" | "--help" | "-h" => {
+            print_help();
+            Ok(())
+        }
+        other => Err(format!("unknown task `{other}`; run `cargo xtask help`")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_help() {
+    println!(
+        "cargo xtask TASK\n\n\
+         Tasks:\n  \
+         ci     fmt, clippy, tests (default / all / no default features), doc tests, docs,\n         \
+         examples, benches compiled, Miri when installed, then the leak check"
+    );
+}
+
+/// The workspace root: xtask lives one level below it.
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask sits inside the workspace")
+        .to_path_buf()
+}
+
+fn cargo() -> String {
+    env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
+}
+
+/// Echoes and runs one cargo command from the workspace root.
+fn run(args: &[&str], envs: &[(&str, &str)]) -> Result<(), String> {
+    let shown: Vec<String> = envs
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .chain(std::iter::once("cargo".to_owned()))
+        .chain(args.iter().map(|a| (*a).to_owned()))
+        .collect();
+    println!("\n$ {}", shown.join(" "));
+    let started = Instant::now();
+    let status = Command::new(cargo())
+        .args(args)
+        .envs(envs.iter().copied())
+        .current_dir(root())
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    println!("  ({:.1} s)", started.elapsed().as_secs_f64());
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`{}` failed with {status}", shown.join(" ")))
+    }
+}
+
+/// Every example of every workspace member, as (package, example name).
+fn examples() -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    let Ok(members) = std::fs::read_dir(root()) else {
+        return found;
+    };
+    for member in members.flatten() {
+        let dir = member.path().join("examples");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let package = member.file_name().to_string_lossy().into_owned();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "rs") {
+                let name = path.file_stem().unwrap_or_default().to_string_lossy();
+                found.push((package.clone(), name.into_owned()));
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+fn ci() -> Result<(), String> {
+    let started = Instant::now();
+    let target = env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root().join("target"));
+    let before = leaks::Snapshot::take(&target);
+
+    let outcome = ci_steps();
+    // The leak check runs whatever happened above: a failed test is the likeliest one to
+    // leave a segment or a process behind, and that is worth knowing too.
+    let leaked = leaks::check(&before, &target);
+    outcome?;
+    leaked?;
+    println!(
+        "\nxtask ci: all checks passed in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn ci_steps() -> Result<(), String> {
+    run(&["fmt", "--all", "--check"], &[])?;
+    run(
+        &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"],
+        &[],
+    )?;
+    run(
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--all-features",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        &[],
+    )?;
+    // `cargo test` runs unit, integration and doc tests together.
+    run(&["test", "--workspace"], &[])?;
+    run(&["test", "--workspace", "--all-features"], &[])?;
+    run(&["test", "--workspace", "--no-default-features"], &[])?;
+    run(
+        &["doc", "--workspace", "--no-deps", "--all-features"],
+        &[("RUSTDOCFLAGS", "-D warnings")],
+    )?;
+    for (package, example) in examples() {
+        run(&["run", "--package", &package, "--example", &example], &[])?;
+    }
+    run(&["bench", "--workspace", "--no-run"], &[])?;
+    miri()
+}
+
+/// Miri on the modules that do pointer and layout work without system calls, when the
+/// toolchain has it (it is a nightly component, so CI usually skips this step and says so).
+fn miri() -> Result<(), String> {
+    let has_miri = Command::new(cargo())
+        .args(["miri", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_miri {
+        println!("\n(skipping Miri: `cargo miri` is not installed on this toolchain)");
+        return Ok(());
+    }
+    run(&["miri", "test", "--package", "ptools-shm", "--lib"], &[])
+}
