@@ -1,6 +1,304 @@
-//! Fork-based fan-out for ptools: `pfork(n, f)` forks `n` children, child `i` runs `f(i)`,
-//! and the parent gets the `n` results in index order; `pfork_shm` lets the children write
-//! straight into shared arrays from [`ptools-shm`](https://docs.rs/ptools-shm).
+//! Fork-based fan-out for ptools: [`pfork`] forks `n` children, child `i` runs `f(i)`, and
+//! the parent gets the `n` results in index order; `pfork_shm` lets the children write
+//! straight into shared arrays from [`ptools-shm`](https://docs.rs/ptools-shm) that the parent
+//! gets back.
 //!
-//! This facility is not built yet: the crate holds no API until it is. Its design is in the
-//! repository's `ARCHITECTURE.md` and in the issue that tracks it.
+//! A child is a `fork` of the caller, so `f` sees everything the parent holds (a large data
+//! set, an open library handle) without any copying in: memory is shared copy-on-write.
+//! Results come back encoded with postcard through one pipe per child, so `R` is any serde
+//! type. A child that panics, aborts, crashes or is killed fails alone: its outcome says why,
+//! and every other child's result is kept.
+//!
+//! ```
+//! let squares = ptools_fork::pfork(4, |i| i * i)?;
+//! assert_eq!(squares, vec![0, 1, 4, 9]);
+//!
+//! // Children see the parent's data without it being copied or sent.
+//! let data: Vec<f64> = (0..1000).map(f64::from).collect();
+//! let sums = ptools_fork::pfork(2, |i| data[i * 500..(i + 1) * 500].iter().sum::<f64>())?;
+//! assert_eq!(sums[0] + sums[1], data.iter().sum::<f64>());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! [`Pfork`] sets the options of a run and returns one outcome per child:
+//!
+//! ```
+//! use std::time::Duration;
+//! use ptools_fork::{ChildError, Pfork};
+//!
+//! let outcomes = Pfork::new()
+//!     .max_alive(2) // at most two children alive at once
+//!     .timeout(Duration::from_secs(60)) // children still running then are killed
+//!     .run(3, |i| {
+//!         if i == 1 {
+//!             panic!("child {i} gives up");
+//!         }
+//!         i
+//!     })?;
+//! assert_eq!(outcomes[0], Ok(0));
+//! assert!(matches!(&outcomes[1], Err(ChildError::Panicked { message, .. }) if message == "child 1 gives up"));
+//! assert_eq!(outcomes[2], Ok(2));
+//! # Ok::<(), ptools_fork::PforkError<usize>>(())
+//! ```
+//!
+//! # How a run goes
+//!
+//! The parent flushes its buffered output (Rust's stdout and C stdio), then forks the children,
+//! `max_alive` at a time. Each child asks the kernel to kill it when the parent dies
+//! (`PR_SET_PDEATHSIG`, then re-checks `getppid()` in case the parent died first), runs `f(i)`
+//! inside `catch_unwind`, encodes the result, flushes what it printed itself, writes one frame
+//! (a tag, a 64-bit length, the payload) into its pipe and leaves with `_exit`: no destructor
+//! or `atexit` handler of the parent's state runs in a child, and nothing the parent buffered
+//! is printed twice. The parent reads all pipes at once as data arrives (`poll`), so no child
+//! blocks on a full pipe, and reaps each child by its own pid (woken by a pidfd on Linux 5.3
+//! and later); it never calls `wait(-1)`, so it never reaps a child that is not its own.
+//!
+//! # Failures
+//!
+//! Each child ends in exactly one outcome: its result, or a [`ChildError`]: a panic (message
+//! and location), death by a signal (`abort`, a crash, `SIGKILL` from outside), a non-zero
+//! exit, exit 0 without a complete result, a result that cannot be encoded or decoded, a
+//! result over the size cap, the timeout, or `fork` failing (then the children alive are
+//! killed and reaped, and the children not started are [`ChildError::Cancelled`]).
+//! [`pfork`] returns the results when every child succeeded, else a
+//! [`PforkError::Children`] that carries every outcome ([`PforkError::into_outcomes`]).
+//! `n = 0` forks nothing and returns an empty vector.
+//!
+//! # Threads
+//!
+//! After `fork` in a multi-threaded process, POSIX allows the child only async-signal-safe
+//! calls until it exits: any lock another thread held at the fork (in malloc, in stdio, in a
+//! Rust `Mutex` that `f` uses) stays locked forever in the child. A pfork child runs arbitrary
+//! Rust code, so **by default a run refuses to fork a process that has more than one thread**
+//! and returns [`PforkError::Threaded`] before forking anything. The thread count is read from
+//! `/proc/self/status` on Linux and from `proc_pidinfo` on macOS at the start of every run; a
+//! count that cannot be read is treated as "several".
+//!
+//! [`Pfork::allow_threads`] opts in, and is `unsafe`: the caller promises that the other
+//! threads hold no lock the child needs. In practice glibc makes `malloc` usable in a child
+//! (it takes its arena locks around `fork`), so the remaining risks are locks of your own and
+//! of libraries (stdout, a logger, a pool's queue) held by another thread at the moment of the
+//! fork. The child's own work in pfork (encoding, one `write`, `_exit`) needs the allocator and
+//! the stdout lock for its final flush.
+//!
+//! Under `cargo test` the test harness runs each test on a thread of its own, so a test that
+//! calls pfork sees at least two threads. This crate's own tests therefore run in test
+//! binaries without the libtest harness (`harness = false`, a plain `main`), single-threaded,
+//! under the default policy; one test checks the refusal and the opt-in. Do the same in your
+//! tests, or run them with `--test-threads=1` (libtest then runs tests on the main thread).
+//!
+//! # Nesting
+//!
+//! A pfork inside a pfork child is refused by default with [`PforkError::Nested`]:
+//! [`Pfork::max_depth`] is 1, and a child is at depth 1. Each level of nesting must be allowed
+//! explicitly (`max_depth(2)` lets a child run its own pfork, whose children cannot), so the
+//! number of processes is bounded by the product of the `n` of each allowed level and never
+//! grows by accident.
+//!
+//! # Caveats
+//!
+//! - `f` runs in another process: its side effects on memory (a counter it increments, a
+//!   cache it fills) are lost with the child. Only the returned value, and writes to shared
+//!   memory (`pfork_shm`), come back.
+//! - A run waits for all its children. Without a timeout, a child that never ends makes the
+//!   run never end; with one, the child is killed with `SIGKILL` at the deadline and reaped.
+//! - Every child is reaped before a run returns, whatever happened: no zombie is left. If the
+//!   parent itself is killed, its children are killed by the kernel (Linux) and reaped by init
+//!   or the nearest subreaper.
+//! - Open files are shared with the children (as after any fork); a child that reads from a
+//!   shared file descriptor moves the parent's offset too.
+//! - A child's panic is not printed: the child's panic hook records it, and it comes back as
+//!   [`ChildError::Panicked`]. With `panic = "abort"` the hook sends the report before the
+//!   abort, so the panic is still reported as a panic.
+//! - Results above 4 GiB work (lengths are 64-bit). The parent allocates the announced size
+//!   once; [`Pfork::max_result_bytes`] caps it (default: no cap), and the child checks the cap
+//!   before sending so an oversized result costs no transfer.
+//!
+//! # Platform support
+//!
+//! Linux (glibc or musl) is the primary target: pidfds (Linux 5.3+) wake the parent exactly
+//! when a child ends, with a 2 ms `waitpid` tick as the fallback on older kernels, and
+//! `PR_SET_PDEATHSIG` kills children whose parent died. macOS builds with the same API: it
+//! has no pidfd (the tick is used) and no parent-death signal (a child only checks at its
+//! start that its parent is still there), and the macOS code path has not been run in CI yet.
+//! Other targets fail to compile.
+//!
+//! # Design notes
+//!
+//! - The per-child [`ChildError`] and the run's [`PforkError`] are two types: a run's error
+//!   must carry the successful results, so it is generic over `R`; a child's error is not.
+//! - [`pfork`] requires `R: Serialize + DeserializeOwned` and `F: Fn(usize) -> R`, nothing
+//!   more: no `Send`, `Sync` or `'static`, since a fork copies the whole address space.
+
+mod child;
+mod error;
+mod frame;
+mod parent;
+mod sys;
+
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use crate::error::{ChildError, PforkError};
+
+/// Forks `n` children; child `i` (0-based) runs `f(i)`; returns the `n` results in index
+/// order.
+///
+/// Uses the default options of [`Pfork::new`]: all `n` children alive at once, no timeout,
+/// no result cap, single-threaded callers only, no nesting.
+///
+/// # Examples
+///
+/// ```
+/// let ids = ptools_fork::pfork(3, |i| (i, std::process::id()))?;
+/// assert_eq!(ids.iter().map(|r| r.0).collect::<Vec<_>>(), [0, 1, 2]);
+/// assert!(ids.iter().all(|r| r.1 != std::process::id()));
+/// # Ok::<(), ptools_fork::PforkError<(usize, u32)>>(())
+/// ```
+///
+/// # Errors
+///
+/// [`PforkError::Children`] with every child's outcome if any child failed;
+/// [`PforkError::Threaded`] if the process has other threads; [`PforkError::Nested`] if
+/// called in a pfork child. Nothing is forked in the last two cases.
+pub fn pfork<R, F>(n: usize, f: F) -> Result<Vec<R>, PforkError<R>>
+where
+    F: Fn(usize) -> R,
+    R: Serialize + DeserializeOwned,
+{
+    all_ok(Pfork::new().run(n, f)?)
+}
+
+/// Options of a pfork run: how many children may be alive at once, a timeout, a cap on
+/// result sizes, and the thread and nesting policies.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let outcomes = ptools_fork::Pfork::new()
+///     .max_alive(2)
+///     .timeout(Duration::from_secs(60))
+///     .max_result_bytes(1 << 20)
+///     .run(8, |i| vec![i as u8; i])?;
+/// assert!(outcomes.iter().all(Result::is_ok));
+/// # Ok::<(), ptools_fork::PforkError<Vec<u8>>>(())
+/// ```
+#[derive(Debug, Clone)]
+#[must_use = "a Pfork does nothing until `run` is called"]
+pub struct Pfork {
+    max_alive: Option<usize>,
+    timeout: Option<Duration>,
+    max_result_bytes: u64,
+    allow_threads: bool,
+    max_depth: usize,
+}
+
+impl Default for Pfork {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Pfork {
+    /// Default options: all children alive at once, no timeout, no result cap, refuse a
+    /// multi-threaded process, no pfork inside a pfork child.
+    pub fn new() -> Self {
+        Self { max_alive: None, timeout: None, max_result_bytes: u64::MAX, allow_threads: false, max_depth: 1 }
+    }
+
+    /// At most `k` children alive at once (default: all `n`). When one ends, the next is
+    /// forked. `0` is refused by [`run`](Self::run) with [`PforkError::InvalidArgument`].
+    pub fn max_alive(mut self, k: usize) -> Self {
+        self.max_alive = Some(k);
+        self
+    }
+
+    /// Children still running `d` after the run started are killed (`SIGKILL`), reaped and
+    /// reported as [`ChildError::TimedOut`]; children not started by then as
+    /// [`ChildError::Cancelled`]. Default: no timeout.
+    pub fn timeout(mut self, d: Duration) -> Self {
+        self.timeout = Some(d);
+        self
+    }
+
+    /// Cap on the size of one encoded result, in bytes (default: none). A child whose result
+    /// is larger sends nothing of it and is reported as [`ChildError::ResultTooLarge`].
+    pub fn max_result_bytes(mut self, bytes: u64) -> Self {
+        self.max_result_bytes = bytes;
+        self
+    }
+
+    /// Allows nesting: a run is refused in a process at nesting depth `max_depth` or deeper
+    /// (the original process is at depth 0, a pfork child at depth 1). Default: 1, no pfork
+    /// inside a pfork child. See the crate docs, "Nesting".
+    pub fn max_depth(mut self, max_depth: usize) -> Self {
+        self.max_depth = max_depth;
+        self
+    }
+
+    /// Allows forking a process that has other threads.
+    ///
+    /// # Safety
+    ///
+    /// When the run forks, no other thread may hold a lock (or be in the middle of updating
+    /// state) that a child will need: the child has only the forking thread, and a lock held
+    /// by another thread is never released in it. This covers locks taken by `f` and by the
+    /// libraries it calls, the stdout lock (the child flushes stdout before leaving), the
+    /// panic-hook lock, and the allocator where it is not fork-safe (glibc's is). See the
+    /// crate docs, "Threads".
+    pub unsafe fn allow_threads(mut self) -> Self {
+        self.allow_threads = true;
+        self
+    }
+
+    /// Forks `n` children; child `i` runs `f(i)`; returns one outcome per child, in index
+    /// order, each the child's result or why it has none.
+    ///
+    /// # Errors
+    ///
+    /// Errors that stop the run before any fork: [`PforkError::InvalidArgument`] for
+    /// `max_alive(0)`, [`PforkError::Threaded`], [`PforkError::Nested`]. Failures of single
+    /// children are in the outcomes, never here.
+    pub fn run<R, F>(&self, n: usize, f: F) -> Result<Vec<Result<R, ChildError>>, PforkError<R>>
+    where
+        F: Fn(usize) -> R,
+        R: Serialize + DeserializeOwned,
+    {
+        self.check()?;
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        Ok(parent::run(self, n, &f))
+    }
+
+    /// Checks the options and the thread and nesting policies.
+    fn check<R>(&self) -> Result<(), PforkError<R>> {
+        if self.max_alive == Some(0) {
+            return Err(PforkError::InvalidArgument("max_alive must be at least 1"));
+        }
+        let depth = child::depth();
+        if depth >= self.max_depth {
+            return Err(PforkError::Nested { depth, max_depth: self.max_depth });
+        }
+        if !self.allow_threads {
+            match sys::thread_count() {
+                Some(1) => {}
+                threads => return Err(PforkError::Threaded { threads }),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// All results, or the outcomes as an error if any child failed.
+fn all_ok<R>(outcomes: Vec<Result<R, ChildError>>) -> Result<Vec<R>, PforkError<R>> {
+    if outcomes.iter().all(Result::is_ok) {
+        Ok(outcomes.into_iter().filter_map(Result::ok).collect())
+    } else {
+        Err(PforkError::Children(outcomes))
+    }
+}

@@ -1,0 +1,151 @@
+//! What runs in a child after `fork`: arrange to die with the parent, run `f(i)` under
+//! `catch_unwind`, send one frame back, flush, `_exit`.
+//!
+//! The child never returns into the caller's frames: every path ends in `sys::exit_now`, so
+//! no destructor of the parent's state (a shared-memory set, a temp file guard) runs twice,
+//! and no buffered output of the parent is printed twice (the parent flushes before forking;
+//! the child flushes only what it printed itself).
+
+use std::cell::RefCell;
+use std::io::Write;
+use std::mem::ManuallyDrop;
+use std::os::fd::{AsFd, OwnedFd};
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+
+use serde::Serialize;
+
+use crate::frame;
+use crate::sys;
+
+/// Exit code after a result frame (or a frame reporting an error in the child) was sent.
+pub(crate) const EXIT_SENT: i32 = 0;
+/// Exit code after a panic frame was sent (Rust's own code for a panicking `main`).
+pub(crate) const EXIT_PANICKED: i32 = 101;
+/// Exit code when the frame could not be written (the parent is gone or closed the pipe).
+pub(crate) const EXIT_WRITE_FAILED: i32 = 102;
+/// Exit code when the parent had ended before the child could ask to die with it.
+pub(crate) const EXIT_ORPHANED: i32 = 103;
+
+/// How deep in nested pfork runs this process is: 0 in the original process, 1 in its
+/// children, and so on. Set once in each child right after `fork`, read by the next run.
+static DEPTH: AtomicUsize = AtomicUsize::new(0);
+
+/// The pipe the panic hook writes to when panics abort (`panic = "abort"`); -1 outside a
+/// child.
+static PANIC_FD: AtomicI32 = AtomicI32::new(-1);
+
+thread_local! {
+    /// Message and location of the last panic on this thread, recorded by the child's hook.
+    static LAST_PANIC: RefCell<Option<(String, Option<String>)>> = const { RefCell::new(None) };
+}
+
+/// Nesting depth of the calling process (0: not a pfork child).
+pub(crate) fn depth() -> usize {
+    DEPTH.load(Ordering::Relaxed)
+}
+
+/// The child's side of a run. Never returns.
+///
+/// `parent` is the parent's pid recorded before `fork`; `write` the child's end of its pipe;
+/// `max` the result cap in bytes.
+pub(crate) fn run<R, F>(f: &F, index: usize, write: OwnedFd, parent: sys::pid_t, max: u64) -> !
+where
+    F: Fn(usize) -> R,
+    R: Serialize,
+{
+    // Leave at once if the parent died between fork and this point: PR_SET_PDEATHSIG only
+    // covers a parent that dies after it was set.
+    if !sys::die_with_parent(parent) {
+        sys::exit_now(EXIT_ORPHANED);
+    }
+    DEPTH.fetch_add(1, Ordering::Relaxed);
+    install_panic_hook(&write);
+
+    // Everything that runs user code (f, R's Serialize) is inside catch_unwind, and nothing
+    // after it can unwind, so the child cannot escape into the parent's frames.
+    let outcome = panic::catch_unwind(AssertUnwindSafe(|| encode(f, index, max)));
+    let (frame, code) = match outcome {
+        Ok(frame) => (frame, EXIT_SENT),
+        Err(payload) => {
+            let recorded = LAST_PANIC.with(|p| p.borrow_mut().take());
+            let report = recorded.unwrap_or_else(|| (payload_message(&*payload), None));
+            // A payload's destructor could panic again; the process ends in a moment anyway.
+            std::mem::forget(payload);
+            (panic_frame(&report), EXIT_PANICKED)
+        }
+    };
+    flush_output();
+    if sys::write_all(write.as_fd(), &frame).is_err() {
+        sys::exit_now(EXIT_WRITE_FAILED);
+    }
+    sys::exit_now(code)
+}
+
+/// Runs `f(index)` and encodes its result as a frame: the result, or a report that it could
+/// not be encoded or is over the cap.
+fn encode<R: Serialize, F: Fn(usize) -> R>(f: &F, index: usize, max: u64) -> Vec<u8> {
+    // The result is never dropped: the child exits right after sending it, and dropping a
+    // large structure would only cost time.
+    let result = ManuallyDrop::new(f(index));
+    match postcard::to_extend(&*result, frame::start(frame::TAG_OK)) {
+        Ok(mut buf) => {
+            let len = (buf.len() - frame::HEADER_LEN) as u64;
+            if len > max {
+                return frame::whole(frame::TAG_TOO_LARGE, &len.to_le_bytes());
+            }
+            frame::finish(&mut buf);
+            buf
+        }
+        Err(e) => frame::whole(frame::TAG_ENCODE, e.to_string().as_bytes()),
+    }
+}
+
+fn panic_frame(report: &(String, Option<String>)) -> Vec<u8> {
+    // Encoding two strings into a Vec cannot fail; keep an empty payload if it ever did.
+    let payload = postcard::to_allocvec(report).unwrap_or_default();
+    frame::whole(frame::TAG_PANIC, &payload)
+}
+
+/// Replaces the panic hook (in this child only: a hook is process-wide, and this process is
+/// ours) with one that records message and location instead of printing them: the panic is
+/// data, sent to the parent and reported as [`ChildError::Panicked`](crate::ChildError).
+fn install_panic_hook(write: &OwnedFd) {
+    use std::os::fd::AsRawFd;
+    PANIC_FD.store(write.as_raw_fd(), Ordering::Relaxed);
+    panic::set_hook(Box::new(|info| {
+        let message = payload_message(info.payload());
+        let location = info.location().map(|l| l.to_string());
+        if cfg!(panic = "abort") {
+            // No unwinding will bring us back to `run`: send the report from here, before
+            // the runtime aborts. The fd stays open until the process ends.
+            let fd = PANIC_FD.load(Ordering::Relaxed);
+            if fd >= 0 {
+                // SAFETY: `fd` is the child's pipe end, owned by `run`'s frame, which stays
+                // alive (the child never leaves `run` except through `_exit`).
+                let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+                let _ = sys::write_all(fd, &panic_frame(&(message, location)));
+            }
+            return;
+        }
+        LAST_PANIC.with(|p| *p.borrow_mut() = Some((message, location)));
+    }));
+}
+
+fn payload_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "Box<dyn Any>".to_owned()
+    }
+}
+
+/// Flushes what this child printed: Rust's stdout (line-buffered) and C stdio. The parent
+/// flushed both before forking, so the buffers hold only the child's own output.
+fn flush_output() {
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    sys::flush_c_stdio();
+}

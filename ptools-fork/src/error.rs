@@ -1,0 +1,196 @@
+//! Errors: what went wrong in one child ([`ChildError`]) and in a whole run ([`PforkError`]).
+
+use std::fmt;
+
+/// Why one child produced no result. The other children's outcomes are kept beside it.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChildError {
+    /// `f(i)` panicked in the child.
+    Panicked {
+        /// The panic message (`"Box<dyn Any>"` when the payload was not a string).
+        message: String,
+        /// `file:line:column` of the panic, when known.
+        location: Option<String>,
+    },
+    /// The child was ended by a signal it did not handle (from `abort`, a crash, or `kill`
+    /// from outside). A child pfork killed itself is reported as [`TimedOut`](Self::TimedOut)
+    /// or [`Cancelled`](Self::Cancelled) instead.
+    Signaled {
+        /// The signal number (`libc::SIGKILL`, ...).
+        signal: i32,
+        /// Whether the kernel wrote a core dump.
+        core_dumped: bool,
+    },
+    /// The child exited with a non-zero code before sending a result (for example `f` called
+    /// `std::process::exit(3)`).
+    Exited {
+        /// The exit code.
+        code: i32,
+    },
+    /// The child exited with code 0 without sending a complete result (for example `f`
+    /// called `std::process::exit(0)`).
+    NoResult,
+    /// The child's result could not be encoded in the child.
+    Encode(String),
+    /// The child's result arrived but could not be decoded as the result type.
+    Decode(String),
+    /// The child was still running at the run's timeout; it was killed and reaped.
+    TimedOut,
+    /// `fork` (or the pipe made for this child) failed with this `errno`; the children alive
+    /// at that moment were killed and reaped, and no further child was started.
+    ForkFailed {
+        /// The `errno` of the failed call (`libc::EAGAIN`, ...).
+        errno: i32,
+    },
+    /// The encoded result is larger than the run's cap ([`Pfork::max_result_bytes`]).
+    ///
+    /// [`Pfork::max_result_bytes`]: crate::Pfork::max_result_bytes
+    ResultTooLarge {
+        /// Size of the encoded result, in bytes.
+        len: u64,
+        /// The cap, in bytes.
+        max: u64,
+    },
+    /// The child was never started, or was killed and reaped, because the run ended early:
+    /// another child's fork failed, or the timeout came first.
+    Cancelled,
+}
+
+impl fmt::Display for ChildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Panicked { message, location: Some(at) } => write!(f, "panicked at {at}: {message}"),
+            Self::Panicked { message, location: None } => write!(f, "panicked: {message}"),
+            Self::Signaled { signal, core_dumped } => {
+                let name = crate::sys::signal_name(*signal);
+                let core = if *core_dumped { " (core dumped)" } else { "" };
+                write!(f, "killed by {name}{core}")
+            }
+            Self::Exited { code } => write!(f, "exited with code {code} without a result"),
+            Self::NoResult => f.write_str("exited with code 0 without a complete result"),
+            Self::Encode(msg) => write!(f, "result could not be encoded: {msg}"),
+            Self::Decode(msg) => write!(f, "result could not be decoded: {msg}"),
+            Self::TimedOut => f.write_str("timed out, killed"),
+            Self::ForkFailed { errno } => {
+                write!(f, "fork failed: {}", std::io::Error::from_raw_os_error(*errno))
+            }
+            Self::ResultTooLarge { len, max } => {
+                write!(f, "result of {len} bytes is over the cap of {max} bytes")
+            }
+            Self::Cancelled => f.write_str("cancelled: the run ended before this child finished"),
+        }
+    }
+}
+
+impl std::error::Error for ChildError {}
+
+/// Error of a pfork run.
+///
+/// `R` is the children's result type: [`Children`](Self::Children) carries every child's
+/// outcome, the successful results included, so nothing a child computed is lost. Take them
+/// out with [`into_outcomes`](Self::into_outcomes).
+#[non_exhaustive]
+pub enum PforkError<R> {
+    /// At least one child failed. Outcome `i` belongs to child `i`.
+    Children(Vec<Result<R, ChildError>>),
+    /// The process has other threads, and the run was not allowed to fork a multi-threaded
+    /// process (see the crate docs, "Threads", and [`Pfork::allow_threads`]). `None` when the
+    /// thread count could not be read, which is treated the same way.
+    ///
+    /// [`Pfork::allow_threads`]: crate::Pfork::allow_threads
+    Threaded {
+        /// Threads counted in this process.
+        threads: Option<usize>,
+    },
+    /// pfork was called in a pfork child at a depth the run does not allow (see the crate
+    /// docs, "Nesting", and [`Pfork::max_depth`]).
+    ///
+    /// [`Pfork::max_depth`]: crate::Pfork::max_depth
+    Nested {
+        /// Depth of the calling process: 1 in a child of a top-level run.
+        depth: usize,
+        /// The run's limit.
+        max_depth: usize,
+    },
+    /// An option or argument is invalid (`max_alive(0)`); nothing was forked.
+    InvalidArgument(&'static str),
+}
+
+impl<R> PforkError<R> {
+    /// Every child's outcome, in index order, if this is a [`Children`](Self::Children) error.
+    pub fn into_outcomes(self) -> Option<Vec<Result<R, ChildError>>> {
+        match self {
+            Self::Children(outcomes) => Some(outcomes),
+            _ => None,
+        }
+    }
+
+    /// The failed children as `(index, error)` pairs, in index order (empty for an error
+    /// that is not about children).
+    pub fn failures(&self) -> impl Iterator<Item = (usize, &ChildError)> + '_ {
+        let outcomes = match self {
+            Self::Children(outcomes) => outcomes.as_slice(),
+            _ => &[],
+        };
+        outcomes.iter().enumerate().filter_map(|(i, o)| o.as_ref().err().map(|e| (i, e)))
+    }
+}
+
+impl<R> fmt::Debug for PforkError<R> {
+    // Written by hand so that `R` needs no `Debug` and a large result is not dumped: the
+    // successful children are summarised by count.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Children(outcomes) => {
+                let ok = outcomes.iter().filter(|o| o.is_ok()).count();
+                let failed: Vec<(usize, &ChildError)> = self.failures().collect();
+                f.debug_struct("Children").field("ok", &ok).field("failed", &failed).finish()
+            }
+            Self::Threaded { threads } => f.debug_struct("Threaded").field("threads", threads).finish(),
+            Self::Nested { depth, max_depth } => f
+                .debug_struct("Nested")
+                .field("depth", depth)
+                .field("max_depth", max_depth)
+                .finish(),
+            Self::InvalidArgument(what) => f.debug_tuple("InvalidArgument").field(what).finish(),
+        }
+    }
+}
+
+impl<R> fmt::Display for PforkError<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Children(outcomes) => {
+                let mut failures = self.failures();
+                let count = self.failures().count();
+                write!(f, "{count} of {} children failed", outcomes.len())?;
+                if let Some((i, e)) = failures.next() {
+                    write!(f, "; child {i}: {e}")?;
+                }
+                Ok(())
+            }
+            Self::Threaded { threads: Some(n) } => write!(
+                f,
+                "refusing to fork a process with {n} threads (see Pfork::allow_threads)"
+            ),
+            Self::Threaded { threads: None } => f.write_str(
+                "refusing to fork: the thread count could not be read (see Pfork::allow_threads)",
+            ),
+            Self::Nested { depth, max_depth } => write!(
+                f,
+                "pfork at depth {depth} is over the nesting limit of {max_depth} (see Pfork::max_depth)"
+            ),
+            Self::InvalidArgument(what) => write!(f, "invalid argument: {what}"),
+        }
+    }
+}
+
+impl<R> std::error::Error for PforkError<R> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Children(_) => self.failures().next().map(|(_, e)| e as _),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! The parent's side of a run: fork up to `max_alive` children, read every pipe as data
+//! arrives (one `poll` over all pipes and pidfds, so no child ever blocks on a full pipe),
+//! reap each child by its own pid, enforce the timeout, and turn what came back into one
+//! outcome per child.
+//!
+//! A child is finished when it has been reaped *and* its pipe has been read to the end or,
+//! after reaping, drained of what is there: a grandchild that inherited the write end can
+//! keep the pipe open, but everything the child wrote is in the pipe once it is a zombie.
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::ChildError;
+use crate::frame::{self, Progress, Reader};
+use crate::sys::{self, Exit};
+use crate::{Pfork, child};
+
+/// Poll tick when a child has no pidfd (macOS, Linux before 5.3): how often its exit is
+/// checked with `waitpid(WNOHANG)`.
+const TICK: Duration = Duration::from_millis(2);
+
+/// Why the parent killed a child, which decides how it is reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Killed {
+    TimedOut,
+    Cancelled,
+    TooLarge { len: u64 },
+}
+
+/// A child that has been forked and not yet finished.
+struct Running {
+    index: usize,
+    pid: sys::pid_t,
+    /// Read end of the child's pipe; `None` once read to the end.
+    pipe: Option<OwnedFd>,
+    /// Becomes readable when the child has ended; `None` without pidfd support.
+    pidfd: Option<OwnedFd>,
+    reader: Reader,
+    status: Option<sys::WaitStatus>,
+    killed: Option<Killed>,
+}
+
+impl Running {
+    fn kill(&mut self, why: Killed) {
+        if self.status.is_none() && self.killed.is_none() {
+            sys::kill_child(self.pid);
+            self.killed = Some(why);
+        }
+    }
+
+    /// Reads what the pipe holds now; on end of file or a read error the pipe is closed.
+    fn read_pipe(&mut self) {
+        let Some(fd) = &self.pipe else { return };
+        match self.reader.read_from(fd.as_fd()) {
+            Ok(Progress::Pending) => {}
+            Ok(Progress::Eof) | Err(_) => self.pipe = None,
+            Ok(Progress::TooLarge { len }) => {
+                self.pipe = None;
+                self.kill(Killed::TooLarge { len });
+            }
+        }
+    }
+
+    fn finished(&self) -> bool {
+        self.status.is_some() && self.pipe.is_none()
+    }
+}
+
+/// Runs `n` children of `f` under the options `opts`; outcome `i` belongs to child `i`.
+/// The caller has checked the thread and nesting policies.
+pub(crate) fn run<R, F>(opts: &Pfork, n: usize, f: &F) -> Vec<Result<R, ChildError>>
+where
+    F: Fn(usize) -> R,
+    R: Serialize + DeserializeOwned,
+{
+    let mut outcomes: Vec<Option<Result<R, ChildError>>> = (0..n).map(|_| None).collect();
+    let max_alive = opts.max_alive.unwrap_or(n).max(1);
+    let deadline = opts.timeout.map(|t| Instant::now() + t);
+    let parent = sys::getpid();
+    let mut alive: Vec<Running> = Vec::with_capacity(max_alive.min(n));
+    let mut pollfds: Vec<libc::pollfd> = Vec::with_capacity(2 * max_alive.min(n));
+    let mut next = 0;
+    // Set when the run must stop starting children (fork failed, or the deadline passed).
+    let mut stop: Option<ChildError> = None;
+
+    // Whatever the parent buffered is written now, so that no child inherits it.
+    flush_parent_output();
+
+    loop {
+        while stop.is_none() && next < n && alive.len() < max_alive {
+            match spawn(f, next, parent, opts.max_result_bytes) {
+                Ok(running) => alive.push(running),
+                Err(errno) => {
+                    outcomes[next] = Some(Err(ChildError::ForkFailed { errno }));
+                    stop = Some(ChildError::Cancelled);
+                    alive.iter_mut().for_each(|c| c.kill(Killed::Cancelled));
+                }
+            }
+            next += 1;
+        }
+        if alive.is_empty() {
+            break;
+        }
+
+        let mut wait_ms: libc::c_int = -1;
+        if let Some(deadline) = deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !left.is_zero() {
+                wait_ms = ms_ceil(left);
+            } else if stop.is_none() {
+                stop = Some(ChildError::Cancelled);
+                alive.iter_mut().for_each(|c| c.kill(Killed::TimedOut));
+            }
+        }
+        // A killed child, or one without a pidfd, is checked with waitpid on a short tick.
+        if alive.iter().any(|c| c.pidfd.is_none() || c.killed.is_some()) {
+            wait_ms = if wait_ms < 0 { ms_ceil(TICK) } else { wait_ms.min(ms_ceil(TICK)) };
+        }
+
+        pollfds.clear();
+        for c in &alive {
+            if let Some(fd) = &c.pipe {
+                pollfds.push(libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+            }
+            if let (Some(fd), None) = (&c.pidfd, c.status) {
+                pollfds.push(libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+            }
+        }
+        // A poll error (ENOMEM) leaves the loop on its tick: waitpid below still makes progress.
+        if sys::poll(&mut pollfds, wait_ms).is_err() {
+            std::thread::sleep(TICK);
+        }
+
+        // Read every pipe and check every child. Reading costs one failed read per idle pipe;
+        // a run has few children alive at once (the cores), so this is cheaper than mapping
+        // poll entries back to children.
+        let mut k = 0;
+        while k < alive.len() {
+            let c = &mut alive[k];
+            c.read_pipe();
+            if c.status.is_none()
+                && let Ok(Some(status)) = sys::try_wait(c.pid)
+            {
+                c.status = Some(status);
+            }
+            if c.status.is_some() && c.pipe.is_some() {
+                // Reaped: all the child wrote is in the pipe. Take it, and stop waiting for
+                // an end of file that a grandchild holding the write end could delay.
+                c.read_pipe();
+                c.pipe = None;
+            }
+            if c.finished() {
+                let c = alive.swap_remove(k);
+                let index = c.index;
+                outcomes[index] = Some(outcome(c));
+            } else {
+                k += 1;
+            }
+        }
+    }
+
+    let rest = stop.unwrap_or(ChildError::Cancelled);
+    outcomes.into_iter().map(|o| o.unwrap_or_else(|| Err(rest.clone()))).collect()
+}
+
+/// Forks child `index`; in the child this never returns. `Err(errno)` if the pipe or the
+/// fork failed.
+fn spawn<R, F>(f: &F, index: usize, parent: sys::pid_t, max: u64) -> Result<Running, i32>
+where
+    F: Fn(usize) -> R,
+    R: Serialize,
+{
+    let errno = |e: std::io::Error| e.raw_os_error().unwrap_or(libc::EIO);
+    let (read, write) = sys::pipe().map_err(errno)?;
+    // SAFETY: the caller checked the thread policy (`Pfork::check`): either this process is
+    // single-threaded, or the user opted in with `allow_threads` and took on its contract.
+    // The child runs `child::run`, which never returns.
+    match unsafe { sys::fork() }.map_err(errno)? {
+        sys::Forked::Child => {
+            drop(read);
+            child::run(f, index, write, parent, max)
+        }
+        sys::Forked::Parent(pid) => {
+            drop(write);
+            let pidfd = sys::pidfd_open(pid);
+            Ok(Running {
+                index,
+                pid,
+                pipe: Some(read),
+                pidfd,
+                reader: Reader::new(max),
+                status: None,
+                killed: None,
+            })
+        }
+    }
+}
+
+/// Turns what a finished child left into its outcome.
+fn outcome<R: DeserializeOwned>(c: Running) -> Result<R, ChildError> {
+    match c.killed {
+        Some(Killed::TimedOut) => return Err(ChildError::TimedOut),
+        Some(Killed::Cancelled) => return Err(ChildError::Cancelled),
+        Some(Killed::TooLarge { len }) => {
+            return Err(ChildError::ResultTooLarge { len, max: c.reader_cap() });
+        }
+        None => {}
+    }
+    let exit = sys::decode_status(c.status.unwrap_or(0));
+    let cap = c.reader_cap();
+    let frame = c.reader.into_frame();
+    match frame {
+        // A panic report wins over the exit status: with `panic = "abort"` the child sends it
+        // and then dies of SIGABRT.
+        Some((frame::TAG_PANIC, payload)) => {
+            let (message, location) = postcard::from_bytes::<(String, Option<String>)>(&payload)
+                .unwrap_or_else(|_| ("(unreadable panic message)".to_owned(), None));
+            return Err(ChildError::Panicked { message, location });
+        }
+        Some((frame::TAG_TOO_LARGE, payload)) => {
+            let len = payload.try_into().map(u64::from_le_bytes).unwrap_or(u64::MAX);
+            return Err(ChildError::ResultTooLarge { len, max: cap });
+        }
+        Some((frame::TAG_ENCODE, payload)) => {
+            return Err(ChildError::Encode(String::from_utf8_lossy(&payload).into_owned()));
+        }
+        _ => {}
+    }
+    match exit {
+        Exit::Signal(signal, core_dumped) => Err(ChildError::Signaled { signal, core_dumped }),
+        Exit::Code(0) => match frame {
+            Some((frame::TAG_OK, payload)) => {
+                postcard::from_bytes(&payload).map_err(|e| ChildError::Decode(e.to_string()))
+            }
+            _ => Err(ChildError::NoResult),
+        },
+        Exit::Code(code) => Err(ChildError::Exited { code }),
+    }
+}
+
+impl Running {
+    fn reader_cap(&self) -> u64 {
+        self.reader.cap()
+    }
+}
+/// Flushes Rust's stdout and C stdio, so a child never inherits (and prints again) output the
+/// parent buffered.
+fn flush_parent_output() {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    sys::flush_c_stdio();
+}
+
+/// Milliseconds in `d`, rounded up so a deadline is never polled early, and capped.
+fn ms_ceil(d: Duration) -> libc::c_int {
+    let ms = d.as_nanos().div_ceil(1_000_000);
+    libc::c_int::try_from(ms).unwrap_or(libc::c_int::MAX)
+}
