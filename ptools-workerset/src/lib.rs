@@ -1,6 +1,225 @@
 //! Worker processes for ptools: the same executable re-started in worker mode, remote calls
-//! (`remotecall`, `remotecall_fetch`, `remotecall_wait`) and `WorkerSet`, a pool of workers
-//! used round-robin or first-free.
+//! (`remotecall`, `remotecall_fetch`, `remotecall_wait`), `pmap`, and `WorkerSet`, a pool
+//! of workers used round-robin or first-free. After Julia's `Distributed` and PTools.jl.
 //!
-//! This facility is not built yet: the crate holds no API until it is. Its design is in the
-//! repository's `ARCHITECTURE.md` and in the issue that tracks it.
+//! ```
+//! ptools_workerset::enable_test_support!(); // in `main`: `ptools_workerset::init();`
+//!
+//! fn square(x: u64) -> u64 {
+//!     x * x
+//! }
+//!
+//! # fn main() -> Result<(), ptools_workerset::Error> {
+//! let cluster = ptools_workerset::Cluster::new();
+//! let ids = cluster.addprocs(2)?;
+//! assert_eq!(cluster.remotecall_fetch(ids[0], square, 7)?, 49);
+//! let r = cluster.remotecall(ids[1], |(a, b): (u64, u64)| a + b, (2, 3))?;
+//! assert_eq!(r.fetch()?, 5);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Worker mode
+//!
+//! A worker is this same executable, started again with one end of two Unix socket pairs
+//! inherited and `PTOOLS_WORKER_FD` in its environment. It becomes a worker instead of
+//! running the program when it reaches:
+//!
+//! - [`init()`], the first line of `main`, or
+//! - [`enable_test_support!()`], one line at the top of a test file (or `main.rs`): it puts
+//!   a constructor in `.init_array`, so worker mode starts before the test harness (or
+//!   `main`) runs at all. This is what makes plain `cargo test` work.
+//!
+//! In worker mode the call never returns: the process serves calls and exits when told to,
+//! or when the master is gone. A program that forgot both lines cannot become a runaway
+//! master: `addprocs` in a process with `PTOOLS_WORKER_FD` set (meaning it was started as a
+//! worker) fails with [`Error::InvalidArgument`] and says why on stderr, and its master
+//! gives up with [`Error::WorkerStartFailed`] when no handshake comes within the start
+//! timeout. Inside a worker, `addprocs` is refused too.
+//!
+//! # Remote functions
+//!
+//! A remote function is a `fn(A) -> R` pointer: a `fn` item or a closure that captures
+//! nothing, with `A` and `R` serde types (several arguments: a tuple). It travels as its
+//! offset from an anchor function of this crate, together with the offset of a trampoline
+//! monomorphised for `A` and `R` that decodes the argument (postcard), calls, and encodes the
+//! result. This is only sound when master and worker run the very same executable image,
+//! which the handshake checks: the worker reports the identity of `/proc/self/exe` (device,
+//! inode, size, modification time) and the anchor's offset within its image, and the master
+//! compares with its own ([`Error::BuildMismatch`] otherwise). Workers are started from
+//! `/proc/self/exe`, which names the master's own file even if the path was rebuilt since.
+//! Functions must live in the executable itself (not a `dlopen`ed library).
+//!
+//! # Faults
+//!
+//! - A remote panic is [`Error::RemotePanic`] with message and location; the worker serves
+//!   the next call.
+//! - A worker that dies (killed, abort, segfault, exit) fails every call pending on it, and
+//!   every later call to its id, with [`Error::WorkerDied`] carrying the exit code or signal;
+//!   it leaves `procs()` and every `WorkerSet`. Other workers are not affected.
+//! - Arguments and results that fail to encode or decode give [`Error::Encode`] /
+//!   [`Error::Decode`]; the link stays usable.
+//! - Workers never outlive the master: a worker exits when its control link reaches end of
+//!   stream (the master is gone), and `PR_SET_PDEATHSIG(SIGKILL)` kills one stuck in a call.
+//!   Workers are forked from one long-lived thread of this crate, because the death signal
+//!   follows the *thread* that forked (prctl(2)).
+//! - Workers inherit only their two sockets and stdio (stdin is `/dev/null`): every other
+//!   descriptor is marked close-on-exec in the child before exec (`close_range`).
+//!
+//! # Caveats
+//!
+//! Dropping the last handle on a [`Cluster`] shuts its workers down (shutdown request, then
+//! `SIGKILL` after the grace period) and reaps them. The default cluster used by the free
+//! functions lives until the process exits; an `atexit` handler stops its workers then.
+//! Linux only for now.
+
+mod cluster;
+mod error;
+mod func;
+mod remote_ref;
+mod sys;
+mod wire;
+mod worker;
+
+use std::sync::OnceLock;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use cluster::{Cluster, ClusterBuilder};
+pub use error::{Error, Result, Termination};
+pub use remote_ref::RemoteRef;
+
+/// Enters worker mode when this process was started as a worker, and never returns then;
+/// returns at once otherwise. Call it first in `main`, before any thread is started.
+///
+/// ```
+/// // The first line of `main`:
+/// ptools_workerset::init();
+/// // ... the program, as the master
+/// ```
+pub fn init() {
+    worker::enter_if_worker();
+}
+
+/// Puts worker-mode entry ([`init`]) in a constructor that runs before `main`: one line at
+/// the top of a test file makes `cargo test` binaries usable as workers.
+///
+/// ```
+/// ptools_workerset::enable_test_support!();
+/// # fn main() {}
+/// ```
+#[macro_export]
+macro_rules! enable_test_support {
+    () => {
+        #[used]
+        #[cfg_attr(target_os = "linux", unsafe(link_section = ".init_array"))]
+        static __PTOOLS_WORKERSET_INIT: extern "C" fn() = {
+            extern "C" fn __ptools_workerset_init() {
+                $crate::init();
+            }
+            __ptools_workerset_init
+        };
+    };
+}
+
+/// The process-wide cluster the free functions act on.
+pub fn default_cluster() -> &'static Cluster {
+    static DEFAULT: OnceLock<Cluster> = OnceLock::new();
+    DEFAULT.get_or_init(|| {
+        extern "C" fn stop_default() {
+            if let Some(c) = DEFAULT.get() {
+                let ids = c.workers();
+                if ids != [1] {
+                    let _ = c.rmprocs(&ids);
+                }
+            }
+        }
+        // SAFETY: registers a plain `extern "C" fn` to run at exit; failure only means
+        // the workers exit on their own when they see the master gone.
+        unsafe { libc::atexit(stop_default) };
+        Cluster::new()
+    })
+}
+
+/// This process's id: 1 in the master, 2, 3, ... in a worker.
+pub fn myid() -> usize {
+    worker::myid()
+}
+
+/// Starts `n` workers in the default cluster; see [`Cluster::addprocs`].
+///
+/// # Errors
+///
+/// As [`Cluster::addprocs`].
+pub fn addprocs(n: usize) -> Result<Vec<usize>> {
+    default_cluster().addprocs(n)
+}
+
+/// Stops workers of the default cluster; see [`Cluster::rmprocs`].
+///
+/// # Errors
+///
+/// As [`Cluster::rmprocs`].
+pub fn rmprocs(ids: &[usize]) -> Result<()> {
+    default_cluster().rmprocs(ids)
+}
+
+/// Master and worker ids of the default cluster; see [`Cluster::procs`].
+pub fn procs() -> Vec<usize> {
+    default_cluster().procs()
+}
+
+/// Worker ids of the default cluster (`[1]` without workers); see [`Cluster::workers`].
+pub fn workers() -> Vec<usize> {
+    default_cluster().workers()
+}
+
+/// Number of processes in the default cluster; see [`Cluster::nprocs`].
+pub fn nprocs() -> usize {
+    default_cluster().nprocs()
+}
+
+/// Number of workers in the default cluster (1 without workers); see [`Cluster::nworkers`].
+pub fn nworkers() -> usize {
+    default_cluster().nworkers()
+}
+
+/// [`Cluster::remotecall`] on the default cluster.
+///
+/// # Errors
+///
+/// As [`Cluster::remotecall`].
+pub fn remotecall<A, R>(id: usize, f: fn(A) -> R, arg: A) -> Result<RemoteRef<R>>
+where
+    A: Serialize + DeserializeOwned,
+    R: Serialize + DeserializeOwned,
+{
+    default_cluster().remotecall(id, f, arg)
+}
+
+/// [`Cluster::remotecall_fetch`] on the default cluster.
+///
+/// # Errors
+///
+/// As [`Cluster::remotecall_fetch`].
+pub fn remotecall_fetch<A, R>(id: usize, f: fn(A) -> R, arg: A) -> Result<R>
+where
+    A: Serialize + DeserializeOwned,
+    R: Serialize + DeserializeOwned,
+{
+    default_cluster().remotecall_fetch(id, f, arg)
+}
+
+/// [`Cluster::remotecall_wait`] on the default cluster.
+///
+/// # Errors
+///
+/// As [`Cluster::remotecall_wait`].
+pub fn remotecall_wait<A, R>(id: usize, f: fn(A) -> R, arg: A) -> Result<()>
+where
+    A: Serialize + DeserializeOwned,
+    R: Serialize + DeserializeOwned,
+{
+    default_cluster().remotecall_wait(id, f, arg)
+}

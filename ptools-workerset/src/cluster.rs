@@ -1,0 +1,758 @@
+//! The master side: starting workers, sending calls, reading replies, noticing deaths.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ffi::OsString;
+use std::fmt;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock, Weak};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result, Termination};
+use crate::func::{FnRef, Status, decode_panic};
+use crate::remote_ref::{RemoteRef, Slot};
+use crate::sys;
+use crate::wire::{self, FrameReader, Link, UnixLink};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Critical sections here are short and leave no broken invariant when they unwind.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Options for a [`Cluster`].
+#[derive(Debug, Clone)]
+pub struct ClusterBuilder {
+    program: Option<PathBuf>,
+    args: Vec<OsString>,
+    start_timeout: Duration,
+    grace: Duration,
+}
+
+impl Default for ClusterBuilder {
+    fn default() -> Self {
+        ClusterBuilder {
+            program: None,
+            args: Vec::new(),
+            start_timeout: Duration::from_secs(20),
+            grace: Duration::from_secs(2),
+        }
+    }
+}
+
+impl ClusterBuilder {
+    /// The executable to start as a worker. The default, `/proc/self/exe`, is the only
+    /// choice that can pass the handshake; another file is rejected with
+    /// [`Error::BuildMismatch`] (this option exists to test exactly that).
+    pub fn program(mut self, path: impl Into<PathBuf>) -> Self {
+        self.program = Some(path.into());
+        self
+    }
+
+    /// Arguments given to each worker process (none by default; worker mode ignores them).
+    pub fn args<I: IntoIterator<Item = S>, S: Into<OsString>>(mut self, args: I) -> Self {
+        self.args = args.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// How long a new worker has to complete the handshake (default 20 s).
+    pub fn start_timeout(mut self, t: Duration) -> Self {
+        self.start_timeout = t;
+        self
+    }
+
+    /// How long `rmprocs` and drop wait for a graceful exit before `SIGKILL` (default 2 s).
+    pub fn grace_period(mut self, t: Duration) -> Self {
+        self.grace = t;
+        self
+    }
+
+    /// The cluster, with no worker yet.
+    pub fn build(self) -> Cluster {
+        Cluster {
+            inner: Arc::new(Inner::new(self)),
+        }
+    }
+}
+
+/// A master and its workers. Cloning gives another handle on the same cluster; the workers
+/// are shut down when the last handle is dropped.
+///
+/// The free functions ([`addprocs`](crate::addprocs), [`remotecall`](crate::remotecall),
+/// ...) act on a process-wide default cluster.
+#[derive(Clone)]
+pub struct Cluster {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cluster")
+            .field("procs", &self.procs())
+            .finish()
+    }
+}
+
+impl Default for Cluster {
+    fn default() -> Self {
+        Cluster::new()
+    }
+}
+
+pub(crate) struct Inner {
+    opts: ClusterBuilder,
+    next_id: AtomicUsize,
+    workers: RwLock<BTreeMap<usize, Arc<Remote>>>,
+    /// Workers that died or were removed, and how they ended.
+    gone: Mutex<HashMap<usize, (i32, Termination)>>,
+    local: Mutex<Option<mpsc::Sender<LocalJob>>>,
+}
+
+struct LocalJob {
+    f: FnRef,
+    arg: Vec<u8>,
+    slot: Arc<Slot>,
+}
+
+impl Inner {
+    fn new(opts: ClusterBuilder) -> Inner {
+        Inner {
+            opts,
+            next_id: AtomicUsize::new(2),
+            workers: RwLock::new(BTreeMap::new()),
+            gone: Mutex::new(HashMap::new()),
+            local: Mutex::new(None),
+        }
+    }
+
+    fn get(&self, id: usize) -> Option<Arc<Remote>> {
+        self.workers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned()
+    }
+
+    fn died(&self, id: usize, pid: i32, t: Termination) {
+        self.workers
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+        lock(&self.gone).entry(id).or_insert((pid, t));
+    }
+
+    /// Sends a call to `id`, the argument written by `encode`; the slot gets the outcome.
+    pub(crate) fn submit(
+        &self,
+        id: usize,
+        f: FnRef,
+        encode: &mut dyn FnMut(Vec<u8>) -> std::result::Result<Vec<u8>, postcard::Error>,
+        slot: Arc<Slot>,
+    ) -> Result<()> {
+        if id == 1 {
+            let arg = encode(Vec::new()).map_err(|e| Error::Encode(format!("argument: {e}")))?;
+            let tx = {
+                let mut g = lock(&self.local);
+                g.get_or_insert_with(start_local).clone()
+            };
+            slot.set_worker(1);
+            if let Err(mpsc::SendError(job)) = tx.send(LocalJob { f, arg, slot }) {
+                job.slot.complete(Err(Error::UnknownWorker(1)));
+            }
+            return Ok(());
+        }
+        match self.get(id) {
+            Some(w) => {
+                slot.set_worker(id);
+                w.submit(f, encode, slot)
+            }
+            None => Err(self.gone_error(id)),
+        }
+    }
+
+    pub(crate) fn gone_error(&self, id: usize) -> Error {
+        match lock(&self.gone).get(&id) {
+            Some(&(pid, termination)) => Error::WorkerDied {
+                id,
+                pid,
+                termination,
+            },
+            None => Error::UnknownWorker(id),
+        }
+    }
+
+    #[allow(dead_code)] // Used by WorkerSet, the next step.
+    pub(crate) fn is_alive(&self, id: usize) -> bool {
+        id == 1 || self.get(id).is_some()
+    }
+}
+
+fn start_local() -> mpsc::Sender<LocalJob> {
+    let (tx, rx) = mpsc::channel::<LocalJob>();
+    let spawned = std::thread::Builder::new()
+        .name("ptools-local".into())
+        .spawn(move || {
+            let mut out = Vec::new();
+            for job in rx {
+                out.clear();
+                // SAFETY: the offsets were made by `FnRef::single`/`batch` in this process.
+                let status = unsafe { job.f.invoke(&job.arg, &mut out) };
+                job.slot.complete(outcome(1, status, &out));
+            }
+        });
+    if spawned.is_err() {
+        // The receiver is gone with the closure, so sends fail and report the error.
+        let (tx, _) = mpsc::channel();
+        return tx;
+    }
+    tx
+}
+
+/// The outcome of a call from a reply's status and payload.
+fn outcome(id: usize, status: Status, payload: &[u8]) -> Result<Vec<u8>> {
+    let text = || String::from_utf8_lossy(payload).into_owned();
+    match status {
+        Status::Ok => Ok(payload.to_vec()),
+        Status::Panic => {
+            let (message, location) = decode_panic(payload);
+            Err(Error::RemotePanic {
+                id,
+                message,
+                location,
+            })
+        }
+        Status::DecodeArg => Err(Error::Decode(format!("argument: {}", text()))),
+        Status::EncodeResult => Err(Error::Encode(format!("result: {}", text()))),
+    }
+}
+
+struct Pending {
+    queue: VecDeque<Arc<Slot>>,
+    dead: Option<Termination>,
+}
+
+/// One worker process, seen from the master.
+pub(crate) struct Remote {
+    id: usize,
+    pid: i32,
+    data: Arc<dyn Link>,
+    ctl: Mutex<(UnixLink, FrameReader, u64)>,
+    /// The write side: held while a frame is built and written, so frames never interleave
+    /// and the pending queue has the order of the wire.
+    tx: Mutex<Vec<u8>>,
+    pending: Mutex<Pending>,
+    ended: Mutex<Option<Termination>>,
+    ended_cv: Condvar,
+}
+
+impl Remote {
+    fn submit(
+        &self,
+        f: FnRef,
+        encode: &mut dyn FnMut(Vec<u8>) -> std::result::Result<Vec<u8>, postcard::Error>,
+        slot: Arc<Slot>,
+    ) -> Result<()> {
+        let mut tx = lock(&self.tx);
+        let mut buf = std::mem::take(&mut *tx);
+        wire::begin(&mut buf, wire::CALL);
+        buf.extend_from_slice(&f.f_off.to_le_bytes());
+        buf.extend_from_slice(&f.tramp_off.to_le_bytes());
+        let mut buf = encode(buf).map_err(|e| Error::Encode(format!("argument: {e}")))?;
+        wire::finish(&mut buf);
+        {
+            let mut p = lock(&self.pending);
+            if let Some(termination) = p.dead {
+                drop(p);
+                *tx = buf;
+                drop(tx);
+                slot.complete(Err(Error::WorkerDied {
+                    id: self.id,
+                    pid: self.pid,
+                    termination,
+                }));
+                return Ok(());
+            }
+            p.queue.push_back(slot);
+        }
+        // A failed write means the worker is gone: its reader sees the end of the stream
+        // and fails the slot just queued, with the exit status.
+        let _ = self.data.send_all(&buf);
+        if buf.capacity() <= 1 << 20 {
+            *tx = buf;
+        }
+        Ok(())
+    }
+
+    /// Reads replies until the worker is gone, then reaps it and fails what was pending.
+    fn read_loop(self: Arc<Self>, mut reader: FrameReader, cluster: Weak<Inner>) {
+        while let Ok(Some(body)) = reader.next(&*self.data) {
+            let slot = lock(&self.pending).queue.pop_front();
+            let Some(slot) = slot else { break };
+            let r = match Status::from_u8(body[0]) {
+                Some(s) => outcome(self.id, s, &body[1..]),
+                None => break,
+            };
+            slot.complete(r);
+        }
+        self.data.shutdown();
+        let t = sys::reap(self.pid, Duration::from_secs(1));
+        let failed = {
+            let mut p = lock(&self.pending);
+            p.dead = Some(t);
+            std::mem::take(&mut p.queue)
+        };
+        if let Some(c) = cluster.upgrade() {
+            c.died(self.id, self.pid, t);
+        }
+        *lock(&self.ended) = Some(t);
+        self.ended_cv.notify_all();
+        for s in failed {
+            s.complete(Err(Error::WorkerDied {
+                id: self.id,
+                pid: self.pid,
+                termination: t,
+            }));
+        }
+    }
+
+    fn send_ctl(&self, kind: u8, token: u64) {
+        let g = lock(&self.ctl);
+        let mut f = Vec::with_capacity(16);
+        wire::begin(&mut f, kind);
+        f.extend_from_slice(&token.to_le_bytes());
+        wire::finish(&mut f);
+        let _ = g.0.send_all(&f);
+    }
+
+    fn wait_ended(&self, timeout: Duration) -> Option<Termination> {
+        let g = lock(&self.ended);
+        let (g, _) = self
+            .ended_cv
+            .wait_timeout_while(g, timeout, |e| e.is_none())
+            .unwrap_or_else(|p| p.into_inner());
+        *g
+    }
+
+    /// After a shutdown request: waits `grace`, then `SIGKILL`; returns once reaped.
+    fn stop(&self, grace: Duration) {
+        if self.wait_ended(grace).is_none() {
+            sys::kill(self.pid, libc::SIGKILL);
+            // The reader reaps it now; its own wait is bounded, so this one ends.
+            while self.wait_ended(Duration::from_secs(5)).is_none() {
+                sys::kill(self.pid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// Starts processes from one long-lived thread: `PR_SET_PDEATHSIG` fires when the thread
+/// that forked a child ends (prctl(2)), so forking from a short-lived caller thread (a test,
+/// a scoped worker) would kill the workers with it.
+fn spawner() -> &'static Mutex<mpsc::Sender<SpawnReq>> {
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnReq>>> = OnceLock::new();
+    SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<SpawnReq>();
+        let _ = std::thread::Builder::new()
+            .name("ptools-spawner".into())
+            .spawn(move || {
+                for req in rx {
+                    let r = sys::spawn_worker(&req.program, &req.args, &req.data, &req.ctl);
+                    let _ = req.reply.send(r);
+                }
+            });
+        Mutex::new(tx)
+    })
+}
+
+struct SpawnReq {
+    program: PathBuf,
+    args: Vec<OsString>,
+    data: OwnedFd,
+    ctl: OwnedFd,
+    reply: mpsc::Sender<std::io::Result<sys::Spawned>>,
+}
+
+/// A started process, between spawn and registration.
+struct Starting {
+    pid: i32,
+    data: Arc<UnixLink>,
+    ctl: UnixLink,
+    reader: FrameReader,
+    id: usize,
+}
+
+impl Cluster {
+    /// A cluster with default options and no worker.
+    pub fn new() -> Cluster {
+        ClusterBuilder::default().build()
+    }
+
+    /// Options for a new cluster.
+    pub fn builder() -> ClusterBuilder {
+        ClusterBuilder::default()
+    }
+
+    /// Starts `n` workers and returns their ids.
+    ///
+    /// Each worker is this same executable re-started in worker mode (see
+    /// [`init`](crate::init)). All `n` start, or none: on failure every process of this call
+    /// is killed and reaped and nothing is registered.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WorkerStartFailed`] (spawn failed, the program exited, or no handshake within
+    /// the start timeout: typically a program whose `main` lacks [`init`](crate::init)),
+    /// [`Error::BuildMismatch`], [`Error::InvalidArgument`] when called inside a worker.
+    pub fn addprocs(&self, n: usize) -> Result<Vec<usize>> {
+        check_master()?;
+        let me = sys::BuildId::of_self()?;
+        let program = self
+            .inner
+            .opts
+            .program
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/proc/self/exe"));
+        let mut started: Vec<Starting> = Vec::with_capacity(n);
+        let result = (|| {
+            for _ in 0..n {
+                let (d_master, d_child) = sys::socketpair()?;
+                let (c_master, c_child) = sys::socketpair()?;
+                let (reply, rx) = mpsc::channel();
+                let req = SpawnReq {
+                    program: program.clone(),
+                    args: self.inner.opts.args.clone(),
+                    data: d_child,
+                    ctl: c_child,
+                    reply,
+                };
+                lock(spawner())
+                    .send(req)
+                    .map_err(|_| Error::WorkerStartFailed("spawner thread is gone".into()))?;
+                let spawned = rx
+                    .recv()
+                    .map_err(|_| Error::WorkerStartFailed("spawner thread is gone".into()))?
+                    .map_err(|e| {
+                        Error::WorkerStartFailed(format!("spawn {}: {e}", program.display()))
+                    })?;
+                started.push(Starting {
+                    pid: spawned.pid,
+                    data: Arc::new(UnixLink(d_master)),
+                    ctl: UnixLink(c_master),
+                    reader: FrameReader::new(),
+                    id: 0,
+                });
+            }
+            let deadline = Instant::now() + self.inner.opts.start_timeout;
+            for s in started.iter_mut() {
+                handshake(s, &me, deadline, &self.inner.next_id)?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            for s in started {
+                s.data.shutdown();
+                sys::kill(s.pid, libc::SIGKILL);
+                sys::reap(s.pid, Duration::from_secs(5));
+            }
+            return Err(e);
+        }
+        let mut ids = Vec::with_capacity(n);
+        for s in started {
+            let remote = Arc::new(Remote {
+                id: s.id,
+                pid: s.pid,
+                data: s.data,
+                ctl: Mutex::new((s.ctl, FrameReader::new(), 0)),
+                tx: Mutex::new(Vec::with_capacity(4096)),
+                pending: Mutex::new(Pending {
+                    queue: VecDeque::new(),
+                    dead: None,
+                }),
+                ended: Mutex::new(None),
+                ended_cv: Condvar::new(),
+            });
+            self.inner
+                .workers
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(s.id, remote.clone());
+            let weak = Arc::downgrade(&self.inner);
+            let reader = s.reader;
+            let r2 = remote.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("ptools-reader-{}", s.id))
+                .spawn(move || r2.read_loop(reader, weak));
+            if let Err(e) = spawned {
+                // Without a reader nothing would ever complete: take the worker down.
+                self.inner
+                    .workers
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&s.id);
+                sys::kill(remote.pid, libc::SIGKILL);
+                sys::reap(remote.pid, Duration::from_secs(5));
+                return Err(e.into());
+            }
+            ids.push(s.id);
+        }
+        Ok(ids)
+    }
+
+    /// Shuts the given workers down: each finishes its running call, then exits; one still
+    /// running after the grace period gets `SIGKILL`. Returns once all are reaped. Calls
+    /// still queued on them fail with [`Error::WorkerDied`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownWorker`] (checked for every id before any is stopped) or
+    /// [`Error::InvalidArgument`] for id 1.
+    pub fn rmprocs(&self, ids: &[usize]) -> Result<()> {
+        let mut list = Vec::with_capacity(ids.len());
+        for &id in ids {
+            if id == 1 {
+                return Err(Error::InvalidArgument(
+                    "cannot remove the master (id 1)".into(),
+                ));
+            }
+            match self.inner.get(id) {
+                Some(w) => list.push(w),
+                None => return Err(self.inner.gone_error(id)),
+            }
+        }
+        stop_all(&self.inner, list);
+        Ok(())
+    }
+
+    /// The ids of the master and all live workers, ascending.
+    pub fn procs(&self) -> Vec<usize> {
+        let mut v = vec![1];
+        v.extend(self.workers_ids());
+        v
+    }
+
+    fn workers_ids(&self) -> Vec<usize> {
+        self.inner
+            .workers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .copied()
+            .collect()
+    }
+
+    /// The ids of the live workers, ascending; `[1]` when there is none (as in Julia).
+    pub fn workers(&self) -> Vec<usize> {
+        let w = self.workers_ids();
+        if w.is_empty() { vec![1] } else { w }
+    }
+
+    /// The number of processes: master and live workers.
+    pub fn nprocs(&self) -> usize {
+        1 + self
+            .inner
+            .workers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
+    /// The number of live workers; 1 when there is none (as in Julia).
+    pub fn nworkers(&self) -> usize {
+        self.nprocs().saturating_sub(1).max(1)
+    }
+
+    /// The process id of worker `id`, if it is alive.
+    pub fn pid(&self, id: usize) -> Option<i32> {
+        if id == 1 {
+            return Some(std::process::id() as i32);
+        }
+        self.inner.get(id).map(|w| w.pid)
+    }
+
+    /// Sends a ping on worker `id`'s control link and waits for the answer; works while the
+    /// worker is busy in a call. Returns the round-trip time.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownWorker`] / [`Error::WorkerDied`], [`Error::Timeout`].
+    pub fn ping(&self, id: usize, timeout: Duration) -> Result<Duration> {
+        let w = self
+            .inner
+            .get(id)
+            .ok_or_else(|| self.inner.gone_error(id))?;
+        let mut g = lock(&w.ctl);
+        let (link, reader, token) = &mut *g;
+        *token += 1;
+        let want = *token;
+        let mut f = Vec::with_capacity(16);
+        wire::begin(&mut f, wire::PING);
+        f.extend_from_slice(&want.to_le_bytes());
+        wire::finish(&mut f);
+        let t0 = Instant::now();
+        link.send_all(&f)?;
+        let deadline = t0 + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !reader.has_frame() && !link.wait_readable(left)? {
+                return Err(Error::Timeout);
+            }
+            match reader.next(link)? {
+                Some(b) if b[0] == wire::PONG && wire::u64_at(b, 1) == Some(want) => {
+                    return Ok(t0.elapsed());
+                }
+                Some(_) => {}
+                None => return Err(self.inner.gone_error(id)),
+            }
+        }
+    }
+
+    /// Calls `f(arg)` on worker `id` (1: the master) and returns at once.
+    ///
+    /// `f` is a `fn` item or a closure that captures nothing. Calls to one worker run one at
+    /// a time in the order they were made.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Encode`] if `arg` fails to encode; [`Error::UnknownWorker`] or
+    /// [`Error::WorkerDied`] if `id` is not a live worker. Everything that happens later is
+    /// reported by the [`RemoteRef`].
+    pub fn remotecall<A, R>(&self, id: usize, f: fn(A) -> R, arg: A) -> Result<RemoteRef<R>>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        let slot = Slot::new(id, None);
+        self.inner.submit(
+            id,
+            FnRef::single(f),
+            &mut |b| postcard::to_extend(&arg, b),
+            slot.clone(),
+        )?;
+        Ok(RemoteRef::new(slot))
+    }
+
+    /// Calls `f(arg)` on worker `id` and waits for the result.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`remotecall`](Self::remotecall) and [`RemoteRef::fetch`].
+    pub fn remotecall_fetch<A, R>(&self, id: usize, f: fn(A) -> R, arg: A) -> Result<R>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        self.remotecall(id, f, arg)?.fetch()
+    }
+
+    /// Calls `f(arg)` on worker `id` and waits until it has run; the result is dropped.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`remotecall`](Self::remotecall) and [`RemoteRef::wait`].
+    pub fn remotecall_wait<A, R>(&self, id: usize, f: fn(A) -> R, arg: A) -> Result<()>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        self.remotecall(id, f, arg)?.wait()
+    }
+}
+
+fn check_master() -> Result<()> {
+    if crate::worker::forgot_init() {
+        eprintln!(
+            "ptools-workerset: this process was started as a worker but never entered worker \
+             mode; call ptools_workerset::init() first in main (or enable_test_support!() in a \
+             test binary)"
+        );
+        return Err(Error::InvalidArgument(
+            "this process is an uninitialised worker: it must not start workers".into(),
+        ));
+    }
+    if crate::worker::myid() != 1 {
+        return Err(Error::InvalidArgument(
+            "workers cannot start workers".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn handshake(
+    s: &mut Starting,
+    me: &sys::BuildId,
+    deadline: Instant,
+    next_id: &AtomicUsize,
+) -> Result<()> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    let fail = |m: String| Error::WorkerStartFailed(format!("pid {}: {m}", s.pid));
+    if !s.data.wait_readable(left)? {
+        return Err(fail("no handshake before the start timeout".into()));
+    }
+    let body = match s.reader.next(&*s.data) {
+        Ok(Some(b)) => b,
+        Ok(None) => {
+            // The link closes a moment before the process can be reaped: give it that
+            // moment (bounded), then kill it.
+            let t = sys::reap(s.pid, Duration::from_secs(2));
+            return Err(fail(format!("exited before the handshake ({t})")));
+        }
+        Err(e) => return Err(fail(format!("handshake: {e}"))),
+    };
+    if body[0] != wire::HELLO {
+        return Err(fail("bad handshake".into()));
+    }
+    let hello: wire::Hello =
+        postcard::from_bytes(&body[1..]).map_err(|e| fail(format!("bad handshake: {e}")))?;
+    if hello.magic != wire::MAGIC || hello.protocol != wire::PROTOCOL || hello.build != *me {
+        let mut f = Vec::new();
+        wire::begin(&mut f, wire::REJECT);
+        wire::finish(&mut f);
+        let _ = s.data.send_all(&f);
+        return Err(Error::BuildMismatch);
+    }
+    if hello.pid as i32 != s.pid {
+        return Err(fail(format!("handshake from pid {}", hello.pid)));
+    }
+    s.id = next_id.fetch_add(1, Ordering::Relaxed);
+    let mut f = Vec::new();
+    wire::begin(&mut f, wire::WELCOME);
+    f.extend_from_slice(&(s.id as u64).to_le_bytes());
+    wire::finish(&mut f);
+    s.data.send_all(&f)?;
+    Ok(())
+}
+
+/// Stops workers in parallel: shutdown to all first, then the waits.
+fn stop_all(inner: &Inner, list: Vec<Arc<Remote>>) {
+    for w in &list {
+        w.send_ctl(wire::SHUTDOWN, 0);
+    }
+    for w in &list {
+        w.stop(inner.opts.grace);
+        inner.died(
+            w.id,
+            w.pid,
+            w.wait_ended(Duration::ZERO).unwrap_or(Termination::Unknown),
+        );
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let list: Vec<_> =
+            std::mem::take(&mut *self.workers.write().unwrap_or_else(|p| p.into_inner()))
+                .into_values()
+                .collect();
+        stop_all(self, list);
+    }
+}
+
+impl fmt::Debug for Inner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Inner").finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,287 @@
+//! Functions as data: offsets from an anchor symbol, and the trampolines that decode, call
+//! and encode.
+//!
+//! A remote function is a `fn(A) -> R` pointer. It travels as its distance from [`anchor`],
+//! a function of this crate linked into the same executable; the trampoline
+//! `trampoline::<A, R>` (monomorphised in the master, so it exists in the worker's identical
+//! image too) travels the same way. The handshake proves that master and worker run the
+//! very same file, so the worker can turn the offsets back into pointers.
+
+use std::cell::RefCell;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Once;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// The fixed point every offset is measured from.
+#[inline(never)]
+pub(crate) fn anchor() -> usize {
+    // A body that cannot be folded with another function's.
+    std::hint::black_box(0x7074_6f6f_6c73)
+}
+
+/// What a trampoline reports; the numbers are the response kinds on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Status {
+    /// `out` holds the encoded result.
+    Ok = 1,
+    /// `out` holds an encoded `(message, Option<location>)`.
+    Panic = 2,
+    /// The argument did not decode; `out` holds the message.
+    DecodeArg = 3,
+    /// The result did not encode; `out` holds the message.
+    EncodeResult = 4,
+}
+
+impl Status {
+    pub(crate) fn from_u8(b: u8) -> Option<Status> {
+        match b {
+            1 => Some(Status::Ok),
+            2 => Some(Status::Panic),
+            3 => Some(Status::DecodeArg),
+            4 => Some(Status::EncodeResult),
+            _ => None,
+        }
+    }
+}
+
+/// The type every trampoline has once it is turned back into a pointer.
+///
+/// # Safety
+///
+/// `f` must be the address of a `fn(A) -> R` for exactly the `A` and `R` the trampoline was
+/// monomorphised with.
+pub(crate) type Tramp = unsafe fn(f: usize, arg: &[u8], out: &mut Vec<u8>) -> Status;
+
+/// A function and its trampoline, as offsets from [`anchor`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FnRef {
+    pub(crate) f_off: u64,
+    pub(crate) tramp_off: u64,
+}
+
+/// The anchor's address in this process.
+pub(crate) fn anchor_addr() -> usize {
+    anchor as fn() -> usize as usize
+}
+
+fn offset(addr: usize) -> u64 {
+    addr.wrapping_sub(anchor_addr()) as u64
+}
+
+fn address(off: u64) -> usize {
+    anchor_addr().wrapping_add(off as usize)
+}
+
+impl FnRef {
+    /// The reference for calling `f` on one argument.
+    pub(crate) fn single<A: DeserializeOwned, R: Serialize>(f: fn(A) -> R) -> FnRef {
+        FnRef {
+            f_off: offset(f as usize),
+            tramp_off: offset(trampoline::<A, R> as Tramp as usize),
+        }
+    }
+
+    /// The reference for calling `f` on each element of a `Vec<A>` (a `pmap` batch).
+    #[allow(dead_code)] // Used by pmap, the next step.
+    pub(crate) fn batch<A: DeserializeOwned, R: Serialize>(f: fn(A) -> R) -> FnRef {
+        FnRef {
+            f_off: offset(f as usize),
+            tramp_off: offset(batch_trampoline::<A, R> as Tramp as usize),
+        }
+    }
+
+    /// Runs the call in this process.
+    ///
+    /// # Safety
+    ///
+    /// The offsets must come from [`FnRef::single`] or [`FnRef::batch`] in a process running
+    /// the same executable image (this process, or a master whose build the handshake
+    /// checked).
+    pub(crate) unsafe fn invoke(self, arg: &[u8], out: &mut Vec<u8>) -> Status {
+        // SAFETY: by the caller's promise, `tramp_off` is the offset of a `Tramp` in this
+        // image, so the address is that function's.
+        let tramp: Tramp = unsafe { std::mem::transmute::<usize, Tramp>(address(self.tramp_off)) };
+        // SAFETY: `f_off` was made together with `tramp_off`, for the same `A` and `R`.
+        unsafe { tramp(address(self.f_off), arg, out) }
+    }
+}
+
+/// Decodes `A`, calls `f`, encodes `R`; a panic becomes [`Status::Panic`].
+///
+/// # Safety
+///
+/// `f` must be the address of a `fn(A) -> R`.
+unsafe fn trampoline<A: DeserializeOwned, R: Serialize>(
+    f: usize,
+    arg: &[u8],
+    out: &mut Vec<u8>,
+) -> Status {
+    // SAFETY: the caller promises `f` is a `fn(A) -> R`; fn pointers are address-sized.
+    let f: fn(A) -> R = unsafe { std::mem::transmute::<usize, fn(A) -> R>(f) };
+    let a: A = match postcard::from_bytes(arg) {
+        Ok(a) => a,
+        Err(e) => return message(out, Status::DecodeArg, &e.to_string()),
+    };
+    match run_catching(move || f(a)) {
+        Ok(r) => encode_into(&r, out),
+        Err((m, l)) => panic_into(out, &m, l),
+    }
+}
+
+/// Like [`trampoline`] over a `Vec<A>`, giving a `Vec<R>`.
+///
+/// # Safety
+///
+/// `f` must be the address of a `fn(A) -> R`.
+#[allow(dead_code)] // Used by pmap, the next step.
+unsafe fn batch_trampoline<A: DeserializeOwned, R: Serialize>(
+    f: usize,
+    arg: &[u8],
+    out: &mut Vec<u8>,
+) -> Status {
+    // SAFETY: the caller promises `f` is a `fn(A) -> R`; fn pointers are address-sized.
+    let f: fn(A) -> R = unsafe { std::mem::transmute::<usize, fn(A) -> R>(f) };
+    let items: Vec<A> = match postcard::from_bytes(arg) {
+        Ok(a) => a,
+        Err(e) => return message(out, Status::DecodeArg, &e.to_string()),
+    };
+    match run_catching(move || items.into_iter().map(f).collect::<Vec<R>>()) {
+        Ok(r) => encode_into(&r, out),
+        Err((m, l)) => panic_into(out, &m, l),
+    }
+}
+
+fn encode_into<R: Serialize>(r: &R, out: &mut Vec<u8>) -> Status {
+    let start = out.len();
+    match postcard::to_extend(r, std::mem::take(out)) {
+        Ok(v) => {
+            *out = v;
+            Status::Ok
+        }
+        Err(e) => {
+            // `to_extend` consumed the buffer; start over with the message only.
+            out.truncate(start);
+            message(out, Status::EncodeResult, &e.to_string())
+        }
+    }
+}
+
+fn message(out: &mut Vec<u8>, status: Status, m: &str) -> Status {
+    out.extend_from_slice(m.as_bytes());
+    status
+}
+
+fn panic_into(out: &mut Vec<u8>, m: &str, l: Option<String>) -> Status {
+    match postcard::to_extend(&(m, l), std::mem::take(out)) {
+        Ok(v) => *out = v,
+        Err(_) => out.clear(),
+    }
+    Status::Panic
+}
+
+/// Decodes what [`Status::Panic`] carried.
+pub(crate) fn decode_panic(bytes: &[u8]) -> (String, Option<String>) {
+    postcard::from_bytes(bytes).unwrap_or_else(|_| ("<undecodable panic>".into(), None))
+}
+
+thread_local! {
+    /// Set while a remote call runs on this thread: the hook stores the location here
+    /// instead of printing.
+    static CAPTURE: RefCell<Option<Option<String>>> = const { RefCell::new(None) };
+}
+
+static HOOK: Once = Once::new();
+
+/// Wraps the panic hook once: on a thread running a remote call the location is kept for
+/// the caller; elsewhere the previous hook runs as before.
+fn install_hook() {
+    HOOK.call_once(|| {
+        let prev = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let captured = CAPTURE.with(|c| match c.try_borrow_mut() {
+                Ok(mut c) if c.is_some() => {
+                    *c = Some(info.location().map(|l| l.to_string()));
+                    true
+                }
+                _ => false,
+            });
+            if !captured {
+                prev(info);
+            }
+        }));
+    });
+}
+
+/// Runs `f`, turning a panic into its message and location.
+fn run_catching<T>(f: impl FnOnce() -> T) -> Result<T, (String, Option<String>)> {
+    install_hook();
+    CAPTURE.with(|c| *c.borrow_mut() = Some(None));
+    let r = catch_unwind(AssertUnwindSafe(f));
+    let loc = CAPTURE.with(|c| c.borrow_mut().take()).flatten();
+    r.map_err(|p| {
+        let m = if let Some(s) = p.downcast_ref::<&str>() {
+            (*s).to_owned()
+        } else if let Some(s) = p.downcast_ref::<String>() {
+            s.clone()
+        } else {
+            "<non-string panic payload>".to_owned()
+        };
+        (m, loc)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn add(x: (u32, u32)) -> u32 {
+        x.0 + x.1
+    }
+
+    fn boom(_: ()) -> u8 {
+        panic!("boom")
+    }
+
+    #[test]
+    fn local_invoke_round_trips() {
+        let r = FnRef::single(add);
+        let mut out = Vec::new();
+        let arg = postcard::to_allocvec(&(2u32, 3u32)).unwrap();
+        // SAFETY: made by `FnRef::single` in this process.
+        let s = unsafe { r.invoke(&arg, &mut out) };
+        assert_eq!(s, Status::Ok);
+        assert_eq!(postcard::from_bytes::<u32>(&out).unwrap(), 5);
+    }
+
+    #[test]
+    fn closures_coerce_and_panics_are_caught() {
+        let r = FnRef::batch::<u8, u8>(|x| x * 2);
+        let mut out = Vec::new();
+        let arg = postcard::to_allocvec(&vec![1u8, 2, 3]).unwrap();
+        // SAFETY: made by `FnRef::batch` in this process.
+        assert_eq!(unsafe { r.invoke(&arg, &mut out) }, Status::Ok);
+        assert_eq!(
+            postcard::from_bytes::<Vec<u8>>(&out).unwrap(),
+            vec![2, 4, 6]
+        );
+
+        let mut out = Vec::new();
+        // SAFETY: made by `FnRef::single` in this process.
+        let s = unsafe { FnRef::single(boom).invoke(&[], &mut out) };
+        assert_eq!(s, Status::Panic);
+        let (m, l) = decode_panic(&out);
+        assert_eq!(m, "boom");
+        assert!(l.unwrap().contains("func.rs"));
+    }
+
+    #[test]
+    fn bad_argument_is_reported() {
+        let mut out = Vec::new();
+        // SAFETY: made by `FnRef::single` in this process.
+        let s = unsafe { FnRef::single(add).invoke(&[0xff], &mut out) };
+        assert_eq!(s, Status::DecodeArg);
+    }
+}

@@ -1,0 +1,250 @@
+//! Completion slots and `RemoteRef`, the handle on a call's future result.
+
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+
+type Hook = Box<dyn FnOnce() + Send>;
+
+enum State {
+    Pending,
+    Ready(Result<Vec<u8>>),
+    Taken,
+}
+
+struct Inner {
+    state: State,
+    worker: usize,
+    waker: Option<Waker>,
+    hook: Option<Hook>,
+    sleepers: usize,
+}
+
+/// Where a call's outcome lands: completed once, by the reader of the worker's link (or by
+/// whoever learns that the call cannot run).
+pub(crate) struct Slot {
+    inner: Mutex<Inner>,
+    cv: Condvar,
+}
+
+impl fmt::Debug for Slot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Slot")
+            .field("ready", &self.is_ready())
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding these locks cannot leave them inconsistent (every critical
+    // section is a few assignments), so poisoning is ignored.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Slot {
+    /// A pending slot; `hook` runs once, right after completion, on the completing thread.
+    pub(crate) fn new(worker: usize, hook: Option<Hook>) -> Arc<Slot> {
+        Arc::new(Slot {
+            inner: Mutex::new(Inner {
+                state: State::Pending,
+                worker,
+                waker: None,
+                hook,
+                sleepers: 0,
+            }),
+            cv: Condvar::new(),
+        })
+    }
+
+    pub(crate) fn set_worker(&self, id: usize) {
+        lock(&self.inner).worker = id;
+    }
+
+    pub(crate) fn worker(&self) -> usize {
+        lock(&self.inner).worker
+    }
+
+    /// Completes the slot; later completions are ignored.
+    pub(crate) fn complete(&self, r: Result<Vec<u8>>) {
+        let mut g = lock(&self.inner);
+        if !matches!(g.state, State::Pending) {
+            return;
+        }
+        g.state = State::Ready(r);
+        let waker = g.waker.take();
+        let hook = g.hook.take();
+        let sleepers = g.sleepers;
+        drop(g);
+        if sleepers > 0 {
+            self.cv.notify_all();
+        }
+        if let Some(w) = waker {
+            w.wake();
+        }
+        if let Some(h) = hook {
+            h();
+        }
+    }
+
+    pub(crate) fn is_ready(&self) -> bool {
+        !matches!(lock(&self.inner).state, State::Pending)
+    }
+
+    /// Waits until completed or the deadline passes; true when completed.
+    fn wait_until(&self, deadline: Option<Instant>) -> bool {
+        let mut g = lock(&self.inner);
+        while matches!(g.state, State::Pending) {
+            g.sleepers += 1;
+            g = match deadline {
+                None => self.cv.wait(g).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        g.sleepers -= 1;
+                        return false;
+                    }
+                    self.cv
+                        .wait_timeout(g, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+            };
+            g.sleepers -= 1;
+        }
+        true
+    }
+
+    /// The outcome, once; `None` while pending.
+    fn take(&self) -> Option<Result<Vec<u8>>> {
+        let mut g = lock(&self.inner);
+        match std::mem::replace(&mut g.state, State::Taken) {
+            State::Pending => {
+                g.state = State::Pending;
+                None
+            }
+            State::Ready(r) => Some(r),
+            State::Taken => Some(Err(Error::AlreadyFetched)),
+        }
+    }
+
+    /// The error, if the call failed, without taking anything.
+    fn peek_error(&self) -> Option<Error> {
+        match &lock(&self.inner).state {
+            State::Ready(Err(e)) => Some(e.clone()),
+            _ => None,
+        }
+    }
+
+    fn poll_take(&self, cx: &mut Context<'_>) -> Option<Result<Vec<u8>>> {
+        let mut g = lock(&self.inner);
+        if matches!(g.state, State::Pending) {
+            g.waker = Some(cx.waker().clone());
+            return None;
+        }
+        drop(g);
+        self.take()
+    }
+}
+
+/// A handle on the result of a [`remotecall`](crate::Cluster::remotecall): Julia's `Future`.
+///
+/// The result is taken by [`fetch`](Self::fetch) (or `.await`, or a successful
+/// [`try_fetch`](Self::try_fetch) / [`fetch_timeout`](Self::fetch_timeout)); a second take
+/// gives [`Error::AlreadyFetched`]. Dropping a `RemoteRef` does not cancel the call.
+pub struct RemoteRef<R> {
+    slot: Arc<Slot>,
+    _r: PhantomData<fn() -> R>,
+}
+
+impl<R> fmt::Debug for RemoteRef<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RemoteRef")
+            .field("worker", &self.slot.worker())
+            .field("ready", &self.slot.is_ready())
+            .finish()
+    }
+}
+
+fn decode<R: DeserializeOwned>(r: Result<Vec<u8>>) -> Result<R> {
+    let bytes = r?;
+    postcard::from_bytes(&bytes).map_err(|e| Error::Decode(format!("result: {e}")))
+}
+
+impl<R: DeserializeOwned> RemoteRef<R> {
+    pub(crate) fn new(slot: Arc<Slot>) -> Self {
+        RemoteRef {
+            slot,
+            _r: PhantomData,
+        }
+    }
+
+    /// The worker the call runs on (0 while a first-free `WorkerSet`
+    /// has not picked one yet).
+    pub fn worker(&self) -> usize {
+        self.slot.worker()
+    }
+
+    /// True once the call has finished (or failed).
+    pub fn is_ready(&self) -> bool {
+        self.slot.is_ready()
+    }
+
+    /// Blocks until the call finishes and returns its result.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::RemotePanic`], [`Error::WorkerDied`], [`Error::Decode`] (argument or
+    /// result), [`Error::Encode`] (result), [`Error::AlreadyFetched`].
+    pub fn fetch(self) -> Result<R> {
+        self.slot.wait_until(None);
+        decode(self.slot.take().unwrap_or(Err(Error::AlreadyFetched)))
+    }
+
+    /// Blocks until the call finishes; the result stays for a later fetch.
+    ///
+    /// # Errors
+    ///
+    /// The call's failure, as for [`fetch`](Self::fetch) (but not a result that will fail to
+    /// decode).
+    pub fn wait(&self) -> Result<()> {
+        self.slot.wait_until(None);
+        self.slot.peek_error().map_or(Ok(()), Err)
+    }
+
+    /// Takes the result if the call has finished; `None` while it runs.
+    pub fn try_fetch(&self) -> Option<Result<R>> {
+        self.slot.take().map(decode)
+    }
+
+    /// Like [`fetch`](Self::fetch), waiting at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] if the call is still running (the `RemoteRef` stays usable), or
+    /// the errors of [`fetch`](Self::fetch).
+    pub fn fetch_timeout(&self, timeout: Duration) -> Result<R> {
+        if !self.slot.wait_until(Some(Instant::now() + timeout)) {
+            return Err(Error::Timeout);
+        }
+        decode(self.slot.take().unwrap_or(Err(Error::AlreadyFetched)))
+    }
+}
+
+impl<R: DeserializeOwned> Future for RemoteRef<R> {
+    type Output = Result<R>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.slot.poll_take(cx) {
+            Some(r) => Poll::Ready(decode(r)),
+            None => Poll::Pending,
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! Worker mode: what a re-executed program does instead of its `main`.
+//!
+//! The worker's main thread runs calls one at a time in arrival order, reading them straight
+//! from the data link (one read brings many queued calls) and writing replies back (replies
+//! to calls that arrived together leave in one write). A second thread serves the control
+//! link: it answers pings while a call is busy, and ends the process at shutdown or when the
+//! master is gone (end of stream). `PR_SET_PDEATHSIG(SIGKILL)` is the second guard: a worker
+//! busy in a call that never returns is killed by the kernel when its master dies.
+
+use std::io::Write;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use crate::func::{FnRef, Status};
+use crate::sys;
+use crate::wire::{self, FrameReader, Link, UnixLink};
+
+/// Set in a worker's environment by the master: `data_fd,control_fd,master_pid`.
+pub(crate) const ENV_FDS: &str = "PTOOLS_WORKER_FD";
+
+static MYID: AtomicUsize = AtomicUsize::new(1);
+static BUSY: AtomicBool = AtomicBool::new(false);
+static SHUTDOWN: AtomicBool = AtomicBool::new(false);
+
+/// This process's id: 1 in the master, 2, 3, ... in workers.
+pub(crate) fn myid() -> usize {
+    MYID.load(Ordering::Relaxed)
+}
+
+/// True when this process was started as a worker but has not entered worker mode: the
+/// program forgot [`crate::init`]. Such a process must not act as a master.
+pub(crate) fn forgot_init() -> bool {
+    std::env::var_os(ENV_FDS).is_some()
+}
+
+fn exit_now(code: i32) -> ! {
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    // SAFETY: `_exit` ends the process at once; nothing of ours needs unwinding.
+    unsafe { libc::_exit(code) }
+}
+
+/// Enters worker mode when this process was started as a worker; returns otherwise.
+pub(crate) fn enter_if_worker() {
+    let Some(v) = std::env::var_os(ENV_FDS) else {
+        return;
+    };
+    let parsed: Option<(RawFd, RawFd, i32)> = v.to_str().and_then(|s| {
+        let mut it = s.split(',');
+        let d = it.next()?.parse().ok()?;
+        let c = it.next()?.parse().ok()?;
+        let m = it.next()?.parse().ok()?;
+        Some((d, c, m))
+    });
+    let Some((d, c, master)) = parsed else {
+        eprintln!("ptools-workerset: malformed {ENV_FDS}={v:?}");
+        exit_now(2)
+    };
+    // Only the master's own child is a worker: a process the worker started inherits the
+    // environment (when it could not be cleared below) but has another parent.
+    // SAFETY: plain syscall.
+    if unsafe { libc::getppid() } != master {
+        return;
+    }
+    if single_threaded() {
+        // SAFETY: no other thread exists, so nothing reads the environment concurrently.
+        unsafe { std::env::remove_var(ENV_FDS) };
+    }
+    for fd in [d, c] {
+        // SAFETY: fcntl on the descriptors the master handed us; they must not leak into
+        // anything this worker starts.
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } == -1 {
+            eprintln!("ptools-workerset: worker descriptor {fd} is not open");
+            exit_now(2)
+        }
+    }
+    if !sys::die_with_parent(master) {
+        exit_now(0)
+    }
+    // SAFETY: the master passed these descriptors to us alone; nothing else owns them.
+    let (data, ctl) = unsafe { (OwnedFd::from_raw_fd(d), OwnedFd::from_raw_fd(c)) };
+    run(UnixLink(data), UnixLink(ctl))
+}
+
+fn single_threaded() -> bool {
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| d.count() == 1)
+        .unwrap_or(false)
+}
+
+fn run(data: UnixLink, ctl: UnixLink) -> ! {
+    let mut reader = FrameReader::new();
+    let Ok(build) = sys::BuildId::of_self() else {
+        exit_now(2)
+    };
+    let hello = wire::Hello {
+        magic: wire::MAGIC,
+        protocol: wire::PROTOCOL,
+        pid: std::process::id(),
+        build,
+    };
+    let mut out = Vec::with_capacity(64 * 1024);
+    wire::begin(&mut out, wire::HELLO);
+    let Ok(mut out) = postcard::to_extend(&hello, out) else {
+        exit_now(2)
+    };
+    wire::finish(&mut out);
+    if data.send_all(&out).is_err() {
+        exit_now(0)
+    }
+    match reader.next(&data) {
+        Ok(Some(b)) if b[0] == wire::WELCOME => {
+            MYID.store(wire::u64_at(b, 1).unwrap_or(0) as usize, Ordering::Relaxed);
+        }
+        Ok(Some(b)) if b[0] == wire::REJECT => exit_now(3),
+        _ => exit_now(0),
+    }
+    std::thread::Builder::new()
+        .name("ptools-control".into())
+        .spawn(move || control(ctl))
+        .unwrap_or_else(|_| exit_now(2));
+    out.clear();
+    let mut res = Vec::new();
+    loop {
+        // Flush replies once no further call is already buffered: pipelined calls share
+        // one write, and a lone call is answered at once.
+        if !out.is_empty() && !reader.has_frame() {
+            if data.send_all(&out).is_err() {
+                exit_now(0)
+            }
+            out.clear();
+        }
+        let body = match reader.next(&data) {
+            Ok(Some(b)) => b,
+            Ok(None) => exit_now(0),
+            Err(_) => exit_now(1),
+        };
+        if body[0] != wire::CALL || body.len() < 17 {
+            eprintln!("ptools-workerset: worker got a malformed frame");
+            exit_now(1)
+        }
+        let f = FnRef {
+            f_off: wire::u64_at(body, 1).unwrap(),
+            tramp_off: wire::u64_at(body, 9).unwrap(),
+        };
+        BUSY.store(true, Ordering::SeqCst);
+        if SHUTDOWN.load(Ordering::SeqCst) {
+            let _ = data.send_all(&out);
+            exit_now(0)
+        }
+        res.clear();
+        // SAFETY: the handshake proved the master runs this very executable image, and
+        // the master made these offsets with `FnRef::single`/`FnRef::batch`.
+        let status = unsafe { f.invoke(&body[17..], &mut res) };
+        BUSY.store(false, Ordering::SeqCst);
+        let at = wire::append(&mut out, status as u8);
+        out.extend_from_slice(&res);
+        wire::finish_at(&mut out, at);
+        if SHUTDOWN.load(Ordering::SeqCst) {
+            let _ = data.send_all(&out);
+            exit_now(0)
+        }
+        if status != Status::Ok && res.capacity() > 1 << 20 {
+            res = Vec::new();
+        }
+    }
+}
+
+fn control(ctl: UnixLink) -> ! {
+    let mut reader = FrameReader::new();
+    let mut out = Vec::new();
+    loop {
+        match reader.next(&ctl) {
+            Ok(Some(b)) if b[0] == wire::PING => {
+                wire::begin(&mut out, wire::PONG);
+                out.extend_from_slice(&b[1..]);
+                wire::finish(&mut out);
+                let _ = ctl.send_all(&out);
+            }
+            Ok(Some(b)) if b[0] == wire::SHUTDOWN => {
+                SHUTDOWN.store(true, Ordering::SeqCst);
+                if !BUSY.load(Ordering::SeqCst) {
+                    exit_now(0)
+                }
+                // The call thread exits when the running call returns.
+            }
+            Ok(Some(_)) => {}
+            // The master is gone (or broke the protocol): end now, busy or not.
+            Ok(None) | Err(_) => exit_now(0),
+        }
+    }
+}
