@@ -10,6 +10,8 @@
 use std::io::Write;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
 
 use crate::func::{FnRef, Status};
 use crate::sys;
@@ -119,18 +121,27 @@ fn run(data: UnixLink, ctl: UnixLink) -> ! {
         .name("ptools-control".into())
         .spawn(move || control(ctl))
         .unwrap_or_else(|_| exit_now(2));
-    out.clear();
+    let data = Arc::new(data);
+    let replies = Arc::new(Replies {
+        buf: Mutex::new(Vec::with_capacity(64 * 1024)),
+        spare: Mutex::new(Vec::with_capacity(64 * 1024)),
+        armed: Mutex::new(false),
+        cv: Condvar::new(),
+        link: data.clone(),
+    });
+    let r2 = replies.clone();
+    std::thread::Builder::new()
+        .name("ptools-flusher".into())
+        .spawn(move || r2.flusher())
+        .unwrap_or_else(|_| exit_now(2));
     let mut res = Vec::new();
     loop {
-        // Flush replies once no further call is already buffered: pipelined calls share
-        // one write, and a lone call is answered at once.
-        if !out.is_empty() && !reader.has_frame() {
-            if data.send_all(&out).is_err() {
-                exit_now(0)
-            }
-            out.clear();
+        // Replies go out as soon as no further call is already buffered: a lone call is
+        // answered at once, and pipelined calls share one write.
+        if !reader.has_frame() {
+            replies.flush();
         }
-        let body = match reader.next(&data) {
+        let body = match reader.next(&*data) {
             Ok(Some(b)) => b,
             Ok(None) => exit_now(0),
             Err(_) => exit_now(1),
@@ -140,12 +151,12 @@ fn run(data: UnixLink, ctl: UnixLink) -> ! {
             exit_now(1)
         }
         let f = FnRef {
-            f_off: wire::u64_at(body, 1).unwrap(),
-            tramp_off: wire::u64_at(body, 9).unwrap(),
+            f_off: wire::u64_at(body, 1).unwrap_or(0),
+            tramp_off: wire::u64_at(body, 9).unwrap_or(0),
         };
         BUSY.store(true, Ordering::SeqCst);
         if SHUTDOWN.load(Ordering::SeqCst) {
-            let _ = data.send_all(&out);
+            replies.flush();
             exit_now(0)
         }
         res.clear();
@@ -153,15 +164,81 @@ fn run(data: UnixLink, ctl: UnixLink) -> ! {
         // the master made these offsets with `FnRef::single`/`FnRef::batch`.
         let status = unsafe { f.invoke(&body[17..], &mut res) };
         BUSY.store(false, Ordering::SeqCst);
-        let at = wire::append(&mut out, status as u8);
-        out.extend_from_slice(&res);
-        wire::finish_at(&mut out, at);
+        replies.push(status, &res);
         if SHUTDOWN.load(Ordering::SeqCst) {
-            let _ = data.send_all(&out);
+            replies.flush();
             exit_now(0)
         }
-        if status != Status::Ok && res.capacity() > 1 << 20 {
+        if reader.has_frame() {
+            // The next call runs before this reply is written; it may be a long one, so
+            // the flusher writes the held replies soon if the call thread does not.
+            replies.arm();
+        }
+        if res.capacity() > 1 << 20 {
             res = Vec::new();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The critical sections below cannot leave broken state behind.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Replies waiting to be written, so that pipelined calls share one write.
+struct Replies {
+    buf: Mutex<Vec<u8>>,
+    /// Held while writing, so that flushes from two threads keep the order of replies.
+    spare: Mutex<Vec<u8>>,
+    armed: Mutex<bool>,
+    cv: Condvar,
+    link: Arc<UnixLink>,
+}
+
+/// How long a reply may wait behind a later call before the flusher writes it.
+const HOLD: Duration = Duration::from_micros(200);
+
+impl Replies {
+    fn push(&self, status: Status, res: &[u8]) {
+        let mut b = lock(&self.buf);
+        let at = wire::append(&mut b, status as u8);
+        b.extend_from_slice(res);
+        wire::finish_at(&mut b, at);
+    }
+
+    fn flush(&self) {
+        let mut spare = lock(&self.spare);
+        std::mem::swap(&mut *lock(&self.buf), &mut *spare);
+        if !spare.is_empty() {
+            if self.link.send_all(&spare).is_err() {
+                exit_now(0)
+            }
+            spare.clear();
+            if spare.capacity() > 1 << 20 {
+                *spare = Vec::new();
+            }
+        }
+    }
+
+    fn arm(&self) {
+        let mut a = lock(&self.armed);
+        if !*a {
+            *a = true;
+            self.cv.notify_one();
+        }
+    }
+
+    fn flusher(&self) {
+        loop {
+            {
+                let mut a = lock(&self.armed);
+                while !*a {
+                    a = self.cv.wait(a).unwrap_or_else(|p| p.into_inner());
+                }
+            }
+            std::thread::sleep(HOLD);
+            *lock(&self.armed) = false;
+            self.flush();
         }
     }
 }
