@@ -185,9 +185,12 @@ impl Inner {
         }
     }
 
-    #[allow(dead_code)] // Used by WorkerSet, the next step.
+    /// True for the master and for a worker whose death has not been noticed.
     pub(crate) fn is_alive(&self, id: usize) -> bool {
-        id == 1 || self.get(id).is_some()
+        id == 1
+            || self
+                .get(id)
+                .is_some_and(|w| lock(&w.pending).dead.is_none())
     }
 }
 
@@ -659,6 +662,24 @@ impl Cluster {
         R: Serialize + DeserializeOwned,
     {
         self.remotecall(id, f, arg)?.wait()
+    }
+}
+
+impl Cluster {
+    /// `f` over `items` on all workers (on the master when there is none), results in the
+    /// order of `items`; see [`WorkerSet::pmap`](crate::WorkerSet::pmap).
+    ///
+    /// # Errors
+    ///
+    /// As [`WorkerSet::pmap`](crate::WorkerSet::pmap).
+    pub fn pmap<A, R, I>(&self, f: fn(A) -> R, items: I) -> Result<Vec<R>>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+        I: IntoIterator<Item = A>,
+    {
+        crate::WorkerSet::with_cluster(self, &self.workers(), crate::Mode::FirstFree)?
+            .pmap(f, items)
     }
 }
 

@@ -85,7 +85,6 @@ impl FnRef {
     }
 
     /// The reference for calling `f` on each element of a `Vec<A>` (a `pmap` batch).
-    #[allow(dead_code)] // Used by pmap, the next step.
     pub(crate) fn batch<A: DeserializeOwned, R: Serialize>(f: fn(A) -> R) -> FnRef {
         FnRef {
             f_off: offset(f as usize),
@@ -136,7 +135,6 @@ unsafe fn trampoline<A: DeserializeOwned, R: Serialize>(
 /// # Safety
 ///
 /// `f` must be the address of a `fn(A) -> R`.
-#[allow(dead_code)] // Used by pmap, the next step.
 unsafe fn batch_trampoline<A: DeserializeOwned, R: Serialize>(
     f: usize,
     arg: &[u8],

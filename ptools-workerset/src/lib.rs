@@ -1,5 +1,5 @@
 //! Worker processes for ptools: the same executable re-started in worker mode, remote calls
-//! (`remotecall`, `remotecall_fetch`, `remotecall_wait`), `pmap`, and `WorkerSet`, a pool
+//! (`remotecall`, `remotecall_fetch`, `remotecall_wait`), `pmap`, and [`WorkerSet`], a pool
 //! of workers used round-robin or first-free. After Julia's `Distributed` and PTools.jl.
 //!
 //! ```
@@ -56,7 +56,7 @@
 //!   the next call.
 //! - A worker that dies (killed, abort, segfault, exit) fails every call pending on it, and
 //!   every later call to its id, with [`Error::WorkerDied`] carrying the exit code or signal;
-//!   it leaves `procs()` and every `WorkerSet`. Other workers are not affected.
+//!   it leaves `procs()` and every [`WorkerSet`]. Other workers are not affected.
 //! - Arguments and results that fail to encode or decode give [`Error::Encode`] /
 //!   [`Error::Decode`]; the link stays usable.
 //! - Workers never outlive the master: a worker exits when its control link reaches end of
@@ -76,10 +76,12 @@
 mod cluster;
 mod error;
 mod func;
+mod pmap;
 mod remote_ref;
 mod sys;
 mod wire;
 mod worker;
+mod workerset;
 
 use std::sync::OnceLock;
 
@@ -89,6 +91,7 @@ use serde::de::DeserializeOwned;
 pub use cluster::{Cluster, ClusterBuilder};
 pub use error::{Error, Result, Termination};
 pub use remote_ref::RemoteRef;
+pub use workerset::{Mode, WorkerSet};
 
 /// Enters worker mode when this process was started as a worker, and never returns then;
 /// returns at once otherwise. Call it first in `main`, before any thread is started.
@@ -222,4 +225,18 @@ where
     R: Serialize + DeserializeOwned,
 {
     default_cluster().remotecall_wait(id, f, arg)
+}
+
+/// [`Cluster::pmap`] on the default cluster: `f` over `items` on all workers.
+///
+/// # Errors
+///
+/// As [`Cluster::pmap`].
+pub fn pmap<A, R, I>(f: fn(A) -> R, items: I) -> Result<Vec<R>>
+where
+    A: Serialize + DeserializeOwned,
+    R: Serialize + DeserializeOwned,
+    I: IntoIterator<Item = A>,
+{
+    default_cluster().pmap(f, items)
 }

@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
 
-type Hook = Box<dyn FnOnce() + Send>;
+pub(crate) type Hook = Box<dyn FnOnce() + Send>;
 
 enum State {
     Pending,
@@ -62,6 +62,20 @@ impl Slot {
             }),
             cv: Condvar::new(),
         })
+    }
+
+    /// Adds a hook to run after completion (after any hook set before). The slot must
+    /// still be pending: hooks are added before the call is submitted.
+    pub(crate) fn add_hook(&self, hook: Hook) {
+        let mut g = lock(&self.inner);
+        debug_assert!(matches!(g.state, State::Pending));
+        g.hook = Some(match g.hook.take() {
+            None => hook,
+            Some(first) => Box::new(move || {
+                first();
+                hook();
+            }),
+        });
     }
 
     pub(crate) fn set_worker(&self, id: usize) {
@@ -133,6 +147,11 @@ impl Slot {
             State::Ready(r) => Some(r),
             State::Taken => Some(Err(Error::AlreadyFetched)),
         }
+    }
+
+    /// The outcome of a completed slot (pending counts as already taken).
+    pub(crate) fn take_done(&self) -> Result<Vec<u8>> {
+        self.take().unwrap_or(Err(Error::AlreadyFetched))
     }
 
     /// The error, if the call failed, without taking anything.

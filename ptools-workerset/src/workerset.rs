@@ -1,0 +1,315 @@
+//! `WorkerSet`: a fixed set of workers used round-robin or first-free.
+//!
+//! First-free keeps a free list and a FIFO queue of waiting calls under one mutex. A call
+//! takes a free worker at once, or waits in the queue; when a call ends (success *or*
+//! failure: PTools.jl leaks the worker on error), the completion hook, running on the
+//! worker's reader thread, hands the worker to the oldest waiting call or puts it back on
+//! the free list. A dead worker is dropped from the set instead; when none is left, the
+//! waiting calls fail with [`Error::NoWorkers`].
+
+use std::collections::{HashSet, VecDeque};
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::cluster::Cluster;
+use crate::error::{Error, Result};
+use crate::func::FnRef;
+use crate::pmap;
+use crate::remote_ref::{RemoteRef, Slot};
+
+/// How a [`WorkerSet`] picks a worker for each call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Mode {
+    /// Each call goes to the next worker in the list, whatever it is doing; calls pile up
+    /// on a worker and run there in order.
+    RoundRobin,
+    /// Each call goes to a worker that runs nothing from this set; when all are busy,
+    /// callers wait in FIFO order. At most one call of the set runs on a worker at a time.
+    FirstFree,
+}
+
+/// A call waiting for a free worker: its function, encoded argument and slot.
+pub(crate) struct Job {
+    pub(crate) f: FnRef,
+    pub(crate) arg: Vec<u8>,
+    pub(crate) slot: Arc<Slot>,
+}
+
+struct FirstFree {
+    free: VecDeque<usize>,
+    live: Vec<usize>,
+    queue: VecDeque<Job>,
+}
+
+struct SetInner {
+    cluster: Cluster,
+    mode: Mode,
+    ids: Vec<usize>,
+    next: AtomicUsize,
+    ff: Mutex<FirstFree>,
+}
+
+/// A set of workers that calls are spread over: round-robin or first-free (PTools.jl's
+/// `WorkerSet`). Cloning gives another handle on the same set; it is `Send + Sync` and
+/// meant to be used from many threads at once.
+///
+/// ```
+/// ptools_workerset::enable_test_support!();
+/// use ptools_workerset::{Cluster, Mode, WorkerSet};
+///
+/// # fn main() -> Result<(), ptools_workerset::Error> {
+/// let c = Cluster::new();
+/// let ids = c.addprocs(2)?;
+/// let ws = WorkerSet::with_cluster(&c, &ids, Mode::FirstFree)?;
+/// assert_eq!(ws.remotecall_fetch(|x: u32| x + 1, 1)?, 2);
+/// assert_eq!(ws.pmap(|x: u32| x * 2, 0..5)?, vec![0, 2, 4, 6, 8]);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct WorkerSet {
+    inner: Arc<SetInner>,
+}
+
+impl fmt::Debug for WorkerSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerSet")
+            .field("mode", &self.inner.mode)
+            .field("workers", &self.workers())
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section here is a few list operations that cannot panic half-way.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl WorkerSet {
+    /// A set over workers of the default cluster.
+    ///
+    /// # Errors
+    ///
+    /// As [`with_cluster`](Self::with_cluster).
+    pub fn new(ids: &[usize], mode: Mode) -> Result<WorkerSet> {
+        WorkerSet::with_cluster(crate::default_cluster(), ids, mode)
+    }
+
+    /// A set over workers of `cluster` (id 1, the master, may be one of them).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for an empty list or a duplicate id;
+    /// [`Error::UnknownWorker`] / [`Error::WorkerDied`] for an id that is not a live worker.
+    pub fn with_cluster(cluster: &Cluster, ids: &[usize], mode: Mode) -> Result<WorkerSet> {
+        if ids.is_empty() {
+            return Err(Error::InvalidArgument(
+                "a worker set needs at least one worker".into(),
+            ));
+        }
+        let mut seen = HashSet::new();
+        for &id in ids {
+            if !seen.insert(id) {
+                return Err(Error::InvalidArgument(format!("worker {id} listed twice")));
+            }
+            if !cluster.inner.is_alive(id) {
+                return Err(cluster.inner.gone_error(id));
+            }
+        }
+        Ok(WorkerSet {
+            inner: Arc::new(SetInner {
+                cluster: cluster.clone(),
+                mode,
+                ids: ids.to_vec(),
+                next: AtomicUsize::new(0),
+                ff: Mutex::new(FirstFree {
+                    free: ids.iter().copied().collect(),
+                    live: ids.to_vec(),
+                    queue: VecDeque::new(),
+                }),
+            }),
+        })
+    }
+
+    /// The set's mode.
+    pub fn mode(&self) -> Mode {
+        self.inner.mode
+    }
+
+    /// The set's live workers, in the order given at creation.
+    pub fn workers(&self) -> Vec<usize> {
+        self.inner
+            .ids
+            .iter()
+            .copied()
+            .filter(|&i| self.inner.cluster.inner.is_alive(i))
+            .collect()
+    }
+
+    /// Calls `f(arg)` on a worker of the set, chosen by the set's [`Mode`], and returns at
+    /// once. In first-free mode the returned `RemoteRef` resolves once a free worker has
+    /// run the call (its [`worker`](RemoteRef::worker) is 0 until one is picked).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Encode`]; [`Error::NoWorkers`] when no worker of the set is alive.
+    pub fn remotecall<A, R>(&self, f: fn(A) -> R, arg: A) -> Result<RemoteRef<R>>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        let arg =
+            postcard::to_allocvec(&arg).map_err(|e| Error::Encode(format!("argument: {e}")))?;
+        let slot = Slot::new(0, None);
+        self.submit(Job {
+            f: FnRef::single(f),
+            arg,
+            slot: slot.clone(),
+        })?;
+        Ok(RemoteRef::new(slot))
+    }
+
+    /// Calls `f(arg)` on a worker of the set and waits for the result.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`remotecall`](Self::remotecall) and [`RemoteRef::fetch`].
+    pub fn remotecall_fetch<A, R>(&self, f: fn(A) -> R, arg: A) -> Result<R>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        self.remotecall(f, arg)?.fetch()
+    }
+
+    /// Calls `f(arg)` on a worker of the set and waits until it has run.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`remotecall`](Self::remotecall) and [`RemoteRef::wait`].
+    pub fn remotecall_wait<A, R>(&self, f: fn(A) -> R, arg: A) -> Result<()>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        self.remotecall(f, arg)?.wait()
+    }
+
+    /// `f` over `items` on the set's workers; the results in the order of `items`.
+    ///
+    /// Items travel in batches whose size adapts to how long items take (about 2 ms of
+    /// work per batch), so tiny tasks cost little per item and long ones still spread.
+    ///
+    /// # Errors
+    ///
+    /// The first failure of any batch ([`Error::RemotePanic`], [`Error::WorkerDied`], ...);
+    /// the batches still running then finish unobserved.
+    pub fn pmap<A, R, I>(&self, f: fn(A) -> R, items: I) -> Result<Vec<R>>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+        I: IntoIterator<Item = A>,
+    {
+        let items: Vec<A> = items.into_iter().collect();
+        pmap::run(self, f, &items)
+    }
+
+    /// How many batches `pmap` keeps in flight.
+    pub(crate) fn width(&self) -> usize {
+        let live = self.workers().len().max(1);
+        match self.inner.mode {
+            // One running per worker plus one queued each, so no worker idles between
+            // batches for a round trip.
+            Mode::FirstFree | Mode::RoundRobin => 2 * live,
+        }
+    }
+
+    /// Sends a job by the set's mode.
+    pub(crate) fn submit(&self, job: Job) -> Result<()> {
+        match self.inner.mode {
+            Mode::RoundRobin => {
+                let ids = &self.inner.ids;
+                for _ in 0..ids.len() {
+                    let id = ids[self.inner.next.fetch_add(1, Ordering::Relaxed) % ids.len()];
+                    if self.inner.cluster.inner.is_alive(id) {
+                        let arg = job.arg;
+                        return self.inner.cluster.inner.submit(
+                            id,
+                            job.f,
+                            &mut |mut b| {
+                                b.extend_from_slice(&arg);
+                                Ok(b)
+                            },
+                            job.slot,
+                        );
+                    }
+                }
+                Err(Error::NoWorkers)
+            }
+            Mode::FirstFree => {
+                let mut g = lock(&self.inner.ff);
+                while let Some(w) = g.free.pop_front() {
+                    if self.inner.cluster.inner.is_alive(w) {
+                        drop(g);
+                        self.inner.clone().run_on(w, job);
+                        return Ok(());
+                    }
+                    g.live.retain(|&x| x != w);
+                }
+                if g.live.is_empty() {
+                    return Err(Error::NoWorkers);
+                }
+                g.queue.push_back(job);
+                Ok(())
+            }
+        }
+    }
+}
+
+impl SetInner {
+    /// Runs `job` on free worker `w`; when it ends, `w` goes to the next waiting job.
+    fn run_on(self: Arc<Self>, w: usize, job: Job) {
+        let me = self.clone();
+        job.slot.add_hook(Box::new(move || me.release(w)));
+        let arg = job.arg;
+        let r = self.cluster.inner.submit(
+            w,
+            job.f,
+            &mut |mut b| {
+                b.extend_from_slice(&arg);
+                Ok(b)
+            },
+            job.slot.clone(),
+        );
+        if let Err(e) = r {
+            job.slot.complete(Err(e));
+        }
+    }
+
+    fn release(self: Arc<Self>, w: usize) {
+        let mut g = lock(&self.ff);
+        if !self.cluster.inner.is_alive(w) {
+            g.live.retain(|&x| x != w);
+            if g.live.is_empty() {
+                let waiting = std::mem::take(&mut g.queue);
+                drop(g);
+                for j in waiting {
+                    j.slot.complete(Err(Error::NoWorkers));
+                }
+            }
+            return;
+        }
+        match g.queue.pop_front() {
+            Some(job) => {
+                drop(g);
+                self.run_on(w, job);
+            }
+            None => g.free.push_back(w),
+        }
+    }
+}

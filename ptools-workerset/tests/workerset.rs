@@ -1,0 +1,220 @@
+//! `WorkerSet`: PTools.jl's test_worker_set first (round-robin order, first-free over busy
+//! workers), then argument errors, FIFO order, failures and dead workers.
+
+ptools_workerset::enable_test_support!();
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use ptools_workerset::{Cluster, Error, Mode, WorkerSet, myid};
+
+fn now_ns() -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid out-parameter; CLOCK_MONOTONIC is shared by all processes.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
+fn id(_: ()) -> usize {
+    myid()
+}
+
+/// Sleeps, and reports where and when it ran.
+fn sleep_report(ms: u64) -> (usize, u64, u64) {
+    let t0 = now_ns();
+    std::thread::sleep(Duration::from_millis(ms));
+    (myid(), t0, now_ns())
+}
+
+/// The order in which this worker process ran its calls.
+fn seq(_: ()) -> usize {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    N.fetch_add(1, Ordering::SeqCst)
+}
+
+fn wait_for_file(path: String) -> usize {
+    while !std::path::Path::new(&path).exists() {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    seq(())
+}
+
+fn wait_then_exit(path: String) -> usize {
+    wait_for_file(path);
+    std::process::exit(3)
+}
+
+fn boom(_: ()) -> u8 {
+    panic!("boom")
+}
+
+fn gate(tag: &str) -> String {
+    std::env::temp_dir()
+        .join(format!("ptools-ws-{tag}-{}", std::process::id()))
+        .to_string_lossy()
+        .into_owned()
+}
+
+struct Rm(String);
+impl Drop for Rm {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[test]
+fn round_robin_answers_in_turn() {
+    let c = Cluster::new();
+    let ids = c.addprocs(3).unwrap();
+    assert_eq!(ids, vec![2, 3, 4]);
+    let ws = WorkerSet::with_cluster(&c, &ids, Mode::RoundRobin).unwrap();
+    let got: Vec<usize> = (0..4)
+        .map(|_| ws.remotecall_fetch(id, ()).unwrap())
+        .collect();
+    assert_eq!(got, vec![2, 3, 4, 2]);
+    // remotecall and remotecall_wait follow the same turn.
+    ws.remotecall_wait(id, ()).unwrap();
+    assert_eq!(ws.remotecall(id, ()).unwrap().fetch().unwrap(), 4);
+}
+
+#[test]
+fn first_free_never_doubles_up_and_serves_the_queue() {
+    let c = Cluster::new();
+    let ids = c.addprocs(4).unwrap();
+    let ws = WorkerSet::with_cluster(&c, &ids, Mode::FirstFree).unwrap();
+    let runs: Vec<(usize, u64, u64)> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..8u64)
+            .map(|i| {
+                let ws = ws.clone();
+                s.spawn(move || {
+                    ws.remotecall_fetch(sleep_report, 50 + 40 * (i % 4))
+                        .unwrap()
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(runs.len(), 8);
+    for (i, a) in runs.iter().enumerate() {
+        assert!(ids.contains(&a.0));
+        for b in &runs[i + 1..] {
+            if a.0 == b.0 {
+                assert!(
+                    a.2 <= b.1 || b.2 <= a.1,
+                    "two calls overlapped on worker {}",
+                    a.0
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn first_free_waiters_run_in_fifo_order() {
+    let c = Cluster::new();
+    let ids = c.addprocs(1).unwrap();
+    let ws = WorkerSet::with_cluster(&c, &ids, Mode::FirstFree).unwrap();
+    let path = gate("fifo");
+    let _rm = Rm(path.clone());
+    let first = ws.remotecall(wait_for_file, path.clone()).unwrap();
+    assert_eq!(first.worker(), ids[0]);
+    let queued: Vec<_> = (0..20).map(|_| ws.remotecall(seq, ()).unwrap()).collect();
+    // Nothing queued has been sent: the worker is busy.
+    assert!(queued.iter().all(|r| r.worker() == 0 && !r.is_ready()));
+    std::fs::write(&path, b"go").unwrap();
+    assert_eq!(first.fetch().unwrap(), 0);
+    for (i, r) in queued.into_iter().enumerate() {
+        assert_eq!(r.fetch().unwrap(), i + 1);
+    }
+}
+
+#[test]
+fn bad_sets_are_refused() {
+    let c = Cluster::new();
+    let ids = c.addprocs(1).unwrap();
+    assert!(matches!(
+        WorkerSet::with_cluster(&c, &[], Mode::FirstFree),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        WorkerSet::with_cluster(&c, &[ids[0], ids[0]], Mode::RoundRobin),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        WorkerSet::with_cluster(&c, &[ids[0], 77], Mode::FirstFree),
+        Err(Error::UnknownWorker(77))
+    ));
+    // The master may be part of a set.
+    let ws = WorkerSet::with_cluster(&c, &[1], Mode::FirstFree).unwrap();
+    assert_eq!(ws.remotecall_fetch(id, ()).unwrap(), 1);
+}
+
+#[test]
+fn a_failed_call_frees_its_worker() {
+    let c = Cluster::new();
+    let ids = c.addprocs(1).unwrap();
+    let ws = WorkerSet::with_cluster(&c, &ids, Mode::FirstFree).unwrap();
+    for _ in 0..3 {
+        assert!(ws.remotecall_fetch(boom, ()).unwrap_err().is_remote_panic());
+    }
+    let r = ws.remotecall(id, ()).unwrap();
+    assert_eq!(r.fetch_timeout(Duration::from_secs(60)).unwrap(), ids[0]);
+}
+
+#[test]
+fn dead_workers_leave_the_set_and_the_last_fails_the_queue() {
+    let c = Cluster::new();
+    let ids = c.addprocs(2).unwrap();
+    let rr = WorkerSet::with_cluster(&c, &ids, Mode::RoundRobin).unwrap();
+    let ff = WorkerSet::with_cluster(&c, &ids, Mode::FirstFree).unwrap();
+    let path = gate("dead");
+    let _rm = Rm(path.clone());
+    std::fs::write(&path, b"go").unwrap();
+    // Worker ids[0] exits inside a call.
+    let r = c.remotecall_fetch(ids[0], wait_then_exit, path.clone());
+    assert!(r.unwrap_err().is_worker_died());
+    while c.workers().contains(&ids[0]) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(rr.workers(), vec![ids[1]]);
+    assert_eq!(ff.workers(), vec![ids[1]]);
+    for _ in 0..4 {
+        assert_eq!(rr.remotecall_fetch(id, ()).unwrap(), ids[1]);
+        assert_eq!(ff.remotecall_fetch(id, ()).unwrap(), ids[1]);
+    }
+    // The last worker dies while callers wait for it.
+    std::fs::remove_file(&path).unwrap();
+    let busy = ff.remotecall(wait_then_exit, path.clone()).unwrap();
+    let waiting: Vec<_> = (0..5).map(|_| ff.remotecall(id, ()).unwrap()).collect();
+    std::fs::write(&path, b"go").unwrap();
+    assert!(busy.fetch().unwrap_err().is_worker_died());
+    for w in waiting {
+        assert!(matches!(w.fetch(), Err(Error::NoWorkers)));
+    }
+    assert!(matches!(ff.remotecall(id, ()), Err(Error::NoWorkers)));
+    assert!(matches!(rr.remotecall(id, ()), Err(Error::NoWorkers)));
+    assert!(ff.workers().is_empty());
+}
+
+#[test]
+fn many_threads_share_a_first_free_set() {
+    let c = Cluster::new();
+    let ids = c.addprocs(2).unwrap();
+    let ws = WorkerSet::with_cluster(&c, &ids, Mode::FirstFree).unwrap();
+    std::thread::scope(|s| {
+        for t in 0..8u64 {
+            let ws = &ws;
+            s.spawn(move || {
+                for i in 0..300u64 {
+                    assert_eq!(
+                        ws.remotecall_fetch(|x: u64| x * 2, t * 1000 + i).unwrap(),
+                        2 * (t * 1000 + i)
+                    );
+                }
+            });
+        }
+    });
+}
