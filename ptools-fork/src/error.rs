@@ -60,9 +60,18 @@ pub enum ChildError {
 impl fmt::Display for ChildError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Panicked { message, location: Some(at) } => write!(f, "panicked at {at}: {message}"),
-            Self::Panicked { message, location: None } => write!(f, "panicked: {message}"),
-            Self::Signaled { signal, core_dumped } => {
+            Self::Panicked {
+                message,
+                location: Some(at),
+            } => write!(f, "panicked at {at}: {message}"),
+            Self::Panicked {
+                message,
+                location: None,
+            } => write!(f, "panicked: {message}"),
+            Self::Signaled {
+                signal,
+                core_dumped,
+            } => {
                 let name = crate::sys::signal_name(*signal);
                 let core = if *core_dumped { " (core dumped)" } else { "" };
                 write!(f, "killed by {name}{core}")
@@ -73,7 +82,11 @@ impl fmt::Display for ChildError {
             Self::Decode(msg) => write!(f, "result could not be decoded: {msg}"),
             Self::TimedOut => f.write_str("timed out, killed"),
             Self::ForkFailed { errno } => {
-                write!(f, "fork failed: {}", std::io::Error::from_raw_os_error(*errno))
+                write!(
+                    f,
+                    "fork failed: {}",
+                    std::io::Error::from_raw_os_error(*errno)
+                )
             }
             Self::ResultTooLarge { len, max } => {
                 write!(f, "result of {len} bytes is over the cap of {max} bytes")
@@ -115,6 +128,8 @@ pub enum PforkError<R> {
     },
     /// An option or argument is invalid (`max_alive(0)`); nothing was forked.
     InvalidArgument(&'static str),
+    /// The shared arrays of a `pfork_shm` run could not be created; nothing was forked.
+    Shm(ptools_shm::ShmError),
 }
 
 impl<R> PforkError<R> {
@@ -133,7 +148,10 @@ impl<R> PforkError<R> {
             Self::Children(outcomes) => outcomes.as_slice(),
             _ => &[],
         };
-        outcomes.iter().enumerate().filter_map(|(i, o)| o.as_ref().err().map(|e| (i, e)))
+        outcomes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, o)| o.as_ref().err().map(|e| (i, e)))
     }
 }
 
@@ -145,15 +163,22 @@ impl<R> fmt::Debug for PforkError<R> {
             Self::Children(outcomes) => {
                 let ok = outcomes.iter().filter(|o| o.is_ok()).count();
                 let failed: Vec<(usize, &ChildError)> = self.failures().collect();
-                f.debug_struct("Children").field("ok", &ok).field("failed", &failed).finish()
+                f.debug_struct("Children")
+                    .field("ok", &ok)
+                    .field("failed", &failed)
+                    .finish()
             }
-            Self::Threaded { threads } => f.debug_struct("Threaded").field("threads", threads).finish(),
+            Self::Threaded { threads } => f
+                .debug_struct("Threaded")
+                .field("threads", threads)
+                .finish(),
             Self::Nested { depth, max_depth } => f
                 .debug_struct("Nested")
                 .field("depth", depth)
                 .field("max_depth", max_depth)
                 .finish(),
             Self::InvalidArgument(what) => f.debug_tuple("InvalidArgument").field(what).finish(),
+            Self::Shm(e) => f.debug_tuple("Shm").field(e).finish(),
         }
     }
 }
@@ -182,6 +207,7 @@ impl<R> fmt::Display for PforkError<R> {
                 "pfork at depth {depth} is over the nesting limit of {max_depth} (see Pfork::max_depth)"
             ),
             Self::InvalidArgument(what) => write!(f, "invalid argument: {what}"),
+            Self::Shm(_) => f.write_str("could not create the shared arrays"),
         }
     }
 }
@@ -189,8 +215,15 @@ impl<R> fmt::Display for PforkError<R> {
 impl<R> std::error::Error for PforkError<R> {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
+            Self::Shm(e) => Some(e),
             Self::Children(_) => self.failures().next().map(|(_, e)| e as _),
             _ => None,
         }
+    }
+}
+
+impl<R> From<ptools_shm::ShmError> for PforkError<R> {
+    fn from(e: ptools_shm::ShmError) -> Self {
+        Self::Shm(e)
     }
 }

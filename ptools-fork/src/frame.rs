@@ -74,7 +74,13 @@ pub(crate) struct Reader {
 impl Reader {
     /// A reader that refuses result payloads above `cap` bytes.
     pub(crate) fn new(cap: u64) -> Self {
-        Self { header: [0; HEADER_LEN], header_filled: 0, payload: Vec::new(), payload_filled: 0, cap }
+        Self {
+            header: [0; HEADER_LEN],
+            header_filled: 0,
+            payload: Vec::new(),
+            payload_filled: 0,
+            cap,
+        }
     }
 
     /// Reads what is available from `fd` until it would block or ends.
@@ -104,7 +110,11 @@ impl Reader {
                 self.header_filled += n;
                 if self.header_filled == HEADER_LEN {
                     let len = self.announced_len();
-                    let cap = if self.header[0] == TAG_OK { self.cap } else { MAX_SIDE_PAYLOAD };
+                    let cap = if self.header[0] == TAG_OK {
+                        self.cap
+                    } else {
+                        MAX_SIDE_PAYLOAD
+                    };
                     if len > cap {
                         return Ok(Progress::TooLarge { len });
                     }
@@ -135,7 +145,8 @@ impl Reader {
 
     /// The complete frame as `(tag, payload)`, or `None` if it did not fully arrive.
     pub(crate) fn into_frame(self) -> Option<(u8, Vec<u8>)> {
-        let complete = self.header_filled == HEADER_LEN && self.payload_filled == self.payload.len();
+        let complete =
+            self.header_filled == HEADER_LEN && self.payload_filled == self.payload.len();
         complete.then(|| (self.header[0], self.payload))
     }
 }

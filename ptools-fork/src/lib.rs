@@ -1,5 +1,5 @@
 //! Fork-based fan-out for ptools: [`pfork`] forks `n` children, child `i` runs `f(i)`, and
-//! the parent gets the `n` results in index order; `pfork_shm` lets the children write
+//! the parent gets the `n` results in index order; [`pfork_shm`] lets the children write
 //! straight into shared arrays from [`ptools-shm`](https://docs.rs/ptools-shm) that the parent
 //! gets back.
 //!
@@ -134,6 +134,7 @@ mod child;
 mod error;
 mod frame;
 mod parent;
+mod shm;
 mod sys;
 
 use std::time::Duration;
@@ -142,6 +143,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use crate::error::{ChildError, PforkError};
+pub use crate::shm::pfork_shm;
 
 /// Forks `n` children; child `i` (0-based) runs `f(i)`; returns the `n` results in index
 /// order.
@@ -195,6 +197,7 @@ pub struct Pfork {
     max_result_bytes: u64,
     allow_threads: bool,
     max_depth: usize,
+    shm_prefix: Option<ptools_shm::Prefix>,
 }
 
 impl Default for Pfork {
@@ -207,7 +210,14 @@ impl Pfork {
     /// Default options: all children alive at once, no timeout, no result cap, refuse a
     /// multi-threaded process, no pfork inside a pfork child.
     pub fn new() -> Self {
-        Self { max_alive: None, timeout: None, max_result_bytes: u64::MAX, allow_threads: false, max_depth: 1 }
+        Self {
+            max_alive: None,
+            timeout: None,
+            max_result_bytes: u64::MAX,
+            allow_threads: false,
+            max_depth: 1,
+            shm_prefix: None,
+        }
     }
 
     /// At most `k` children alive at once (default: all `n`). When one ends, the next is
@@ -282,7 +292,10 @@ impl Pfork {
         }
         let depth = child::depth();
         if depth >= self.max_depth {
-            return Err(PforkError::Nested { depth, max_depth: self.max_depth });
+            return Err(PforkError::Nested {
+                depth,
+                max_depth: self.max_depth,
+            });
         }
         if !self.allow_threads {
             match sys::thread_count() {

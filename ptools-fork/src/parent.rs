@@ -116,17 +116,32 @@ where
             }
         }
         // A killed child, or one without a pidfd, is checked with waitpid on a short tick.
-        if alive.iter().any(|c| c.pidfd.is_none() || c.killed.is_some()) {
-            wait_ms = if wait_ms < 0 { ms_ceil(TICK) } else { wait_ms.min(ms_ceil(TICK)) };
+        if alive
+            .iter()
+            .any(|c| c.pidfd.is_none() || c.killed.is_some())
+        {
+            wait_ms = if wait_ms < 0 {
+                ms_ceil(TICK)
+            } else {
+                wait_ms.min(ms_ceil(TICK))
+            };
         }
 
         pollfds.clear();
         for c in &alive {
             if let Some(fd) = &c.pipe {
-                pollfds.push(libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+                pollfds.push(libc::pollfd {
+                    fd: fd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
             }
             if let (Some(fd), None) = (&c.pidfd, c.status) {
-                pollfds.push(libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+                pollfds.push(libc::pollfd {
+                    fd: fd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
             }
         }
         // A poll error (ENOMEM) leaves the loop on its tick: waitpid below still makes progress.
@@ -163,7 +178,10 @@ where
     }
 
     let rest = stop.unwrap_or(ChildError::Cancelled);
-    outcomes.into_iter().map(|o| o.unwrap_or_else(|| Err(rest.clone()))).collect()
+    outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or_else(|| Err(rest.clone())))
+        .collect()
 }
 
 /// Forks child `index`; in the child this never returns. `Err(errno)` if the pipe or the
@@ -205,7 +223,10 @@ fn outcome<R: DeserializeOwned>(c: Running) -> Result<R, ChildError> {
         Some(Killed::TimedOut) => return Err(ChildError::TimedOut),
         Some(Killed::Cancelled) => return Err(ChildError::Cancelled),
         Some(Killed::TooLarge { len }) => {
-            return Err(ChildError::ResultTooLarge { len, max: c.reader_cap() });
+            return Err(ChildError::ResultTooLarge {
+                len,
+                max: c.reader_cap(),
+            });
         }
         None => {}
     }
@@ -221,16 +242,24 @@ fn outcome<R: DeserializeOwned>(c: Running) -> Result<R, ChildError> {
             return Err(ChildError::Panicked { message, location });
         }
         Some((frame::TAG_TOO_LARGE, payload)) => {
-            let len = payload.try_into().map(u64::from_le_bytes).unwrap_or(u64::MAX);
+            let len = payload
+                .try_into()
+                .map(u64::from_le_bytes)
+                .unwrap_or(u64::MAX);
             return Err(ChildError::ResultTooLarge { len, max: cap });
         }
         Some((frame::TAG_ENCODE, payload)) => {
-            return Err(ChildError::Encode(String::from_utf8_lossy(&payload).into_owned()));
+            return Err(ChildError::Encode(
+                String::from_utf8_lossy(&payload).into_owned(),
+            ));
         }
         _ => {}
     }
     match exit {
-        Exit::Signal(signal, core_dumped) => Err(ChildError::Signaled { signal, core_dumped }),
+        Exit::Signal(signal, core_dumped) => Err(ChildError::Signaled {
+            signal,
+            core_dumped,
+        }),
         Exit::Code(0) => match frame {
             Some((frame::TAG_OK, payload)) => {
                 postcard::from_bytes(&payload).map_err(|e| ChildError::Decode(e.to_string()))

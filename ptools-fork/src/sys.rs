@@ -72,10 +72,25 @@ pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     #[cfg(not(target_os = "linux"))]
     {
-        set_fd_flag(r.as_raw_fd(), libc::F_GETFD, libc::F_SETFD, libc::FD_CLOEXEC)?;
-        set_fd_flag(w.as_raw_fd(), libc::F_GETFD, libc::F_SETFD, libc::FD_CLOEXEC)?;
+        set_fd_flag(
+            r.as_raw_fd(),
+            libc::F_GETFD,
+            libc::F_SETFD,
+            libc::FD_CLOEXEC,
+        )?;
+        set_fd_flag(
+            w.as_raw_fd(),
+            libc::F_GETFD,
+            libc::F_SETFD,
+            libc::FD_CLOEXEC,
+        )?;
     }
-    set_fd_flag(r.as_raw_fd(), libc::F_GETFL, libc::F_SETFL, libc::O_NONBLOCK)?;
+    set_fd_flag(
+        r.as_raw_fd(),
+        libc::F_GETFL,
+        libc::F_SETFL,
+        libc::O_NONBLOCK,
+    )?;
     Ok((r, w))
 }
 
@@ -134,7 +149,8 @@ pub(crate) fn write_all(fd: BorrowedFd<'_>, mut buf: &[u8]) -> io::Result<()> {
 /// `poll(2)` on `fds` for at most `timeout_ms` (-1: no limit). An interrupted poll counts as
 /// a poll that saw nothing.
 pub(crate) fn poll(fds: &mut [libc::pollfd], timeout_ms: libc::c_int) -> io::Result<usize> {
-    let nfds = libc::nfds_t::try_from(fds.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let nfds = libc::nfds_t::try_from(fds.len())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: `fds` is a valid, writable slice of `nfds` pollfd structs for the whole call.
     let n = unsafe { libc::poll(fds.as_mut_ptr(), nfds, timeout_ms) };
     if n < 0 {
@@ -245,7 +261,13 @@ pub(crate) fn thread_count() -> Option<usize> {
     let size = libc::c_int::try_from(std::mem::size_of::<libc::proc_taskinfo>()).ok()?;
     // SAFETY: `info` is a valid, writable proc_taskinfo of exactly `size` bytes.
     let rc = unsafe {
-        libc::proc_pidinfo(getpid(), libc::PROC_PIDTASKINFO, 0, (&raw mut info).cast(), size)
+        libc::proc_pidinfo(
+            getpid(),
+            libc::PROC_PIDTASKINFO,
+            0,
+            (&raw mut info).cast(),
+            size,
+        )
     };
     if rc != size {
         return None;

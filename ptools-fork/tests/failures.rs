@@ -12,9 +12,18 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 fn main() {
     common::run(&[
-        ("panic_with_message_and_location", panic_with_message_and_location),
-        ("panic_with_non_string_payload", panic_with_non_string_payload),
-        ("panic_caught_inside_f_is_not_a_failure", panic_caught_inside_f_is_not_a_failure),
+        (
+            "panic_with_message_and_location",
+            panic_with_message_and_location,
+        ),
+        (
+            "panic_with_non_string_payload",
+            panic_with_non_string_payload,
+        ),
+        (
+            "panic_caught_inside_f_is_not_a_failure",
+            panic_caught_inside_f_is_not_a_failure,
+        ),
         ("abort_is_sigabrt", abort_is_sigabrt),
         ("signals_are_reported", signals_are_reported),
         ("sigkill_from_outside", sigkill_from_outside),
@@ -27,7 +36,10 @@ fn main() {
         ("fork_failing_part_way", fork_failing_part_way),
         ("nested_pfork_is_refused", nested_pfork_is_refused),
         ("nesting_allowed_one_level", nesting_allowed_one_level),
-        ("pfork_error_display_and_outcomes", pfork_error_display_and_outcomes),
+        (
+            "pfork_error_display_and_outcomes",
+            pfork_error_display_and_outcomes,
+        ),
     ]);
 }
 
@@ -37,7 +49,10 @@ where
     F: Fn(usize) -> R,
     R: Serialize + serde::de::DeserializeOwned,
 {
-    Pfork::new().timeout(Duration::from_secs(120)).run(n, f).unwrap()
+    Pfork::new()
+        .timeout(Duration::from_secs(120))
+        .run(n, f)
+        .unwrap()
 }
 
 fn panic_with_message_and_location() {
@@ -66,12 +81,16 @@ fn panic_with_non_string_payload() {
         }
         i
     });
-    assert!(matches!(&outcomes[0], Err(ChildError::Panicked { message, .. }) if message == "Box<dyn Any>"));
+    assert!(
+        matches!(&outcomes[0], Err(ChildError::Panicked { message, .. }) if message == "Box<dyn Any>")
+    );
     assert_eq!(outcomes[1], Ok(1));
 }
 
 fn panic_caught_inside_f_is_not_a_failure() {
-    let outcomes = run(2, |i| std::panic::catch_unwind(|| panic!("inner {i}")).is_err());
+    let outcomes = run(2, |i| {
+        std::panic::catch_unwind(|| panic!("inner {i}")).is_err()
+    });
     assert_eq!(outcomes, vec![Ok(true), Ok(true)]);
 }
 
@@ -83,7 +102,17 @@ fn abort_is_sigabrt() {
         i
     });
     assert_eq!(outcomes[..2], [Ok(0), Ok(1)]);
-    assert!(matches!(outcomes[2], Err(ChildError::Signaled { signal: libc::SIGABRT, .. })), "{:?}", outcomes[2]);
+    assert!(
+        matches!(
+            outcomes[2],
+            Err(ChildError::Signaled {
+                signal: libc::SIGABRT,
+                ..
+            })
+        ),
+        "{:?}",
+        outcomes[2]
+    );
 }
 
 fn signals_are_reported() {
@@ -127,13 +156,20 @@ fn sigkill_from_outside() {
             0
         }
         1 => {
-            (&w).write_all(&(std::process::id() as i32).to_le_bytes()).unwrap();
+            (&w).write_all(&(std::process::id() as i32).to_le_bytes())
+                .unwrap();
             common::sleep_forever()
         }
         _ => 2,
     });
     assert_eq!(outcomes[0], Ok(0));
-    assert_eq!(outcomes[1], Err(ChildError::Signaled { signal: libc::SIGKILL, core_dumped: false }));
+    assert_eq!(
+        outcomes[1],
+        Err(ChildError::Signaled {
+            signal: libc::SIGKILL,
+            core_dumped: false
+        })
+    );
     assert_eq!(outcomes[2], Ok(2));
 }
 
@@ -176,7 +212,11 @@ impl<'de> Deserialize<'de> for Lopsided {
 fn undecodable_result() {
     let outcomes = run(2, |i| (i == 1).then_some(Lopsided));
     assert_eq!(outcomes[0], Ok(None));
-    assert!(matches!(&outcomes[1], Err(ChildError::Decode(_))), "{:?}", outcomes[1]);
+    assert!(
+        matches!(&outcomes[1], Err(ChildError::Decode(_))),
+        "{:?}",
+        outcomes[1]
+    );
 }
 
 /// Fails to serialize, or panics while serializing.
@@ -188,13 +228,19 @@ impl Serialize for Refuses {
         if self.0 {
             panic!("serializer blew up");
         }
-        Err(serde::ser::Error::custom("this value refuses to be encoded"))
+        Err(serde::ser::Error::custom(
+            "this value refuses to be encoded",
+        ))
     }
 }
 
 fn unencodable_result() {
     let outcomes = run(2, |i| if i == 0 { Ok(Refuses(false)) } else { Err(i) });
-    assert!(matches!(&outcomes[0], Err(ChildError::Encode(_))), "{:?}", outcomes[0]);
+    assert!(
+        matches!(&outcomes[0], Err(ChildError::Encode(_))),
+        "{:?}",
+        outcomes[0]
+    );
     assert_eq!(outcomes[1], Ok(Err(1)));
 }
 
@@ -209,10 +255,22 @@ fn panic_while_encoding() {
 
 fn result_over_the_cap() {
     // postcard encodes a Vec<u8> of n < 128 bytes as 1 length byte + n bytes.
-    let outcomes = Pfork::new().max_result_bytes(100).run(3, |i| vec![0u8; [99, 100, 5000][i]]).unwrap();
+    let outcomes = Pfork::new()
+        .max_result_bytes(100)
+        .run(3, |i| vec![0u8; [99, 100, 5000][i]])
+        .unwrap();
     assert_eq!(outcomes[0].as_ref().map(Vec::len), Ok(99));
-    assert_eq!(outcomes[1], Err(ChildError::ResultTooLarge { len: 101, max: 100 }));
-    assert_eq!(outcomes[2], Err(ChildError::ResultTooLarge { len: 5002, max: 100 }));
+    assert_eq!(
+        outcomes[1],
+        Err(ChildError::ResultTooLarge { len: 101, max: 100 })
+    );
+    assert_eq!(
+        outcomes[2],
+        Err(ChildError::ResultTooLarge {
+            len: 5002,
+            max: 100
+        })
+    );
 }
 
 fn fork_failing_part_way() {
@@ -237,23 +295,42 @@ fn fork_failing_part_way() {
                 if i == 0 {
                     common::sleep_forever();
                 }
-                let limit = libc::rlimit { rlim_cur: 1, rlim_max: 1 };
+                let limit = libc::rlimit {
+                    rlim_cur: 1,
+                    rlim_max: 1,
+                };
                 // SAFETY: `limit` is a valid rlimit; a null old-limit pointer is allowed.
                 // Lowering the parent's limit needs only the same uid.
-                let rc = unsafe { libc::prlimit(libc::getppid(), libc::RLIMIT_NPROC, &limit, std::ptr::null_mut()) };
+                let rc = unsafe {
+                    libc::prlimit(
+                        libc::getppid(),
+                        libc::RLIMIT_NPROC,
+                        &limit,
+                        std::ptr::null_mut(),
+                    )
+                };
                 assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
                 i
             })
             .unwrap();
-        let expected =
-            vec![Err(ChildError::Cancelled), Ok(1), Err(ChildError::ForkFailed { errno: libc::EAGAIN }), Err(ChildError::Cancelled)];
+        let expected = vec![
+            Err(ChildError::Cancelled),
+            Ok(1),
+            Err(ChildError::ForkFailed {
+                errno: libc::EAGAIN,
+            }),
+            Err(ChildError::Cancelled),
+        ];
         if outcomes != expected {
             eprintln!("fork_failing_part_way: got {outcomes:?}");
             return 1;
         }
         // Nothing left: child 0 was killed and reaped.
         if !common::children().is_empty() {
-            eprintln!("fork_failing_part_way: children left {:?}", common::children());
+            eprintln!(
+                "fork_failing_part_way: children left {:?}",
+                common::children()
+            );
             return 3;
         }
         0
@@ -265,7 +342,13 @@ fn nested_pfork_is_refused() {
         Err(PforkError::Nested { depth, max_depth }) => format!("{i}: nested {depth}/{max_depth}"),
         other => format!("{i}: unexpected {other:?}"),
     });
-    assert_eq!(outcomes, vec![Ok("0: nested 1/1".to_owned()), Ok("1: nested 1/1".to_owned())]);
+    assert_eq!(
+        outcomes,
+        vec![
+            Ok("0: nested 1/1".to_owned()),
+            Ok("1: nested 1/1".to_owned())
+        ]
+    );
 }
 
 fn nesting_allowed_one_level() {
@@ -279,12 +362,18 @@ fn nesting_allowed_one_level() {
                 .run(2, |j| {
                     let refused = matches!(
                         Pfork::new().max_depth(2).run(1, |k| k),
-                        Err(PforkError::Nested { depth: 2, max_depth: 2 })
+                        Err(PforkError::Nested {
+                            depth: 2,
+                            max_depth: 2
+                        })
                     );
                     (10 * i + j, refused)
                 })
                 .map_err(|e| e.to_string())?;
-            inner.into_iter().map(|o| o.map_err(|e| e.to_string())).collect::<Result<Vec<_>, String>>()
+            inner
+                .into_iter()
+                .map(|o| o.map_err(|e| e.to_string()))
+                .collect::<Result<Vec<_>, String>>()
         })
         .unwrap();
     assert_eq!(outcomes[0], Ok(Ok(vec![(0, true), (1, true)])));
@@ -299,9 +388,18 @@ fn pfork_error_display_and_outcomes() {
         i
     })
     .unwrap_err();
-    assert_eq!(err.to_string(), "2 of 3 children failed; child 1: exited with code 41 without a result");
+    assert_eq!(
+        err.to_string(),
+        "2 of 3 children failed; child 1: exited with code 41 without a result"
+    );
     let failures: Vec<(usize, ChildError)> = err.failures().map(|(i, e)| (i, e.clone())).collect();
-    assert_eq!(failures, [(1, ChildError::Exited { code: 41 }), (2, ChildError::Exited { code: 42 })]);
+    assert_eq!(
+        failures,
+        [
+            (1, ChildError::Exited { code: 41 }),
+            (2, ChildError::Exited { code: 42 })
+        ]
+    );
     let shown = format!("{err:?}");
     assert!(shown.contains("ok: 1"), "{shown}");
     let outcomes = err.into_outcomes().unwrap();

@@ -10,10 +10,22 @@ use ptools_fork::{ChildError, Pfork, PforkError};
 
 fn main() {
     common::run(&[
-        ("max_alive_bounds_live_children", max_alive_bounds_live_children),
-        ("default_runs_all_children_at_once", default_runs_all_children_at_once),
-        ("timeout_kills_and_reaps_the_slow_child", timeout_kills_and_reaps_the_slow_child),
-        ("timeout_cancels_children_not_started", timeout_cancels_children_not_started),
+        (
+            "max_alive_bounds_live_children",
+            max_alive_bounds_live_children,
+        ),
+        (
+            "default_runs_all_children_at_once",
+            default_runs_all_children_at_once,
+        ),
+        (
+            "timeout_kills_and_reaps_the_slow_child",
+            timeout_kills_and_reaps_the_slow_child,
+        ),
+        (
+            "timeout_cancels_children_not_started",
+            timeout_cancels_children_not_started,
+        ),
         ("max_alive_zero_is_invalid", max_alive_zero_is_invalid),
         ("cap_is_inclusive", cap_is_inclusive),
         ("options_are_reusable", options_are_reusable),
@@ -31,7 +43,11 @@ fn siblings_alive() -> usize {
 
 fn max_alive_bounds_live_children() {
     for k in [1, 2, 3] {
-        let outcomes = Pfork::new().max_alive(k).timeout(Duration::from_secs(120)).run(9, |_| siblings_alive()).unwrap();
+        let outcomes = Pfork::new()
+            .max_alive(k)
+            .timeout(Duration::from_secs(120))
+            .run(9, |_| siblings_alive())
+            .unwrap();
         for (i, o) in outcomes.iter().enumerate() {
             let seen = *o.as_ref().unwrap();
             // A child counts itself; the parent reaps a child before forking the next.
@@ -113,20 +129,36 @@ fn timeout_cancels_children_not_started() {
         .timeout(Duration::from_millis(200))
         .run(3, |_| -> u8 { common::sleep_forever() })
         .unwrap();
-    assert_eq!(outcomes, vec![Err(ChildError::TimedOut), Err(ChildError::Cancelled), Err(ChildError::Cancelled)]);
+    assert_eq!(
+        outcomes,
+        vec![
+            Err(ChildError::TimedOut),
+            Err(ChildError::Cancelled),
+            Err(ChildError::Cancelled)
+        ]
+    );
 }
 
 fn max_alive_zero_is_invalid() {
     let err = Pfork::new().max_alive(0).run(3, |i| i).unwrap_err();
     assert!(matches!(err, PforkError::InvalidArgument(_)), "{err:?}");
-    assert_eq!(err.to_string(), "invalid argument: max_alive must be at least 1");
+    assert_eq!(
+        err.to_string(),
+        "invalid argument: max_alive must be at least 1"
+    );
 }
 
 fn cap_is_inclusive() {
-    let outcomes = Pfork::new().max_result_bytes(8).run(2, |i| if i == 0 { (1u64 << 56) - 1 } else { u64::MAX }).unwrap();
+    let outcomes = Pfork::new()
+        .max_result_bytes(8)
+        .run(2, |i| if i == 0 { (1u64 << 56) - 1 } else { u64::MAX })
+        .unwrap();
     // postcard varints hold 7 bits a byte: 2^56 - 1 takes 8 bytes, u64::MAX 10.
     assert_eq!(outcomes[0], Ok((1 << 56) - 1));
-    assert_eq!(outcomes[1], Err(ChildError::ResultTooLarge { len: 10, max: 8 }));
+    assert_eq!(
+        outcomes[1],
+        Err(ChildError::ResultTooLarge { len: 10, max: 8 })
+    );
 }
 
 fn options_are_reusable() {

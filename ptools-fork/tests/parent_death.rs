@@ -14,7 +14,10 @@ fn main() {
     // SAFETY: PR_SET_CHILD_SUBREAPER takes an int flag; the other arguments are unused.
     let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     assert_eq!(rc, 0, "prctl: {}", std::io::Error::last_os_error());
-    common::run(&[("children_die_with_a_killed_parent", children_die_with_a_killed_parent)]);
+    common::run(&[(
+        "children_die_with_a_killed_parent",
+        children_die_with_a_killed_parent,
+    )]);
 }
 
 fn children_die_with_a_killed_parent() {
@@ -24,7 +27,8 @@ fn children_die_with_a_killed_parent() {
     let helper = common::fork_helper(|| {
         let outcomes = Pfork::new().run(N, |_| -> u8 {
             use std::io::Write;
-            (&w).write_all(&(std::process::id() as i32).to_le_bytes()).unwrap();
+            (&w).write_all(&(std::process::id() as i32).to_le_bytes())
+                .unwrap();
             common::sleep_forever()
         });
         // Never reached: the helper is killed while its children block.
@@ -34,8 +38,10 @@ fn children_die_with_a_killed_parent() {
     let mut pids = [0u8; 4 * N];
     // Blocking read: the children write at once; the SIGALRM watchdog bounds it if not.
     r.read_exact(&mut pids).unwrap();
-    let pids: Vec<libc::pid_t> =
-        pids.chunks(4).map(|c| i32::from_le_bytes(c.try_into().unwrap())).collect();
+    let pids: Vec<libc::pid_t> = pids
+        .chunks(4)
+        .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
 
     // SAFETY: kill takes no pointers; `helper` is our own unreaped child.
     assert_eq!(unsafe { libc::kill(helper, libc::SIGKILL) }, 0);
@@ -48,6 +54,9 @@ fn children_die_with_a_killed_parent() {
     for pid in pids {
         let status = common::wait_timeout(pid, Duration::from_secs(60));
         let status = status.unwrap_or_else(|| panic!("child {pid} outlived its parent"));
-        assert!(libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL, "{status:#x}");
+        assert!(
+            libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL,
+            "{status:#x}"
+        );
     }
 }

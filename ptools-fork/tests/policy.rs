@@ -34,8 +34,15 @@ fn with_second_thread(body: impl FnOnce()) {
 fn multi_threaded_is_refused() {
     with_second_thread(|| {
         let err = pfork(2, |i| i).unwrap_err();
-        assert!(matches!(err, PforkError::Threaded { threads: Some(2) }), "{err:?}");
-        assert!(err.to_string().starts_with("refusing to fork a process with 2 threads"), "{err}");
+        assert!(
+            matches!(err, PforkError::Threaded { threads: Some(2) }),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .starts_with("refusing to fork a process with 2 threads"),
+            "{err}"
+        );
         let err = Pfork::new().run(2, |i| i).unwrap_err();
         assert!(matches!(err, PforkError::Threaded { .. }));
         // Nothing was forked.

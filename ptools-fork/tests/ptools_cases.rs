@@ -17,14 +17,29 @@ fn main() {
     common::run(&[
         ("pfork_2_identity", pfork_2_identity),
         ("pfork_100_identity", pfork_100_identity),
-        ("ten_children_return_10x100_arrays", ten_children_return_10x100_arrays),
+        (
+            "ten_children_return_10x100_arrays",
+            ten_children_return_10x100_arrays,
+        ),
         ("captured_parameter", captured_parameter),
         ("zero_children", zero_children),
         ("serde_result_types", serde_result_types),
-        ("large_results_from_concurrent_children", large_results_from_concurrent_children),
-        ("children_see_parent_data_copy_on_write", children_see_parent_data_copy_on_write),
-        ("each_child_is_its_own_process", each_child_is_its_own_process),
-        ("buffered_output_is_printed_once", buffered_output_is_printed_once),
+        (
+            "large_results_from_concurrent_children",
+            large_results_from_concurrent_children,
+        ),
+        (
+            "children_see_parent_data_copy_on_write",
+            children_see_parent_data_copy_on_write,
+        ),
+        (
+            "each_child_is_its_own_process",
+            each_child_is_its_own_process,
+        ),
+        (
+            "buffered_output_is_printed_once",
+            buffered_output_is_printed_once,
+        ),
     ]);
 }
 
@@ -38,9 +53,12 @@ fn pfork_100_identity() {
 
 fn ten_children_return_10x100_arrays() {
     // PTools.jl: each child returns a 10x100 array; rows here, row-major.
-    let arrays: Vec<Vec<Vec<f64>>> =
-        pfork(10, |i| (0..10).map(|r| (0..100).map(|c| (i * 1000 + r * 100 + c) as f64).collect()).collect())
-            .unwrap();
+    let arrays: Vec<Vec<Vec<f64>>> = pfork(10, |i| {
+        (0..10)
+            .map(|r| (0..100).map(|c| (i * 1000 + r * 100 + c) as f64).collect())
+            .collect()
+    })
+    .unwrap();
     assert_eq!(arrays.len(), 10);
     for (i, a) in arrays.iter().enumerate() {
         assert_eq!(a.len(), 10);
@@ -78,12 +96,26 @@ fn serde_result_types() {
     let got = pfork(3, |i| match i {
         0 => (Shape::Point, None, String::new()),
         1 => (Shape::Circle { r: 1.5 }, Some(-7i64), "ünï".to_owned()),
-        _ => (Shape::Poly(vec![(1, 2), (-3, 4)]), Some(i64::MAX), "x".repeat(1000)),
+        _ => (
+            Shape::Poly(vec![(1, 2), (-3, 4)]),
+            Some(i64::MAX),
+            "x".repeat(1000),
+        ),
     })
     .unwrap();
     assert_eq!(got[0], (Shape::Point, None, String::new()));
-    assert_eq!(got[1], (Shape::Circle { r: 1.5 }, Some(-7), "ünï".to_owned()));
-    assert_eq!(got[2], (Shape::Poly(vec![(1, 2), (-3, 4)]), Some(i64::MAX), "x".repeat(1000)));
+    assert_eq!(
+        got[1],
+        (Shape::Circle { r: 1.5 }, Some(-7), "ünï".to_owned())
+    );
+    assert_eq!(
+        got[2],
+        (
+            Shape::Poly(vec![(1, 2), (-3, 4)]),
+            Some(i64::MAX),
+            "x".repeat(1000)
+        )
+    );
     let unit: Vec<()> = pfork(2, |_| ()).unwrap();
     assert_eq!(unit.len(), 2);
 }
@@ -165,17 +197,40 @@ fn buffered_output_is_printed_once() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let pid = child.id() as libc::pid_t;
     // The output is small (well under a pipe buffer), so waiting before reading is safe.
-    let status = common::wait_timeout(pid, Duration::from_secs(120)).expect("helper timed out");
-    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "status {status:#x}");
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > Duration::from_secs(120) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("helper timed out");
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    assert!(status.success(), "{status}");
     let mut out = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
     assert_eq!(out.matches("parent-partial;").count(), 1, "{out}");
     assert_eq!(out.matches("c-partial;").count(), 1, "{out}");
     for i in 0..3 {
-        assert_eq!(out.matches(&format!("child {i} speaking\n")).count(), 1, "{out}");
-        assert_eq!(out.matches(&format!("child {i} partial;")).count(), 1, "{out}");
+        assert_eq!(
+            out.matches(&format!("child {i} speaking\n")).count(),
+            1,
+            "{out}"
+        );
+        assert_eq!(
+            out.matches(&format!("child {i} partial;")).count(),
+            1,
+            "{out}"
+        );
     }
     assert_eq!(out.matches("done [0, 1, 2]").count(), 1, "{out}");
 }

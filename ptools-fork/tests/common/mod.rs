@@ -93,11 +93,16 @@ fn wait_single_threaded() {
 /// Pids of this process's children (running or zombie), from /proc/self/task/*/children.
 pub fn children() -> Vec<libc::pid_t> {
     let mut pids = Vec::new();
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return pids };
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return pids;
+    };
     for task in tasks.flatten() {
         let path = task.path().join("children");
         if let Ok(list) = std::fs::read_to_string(path) {
-            pids.extend(list.split_whitespace().filter_map(|p| p.parse::<libc::pid_t>().ok()));
+            pids.extend(
+                list.split_whitespace()
+                    .filter_map(|p| p.parse::<libc::pid_t>().ok()),
+            );
         }
     }
     pids
@@ -176,7 +181,12 @@ pub fn pipe() -> (std::fs::File, std::fs::File) {
     let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
     assert_eq!(rc, 0, "pipe2: {}", std::io::Error::last_os_error());
     // SAFETY: pipe2 just returned these descriptors; nothing else owns them.
-    unsafe { (std::fs::File::from_raw_fd(fds[0]), std::fs::File::from_raw_fd(fds[1])) }
+    unsafe {
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            std::fs::File::from_raw_fd(fds[1]),
+        )
+    }
 }
 
 /// Blocks the calling (child) process until it is killed.
