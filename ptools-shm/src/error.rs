@@ -1,0 +1,226 @@
+//! The one error type of `ptools-shm`.
+
+use std::fmt;
+use std::io;
+
+use crate::ElemType;
+
+/// Everything that can go wrong creating, attaching, unlinking or listing shared arrays.
+///
+/// Input errors (`Invalid*`, `NameTooLong`, `DuplicateName`) are found before any system
+/// call, so nothing has been created when they are returned. Every other error leaves
+/// nothing behind either: a set that fails half-way unlinks what it had created.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ShmError {
+    /// An array name is empty, or holds `/` or NUL.
+    InvalidName {
+        /// The offending name.
+        name: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// A prefix is empty or holds a character outside `[A-Za-z0-9.-]`.
+    InvalidPrefix {
+        /// The offending prefix.
+        prefix: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// A name (with its prefix) is too long for the system's shared-memory names.
+    NameTooLong {
+        /// The full segment name that would be needed.
+        name: String,
+        /// The longest name this system accepts, in bytes.
+        max: usize,
+    },
+    /// Dims with a zero, too many axes, or a byte size that overflows.
+    InvalidDims {
+        /// The dims asked for.
+        dims: Vec<usize>,
+        /// Why they were refused.
+        reason: &'static str,
+    },
+    /// The same array name appears twice in one set.
+    DuplicateName {
+        /// The repeated name.
+        name: String,
+    },
+    /// A segment of that name exists and is not stale (its owner is alive, or it is not a
+    /// ptools segment at all).
+    AlreadyExists {
+        /// The segment name.
+        name: String,
+        /// The owner's pid, when the segment has a ptools header.
+        owner_pid: Option<u32>,
+    },
+    /// No segment of that name exists.
+    NotFound {
+        /// The segment name.
+        name: String,
+    },
+    /// The segment holds another element type than the one asked for.
+    TypeMismatch {
+        /// The segment or array name.
+        name: String,
+        /// The type asked for.
+        expected: ElemType,
+        /// The type the segment holds.
+        found: ElemType,
+    },
+    /// The segment has other dims than the ones asked for.
+    DimsMismatch {
+        /// The segment name.
+        name: String,
+        /// The dims asked for.
+        expected: Vec<usize>,
+        /// The dims the segment holds.
+        found: Vec<usize>,
+    },
+    /// The segment is smaller than its header says, or too small for a header.
+    Truncated {
+        /// The segment name.
+        name: String,
+        /// Its size in bytes.
+        size: u64,
+        /// The size it should have.
+        expected: u64,
+    },
+    /// The segment exists but does not carry a ptools header (wrong magic or version).
+    Foreign {
+        /// The segment name.
+        name: String,
+    },
+    /// The segment is still being created: its ready flag is not set.
+    NotReady {
+        /// The segment name.
+        name: String,
+    },
+    /// The shared-memory file system has no room for the segment (`ENOSPC` while reserving
+    /// its pages). Nothing was left behind.
+    OutOfSpace {
+        /// The segment name.
+        name: String,
+        /// The bytes that were asked for.
+        bytes: u64,
+    },
+    /// A set has no array of that name.
+    NoSuchArray {
+        /// The name asked for.
+        name: String,
+    },
+    /// The operation is not available on this platform.
+    Unsupported {
+        /// What was asked for.
+        what: &'static str,
+    },
+    /// A system call failed for another reason.
+    Os {
+        /// The call that failed.
+        op: &'static str,
+        /// The segment it was for (may be empty).
+        name: String,
+        /// The error the system reported.
+        source: io::Error,
+    },
+}
+
+impl ShmError {
+    /// Whether this error was caused by the caller's input, found before any system call.
+    pub fn is_invalid_input(&self) -> bool {
+        matches!(
+            self,
+            ShmError::InvalidName { .. }
+                | ShmError::InvalidPrefix { .. }
+                | ShmError::NameTooLong { .. }
+                | ShmError::InvalidDims { .. }
+                | ShmError::DuplicateName { .. }
+        )
+    }
+
+    /// Builds an [`ShmError::Os`] from the last `errno`, mapping the errors that have a
+    /// variant of their own. This is the one place where errno values are interpreted.
+    pub(crate) fn os(op: &'static str, name: &str, source: io::Error) -> ShmError {
+        let name = name.to_owned();
+        match source.raw_os_error() {
+            Some(libc::ENOENT) => ShmError::NotFound { name },
+            Some(libc::EEXIST) => ShmError::AlreadyExists {
+                name,
+                owner_pid: None,
+            },
+            Some(libc::ENAMETOOLONG) => ShmError::NameTooLong {
+                max: crate::sys::MAX_NAME_LEN,
+                name,
+            },
+            _ => ShmError::Os { op, name, source },
+        }
+    }
+}
+
+impl fmt::Display for ShmError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ShmError::InvalidName { name, reason } => {
+                write!(f, "invalid array name {name:?}: {reason}")
+            }
+            ShmError::InvalidPrefix { prefix, reason } => {
+                write!(f, "invalid prefix {prefix:?}: {reason}")
+            }
+            ShmError::NameTooLong { name, max } => {
+                write!(f, "segment name {name:?} is longer than {max} bytes")
+            }
+            ShmError::InvalidDims { dims, reason } => write!(f, "invalid dims {dims:?}: {reason}"),
+            ShmError::DuplicateName { name } => write!(f, "array name {name:?} appears twice"),
+            ShmError::AlreadyExists {
+                name,
+                owner_pid: Some(pid),
+            } => write!(f, "segment {name} already exists, owned by live pid {pid}"),
+            ShmError::AlreadyExists {
+                name,
+                owner_pid: None,
+            } => write!(f, "segment {name} already exists"),
+            ShmError::NotFound { name } => write!(f, "segment {name} does not exist"),
+            ShmError::TypeMismatch {
+                name,
+                expected,
+                found,
+            } => write!(f, "{name} holds {found}, not {expected}"),
+            ShmError::DimsMismatch {
+                name,
+                expected,
+                found,
+            } => write!(f, "{name} has dims {found:?}, not {expected:?}"),
+            ShmError::Truncated {
+                name,
+                size,
+                expected,
+            } => write!(
+                f,
+                "segment {name} is truncated: {size} bytes, expected {expected}"
+            ),
+            ShmError::Foreign { name } => write!(f, "segment {name} is not a ptools array"),
+            ShmError::NotReady { name } => write!(f, "segment {name} is still being created"),
+            ShmError::OutOfSpace { name, bytes } => {
+                write!(f, "no space in shared memory for {name} ({bytes} bytes)")
+            }
+            ShmError::NoSuchArray { name } => write!(f, "no array named {name:?} in this set"),
+            ShmError::Unsupported { what } => write!(f, "{what} is not supported on this platform"),
+            ShmError::Os { op, name, source } if name.is_empty() => {
+                write!(f, "{op} failed: {source}")
+            }
+            ShmError::Os { op, name, source } => write!(f, "{op} failed for {name}: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for ShmError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ShmError::Os { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// The result type of `ptools-shm`.
+pub type Result<T, E = ShmError> = std::result::Result<T, E>;

@@ -1,0 +1,313 @@
+//! Shared arrays across real processes: another process attaches by name and writes while
+//! this one reads; processes race to create one name; an owner killed with SIGKILL leaves
+//! a stale segment that is listed, taken over and removed; a full `/dev/shm` (a real small
+//! tmpfs in a private mount namespace) is a typed error that leaves nothing behind.
+//!
+//! Child processes are this test binary re-run with `--exact <role> --ignored`; a role
+//! test does nothing unless the environment says it is that role.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Reaper, TestPrefix, child, is_role, wait_timeout};
+use ptools_shm::{Prefix, ShmArray, ShmCfg, ShmError, ShmSet, list_shm, remove_stale_shm};
+
+const LIMIT: Duration = Duration::from_secs(60);
+const WRITER_LEN: usize = 1 << 20;
+
+fn env_prefix() -> Prefix {
+    Prefix::new(std::env::var("T_PREFIX").unwrap()).unwrap()
+}
+
+// ---- another process attaches and writes while we read ----
+
+#[test]
+#[ignore = "child role of another_process_attaches_by_name_and_writes"]
+fn role_writer() {
+    if !is_role("role_writer") {
+        return;
+    }
+    let cfg = ShmCfg::new::<u64>("data", WRITER_LEN).unwrap();
+    let mut a = ShmArray::<u64>::attach(&cfg, &env_prefix()).unwrap();
+    assert!(!a.is_creator());
+    // Fill back to front; element 0 last, as the "done" mark.
+    for i in (1..WRITER_LEN).rev() {
+        a[i] = 3 * i as u64 + 1;
+    }
+    let p = a.as_mut_ptr();
+    // SAFETY: index 0 is in bounds; a volatile write so the mark is a real store.
+    unsafe { std::ptr::write_volatile(p, 1) };
+}
+
+#[test]
+fn another_process_attaches_by_name_and_writes() {
+    let p = TestPrefix::new();
+    let cfg = ShmCfg::new::<u64>("data", WRITER_LEN).unwrap();
+    let a = ShmArray::<u64>::create(&cfg, &p).unwrap();
+    let mut kids = Reaper(vec![
+        child("role_writer", &[("T_PREFIX", p.as_str())])
+            .spawn()
+            .unwrap(),
+    ]);
+    // Read while the writer works: watch progress through volatile reads of the first
+    // element until the writer's mark appears.
+    let start = Instant::now();
+    let first = a.as_ptr();
+    // SAFETY: index 0 is in bounds of the live mapping; volatile because another process
+    // writes it.
+    while unsafe { std::ptr::read_volatile(first) } != 1 {
+        assert!(start.elapsed() < LIMIT, "the writer never finished");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let status = wait_timeout(&mut kids.0[0], LIMIT);
+    assert!(status.success(), "writer failed: {status}");
+    assert!(
+        a.iter()
+            .enumerate()
+            .skip(1)
+            .all(|(i, &x)| x == 3 * i as u64 + 1),
+        "every element holds what the other process wrote"
+    );
+    drop(a);
+    assert!(p.leftovers().is_empty());
+}
+
+// ---- processes race to create one name ----
+
+#[test]
+#[ignore = "child role of exactly_one_of_several_racing_creators_wins"]
+fn role_racer() {
+    if !is_role("role_racer") {
+        return;
+    }
+    // If the parent never closes our stdin (a bug in the test), do not hang forever.
+    std::thread::spawn(|| {
+        std::thread::sleep(LIMIT);
+        std::process::exit(3);
+    });
+    let cfg = ShmCfg::new::<u8>("contested", 1 << 16).unwrap();
+    let mut line = String::new();
+    let stdin = std::io::stdin();
+    stdin.lock().read_line(&mut line).unwrap(); // "go"
+    let result = ShmSet::create(&[cfg], &env_prefix());
+    let verdict = match &result {
+        Ok(_) => "won".to_owned(),
+        Err(ShmError::AlreadyExists { .. }) => "lost".to_owned(),
+        Err(e) => format!("error {e}"),
+    };
+    println!("RESULT {verdict}");
+    std::io::stdout().flush().unwrap();
+    // Hold the segment (if won) until the parent has heard everyone.
+    while stdin.lock().read_line(&mut line).unwrap_or(0) > 0 {}
+    drop(result);
+}
+
+#[test]
+fn exactly_one_of_several_racing_creators_wins() {
+    const N: usize = 6;
+    let p = TestPrefix::new();
+    let mut kids = Reaper(Vec::new());
+    for _ in 0..N {
+        kids.0.push(
+            child("role_racer", &[("T_PREFIX", p.as_str())])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+    }
+    for k in &mut kids.0 {
+        k.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    }
+    let mut verdicts = Vec::new();
+    // Kept open until the racers exit: they still print libtest's summary.
+    let mut outputs = Vec::new();
+    for k in &mut kids.0 {
+        let mut out = BufReader::new(k.stdout.take().unwrap());
+        // libtest prints "test role_racer ... " without a newline before the test's own
+        // output, so the mark can be mid-line.
+        let line = (&mut out)
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|l| l.split_once("RESULT ").map(|(_, v)| v.to_owned()))
+            .expect("a racer reported nothing");
+        verdicts.push(line);
+        outputs.push(out);
+    }
+    for k in &mut kids.0 {
+        drop(k.stdin.take()); // EOF: the racers exit
+    }
+    for k in &mut kids.0 {
+        assert!(wait_timeout(k, LIMIT).success());
+    }
+    drop(outputs);
+    let won = verdicts.iter().filter(|v| *v == "won").count();
+    let lost = verdicts.iter().filter(|v| *v == "lost").count();
+    assert_eq!((won, lost), (1, N - 1), "verdicts: {verdicts:?}");
+    assert!(p.leftovers().is_empty(), "the winner unlinked on exit");
+}
+
+// ---- an owner killed with SIGKILL ----
+
+#[test]
+#[ignore = "child role of a_killed_owners_segment_is_listed_taken_over_and_removed"]
+fn role_doomed_owner() {
+    if !is_role("role_doomed_owner") {
+        return;
+    }
+    let cfgs = [
+        ShmCfg::new::<f32>("left", [10, 20]).unwrap(),
+        ShmCfg::new::<i8>("behind", 5).unwrap(),
+    ];
+    let mut set = ShmSet::create(&cfgs, &env_prefix()).unwrap();
+    set.get_mut::<f32>("left").unwrap()[0] = 9.0;
+    // SAFETY: kill(2) on our own pid; SIGKILL runs no destructor, as a crash would.
+    unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    unreachable!("SIGKILL cannot be caught");
+}
+
+#[test]
+fn a_killed_owners_segment_is_listed_taken_over_and_removed() {
+    let p = TestPrefix::new();
+    let mut kid = child("role_doomed_owner", &[("T_PREFIX", p.as_str())])
+        .spawn()
+        .unwrap();
+    let status = wait_timeout(&mut kid, LIMIT);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGKILL));
+    assert_eq!(p.leftovers().len(), 2, "SIGKILL left both segments");
+
+    let mine: Vec<_> = list_shm()
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.prefix == p.as_str())
+        .collect();
+    assert_eq!(mine.len(), 2);
+    let left = mine.iter().find(|s| s.name == "left").unwrap();
+    assert_eq!(left.owner_pid, kid.id());
+    assert!(!left.owner_alive);
+    assert_eq!(left.elem, Some(ptools_shm::ElemType::F32));
+    assert_eq!(left.dims.as_deref(), Some(&[10, 20][..]));
+    assert_eq!(left.size, 128 + 10 * 20 * 4);
+
+    // The next job to create the same name takes it over (fresh, zeroed).
+    let left_cfg = ShmCfg::new::<f32>("left", [10, 20]).unwrap();
+    let fresh = ShmArray::<f32>::create(&left_cfg, &p).unwrap();
+    assert_eq!(fresh[0], 0.0);
+    let info = list_shm()
+        .unwrap()
+        .into_iter()
+        .find(|s| s.segment == fresh.segment_name())
+        .unwrap();
+    assert!(info.owner_alive);
+    assert_eq!(info.owner_pid, std::process::id());
+
+    // Only the stale one goes; the live one and a foreign object stay.
+    let removed = remove_stale_shm(Some(&p)).unwrap();
+    assert_eq!(
+        removed.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+        ["behind"]
+    );
+    assert_eq!(
+        p.leftovers(),
+        vec![fresh.segment_name()[1..].to_owned()],
+        "the live owner's segment stays"
+    );
+    drop(fresh);
+    assert!(p.leftovers().is_empty());
+}
+
+#[test]
+fn stale_cleanup_never_touches_foreign_objects_or_other_prefixes() {
+    let p = TestPrefix::new();
+    let other = TestPrefix::new();
+    let foreign = format!("/dev/shm/ptools_{}_foreign", p.as_str());
+    std::fs::write(&foreign, vec![0xabu8; 4096]).unwrap();
+    // A kept segment whose "owner" is this live process is not stale either.
+    let mut kept = ShmArray::<u8>::create(&ShmCfg::new::<u8>("k", 1).unwrap(), &other).unwrap();
+    kept.keep_on_drop(true);
+    drop(kept);
+    let removed = remove_stale_shm(None).unwrap();
+    assert!(
+        removed
+            .iter()
+            .all(|s| s.prefix != p.as_str() && s.prefix != other.as_str())
+    );
+    assert!(std::path::Path::new(&foreign).exists());
+    assert_eq!(other.leftovers().len(), 1);
+    assert!(
+        list_shm().unwrap().iter().all(|s| s.name != "foreign"),
+        "objects without our header are not listed"
+    );
+}
+
+// ---- a full /dev/shm ----
+
+#[test]
+#[ignore = "child role of a_full_dev_shm_is_out_of_space_and_leaves_nothing"]
+fn role_small_tmpfs() {
+    if !is_role("role_small_tmpfs") {
+        return;
+    }
+    // Inside a private mount namespace whose /dev/shm is a 4 MiB tmpfs.
+    let p = Prefix::new("full").unwrap();
+    let big = ShmCfg::new::<u8>("big", 8 << 20).unwrap();
+    match ShmSet::create(std::slice::from_ref(&big), &p) {
+        Err(ShmError::OutOfSpace { bytes, .. }) => assert_eq!(bytes, 128 + (8 << 20)),
+        other => panic!("expected OutOfSpace, got {other:?}"),
+    }
+    // A set whose first array fits and second does not: the first is unlinked again.
+    let cfgs = [ShmCfg::new::<u8>("fits", 1 << 20).unwrap(), big];
+    assert!(matches!(
+        ShmSet::create(&cfgs, &p),
+        Err(ShmError::OutOfSpace { .. })
+    ));
+    let left: Vec<_> = std::fs::read_dir("/dev/shm").unwrap().flatten().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    // What fits still works.
+    let mut ok = ShmArray::<u8>::create(&ShmCfg::new::<u8>("ok", 1 << 20).unwrap(), &p).unwrap();
+    ok.fill(7);
+    println!("ROLE OK");
+}
+
+#[test]
+fn a_full_dev_shm_is_out_of_space_and_leaves_nothing() {
+    let probe = Command::new("unshare")
+        .args(["-m", "sh", "-c", "mount -t tmpfs -o size=4k tmpfs /dev/shm"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        println!(
+            "SKIPPED a_full_dev_shm_is_out_of_space_and_leaves_nothing: \
+             `unshare -m` with a tmpfs mount is not permitted here (needs root or \
+             user namespaces)"
+        );
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let out = Command::new("unshare")
+        .args([
+            "-m",
+            "sh",
+            "-c",
+            "mount -t tmpfs -o size=4m tmpfs /dev/shm && exec \"$@\"",
+            "sh",
+        ])
+        .arg(exe)
+        .args(["--exact", "role_small_tmpfs", "--ignored", "--nocapture"])
+        .env(common::ROLE, "role_small_tmpfs")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("ROLE OK"),
+        "status {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
