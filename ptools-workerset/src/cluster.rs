@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result, Termination};
 use crate::func::{FnRef, Status, decode_panic};
-use crate::remote_ref::{RemoteRef, Slot};
+use crate::remote_ref::{Drive, RemoteRef, Slot};
 use crate::sys;
 use crate::wire::{self, FrameReader, Link, UnixLink};
 
@@ -167,7 +167,7 @@ impl Inner {
         }
         match self.get(id) {
             Some(w) => {
-                slot.set_worker(id);
+                slot.set_driver(id, w.clone());
                 w.submit(f, encode, slot)
             }
             None => Err(self.gone_error(id)),
@@ -250,6 +250,15 @@ pub(crate) struct Remote {
     pending: Mutex<Pending>,
     ended: Mutex<Option<Termination>>,
     ended_cv: Condvar,
+    /// The read side. Whoever holds it reads replies and completes their slots: the
+    /// reader thread, or a caller of `remotecall_fetch` waiting for its own reply (see
+    /// [`Remote::drive`]).
+    rx: Mutex<FrameReader>,
+    /// Callers currently driving the read side.
+    drivers: AtomicUsize,
+    /// Where the reader thread sleeps while callers drive.
+    idle: Mutex<()>,
+    idle_cv: Condvar,
 }
 
 impl Remote {
@@ -290,16 +299,91 @@ impl Remote {
         Ok(())
     }
 
-    /// Reads replies until the worker is gone, then reaps it and fails what was pending.
-    fn read_loop(self: Arc<Self>, mut reader: FrameReader, cluster: Weak<Inner>) {
-        while let Ok(Some(body)) = reader.next(&*self.data) {
-            let slot = lock(&self.pending).queue.pop_front();
-            let Some(slot) = slot else { break };
-            let r = match Status::from_u8(body[0]) {
-                Some(s) => outcome(self.id, s, &body[1..]),
-                None => break,
-            };
-            slot.complete(r);
+    /// Completes the oldest pending slot with a reply; false on a protocol error.
+    fn dispatch(&self, body: &[u8]) -> bool {
+        let slot = lock(&self.pending).queue.pop_front();
+        let (Some(slot), Some(status)) = (slot, Status::from_u8(body[0])) else {
+            return false;
+        };
+        slot.complete(outcome(self.id, status, &body[1..]));
+        true
+    }
+}
+
+impl Drive for Remote {
+    /// Reads replies on the caller's thread until `slot` is complete (or the link ends).
+    ///
+    /// This is the fast path of `remotecall_fetch`: the reply wakes the caller directly,
+    /// as in a plain socket ping-pong, instead of waking the reader thread which would then
+    /// wake the caller (two wake-ups per reply on a busy machine cost about 10 us). Replies
+    /// to other calls that arrive first are completed here as well, in order.
+    fn drive(&self, slot: &Slot) {
+        self.drivers.fetch_add(1, Ordering::SeqCst);
+        let mut ended = false;
+        {
+            let mut rx = lock(&self.rx);
+            while !slot.is_ready() {
+                match rx.next(&*self.data) {
+                    Ok(Some(body)) => {
+                        if !self.dispatch(body) {
+                            ended = true;
+                            break;
+                        }
+                    }
+                    Ok(None) | Err(_) => {
+                        ended = true;
+                        break;
+                    }
+                }
+            }
+        }
+        let left = self.drivers.fetch_sub(1, Ordering::SeqCst) - 1;
+        if left == 0 && (ended || !lock(&self.pending).queue.is_empty()) {
+            // Hand the read side back to the reader thread: it notices the death (the
+            // end of the stream stays readable) or reads the replies still to come.
+            let _g = lock(&self.idle);
+            self.idle_cv.notify_all();
+        }
+    }
+}
+
+impl Remote {
+    /// The reader thread: reads replies whenever no caller drives the read side, until
+    /// the worker is gone; then reaps it and fails what was pending.
+    fn read_loop(self: Arc<Self>, cluster: Weak<Inner>) {
+        'outer: loop {
+            if self.drivers.load(Ordering::SeqCst) > 0 {
+                let g = lock(&self.idle);
+                // Bounded, so a missed notification costs a millisecond, never a hang.
+                let _ = self
+                    .idle_cv
+                    .wait_timeout_while(g, Duration::from_millis(1), |_| {
+                        self.drivers.load(Ordering::SeqCst) > 0
+                    })
+                    .unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            match self.data.wait_readable(Duration::from_secs(3600)) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(_) => break,
+            }
+            if self.drivers.load(Ordering::SeqCst) > 0 {
+                continue;
+            }
+            let mut rx = lock(&self.rx);
+            // A caller may have taken what woke us: read only what is there, so the read
+            // side is never held in a blocking read that a caller could do itself.
+            while rx.has_frame() || self.data.wait_readable(Duration::ZERO).unwrap_or(true) {
+                match rx.next(&*self.data) {
+                    Ok(Some(body)) => {
+                        if !self.dispatch(body) {
+                            break 'outer;
+                        }
+                    }
+                    Ok(None) | Err(_) => break 'outer,
+                }
+            }
         }
         self.data.shutdown();
         let t = sys::reap(self.pid, Duration::from_secs(1));
@@ -477,6 +561,10 @@ impl Cluster {
                 }),
                 ended: Mutex::new(None),
                 ended_cv: Condvar::new(),
+                rx: Mutex::new(s.reader),
+                drivers: AtomicUsize::new(0),
+                idle: Mutex::new(()),
+                idle_cv: Condvar::new(),
             });
             self.inner
                 .workers
@@ -484,11 +572,10 @@ impl Cluster {
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(s.id, remote.clone());
             let weak = Arc::downgrade(&self.inner);
-            let reader = s.reader;
             let r2 = remote.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("ptools-reader-{}", s.id))
-                .spawn(move || r2.read_loop(reader, weak));
+                .spawn(move || r2.read_loop(weak));
             if let Err(e) = spawned {
                 // Without a reader nothing would ever complete: take the worker down.
                 self.inner

@@ -4,6 +4,7 @@ use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -26,6 +27,15 @@ struct Inner {
     waker: Option<Waker>,
     hook: Option<Hook>,
     sleepers: usize,
+    /// The link the reply will come on, once the call is sent; dropped at completion
+    /// (the link's pending queue holds this slot, so keeping it longer would be a cycle).
+    driver: Option<Arc<dyn Drive>>,
+}
+
+/// A link whose replies a waiting caller can read itself (see `Remote::drive`).
+pub(crate) trait Drive: Send + Sync {
+    /// Reads replies until `slot` is complete or the link has ended.
+    fn drive(&self, slot: &Slot);
 }
 
 /// Where a call's outcome lands: completed once, by the reader of the worker's link (or by
@@ -33,6 +43,8 @@ struct Inner {
 pub(crate) struct Slot {
     inner: Mutex<Inner>,
     cv: Condvar,
+    /// Set (after the state) on completion: `is_ready` without the lock.
+    done: AtomicBool,
 }
 
 impl fmt::Debug for Slot {
@@ -59,8 +71,10 @@ impl Slot {
                 waker: None,
                 hook,
                 sleepers: 0,
+                driver: None,
             }),
             cv: Condvar::new(),
+            done: AtomicBool::new(false),
         })
     }
 
@@ -82,6 +96,18 @@ impl Slot {
         lock(&self.inner).worker = id;
     }
 
+    /// Records the link the reply comes on (before the call is written), so that a caller
+    /// who then waits reads the reply itself. A caller already asleep (a first-free call
+    /// that waited for a worker) is not woken for this: measured with 8 callers on 2
+    /// workers, the extra wake-ups and contention cost a third of the throughput.
+    pub(crate) fn set_driver(&self, id: usize, d: Arc<dyn Drive>) {
+        let mut g = lock(&self.inner);
+        g.worker = id;
+        if matches!(g.state, State::Pending) {
+            g.driver = Some(d);
+        }
+    }
+
     pub(crate) fn worker(&self) -> usize {
         lock(&self.inner).worker
     }
@@ -93,8 +119,10 @@ impl Slot {
             return;
         }
         g.state = State::Ready(r);
+        self.done.store(true, Ordering::Release);
         let waker = g.waker.take();
         let hook = g.hook.take();
+        let driver = g.driver.take();
         let sleepers = g.sleepers;
         drop(g);
         if sleepers > 0 {
@@ -106,16 +134,31 @@ impl Slot {
         if let Some(h) = hook {
             h();
         }
+        drop(driver);
     }
 
     pub(crate) fn is_ready(&self) -> bool {
-        !matches!(lock(&self.inner).state, State::Pending)
+        self.done.load(Ordering::Acquire)
     }
 
-    /// Waits until completed or the deadline passes; true when completed.
+    /// Waits until completed or the deadline passes; true when completed. Without a
+    /// deadline, the waiter reads the reply itself once the call is on a link.
     fn wait_until(&self, deadline: Option<Instant>) -> bool {
+        if self.done.load(Ordering::Acquire) {
+            return true;
+        }
         let mut g = lock(&self.inner);
         while matches!(g.state, State::Pending) {
+            if let (None, Some(d)) = (deadline, g.driver.clone()) {
+                drop(g);
+                d.drive(self);
+                g = lock(&self.inner);
+                if !matches!(g.state, State::Pending) {
+                    break;
+                }
+                // The link ended: its reader thread fails the slot. Sleep below.
+                g.driver = None;
+            }
             g.sleepers += 1;
             g = match deadline {
                 None => self.cv.wait(g).unwrap_or_else(|p| p.into_inner()),
