@@ -768,6 +768,22 @@ impl Cluster {
         crate::WorkerSet::with_cluster(self, &self.workers(), crate::Mode::FirstFree)?
             .pmap(f, items)
     }
+
+    /// [`pmap`](Self::pmap) with a progress bar on stderr (feature `progress`).
+    ///
+    /// # Errors
+    ///
+    /// As [`pmap`](Self::pmap).
+    #[cfg(feature = "progress")]
+    pub fn pmap_progress<A, R, I>(&self, f: fn(A) -> R, items: I) -> Result<Vec<R>>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+        I: IntoIterator<Item = A>,
+    {
+        crate::WorkerSet::with_cluster(self, &self.workers(), crate::Mode::FirstFree)?
+            .pmap_progress(f, items)
+    }
 }
 
 fn check_master() -> Result<()> {

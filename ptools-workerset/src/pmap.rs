@@ -17,7 +17,32 @@ const TARGET: Duration = Duration::from_millis(2);
 /// A batch is at most this many times larger than the previous one.
 const GROWTH: usize = 16;
 
-pub(crate) fn run<A, R>(set: &WorkerSet, f: fn(A) -> R, items: &[A]) -> Result<Vec<R>>
+/// Reports finished items (a progress bar, or nothing).
+pub(crate) trait Progress {
+    fn advance(&mut self, items: usize);
+    fn finish(&mut self) {}
+}
+
+impl Progress for () {
+    fn advance(&mut self, _: usize) {}
+}
+
+#[cfg(feature = "progress")]
+impl Progress for indicatif::ProgressBar {
+    fn advance(&mut self, items: usize) {
+        self.inc(items as u64);
+    }
+    fn finish(&mut self) {
+        indicatif::ProgressBar::finish(self);
+    }
+}
+
+pub(crate) fn run<A, R>(
+    set: &WorkerSet,
+    f: fn(A) -> R,
+    items: &[A],
+    progress: &mut dyn Progress,
+) -> Result<Vec<R>>
 where
     A: Serialize + DeserializeOwned,
     R: Serialize + DeserializeOwned,
@@ -80,7 +105,9 @@ where
             )));
         }
         results[index] = Some(v);
+        progress.advance(*len);
     }
+    progress.finish();
     let mut out = Vec::with_capacity(n);
     for r in results {
         out.extend(r.unwrap_or_default());

@@ -216,7 +216,24 @@ impl WorkerSet {
         I: IntoIterator<Item = A>,
     {
         let items: Vec<A> = items.into_iter().collect();
-        pmap::run(self, f, &items)
+        pmap::run(self, f, &items, &mut ())
+    }
+
+    /// [`pmap`](Self::pmap) with a progress bar on stderr (feature `progress`).
+    ///
+    /// # Errors
+    ///
+    /// As [`pmap`](Self::pmap).
+    #[cfg(feature = "progress")]
+    pub fn pmap_progress<A, R, I>(&self, f: fn(A) -> R, items: I) -> Result<Vec<R>>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+        I: IntoIterator<Item = A>,
+    {
+        let items: Vec<A> = items.into_iter().collect();
+        let mut bar = indicatif::ProgressBar::new(items.len() as u64);
+        pmap::run(self, f, &items, &mut bar)
     }
 
     /// How many batches `pmap` keeps in flight.

@@ -63,3 +63,11 @@ fn without_workers_it_runs_on_the_master() {
     let c = Cluster::new();
     assert_eq!(c.pmap(square, 1..4u64).unwrap(), vec![1, 4, 9]);
 }
+
+#[cfg(feature = "progress")]
+#[test]
+fn with_a_progress_bar() {
+    let c = Cluster::new();
+    c.addprocs(2).unwrap();
+    assert_eq!(c.pmap_progress(square, 0..1000u64).unwrap()[999], 999 * 999);
+}
