@@ -138,11 +138,13 @@ impl Inner {
     }
 
     fn died(&self, id: usize, pid: i32, t: Termination) {
+        // Recorded as gone before it leaves the map, so a lookup in between never calls a
+        // worker that existed "unknown".
+        lock(&self.gone).entry(id).or_insert((pid, t));
         self.workers
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&id);
-        lock(&self.gone).entry(id).or_insert((pid, t));
     }
 
     /// Sends a call to `id`, the argument written by `encode`; the slot gets the outcome.
@@ -274,6 +276,12 @@ impl Remote {
         buf.extend_from_slice(&f.f_off.to_le_bytes());
         buf.extend_from_slice(&f.tramp_off.to_le_bytes());
         let mut buf = encode(buf).map_err(|e| Error::Encode(format!("argument: {e}")))?;
+        if buf.len() - 4 > wire::MAX_FRAME {
+            return Err(Error::Encode(format!(
+                "argument of {} bytes is larger than a frame may be",
+                buf.len()
+            )));
+        }
         wire::finish(&mut buf);
         {
             let mut p = lock(&self.pending);

@@ -66,6 +66,40 @@
 //! - Workers inherit only their two sockets and stdio (stdin is `/dev/null`): every other
 //!   descriptor is marked close-on-exec in the child before exec (`close_range`).
 //!
+//! # Wire and handshake
+//!
+//! Each worker has two Unix socket pairs to its master, both inherited at exec: a *data*
+//! link for calls and replies, and a *control* link for ping and shutdown. Two links
+//! instead of one let the worker's call thread read calls straight from its socket (no
+//! hand-off between threads per call) while a second thread answers control messages
+//! even when a call runs for hours. Frames are a little-endian `u32` length and a body
+//! whose first byte is the kind:
+//!
+//! - worker to master, first: `HELLO` (magic, protocol version, pid, build identity);
+//!   the master answers `WELCOME(id)` or `REJECT` (the worker then exits with code 3);
+//! - master to worker: `CALL(function offset, trampoline offset, postcard argument)`;
+//! - worker to master: one reply per call, in call order: `OK(result)`,
+//!   `PANIC(message, location)`, `DECODE(message)` (argument) or `ENCODE(message)` (result).
+//!
+//! Replies need no call id: a worker runs calls one at a time in arrival order, so the
+//! n-th reply answers the n-th call, and the master keeps a FIFO of completion slots per
+//! worker. The transport is the private `Link` trait (send, receive, wait, shut down); a
+//! TCP link for workers on other hosts implements the same four methods.
+//!
+//! # Performance
+//!
+//! - `remotecall_fetch` costs one `send` and one `recv` on each side. A caller waiting
+//!   for its reply reads the worker's link itself (the per-worker reader thread steps
+//!   aside while a caller "drives"), so the reply wakes the caller directly, as in a plain
+//!   socket ping-pong, instead of waking a reader thread that wakes the caller.
+//! - A worker that finds several calls already buffered answers them with one write; a
+//!   flusher thread writes any reply held back this way within 200 µs, so a reply never
+//!   waits behind a long call.
+//! - `pmap` sends items in batches sized to about 2 ms of work (measured as it goes), so
+//!   a million trivial items cost a few hundred round trips, not a million.
+//!
+//! `benches/README.md` lists the benchmarks and the targets they are held to.
+//!
 //! # Caveats
 //!
 //! Dropping the last handle on a [`Cluster`] shuts its workers down (shutdown request, then

@@ -200,6 +200,13 @@ const HOLD: Duration = Duration::from_micros(200);
 
 impl Replies {
     fn push(&self, status: Status, res: &[u8]) {
+        if res.len() >= wire::MAX_FRAME {
+            let m = format!(
+                "result of {} bytes is larger than a frame may be",
+                res.len()
+            );
+            return self.push(Status::EncodeResult, m.as_bytes());
+        }
         let mut b = lock(&self.buf);
         let at = wire::append(&mut b, status as u8);
         b.extend_from_slice(res);
