@@ -198,3 +198,45 @@ fn a_reply_is_not_held_behind_a_long_call() {
         std::fs::remove_file(&path).unwrap();
     }
 }
+
+#[test]
+fn drivers_reader_thread_and_waiters_mix_on_one_worker() {
+    let c = Cluster::new();
+    let [w] = c.addprocs(1).unwrap()[..] else {
+        panic!()
+    };
+    std::thread::scope(|s| {
+        let c = &c;
+        // Pipelined calls fetched late: mostly completed by others' reads.
+        s.spawn(move || {
+            let refs: Vec<_> = (0..3000u64)
+                .map(|i| c.remotecall(w, add1, i).unwrap())
+                .collect();
+            for (i, r) in refs.into_iter().enumerate() {
+                assert_eq!(r.fetch().unwrap(), i as u64 + 1);
+            }
+        });
+        // Synchronous callers: each drives the link for its own reply.
+        for t in 0..3u64 {
+            s.spawn(move || {
+                for i in 0..500 {
+                    assert_eq!(
+                        c.remotecall_fetch(w, add1, t * 10_000 + i).unwrap(),
+                        t * 10_000 + i + 1
+                    );
+                }
+            });
+        }
+        // Waiters that never drive: timeouts and futures rely on the reader thread.
+        s.spawn(move || {
+            for i in 0..300u64 {
+                let r = c.remotecall(w, add1, i).unwrap();
+                if i % 2 == 0 {
+                    assert_eq!(r.fetch_timeout(Duration::from_secs(60)).unwrap(), i + 1);
+                } else {
+                    assert_eq!(block_on(r).unwrap(), i + 1);
+                }
+            }
+        });
+    });
+}
