@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | 0 | 8 | magic `PTOOLSHM` |
 //! | 8 | 4 | version |
-//! | 12 | 4 | ready flag, written last with release ordering |
+//! | 12 | 4 | ready flag, written last (a separate write after the rest) |
 //! | 16 | 1 | element tag (kind, log2 size) |
 //! | 17 | 1 | rank |
 //! | 18 | 2 | reserved, zero |
@@ -32,7 +32,7 @@ pub(crate) const MAGIC: [u8; 8] = *b"PTOOLSHM";
 pub(crate) const VERSION: u32 = 1;
 /// The ready flag's value once the header is complete ("REDY").
 pub(crate) const READY: u32 = 0x5245_4459;
-const READY_AT: usize = 12;
+pub(crate) const READY_AT: usize = 12;
 
 /// The decoded header of a segment.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -148,16 +148,6 @@ pub(crate) unsafe fn ready_flag<'a>(base: *const u8) -> &'a AtomicU32 {
     unsafe { &*base.add(READY_AT).cast::<AtomicU32>() }
 }
 
-/// Publishes a header whose other fields are written.
-///
-/// # Safety
-///
-/// As [`ready_flag`].
-pub(crate) unsafe fn publish(base: *const u8) {
-    // SAFETY: forwarded from the caller.
-    unsafe { ready_flag(base) }.store(READY, Ordering::Release);
-}
-
 /// Whether the header at `base` is published; an acquire load, so the fields written before
 /// publishing are visible afterwards.
 ///
@@ -227,11 +217,12 @@ mod tests {
         bytes.copy_from_slice(&b);
         let base = bytes.as_ptr();
         // SAFETY: `base` points to HEADER_LEN bytes, 8-byte aligned, alive for this block.
-        unsafe {
-            assert!(!is_published(base));
-            publish(base);
-            assert!(is_published(base));
-        }
+        assert!(!unsafe { is_published(base) });
+        // Published the way creation does it: the flag's bytes written last.
+        bytes[READY_AT..READY_AT + 4].copy_from_slice(&READY.to_ne_bytes());
+        let base = bytes.as_ptr();
+        // SAFETY: as above.
+        assert!(unsafe { is_published(base) });
         assert_eq!(Header::decode(bytes), Ok(h));
     }
 

@@ -134,6 +134,32 @@ pub(crate) fn reserve(_fd: &OwnedFd, _off: u64, _len: u64) -> io::Result<()> {
     Ok(())
 }
 
+/// Writes all of `buf` at offset `off` (`pwrite`, retried on a short write or `EINTR`).
+/// Writing through the descriptor allocates the page like a first touch would, but a full
+/// file system answers `ENOSPC` here rather than `SIGBUS`.
+pub(crate) fn write_at(fd: &OwnedFd, mut buf: &[u8], mut off: u64) -> io::Result<()> {
+    while !buf.is_empty() {
+        let at =
+            libc::off_t::try_from(off).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+        // SAFETY: `fd` is open; `buf` is valid for reads of `buf.len()` bytes.
+        let n = unsafe { libc::pwrite(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), at) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(io::Error::from(io::ErrorKind::WriteZero));
+        }
+        let n = n as usize; // n > 0 here
+        buf = &buf[n..];
+        off += n as u64;
+    }
+    Ok(())
+}
+
 /// The identity and size of an open object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Stat {
