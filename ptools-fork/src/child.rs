@@ -62,42 +62,114 @@ where
     DEPTH.fetch_add(1, Ordering::Relaxed);
     install_panic_hook(&write);
 
+    // Small results are encoded on the stack: every heap page the child touches costs a
+    // copy-on-write fault, and those faults are most of what a trivial child costs.
+    let mut stack = [0u8; STACK_FRAME];
     // Everything that runs user code (f, R's Serialize) is inside catch_unwind, and nothing
     // after it can unwind, so the child cannot escape into the parent's frames.
-    let outcome = panic::catch_unwind(AssertUnwindSafe(|| encode(f, index, max)));
-    let (frame, code) = match outcome {
-        Ok(frame) => (frame, EXIT_SENT),
+    let outcome = panic::catch_unwind(AssertUnwindSafe(|| encode(f, index, max, &mut stack)));
+    let (heap, stack_len, code) = match outcome {
+        Ok(Encoded::Stack(len)) => (None, len, EXIT_SENT),
+        Ok(Encoded::Heap(frame)) => (Some(frame), 0, EXIT_SENT),
         Err(payload) => {
             let recorded = LAST_PANIC.with(|p| p.borrow_mut().take());
             let report = recorded.unwrap_or_else(|| (payload_message(&*payload), None));
             // A payload's destructor could panic again; the process ends in a moment anyway.
             std::mem::forget(payload);
-            (panic_frame(&report), EXIT_PANICKED)
+            (Some(panic_frame(&report)), 0, EXIT_PANICKED)
         }
     };
+    let frame = heap.as_deref().unwrap_or(&stack[..stack_len]);
     flush_output();
-    if sys::write_all(write.as_fd(), &frame).is_err() {
+    if sys::write_all(write.as_fd(), frame).is_err() {
         sys::exit_now(EXIT_WRITE_FAILED);
     }
     sys::exit_now(code)
 }
 
+/// Size of the stack buffer a child encodes its frame into; larger frames spill to the heap.
+const STACK_FRAME: usize = 256;
+
+/// An encoded frame: in the first bytes of the child's stack buffer, or on the heap.
+enum Encoded {
+    Stack(usize),
+    Heap(Vec<u8>),
+}
+
 /// Runs `f(index)` and encodes its result as a frame: the result, or a report that it could
 /// not be encoded or is over the cap.
-fn encode<R: Serialize, F: Fn(usize) -> R>(f: &F, index: usize, max: u64) -> Vec<u8> {
+fn encode<R, F>(f: &F, index: usize, max: u64, stack: &mut [u8; STACK_FRAME]) -> Encoded
+where
+    F: Fn(usize) -> R,
+    R: Serialize,
+{
     // The result is never dropped: the child exits right after sending it, and dropping a
     // large structure would only cost time.
     let result = ManuallyDrop::new(f(index));
-    match postcard::to_extend(&*result, frame::start(frame::TAG_OK)) {
-        Ok(mut buf) => {
+    let spill = Spill {
+        stack,
+        len: frame::HEADER_LEN,
+        heap: None,
+    };
+    match postcard::serialize_with_flavor(&*result, spill) {
+        Ok(mut encoded) => {
+            let buf: &mut [u8] = match &mut encoded {
+                Encoded::Stack(len) => &mut stack[..*len],
+                Encoded::Heap(v) => v,
+            };
             let len = (buf.len() - frame::HEADER_LEN) as u64;
             if len > max {
-                return frame::whole(frame::TAG_TOO_LARGE, &len.to_le_bytes());
+                return Encoded::Heap(frame::whole(frame::TAG_TOO_LARGE, &len.to_le_bytes()));
             }
-            frame::finish(&mut buf);
-            buf
+            buf[0] = frame::TAG_OK;
+            frame::finish(buf);
+            encoded
         }
-        Err(e) => frame::whole(frame::TAG_ENCODE, e.to_string().as_bytes()),
+        Err(e) => Encoded::Heap(frame::whole(frame::TAG_ENCODE, e.to_string().as_bytes())),
+    }
+}
+
+/// A postcard output that fills a stack buffer first and moves to a `Vec` when it is full.
+/// The first [`frame::HEADER_LEN`] bytes are left for the frame header.
+struct Spill<'a> {
+    stack: &'a mut [u8; STACK_FRAME],
+    len: usize,
+    heap: Option<Vec<u8>>,
+}
+
+impl Spill<'_> {
+    fn spill(&mut self, more: usize) -> &mut Vec<u8> {
+        let (stack, len) = (&*self.stack, self.len);
+        self.heap.get_or_insert_with(|| {
+            let mut v = Vec::with_capacity((2 * STACK_FRAME).max(len + more));
+            v.extend_from_slice(&stack[..len]);
+            v
+        })
+    }
+}
+
+impl postcard::ser_flavors::Flavor for Spill<'_> {
+    type Output = Encoded;
+
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.try_extend(&[byte])
+    }
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        if self.heap.is_none() && self.len + data.len() <= STACK_FRAME {
+            self.stack[self.len..self.len + data.len()].copy_from_slice(data);
+            self.len += data.len();
+        } else {
+            self.spill(data.len()).extend_from_slice(data);
+        }
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<Encoded> {
+        Ok(match self.heap {
+            Some(v) => Encoded::Heap(v),
+            None => Encoded::Stack(self.len),
+        })
     }
 }
 
@@ -142,10 +214,10 @@ fn payload_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// Flushes what this child printed: Rust's stdout (line-buffered) and C stdio. The parent
-/// flushed both before forking, so the buffers hold only the child's own output.
+/// Flushes what this child printed: Rust's stdout (line-buffered) and C's stdout. The parent
+/// flushed both before forking, so the buffers hold only the child's own output. Rust's
+/// stderr and C's stderr are unbuffered.
 fn flush_output() {
     let _ = std::io::stdout().flush();
-    let _ = std::io::stderr().flush();
-    sys::flush_c_stdio();
+    sys::flush_c_stdout();
 }

@@ -61,11 +61,18 @@ pub(crate) enum Progress {
     },
 }
 
+/// Bytes of a frame the reader keeps inline (header and a small payload): most results are
+/// small, and a heap buffer per child would be one more copy-on-write fault in the parent
+/// while children are alive.
+const INLINE: usize = 64;
+
 /// Reads one frame from a non-blocking pipe, piece by piece as the poll loop allows.
 #[derive(Debug)]
 pub(crate) struct Reader {
-    header: [u8; HEADER_LEN],
-    header_filled: usize,
+    /// The header, then the payload if the whole frame fits.
+    head: [u8; INLINE],
+    head_filled: usize,
+    /// The payload of a frame that does not fit `head`.
     payload: Vec<u8>,
     payload_filled: usize,
     cap: u64,
@@ -75,12 +82,19 @@ impl Reader {
     /// A reader that refuses result payloads above `cap` bytes.
     pub(crate) fn new(cap: u64) -> Self {
         Self {
-            header: [0; HEADER_LEN],
-            header_filled: 0,
+            head: [0; INLINE],
+            head_filled: 0,
             payload: Vec::new(),
             payload_filled: 0,
             cap,
         }
+    }
+
+    /// Total frame length once the header is in, if the frame fits inline.
+    fn inline_len(&self) -> Option<usize> {
+        let len = usize::try_from(self.announced_len()).ok()?;
+        let total = len.checked_add(HEADER_LEN)?;
+        (total <= INLINE).then_some(total)
     }
 
     /// Reads what is available from `fd` until it would block or ends.
@@ -91,8 +105,15 @@ impl Reader {
     pub(crate) fn read_from(&mut self, fd: BorrowedFd<'_>) -> io::Result<Progress> {
         let mut trash = [0u8; 512];
         loop {
-            let buf: &mut [u8] = if self.header_filled < HEADER_LEN {
-                &mut self.header[self.header_filled..]
+            // Before the header is complete, read up to the inline size: one read then
+            // takes in a whole small frame.
+            let head_want = if self.head_filled < HEADER_LEN {
+                INLINE
+            } else {
+                self.inline_len().unwrap_or(self.head_filled)
+            };
+            let buf: &mut [u8] = if self.head_filled < head_want {
+                &mut self.head[self.head_filled..head_want]
             } else if self.payload_filled < self.payload.len() {
                 &mut self.payload[self.payload_filled..]
             } else {
@@ -106,30 +127,50 @@ impl Reader {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Progress::Pending),
                 Err(e) => return Err(e),
             };
-            if self.header_filled < HEADER_LEN {
-                self.header_filled += n;
-                if self.header_filled == HEADER_LEN {
-                    let len = self.announced_len();
-                    let cap = if self.header[0] == TAG_OK {
-                        self.cap
-                    } else {
-                        MAX_SIDE_PAYLOAD
-                    };
-                    if len > cap {
-                        return Ok(Progress::TooLarge { len });
-                    }
-                    // `len <= cap`, and a cap above the address space cannot be allocated
-                    // anyway; `try_from` turns that case into the same error.
-                    let Ok(len) = usize::try_from(len) else {
-                        return Ok(Progress::TooLarge { len });
-                    };
-                    // Zeroed allocation: large buffers come straight from fresh zero pages.
-                    self.payload = vec![0; len];
+            if self.head_filled < head_want {
+                let had_header = self.head_filled >= HEADER_LEN;
+                self.head_filled += n;
+                if !had_header
+                    && self.head_filled >= HEADER_LEN
+                    && let Some(too_large) = self.header_complete()
+                {
+                    return Ok(too_large);
                 }
             } else if self.payload_filled < self.payload.len() {
                 self.payload_filled += n;
             }
         }
+    }
+
+    /// Checks the announced length against the cap and, for a frame that does not fit
+    /// inline, moves the payload bytes read so far into a buffer of the full size.
+    fn header_complete(&mut self) -> Option<Progress> {
+        let len = self.announced_len();
+        let cap = if self.head[0] == TAG_OK {
+            self.cap
+        } else {
+            MAX_SIDE_PAYLOAD
+        };
+        if len > cap {
+            return Some(Progress::TooLarge { len });
+        }
+        if let Some(total) = self.inline_len() {
+            // Bytes read past the frame's end are not ours.
+            self.head_filled = self.head_filled.min(total);
+            return None;
+        }
+        // `len <= cap`, and a length above the address space cannot be allocated anyway;
+        // `try_from` turns that case into the same error.
+        let Ok(len) = usize::try_from(len) else {
+            return Some(Progress::TooLarge { len });
+        };
+        // Zeroed allocation: large buffers come straight from fresh zero pages.
+        self.payload = vec![0; len];
+        let early = (self.head_filled - HEADER_LEN).min(len);
+        self.payload[..early].copy_from_slice(&self.head[HEADER_LEN..HEADER_LEN + early]);
+        self.payload_filled = early;
+        self.head_filled = HEADER_LEN;
+        None
     }
 
     /// The cap on result payloads this reader was made with.
@@ -139,15 +180,25 @@ impl Reader {
 
     fn announced_len(&self) -> u64 {
         let mut len = [0; 8];
-        len.copy_from_slice(&self.header[1..HEADER_LEN]);
+        len.copy_from_slice(&self.head[1..HEADER_LEN]);
         u64::from_le_bytes(len)
     }
 
     /// The complete frame as `(tag, payload)`, or `None` if it did not fully arrive.
-    pub(crate) fn into_frame(self) -> Option<(u8, Vec<u8>)> {
-        let complete =
-            self.header_filled == HEADER_LEN && self.payload_filled == self.payload.len();
-        complete.then(|| (self.header[0], self.payload))
+    pub(crate) fn frame(&self) -> Option<(u8, &[u8])> {
+        if self.head_filled < HEADER_LEN {
+            return None;
+        }
+        match self.inline_len() {
+            Some(total) => {
+                (self.head_filled == total).then(|| (self.head[0], &self.head[HEADER_LEN..total]))
+            }
+            None => {
+                let complete =
+                    self.payload_filled == self.payload.len() && !self.payload.is_empty();
+                complete.then(|| (self.head[0], self.payload.as_slice()))
+            }
+        }
     }
 }
 
@@ -169,7 +220,10 @@ mod test {
                 break;
             }
         }
-        (last, reader.into_frame())
+        (
+            last,
+            reader.frame().map(|(tag, payload)| (tag, payload.to_vec())),
+        )
     }
 
     #[test]
@@ -200,6 +254,39 @@ mod test {
         let (p, got) = round_trip(&whole(TAG_OK, &[7; 100]), 100);
         assert_eq!(p, Progress::Eof);
         assert_eq!(got.map(|f| f.1.len()), Some(100));
+    }
+
+    #[test]
+    fn lengths_above_4_gib_are_read_whole() {
+        // A header announcing 5 GiB, then end of file: the length must not be cut to 32
+        // bits. The 5 GiB buffer is a zeroed allocation, so it costs no memory until written.
+        let mut frame = vec![TAG_OK];
+        frame.extend_from_slice(&(5u64 << 30).to_le_bytes());
+        frame.extend_from_slice(b"abc");
+        let (p, got) = round_trip(&frame, u64::MAX);
+        assert_eq!(p, Progress::Eof);
+        assert_eq!(got, None);
+        let (p, _) = round_trip(&frame, 4 << 30);
+        assert_eq!(p, Progress::TooLarge { len: 5 << 30 });
+    }
+
+    #[test]
+    fn inline_boundary() {
+        for len in [
+            0,
+            1,
+            INLINE - HEADER_LEN - 1,
+            INLINE - HEADER_LEN,
+            INLINE - HEADER_LEN + 1,
+            4096,
+        ] {
+            let payload: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let mut frame = whole(TAG_OK, &payload);
+            frame.extend_from_slice(b"trailing");
+            let (p, got) = round_trip(&frame, u64::MAX);
+            assert_eq!(p, Progress::Eof);
+            assert_eq!(got, Some((TAG_OK, payload)), "len {len}");
+        }
     }
 
     #[test]

@@ -232,12 +232,12 @@ fn outcome<R: DeserializeOwned>(c: Running) -> Result<R, ChildError> {
     }
     let exit = sys::decode_status(c.status.unwrap_or(0));
     let cap = c.reader_cap();
-    let frame = c.reader.into_frame();
+    let frame = c.reader.frame();
     match frame {
         // A panic report wins over the exit status: with `panic = "abort"` the child sends it
         // and then dies of SIGABRT.
         Some((frame::TAG_PANIC, payload)) => {
-            let (message, location) = postcard::from_bytes::<(String, Option<String>)>(&payload)
+            let (message, location) = postcard::from_bytes::<(String, Option<String>)>(payload)
                 .unwrap_or_else(|_| ("(unreadable panic message)".to_owned(), None));
             return Err(ChildError::Panicked { message, location });
         }
@@ -250,7 +250,7 @@ fn outcome<R: DeserializeOwned>(c: Running) -> Result<R, ChildError> {
         }
         Some((frame::TAG_ENCODE, payload)) => {
             return Err(ChildError::Encode(
-                String::from_utf8_lossy(&payload).into_owned(),
+                String::from_utf8_lossy(payload).into_owned(),
             ));
         }
         _ => {}
@@ -262,7 +262,7 @@ fn outcome<R: DeserializeOwned>(c: Running) -> Result<R, ChildError> {
         }),
         Exit::Code(0) => match frame {
             Some((frame::TAG_OK, payload)) => {
-                postcard::from_bytes(&payload).map_err(|e| ChildError::Decode(e.to_string()))
+                postcard::from_bytes(payload).map_err(|e| ChildError::Decode(e.to_string()))
             }
             _ => Err(ChildError::NoResult),
         },

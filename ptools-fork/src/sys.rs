@@ -241,15 +241,43 @@ pub(crate) fn flush_c_stdio() {
     let _ = unsafe { libc::fflush(std::ptr::null_mut()) };
 }
 
+/// Flushes C's `stdout` in a child, if it holds output: the C stdio output of `f` (from a C
+/// library it calls) is written before `_exit`.
+///
+/// On Linux this checks first with `__fpending` (glibc and musl, `stdio_ext.h`), which reads
+/// the buffer pointers without taking a lock: `fflush(NULL)` locks every stream, and each lock
+/// word written is a copy-on-write page fault, a measurable share of a trivial child's cost.
+/// Streams other than `stdout` that `f` writes through C stdio must be flushed or closed by
+/// `f`. `stderr` is unbuffered in C. Elsewhere this is `fflush(NULL)`.
+pub(crate) fn flush_c_stdout() {
+    #[cfg(target_os = "linux")]
+    {
+        unsafe extern "C" {
+            // glibc and musl both export the `stdout` pointer and `__fpending`.
+            static stdout: *mut libc::FILE;
+            fn __fpending(stream: *mut libc::FILE) -> libc::size_t;
+        }
+        // SAFETY: `stdout` is initialised by the C runtime before main and never null;
+        // __fpending only reads the stream's buffer pointers; fflush takes a valid stream.
+        unsafe {
+            let out = stdout;
+            if __fpending(out) > 0 {
+                libc::fflush(out);
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    flush_c_stdio();
+}
+
 /// Number of threads in this process, `None` if it cannot be found out.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub(crate) fn thread_count() -> Option<usize> {
-    // proc(5): the "Threads:" line of /proc/self/status.
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("Threads:"))
-        .and_then(|n| n.trim().parse().ok())
+    // proc(5): one entry per thread in /proc/self/task. Listing it costs about a third of
+    // reading the "Threads:" line of /proc/self/status, which formats every field.
+    let tasks = std::fs::read_dir("/proc/self/task").ok()?;
+    let n = tasks.count();
+    (n > 0).then_some(n)
 }
 
 /// Number of threads in this process, `None` if it cannot be found out.
