@@ -164,20 +164,35 @@ fn rmprocs_and_unknown_ids() {
     assert_eq!(c.addprocs(1).unwrap(), vec![ids[2] + 1]);
 }
 
+fn wait_for_file(path: String) -> u8 {
+    while !std::path::Path::new(&path).exists() {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    1
+}
+
 #[test]
 fn ping_is_served_while_busy() {
     let c = Cluster::new();
     let [w] = c.addprocs(1).unwrap()[..] else {
         panic!()
     };
-    let r = c
-        .remotecall(
-            w,
-            |ms: u64| std::thread::sleep(Duration::from_millis(ms)),
-            300,
-        )
-        .unwrap();
-    c.ping(w, Duration::from_secs(30)).unwrap();
-    assert!(!r.is_ready() || r.wait().is_ok());
-    r.wait().unwrap();
+    let path = std::env::temp_dir()
+        .join(format!("ptools-ws-ping-{}", std::process::id()))
+        .to_string_lossy()
+        .into_owned();
+    let r = c.remotecall(w, wait_for_file, path.clone()).unwrap();
+    // The call cannot end before the file exists, so these pings are answered by a busy
+    // worker.
+    for _ in 0..3 {
+        c.ping(w, Duration::from_secs(60)).unwrap();
+    }
+    assert!(!r.is_ready());
+    std::fs::write(&path, b"go").unwrap();
+    assert_eq!(r.fetch().unwrap(), 1);
+    std::fs::remove_file(&path).unwrap();
+    assert!(matches!(
+        c.ping(99, Duration::from_secs(1)),
+        Err(Error::UnknownWorker(99))
+    ));
 }
