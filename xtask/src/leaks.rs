@@ -45,7 +45,9 @@ fn processes(target: &Path) -> BTreeSet<(u32, String)> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return BTreeSet::new();
     };
-    let target = target.canonicalize().unwrap_or_else(|_| target.to_path_buf());
+    let target = target
+        .canonicalize()
+        .unwrap_or_else(|_| target.to_path_buf());
     let mut found = BTreeSet::new();
     for entry in entries.flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
@@ -81,7 +83,10 @@ fn parent_of(pid: u32) -> Option<u32> {
 }
 
 pub(crate) fn check(before: &Snapshot, target: &Path) -> Result<(), String> {
-    println!("\n$ leak check ({SHM_DIR}, processes from {})", target.display());
+    println!(
+        "\n$ leak check ({SHM_DIR}, processes from {})",
+        target.display()
+    );
     let deadline = Instant::now() + GRACE;
     let mut new_processes;
     loop {
@@ -114,6 +119,9 @@ pub(crate) fn check(before: &Snapshot, target: &Path) -> Result<(), String> {
         println!("  nothing left behind");
         Ok(())
     } else {
-        Err(format!("the run left things behind: {}", problems.join("; ")))
+        Err(format!(
+            "the run left things behind: {}",
+            problems.join("; ")
+        ))
     }
 }

@@ -128,7 +128,14 @@ fn ci() -> Result<(), String> {
 fn ci_steps() -> Result<(), String> {
     run(&["fmt", "--all", "--check"], &[])?;
     run(
-        &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"],
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
         &[],
     )?;
     run(

@@ -45,11 +45,7 @@ fn every_source_opens_with_module_docs() {
 #[test]
 fn no_debugging_leftovers_or_placeholders() {
     // Spelled in two halves so this file does not match itself.
-    let banned = [
-        ["dbg", "!("],
-        ["todo", "!("],
-        ["unimplemented", "!("],
-    ];
+    let banned = [["dbg", "!("], ["todo", "!("], ["unimplemented", "!("]];
     let mut hits = Vec::new();
     for path in sources() {
         let text = std::fs::read_to_string(&path).unwrap_or_default();
