@@ -407,6 +407,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore)] // reads /proc for the job prefix
     fn prefixes_are_checked() {
         for bad in ["", "a_b", "a/b", "é", &"p".repeat(33)] {
             assert!(

@@ -33,6 +33,11 @@
 #[doc(inline)]
 pub use ptools_shm as shm;
 
+/// The README's examples, run as doc tests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
+
 /// The names a PTools.jl user looks for, in one import.
 pub mod prelude {
     #[doc(inline)]
