@@ -190,6 +190,55 @@ mod tests {
     use super::*;
     use std::sync::Mutex;
 
+    /// A link over an in-memory byte string, returning it in pieces of `.1` bytes.
+    struct Chunked(Mutex<(Vec<u8>, usize)>, usize);
+    impl Link for Chunked {
+        fn send_all(&self, _: &[u8]) -> io::Result<()> {
+            Ok(())
+        }
+        fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+            let mut g = self.0.lock().unwrap();
+            let (data, pos) = &mut *g;
+            let n = (data.len() - *pos).min(buf.len()).min(self.1);
+            buf[..n].copy_from_slice(&data[*pos..*pos + n]);
+            *pos += n;
+            Ok(n)
+        }
+        fn wait_readable(&self, _: Duration) -> io::Result<bool> {
+            Ok(true)
+        }
+        fn shutdown(&self) {}
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Whatever the frame sizes and however the stream is cut, the reader returns
+        /// the frames that were written, then a clean end.
+        #[test]
+        fn any_frames_any_chunking(
+            frames in proptest::collection::vec(
+                (1u8..255, proptest::collection::vec(proptest::num::u8::ANY, 0..20_000)),
+                0..12,
+            ),
+            chunk in 1usize..30_000,
+        ) {
+            let mut all = Vec::new();
+            for (kind, body) in &frames {
+                let at = append(&mut all, *kind);
+                all.extend_from_slice(body);
+                finish_at(&mut all, at);
+            }
+            let link = Chunked(Mutex::new((all, 0)), chunk);
+            let mut r = FrameReader::new();
+            for (kind, body) in &frames {
+                let got = r.next(&link).unwrap().unwrap();
+                proptest::prop_assert_eq!(got[0], *kind);
+                proptest::prop_assert_eq!(&got[1..], &body[..]);
+            }
+            proptest::prop_assert!(r.next(&link).unwrap().is_none());
+        }
+    }
+
     /// A link over an in-memory byte string, returning it in small pieces.
     struct Mem(Mutex<(Vec<u8>, usize)>);
     impl Link for Mem {
