@@ -41,7 +41,12 @@ fn chunk(out: &mut impl Write, kind: &[u8; 4], data: &[u8]) -> io::Result<()> {
 }
 
 /// Writes `rgb` (`width * height * 3` bytes, row by row) as a PNG file.
-pub(crate) fn write_rgb(path: &std::path::Path, width: u32, height: u32, rgb: &[u8]) -> io::Result<()> {
+pub(crate) fn write_rgb(
+    path: &std::path::Path,
+    width: u32,
+    height: u32,
+    rgb: &[u8],
+) -> io::Result<()> {
     assert_eq!(rgb.len(), width as usize * height as usize * 3);
     // Each scanline starts with filter type 0.
     let row = width as usize * 3;
