@@ -55,8 +55,9 @@ fn ptools_fork(n: usize) -> Vec<u64> {
     ptools_fork::pfork(n, |i| i as u64).expect("pfork")
 }
 
-fn bench_pair(c: &mut Criterion, group: &str, ns: &[usize]) {
+fn bench_pair(c: &mut Criterion, group: &str, ns: &[usize], samples: usize) {
     let mut g = c.benchmark_group(group);
+    g.sample_size(samples);
     for &n in ns {
         g.bench_with_input(BenchmarkId::new("raw", n), &n, |b, &n| {
             b.iter(|| black_box(raw_fork(n)))
@@ -71,7 +72,7 @@ fn bench_pair(c: &mut Criterion, group: &str, ns: &[usize]) {
 fn trivial(c: &mut Criterion) {
     assert_eq!(raw_fork(3), [0, 1, 2]);
     assert_eq!(ptools_fork(3), [0, 1, 2]);
-    bench_pair(c, "pfork", &[2, 8, 32]);
+    bench_pair(c, "pfork", &[2, 8, 32], 100);
 }
 
 fn resident_1gib(c: &mut Criterion) {
@@ -81,7 +82,8 @@ fn resident_1gib(c: &mut Criterion) {
         page[0] = 1;
     }
     black_box(&big);
-    bench_pair(c, "pfork_1gib", &[2, 8]);
+    // Each fork copies the page tables of 1 GiB (about 2 MiB of them): few samples suffice.
+    bench_pair(c, "pfork_1gib", &[2, 8], 10);
     drop(black_box(big));
 }
 

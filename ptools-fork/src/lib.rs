@@ -131,6 +131,7 @@
 //!   more: no `Send`, `Sync` or `'static`, since a fork copies the whole address space.
 
 mod child;
+pub mod demo;
 mod error;
 mod frame;
 mod parent;
