@@ -155,6 +155,12 @@ impl Inner {
         encode: &mut dyn FnMut(Vec<u8>) -> std::result::Result<Vec<u8>, postcard::Error>,
         slot: Arc<Slot>,
     ) -> Result<()> {
+        if crate::worker::myid() != 1 {
+            // A worker has no links to other processes yet (Julia allows it; a later step).
+            return Err(Error::InvalidArgument(
+                "remote calls from a worker are not supported yet".into(),
+            ));
+        }
         if id == 1 {
             let arg = encode(Vec::new()).map_err(|e| Error::Encode(format!("argument: {e}")))?;
             let tx = {

@@ -105,7 +105,9 @@
 //! Dropping the last handle on a [`Cluster`] shuts its workers down (shutdown request, then
 //! `SIGKILL` after the grace period) and reaps them. The default cluster used by the free
 //! functions lives until the process exits; an `atexit` handler stops its workers then.
-//! Linux only for now.
+//! Remote calls go from the master to workers only: inside a worker, `remotecall` and
+//! friends return [`Error::InvalidArgument`] (Julia lets workers call each other; that needs
+//! links between workers, a later step). Linux only for now.
 
 mod cluster;
 mod error;

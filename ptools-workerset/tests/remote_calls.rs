@@ -20,6 +20,14 @@ fn boom(msg: String) -> u8 {
     panic!("{msg}")
 }
 
+/// A remote call made from inside a worker.
+fn nested(_: ()) -> String {
+    match ptools_workerset::remotecall_fetch(1, square, 2) {
+        Ok(v) => format!("ok {v}"),
+        Err(e) => e.to_string(),
+    }
+}
+
 fn echo_bytes(v: Vec<u8>) -> Vec<u8> {
     v
 }
@@ -90,6 +98,12 @@ fn fetch_closures_tuples_and_ids() {
     let big: Vec<u8> = (0..3_000_000u32).map(|i| i as u8).collect();
     assert_eq!(c.remotecall_fetch(2, echo_bytes, big.clone()).unwrap(), big);
     assert_eq!(myid(), 1);
+    // Workers cannot call out yet, and say so rather than run "id 1" in themselves.
+    assert!(
+        c.remotecall_fetch(2, nested, ())
+            .unwrap()
+            .contains("not supported")
+    );
 }
 
 #[test]
