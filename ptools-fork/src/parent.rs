@@ -46,7 +46,7 @@ struct Running {
 impl Running {
     fn kill(&mut self, why: Killed) {
         if self.status.is_none() && self.killed.is_none() {
-            sys::kill_child(self.pid);
+            sys::kill_child(self.pid, self.pidfd.as_ref().map(AsFd::as_fd));
             self.killed = Some(why);
         }
     }
@@ -156,10 +156,15 @@ where
         while k < alive.len() {
             let c = &mut alive[k];
             c.read_pipe();
-            if c.status.is_none()
-                && let Ok(Some(status)) = sys::try_wait(c.pid)
-            {
-                c.status = Some(status);
+            if c.status.is_none() {
+                match sys::try_wait(c.pid) {
+                    Ok(Some(status)) => c.status = Some(status),
+                    Ok(None) => {}
+                    // ECHILD: someone else reaped the child (SIGCHLD set to SIG_IGN, or a
+                    // waitpid(-1) elsewhere). Its exit status is lost; the outcome is then
+                    // decided from its frame alone, as after a clean exit.
+                    Err(_) => c.status = Some(0),
+                }
             }
             if c.status.is_some() && c.pipe.is_some() {
                 // Reaped: all the child wrote is in the pipe. Take it, and stop waiting for

@@ -188,10 +188,33 @@ fn wait(pid: pid_t, flags: libc::c_int) -> io::Result<Option<WaitStatus>> {
     }
 }
 
-/// Sends `SIGKILL` to our own unreaped child `pid` (an unreaped child's pid is never reused).
-pub(crate) fn kill_child(pid: pid_t) {
-    // SAFETY: kill takes no pointers. The only failure is ESRCH for a child that is already
-    // a zombie, which the reaping that always follows handles.
+/// Sends `SIGKILL` to our own child `pid`, through its pidfd when there is one: a pidfd names
+/// the process itself, so the signal cannot reach another process that reused the pid after
+/// someone else reaped ours (see [`try_wait`]'s callers on `ECHILD`).
+pub(crate) fn kill_child(pid: pid_t, pidfd: Option<BorrowedFd<'_>>) {
+    #[cfg(target_os = "linux")]
+    if let Some(pidfd) = pidfd {
+        // SAFETY: pidfd_send_signal(2) takes a pidfd, a signal, a null siginfo (allowed: the
+        // kernel fills it as kill does) and zero flags.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                pidfd.as_raw_fd(),
+                libc::SIGKILL,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        // ESRCH means the process is gone: falling back to kill(pid) could then hit a
+        // process that reused the pid. Fall back only where the call does not exist.
+        if rc == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ENOSYS) {
+            return;
+        }
+    }
+    let _ = pidfd;
+    // SAFETY: kill takes no pointers. `pid` is our child and not yet reaped by us; the only
+    // failure is ESRCH for a child that has already ended, which the reaping that always
+    // follows handles.
     let _ = unsafe { libc::kill(pid, libc::SIGKILL) };
 }
 

@@ -34,6 +34,14 @@ fn main() {
         ("panic_while_encoding", panic_while_encoding),
         ("result_over_the_cap", result_over_the_cap),
         ("fork_failing_part_way", fork_failing_part_way),
+        (
+            "sigchld_ignored_loses_only_exit_codes",
+            sigchld_ignored_loses_only_exit_codes,
+        ),
+        (
+            "grandchild_holding_the_pipe_does_not_block",
+            grandchild_holding_the_pipe_does_not_block,
+        ),
         ("nested_pfork_is_refused", nested_pfork_is_refused),
         ("nesting_allowed_one_level", nesting_allowed_one_level),
         (
@@ -335,6 +343,60 @@ fn fork_failing_part_way() {
         }
         0
     });
+}
+
+fn sigchld_ignored_loses_only_exit_codes() {
+    // With SIGCHLD ignored the kernel reaps children itself (waitpid(2), NOTES): pfork must
+    // not hang, and reports from each child's frame; an exit code is lost (NoResult).
+    common::in_helper(Duration::from_secs(120), || {
+        // SAFETY: signal takes a signal number and a handler constant.
+        unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
+        let outcomes = run(3, |i| match i {
+            0 => 0,
+            1 => panic!("ignored parent"),
+            _ => std::process::exit(3),
+        });
+        let ok = matches!(
+            &outcomes[..],
+            [
+                Ok(0),
+                Err(ChildError::Panicked { .. }),
+                Err(ChildError::NoResult)
+            ]
+        );
+        if !ok {
+            eprintln!("sigchld_ignored: got {outcomes:?}");
+        }
+        i32::from(!ok)
+    });
+}
+
+fn grandchild_holding_the_pipe_does_not_block() {
+    // Child 0 forks a grandchild (no exec, so it keeps the pipe's write end) that outlives
+    // it; the run must end when child 0 has been reaped, not when the pipe closes. The
+    // grandchild dies with child 0 (its own PR_SET_PDEATHSIG).
+    let (r, w) = common::pipe();
+    let outcomes = run(2, |i| {
+        if i == 0 {
+            // SAFETY: the child is single-threaded; the grandchild only calls
+            // async-signal-safe functions (prctl, write, pause, _exit).
+            unsafe {
+                let pid = libc::fork();
+                if pid == 0 {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+                    libc::write(std::os::fd::AsRawFd::as_raw_fd(&w), b"g".as_ptr().cast(), 1);
+                    loop {
+                        libc::pause();
+                    }
+                }
+            }
+            // Return only once the grandchild runs (and holds the pipe).
+            let mut byte = [0u8; 1];
+            (&r).read_exact(&mut byte).unwrap();
+        }
+        i
+    });
+    assert_eq!(outcomes, vec![Ok(0), Ok(1)]);
 }
 
 fn nested_pfork_is_refused() {
