@@ -11,27 +11,45 @@
 //! | module | facility | crate |
 //! |---|---|---|
 //! | [`shm`] | named POSIX shared-memory typed N-d arrays | `ptools-shm` |
+//! | [`workerset`] | worker processes, remote calls, `WorkerSet` pools | `ptools-workerset` |
 //!
-//! pfork, worker sets, server tasks and queued tasks join as they land (see the
-//! repository's README for their status).
+//! pfork, server tasks and queued tasks join as they land (see the repository's README
+//! for their status).
 //!
 //! ```
+//! # ptools::workerset::enable_test_support!();
 //! use ptools::prelude::*;
 //!
-//! let cfgs = [ShmCfg::new::<f64>("samples", [8, 1024])?];
+//! fn norm((row, n): (usize, usize)) -> f64 {
+//!     (0..n).map(|j| ((row * n + j) as f64).sqrt()).sum()
+//! }
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // In `main`, the first line is `ptools::workerset::init();` (doc tests use the
+//! // `enable_test_support!` line above instead).
+//! let ids = addprocs(2)?;
+//! let pool = WorkerSet::new(&ids, Mode::FirstFree)?;
+//! let sums = pool.pmap(norm, (0..8).map(|row| (row, 1024)))?;
+//!
+//! let cfgs = [ShmCfg::new::<f64>("sums", 8)?];
 //! let mut set = ShmSet::create(&cfgs, &Prefix::job())?;
-//! let samples = set.get_mut::<f64>("samples")?;
-//! samples.iter_mut().enumerate().for_each(|(i, x)| *x = i as f64);
-//! assert_eq!(samples.dims(), &[8, 1024]);
-//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! set.get_mut::<f64>("sums")?.copy_from_slice(&sums);
+//! assert_eq!(set.get::<f64>("sums")?[0], norm((0, 1024)));
+//! # rmprocs(&ids)?;
+//! # Ok(())
+//! # }
 //! ```
 //!
 //! # Features
 //!
 //! - `ndarray`: `ndarray` views of shared arrays.
+//! - `progress`: progress bars for `pmap_progress`.
+//! - `cli`: the `ptools` command-line tool (`ptools shm list`, `ptools shm clean`).
 
 #[doc(inline)]
 pub use ptools_shm as shm;
+#[doc(inline)]
+pub use ptools_workerset as workerset;
 
 /// The README's examples, run as doc tests so they stay true.
 #[cfg(doctest)]
@@ -44,5 +62,10 @@ pub mod prelude {
     pub use ptools_shm::{
         Prefix, ShmArray, ShmBuilder, ShmCfg, ShmElem, ShmError, ShmSet, list_shm,
         remove_stale_shm, unlink_shm,
+    };
+    #[doc(inline)]
+    pub use ptools_workerset::{
+        Cluster, Mode, RemoteRef, WorkerSet, addprocs, myid, nprocs, nworkers, pmap, procs,
+        remotecall, remotecall_fetch, remotecall_wait, rmprocs, workers,
     };
 }

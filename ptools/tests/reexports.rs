@@ -29,3 +29,37 @@ fn shm_reexports_are_the_facility_items() {
     fn elem<T: ptools::prelude::ShmElem>() {}
     elem::<f64>();
 }
+
+#[test]
+fn workerset_reexports_are_the_facility_items() {
+    use ptools::prelude as p;
+    assert_eq!(
+        TypeId::of::<p::WorkerSet>(),
+        TypeId::of::<ptools_workerset::WorkerSet>()
+    );
+    assert_eq!(
+        TypeId::of::<p::Cluster>(),
+        TypeId::of::<ptools_workerset::Cluster>()
+    );
+    assert_eq!(
+        TypeId::of::<p::RemoteRef<u8>>(),
+        TypeId::of::<ptools_workerset::RemoteRef<u8>>()
+    );
+    assert_eq!(
+        TypeId::of::<ptools::workerset::Error>(),
+        TypeId::of::<ptools_workerset::Error>()
+    );
+    let _: fn(usize) -> ptools::workerset::Result<Vec<usize>> = p::addprocs;
+    let _: fn(&[usize]) -> ptools::workerset::Result<()> = p::rmprocs;
+    let _: fn() -> Vec<usize> = p::procs;
+    let _: fn() -> Vec<usize> = p::workers;
+    let _: fn() -> usize = p::nprocs;
+    let _: fn() -> usize = p::nworkers;
+    let _: fn() -> usize = p::myid;
+    let _ = p::remotecall::<u8, u8>;
+    let _ = p::remotecall_fetch::<u8, u8>;
+    let _ = p::remotecall_wait::<u8, u8>;
+    let _ = p::pmap::<u8, u8, Vec<u8>>;
+    let _ = p::Mode::FirstFree;
+    assert_eq!(p::myid(), 1, "the test process is the master");
+}

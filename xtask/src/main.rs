@@ -11,6 +11,24 @@ mod leaks;
 #[cfg(test)]
 mod tidy;
 
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn finds_single_file_and_directory_examples() {
+        let found = super::examples();
+        assert!(
+            found.contains(&("ptools".to_owned(), "tour".to_owned())),
+            "the tour (a directory example) is found: {found:?}"
+        );
+        assert!(
+            found
+                .iter()
+                .all(|(_, name)| !name.is_empty() && !name.ends_with(".rs")),
+            "{found:?}"
+        );
+    }
+}
+
 use std::env;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -81,7 +99,8 @@ fn run(args: &[&str], envs: &[(&str, &str)]) -> Result<(), String> {
     }
 }
 
-/// Every example of every workspace member, as (package, example name).
+/// Every example of every workspace member, as (package, example name). Members live one
+/// folder below the root, and their folder is named after the package.
 fn examples() -> Vec<(String, String)> {
     let mut found = Vec::new();
     let Ok(members) = std::fs::read_dir(root()) else {
@@ -95,7 +114,10 @@ fn examples() -> Vec<(String, String)> {
         let package = member.file_name().to_string_lossy().into_owned();
         for entry in entries.flatten() {
             let path = entry.path();
-            if path.extension().is_some_and(|e| e == "rs") {
+            // An example is `examples/NAME.rs` or `examples/NAME/main.rs` (cargo's rules).
+            let is_example =
+                path.extension().is_some_and(|e| e == "rs") || path.join("main.rs").is_file();
+            if is_example {
                 let name = path.file_stem().unwrap_or_default().to_string_lossy();
                 found.push((package.clone(), name.into_owned()));
             }
