@@ -46,12 +46,24 @@
 //! The parent flushes its buffered output (Rust's stdout and C stdio), then forks the children,
 //! `max_alive` at a time. Each child asks the kernel to kill it when the parent dies
 //! (`PR_SET_PDEATHSIG`, then re-checks `getppid()` in case the parent died first), runs `f(i)`
-//! inside `catch_unwind`, encodes the result, flushes what it printed itself, writes one frame
-//! (a tag, a 64-bit length, the payload) into its pipe and leaves with `_exit`: no destructor
-//! or `atexit` handler of the parent's state runs in a child, and nothing the parent buffered
-//! is printed twice. The parent reads all pipes at once as data arrives (`poll`), so no child
-//! blocks on a full pipe, and reaps each child by its own pid (woken by a pidfd on Linux 5.3
-//! and later); it never calls `wait(-1)`, so it never reaps a child that is not its own.
+//! inside `catch_unwind`, encodes the result, flushes what it printed itself (Rust's stdout,
+//! and C's stdout when it holds output), writes one frame (a tag, a 64-bit length, the
+//! payload) into its pipe and leaves with `_exit`: no destructor or `atexit` handler of the
+//! parent's state runs in a child, and nothing the parent buffered is printed twice. The
+//! parent reads all pipes at once as data arrives (`poll`), so no child blocks on a full pipe,
+//! and reaps each child by its own pid (woken by a pidfd on Linux 5.3 and later); it never
+//! calls `wait(-1)`, so it never reaps a child that is not its own, and it kills (on timeout)
+//! through the pidfd, so it never signals a process that reused a child's pid.
+//!
+//! # Shared arrays
+//!
+//! [`pfork_shm`] creates shared arrays (element type and dims for each, as
+//! [`ShmCfg`](ptools_shm::ShmCfg)s) before forking, under a prefix unique to the run; child `i`
+//! runs `f(i, &mut set)` and writes into them directly (the mapping is `MAP_SHARED`, inherited
+//! by the fork), and the parent gets the set back holding every child's writes. If a child
+//! fails, `pfork_shm` drops the set, which unlinks the segments; [`Pfork::run_shm`] returns
+//! the set with the outcomes instead. A child never unlinks. The [`demo`] module renders a
+//! Mandelbrot image this way and writes it as a PNG file.
 //!
 //! # Failures
 //!
@@ -70,9 +82,9 @@
 //! calls until it exits: any lock another thread held at the fork (in malloc, in stdio, in a
 //! Rust `Mutex` that `f` uses) stays locked forever in the child. A pfork child runs arbitrary
 //! Rust code, so **by default a run refuses to fork a process that has more than one thread**
-//! and returns [`PforkError::Threaded`] before forking anything. The thread count is read from
-//! `/proc/self/status` on Linux and from `proc_pidinfo` on macOS at the start of every run; a
-//! count that cannot be read is treated as "several".
+//! and returns [`PforkError::Threaded`] before forking anything. The threads are counted at
+//! the start of every run, from `/proc/self/task` on Linux (about 7 µs here) and with
+//! `proc_pidinfo` on macOS; a count that cannot be read is treated as "several".
 //!
 //! [`Pfork::allow_threads`] opts in, and is `unsafe`: the caller promises that the other
 //! threads hold no lock the child needs. In practice glibc makes `malloc` usable in a child
@@ -113,15 +125,24 @@
 //! - Results above 4 GiB work (lengths are 64-bit). The parent allocates the announced size
 //!   once; [`Pfork::max_result_bytes`] caps it (default: no cap), and the child checks the cap
 //!   before sending so an oversized result costs no transfer.
+//! - Before `_exit` a child flushes Rust's stdout and C's `stdout`. Other C stdio streams `f`
+//!   writes to (a `FILE` opened by a C library) must be flushed or closed by `f`: flushing all
+//!   streams takes a lock on each, and those writes cost a trivial child about 15% more
+//!   (copy-on-write faults). The parent flushes all C streams before it forks.
+//! - A child that forks on its own (without `exec`) passes its pipe to the grandchild; the run
+//!   still ends when the child is reaped, reading what the child wrote.
+//! - If the parent ignores `SIGCHLD` (`SIG_IGN`), the kernel reaps the children itself and
+//!   their exit statuses are lost: outcomes then come from what each child sent, and a child
+//!   that sent nothing is [`ChildError::NoResult`] whatever its exit code was.
 //!
 //! # Platform support
 //!
-//! Linux (glibc or musl) is the primary target: pidfds (Linux 5.3+) wake the parent exactly
-//! when a child ends, with a 2 ms `waitpid` tick as the fallback on older kernels, and
-//! `PR_SET_PDEATHSIG` kills children whose parent died. macOS builds with the same API: it
-//! has no pidfd (the tick is used) and no parent-death signal (a child only checks at its
-//! start that its parent is still there), and the macOS code path has not been run in CI yet.
-//! Other targets fail to compile.
+//! Linux (glibc or musl) is the target that is built and tested: pidfds (Linux 5.3+) wake the
+//! parent exactly when a child ends, with a 2 ms `waitpid` tick as the fallback on older
+//! kernels, and `PR_SET_PDEATHSIG` kills children whose parent died. The macOS code paths
+//! are written (no pidfd, so the tick; no parent-death signal, so a child only checks at its
+//! start that its parent is still there; threads counted with `proc_pidinfo`) but have not
+//! been compiled or run on macOS yet. Other targets fail to compile.
 //!
 //! # Design notes
 //!
@@ -129,6 +150,14 @@
 //!   must carry the successful results, so it is generic over `R`; a child's error is not.
 //! - [`pfork`] requires `R: Serialize + DeserializeOwned` and `F: Fn(usize) -> R`, nothing
 //!   more: no `Send`, `Sync` or `'static`, since a fork copies the whole address space.
+//! - [`Pfork`] is an options value with `run` rather than a builder with `build()`: a run
+//!   holds nothing between calls, and one `Pfork` can start many runs.
+//! - `pfork_shm` passes `&mut ShmSet` (each child has its own copy of the handle) rather than
+//!   `&mut [T]` slices: the set may hold several arrays of different types and shapes.
+//! - Cost: a trivial child costs about a raw `fork`/`pipe`/`waitpid` loop's, plus the fixed
+//!   work above; copy-on-write page faults on pages the child writes are most of the rest,
+//!   so a child encodes small results on its stack and the parent keeps small frames inline.
+//!   See `benches/README.md`.
 
 mod child;
 pub mod demo;

@@ -29,6 +29,7 @@ fn main() {
         ("max_alive_zero_is_invalid", max_alive_zero_is_invalid),
         ("cap_is_inclusive", cap_is_inclusive),
         ("options_are_reusable", options_are_reusable),
+        ("result_above_4_gib", result_above_4_gib),
     ]);
 }
 
@@ -167,4 +168,100 @@ fn options_are_reusable() {
     let b = opts.clone().run(3, |i| i + 1).unwrap();
     assert_eq!(a, vec![Ok(0), Ok(1), Ok(2)]);
     assert_eq!(b, vec![Ok(1), Ok(2), Ok(3)]);
+}
+
+/// Environment variable that enables [`result_above_4_gib`]: it needs about 9 GiB of memory
+/// and several seconds, too much for every CI run.
+const HUGE: &str = "PTOOLS_TEST_HUGE";
+
+/// A result of `chunks` MiB, serialized as a sequence of 1 MiB byte strings (so the child
+/// needs no 4 GiB value besides its encoding) and checked chunk by chunk while it is decoded
+/// (so the parent keeps only the received frame).
+#[derive(Debug, PartialEq)]
+struct Stream {
+    chunks: u32,
+}
+
+const MIB: usize = 1 << 20;
+
+impl serde::Serialize for Stream {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut chunk = vec![0u8; MIB];
+        let mut seq = s.serialize_seq(Some(self.chunks as usize))?;
+        for k in 0..self.chunks {
+            chunk.fill(k as u8);
+            seq.serialize_element(&BytesRef(&chunk))?;
+        }
+        seq.end()
+    }
+}
+
+/// Serializes a byte slice as bytes (one length, then raw bytes), not as a sequence of u8.
+struct BytesRef<'a>(&'a [u8]);
+
+impl serde::Serialize for BytesRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Stream {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Chunk(u8);
+        impl<'de> serde::Deserialize<'de> for Chunk {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl serde::de::Visitor<'_> for V {
+                    type Value = Chunk;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str("a 1 MiB chunk of one repeated byte")
+                    }
+                    fn visit_bytes<E: serde::de::Error>(self, b: &[u8]) -> Result<Chunk, E> {
+                        let first = *b.first().ok_or_else(|| E::custom("empty chunk"))?;
+                        if b.len() != MIB || b.iter().any(|&x| x != first) {
+                            return Err(E::custom("corrupt chunk"));
+                        }
+                        Ok(Chunk(first))
+                    }
+                }
+                d.deserialize_bytes(V)
+            }
+        }
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Stream;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a sequence of chunks")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Stream, A::Error> {
+                let mut chunks = 0u32;
+                while let Some(Chunk(b)) = seq.next_element()? {
+                    if b != chunks as u8 {
+                        return Err(serde::de::Error::custom("chunks out of order"));
+                    }
+                    chunks += 1;
+                }
+                Ok(Stream { chunks })
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+fn result_above_4_gib() {
+    if std::env::var_os(HUGE).is_none() {
+        print!("(skipped: set {HUGE}=1 to run) ");
+        return;
+    }
+    // 4 GiB + 16 MiB of payload: a 32-bit length would wrap to 16 MiB and fail to decode.
+    let chunks = 4096 + 16;
+    let outcomes = Pfork::new()
+        .timeout(Duration::from_secs(600))
+        .run(1, |_| Stream { chunks })
+        .unwrap();
+    assert_eq!(outcomes, vec![Ok(Stream { chunks })]);
 }
