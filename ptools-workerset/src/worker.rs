@@ -117,10 +117,6 @@ fn run(data: UnixLink, ctl: UnixLink) -> ! {
         Ok(Some(b)) if b[0] == wire::REJECT => exit_now(3),
         _ => exit_now(0),
     }
-    std::thread::Builder::new()
-        .name("ptools-control".into())
-        .spawn(move || control(ctl))
-        .unwrap_or_else(|_| exit_now(2));
     let data = Arc::new(data);
     let replies = Arc::new(Replies {
         buf: Mutex::new(Vec::with_capacity(64 * 1024)),
@@ -129,6 +125,11 @@ fn run(data: UnixLink, ctl: UnixLink) -> ! {
         cv: Condvar::new(),
         link: data.clone(),
     });
+    let r_ctl = replies.clone();
+    std::thread::Builder::new()
+        .name("ptools-control".into())
+        .spawn(move || control(ctl, &r_ctl))
+        .unwrap_or_else(|_| exit_now(2));
     let r2 = replies.clone();
     std::thread::Builder::new()
         .name("ptools-flusher".into())
@@ -163,8 +164,10 @@ fn run(data: UnixLink, ctl: UnixLink) -> ! {
         // SAFETY: the handshake proved the master runs this very executable image, and
         // the master made these offsets with `FnRef::single`/`FnRef::batch`.
         let status = unsafe { f.invoke(&body[17..], &mut res) };
-        BUSY.store(false, Ordering::SeqCst);
+        // The reply is in the buffer before the call counts as done: a shutdown that finds
+        // this worker idle flushes the buffer, so a finished call is never reported dead.
         replies.push(status, &res);
+        BUSY.store(false, Ordering::SeqCst);
         if SHUTDOWN.load(Ordering::SeqCst) {
             replies.flush();
             exit_now(0)
@@ -250,7 +253,7 @@ impl Replies {
     }
 }
 
-fn control(ctl: UnixLink) -> ! {
+fn control(ctl: UnixLink, replies: &Replies) -> ! {
     let mut reader = FrameReader::new();
     let mut out = Vec::new();
     loop {
@@ -264,6 +267,11 @@ fn control(ctl: UnixLink) -> ! {
             Ok(Some(b)) if b[0] == wire::SHUTDOWN => {
                 SHUTDOWN.store(true, Ordering::SeqCst);
                 if !BUSY.load(Ordering::SeqCst) {
+                    // Replies of finished calls may still be held back (pipelined calls
+                    // share one write); they go out before the worker does. The call
+                    // thread either saw SHUTDOWN after marking itself busy (it flushes and
+                    // exits itself) or is idle with its replies in the buffer.
+                    replies.flush();
                     exit_now(0)
                 }
                 // The call thread exits when the running call returns.
