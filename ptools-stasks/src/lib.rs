@@ -1,6 +1,234 @@
 //! Server tasks for ptools: long-running worker loops that keep state between calls in
-//! task-local storage, with shared arrays mapped in (`start_stasks`, `pmap_stasks`,
-//! `count_stasks`, `stop_stasks`).
+//! task-local storage, with shared arrays mapped in. After PTools.jl's `ServerTasks`.
 //!
-//! This facility is not built yet: the crate holds no API until it is. It builds on
-//! `ptools-workerset` and `ptools-shm`.
+//! [`start_stasks`] creates the configured arrays once in the master and starts one
+//! server task per worker, each with the arrays mapped in and an empty
+//! [`TaskLocalStorage`]. [`pmap_stasks`] then runs a handler in every task, one argument
+//! per task; the handler gets a [`TaskContext`]: its task index, its state (kept until
+//! the group stops) and the arrays. The master reaches the same arrays through the
+//! handle. [`stop_stasks`] (or dropping the handle) drops every task's state and unlinks
+//! the arrays.
+//!
+//! ```
+//! ptools_workerset::enable_test_support!(); // in `main`: `ptools_workerset::init();`
+//!
+//! use ptools_shm::{Prefix, ShmCfg};
+//! use ptools_stasks::{STasks, TaskContext};
+//!
+//! /// Each task writes its worker id into its stripe and counts its calls.
+//! fn stripe(ctx: &mut TaskContext, value: i32) -> u64 {
+//!     let (task, n) = (ctx.task(), ctx.ntasks());
+//!     let a = ctx.array_mut::<i32>("svar1").expect("configured");
+//!     for x in a.iter_mut().skip(task).step_by(n) {
+//!         *x = value;
+//!     }
+//!     let calls = ctx.get_or_insert_with("calls", || 0u64);
+//!     *calls += 1;
+//!     *calls
+//! }
+//!
+//! # fn main() -> Result<(), ptools_stasks::Error> {
+//! # let cluster = ptools_workerset::Cluster::new();
+//! # cluster.addprocs(2)?;
+//! let cfgs = [ShmCfg::new::<i32>("svar1", 1000)?];
+//! // `start_stasks(&cfgs, &prefix)` uses the default cluster; this one picks its own.
+//! let mut h = STasks::builder().cluster(&cluster).start(&cfgs, &Prefix::job())?;
+//! let ids: Vec<i32> = h.workers().iter().map(|&id| id as i32).collect();
+//! assert_eq!(ptools_stasks::pmap_stasks(&h, stripe, ids.clone())?, [1, 1]);
+//! assert_eq!(ptools_stasks::pmap_stasks(&h, stripe, ids.clone())?, [2, 2]); // state kept
+//! let a = h.array::<i32>("svar1")?;
+//! assert!(a.iter().enumerate().all(|(i, &x)| x == ids[i % 2]));
+//! ptools_stasks::stop_stasks(&mut h)?; // unlinks svar1
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Handlers
+//!
+//! A handler is a `fn` item or a closure that captures nothing, of the shape
+//! `fn(&mut TaskContext, A) -> R`, with `A` and `R` serde types (several arguments: a
+//! tuple). ptools-workerset sends only `fn(A) -> R` pointers, so the handler travels in
+//! the *type* of the remote function instead: the master sends
+//! `run::<F, A, R>: fn((u64, A)) -> Result<R, Fault>` (the `u64` is the group), and that
+//! function, monomorphised on the handler's own type `F`, re-creates the handler inside
+//! the worker. This is sound only because `F` is zero-sized, which is checked at compile
+//! time; a fn pointer or a capturing closure is a compile error:
+//!
+//! ```compile_fail
+//! # use ptools_stasks::{STasks, TaskContext};
+//! fn twice(_: &mut TaskContext, x: u32) -> u32 { x * 2 }
+//! fn call(h: &STasks) {
+//!     let f: fn(&mut TaskContext, u32) -> u32 = twice; // a pointer: not zero-sized
+//!     let _ = ptools_stasks::pmap_stasks(h, f, [1, 2]);
+//! }
+//! ```
+//!
+//! Why not a change to ptools-workerset (sending a pointer to a `fn(&mut TaskContext, A)
+//! -> R` as data): the handler's identity would then be checked twice, and workerset
+//! would need a public "encode this fn" API. Monomorphising keeps ptools-workerset
+//! unchanged and costs nothing per call.
+//!
+//! # The worker side
+//!
+//! A server task is an entry in a registry in the worker process, keyed by the group's
+//! id (unique within the master process): its [`TaskContext`], that is its storage and
+//! its attached `ShmSet`. Starting sends each worker one remote call that attaches the
+//! arrays and registers the entry; a handler call checks the entry out, runs, and puts it
+//! back; stopping sends one call that drops it. Two groups on the same workers therefore
+//! keep separate state. A worker runs one call at a time, so a task's calls never
+//! overlap; different tasks (workers) run in parallel.
+//!
+//! # Prefixes
+//!
+//! The arrays are created under `<prefix>.s<group>` ([`STasks::prefix`]), the group id in
+//! hex: two groups never collide, even on the same prefix, and the workers are told the
+//! prefix in the start call (so it needs no environment variable). Another process can
+//! attach the arrays with that prefix. The prefix given must leave room for the suffix
+//! (at most 32 bytes in all); [`Prefix::job`](ptools_shm::Prefix::job) always does.
+//!
+//! # Errors and faults
+//!
+//! [`pmap_stasks`] has one return shape: `Ok` with every task's result in task order, or a
+//! [`PmapError`] that is either [`PmapError::Refused`] (nothing was sent: a count
+//! mismatch, a stopped handle) or [`PmapError::Failed`] with every task's outcome, its
+//! value or its typed [`Error`]. `?` turns a `PmapError` into an [`Error`].
+//!
+//! - A handler that panics fails only its own task ([`Error::TaskPanic`]); the task's
+//!   state stays registered, with whatever the handler changed before it panicked, and
+//!   the worker serves the next call.
+//! - A worker that dies fails its task with [`Error::WorkerDied`], in that call and every
+//!   later one (the other tasks go on); [`STasks::task_status`] and
+//!   [`STasks::dead_tasks`] say so. Stopping skips it and still unlinks every array.
+//! - Use after [`stop_stasks`] is [`Error::Stopped`]; stopping twice does nothing.
+//!
+//! # Arrays in every process
+//!
+//! [`pmap_shm_create`] creates arrays in the master and maps them in every worker of the
+//! cluster, outside any server task; a plain remote function reaches them with
+//! [`with_mapped`], and [`pmap_shm_unlink`] drops the mappings and unlinks.
+//!
+//! # Differences from PTools.jl
+//!
+//! - `stop_stasks` takes `&mut STasks`, not the handle by value, so that stopping twice
+//!   and use after stop are harmless, typed outcomes as PTools.jl users expect (by value
+//!   they would be compile errors, and the handle could not be inspected afterwards).
+//! - `task_local_storage(:svar1)` is [`TaskContext::array`]; the typed state is
+//!   [`TaskContext::get`] / [`TaskContext::set`] / [`TaskContext::get_or_insert_with`].
+//! - Task indices are 0-based.
+//!
+//! # Caveats
+//!
+//! - With no worker in the default cluster, [`start_stasks`] first starts one worker per
+//!   available core (`std::thread::available_parallelism`) there; they stay after the
+//!   group stops, as workers of the default cluster do.
+//! - Dropping an [`STasks`] stops it. A master killed with `SIGKILL` runs no destructor:
+//!   its workers exit on their own, and the arrays stay in `/dev/shm` until
+//!   `ptools_shm::remove_stale_shm` (or `ptools shm clean`) removes them.
+//! - The borrow checker sees one process: the master should not read an array while the
+//!   tasks write it, other than between `pmap_stasks` calls (which wait for every task).
+
+mod context;
+mod error;
+mod mapped;
+mod registry;
+mod stasks;
+
+use ptools_shm::{Prefix, ShmCfg, ShmSet};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use context::{TaskContext, TaskLocalStorage};
+pub use error::{Error, PmapError, Result};
+pub use mapped::{pmap_shm_create_on, pmap_shm_unlink_on, with_mapped};
+pub use stasks::{STasks, STasksBuilder, TaskStatus};
+
+/// Creates the arrays `cfgs` in the master and starts one server task on every worker of
+/// the default cluster; with no worker there, it first starts one per available core.
+/// See [`STasksBuilder::start`] for the options (another cluster, chosen workers,
+/// timeouts).
+///
+/// # Errors
+///
+/// As [`STasksBuilder::start`], and [`Error::Worker`] when the workers cannot be started.
+pub fn start_stasks(cfgs: &[ShmCfg], prefix: &Prefix) -> Result<STasks> {
+    STasks::builder().start(cfgs, prefix)
+}
+
+/// The number of server tasks of `h` (dead ones included).
+pub fn count_stasks(h: &STasks) -> usize {
+    h.count()
+}
+
+/// Runs the handler `f` in every server task of `h`, task `i` getting the `i`-th of
+/// `args` (exactly one per task), in parallel; returns the results in task order.
+///
+/// # Errors
+///
+/// [`PmapError::Refused`] before anything is sent ([`Error::CountMismatch`],
+/// [`Error::Stopped`]); [`PmapError::Failed`] with every task's outcome when a task
+/// fails. See [`STasks::pmap`].
+pub fn pmap_stasks<F, A, R, I>(h: &STasks, f: F, args: I) -> Result<Vec<R>, PmapError<R>>
+where
+    F: Fn(&mut TaskContext, A) -> R + Copy + Send + 'static,
+    A: Serialize + DeserializeOwned,
+    R: Serialize + DeserializeOwned,
+    I: IntoIterator<Item = A>,
+{
+    h.pmap(f, args)
+}
+
+/// Stops the server tasks of `h` and unlinks its arrays; harmless when already stopped.
+/// See [`STasks::stop`].
+///
+/// # Errors
+///
+/// As [`STasks::stop`]; the arrays are unlinked whatever happens.
+pub fn stop_stasks(h: &mut STasks) -> Result<()> {
+    h.stop()
+}
+
+/// Creates the arrays `cfgs` under `prefix` in the master and maps them in every worker
+/// of the default cluster (PTools.jl's `pmap_shm_create`). Returns the master's handles;
+/// dropping them unlinks the segments (the workers' mappings stay valid until
+/// [`pmap_shm_unlink`]). In a worker, [`with_mapped`] reaches the arrays.
+///
+/// ```
+/// ptools_workerset::enable_test_support!();
+/// use ptools_shm::{Prefix, ShmCfg};
+///
+/// fn read_back(i: usize) -> u32 {
+///     let p = Prefix::new("doc-mapped").unwrap();
+///     ptools_stasks::with_mapped::<u32, _>(&p, "v", |a| a[i]).unwrap()
+/// }
+///
+/// # fn main() -> Result<(), ptools_stasks::Error> {
+/// let cluster = ptools_workerset::Cluster::new();
+/// let ids = cluster.addprocs(1)?;
+/// let cfgs = [ShmCfg::new::<u32>("v", 4)?];
+/// let prefix = Prefix::new("doc-mapped")?;
+/// let mut set = ptools_stasks::pmap_shm_create_on(&cluster, &cfgs, &prefix)?;
+/// set.get_mut::<u32>("v")?[2] = 7;
+/// assert_eq!(cluster.remotecall_fetch(ids[0], read_back, 2)?, 7);
+/// ptools_stasks::pmap_shm_unlink_on(&cluster, &cfgs, &prefix)?;
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Errors
+///
+/// [`Error::Shm`] when the master cannot create them; [`Error::Attach`] or a worker
+/// error when a worker cannot map them, after which nothing is left mapped or linked.
+pub fn pmap_shm_create(cfgs: &[ShmCfg], prefix: &Prefix) -> Result<ShmSet> {
+    pmap_shm_create_on(ptools_workerset::default_cluster(), cfgs, prefix)
+}
+
+/// Drops the mappings of `cfgs` under `prefix` in every worker of the default cluster
+/// and unlinks the segments (already unlinked is not an error).
+///
+/// # Errors
+///
+/// The first worker that fails to answer (a dead worker is not an error), or a failure
+/// to unlink other than "not found".
+pub fn pmap_shm_unlink(cfgs: &[ShmCfg], prefix: &Prefix) -> Result<()> {
+    pmap_shm_unlink_on(ptools_workerset::default_cluster(), cfgs, prefix)
+}

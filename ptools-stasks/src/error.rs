@@ -1,0 +1,301 @@
+//! The crate's error types: [`Error`] for everything, and [`PmapError`], the one return
+//! shape of a failed [`pmap_stasks`](crate::pmap_stasks) that keeps every task's outcome.
+
+use std::fmt;
+
+use ptools_shm::ShmError;
+use ptools_workerset::Termination;
+
+/// Everything that can go wrong starting, calling or stopping server tasks.
+///
+/// Input errors ([`Error::CountMismatch`], [`Error::InvalidArgument`], [`Error::Stopped`])
+/// are found before anything is sent to a worker. The per-task variants carry the task's
+/// index (0-based, in [`STasks::workers`](crate::STasks::workers) order).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The handle was stopped: no call is sent after [`stop_stasks`](crate::stop_stasks).
+    Stopped,
+    /// `pmap_stasks` needs exactly one argument per server task.
+    CountMismatch {
+        /// The number of server tasks.
+        expected: usize,
+        /// The number of arguments given.
+        got: usize,
+    },
+    /// An argument was refused before anything was sent (an empty or duplicate worker
+    /// list, the master as a server task, a prefix too long for the group suffix).
+    InvalidArgument(String),
+    /// The worker under this task died; the task is gone for good (its state with it).
+    WorkerDied {
+        /// The task index.
+        task: usize,
+        /// The worker id.
+        id: usize,
+        /// The worker's pid.
+        pid: i32,
+        /// How it ended.
+        termination: Termination,
+    },
+    /// The handler panicked. Only this call failed: the task's state stays registered
+    /// (with whatever the handler changed before it panicked) and serves the next call.
+    TaskPanic {
+        /// The task index.
+        task: usize,
+        /// The worker id.
+        id: usize,
+        /// The panic message.
+        message: String,
+        /// Where it panicked, when known.
+        location: Option<String>,
+    },
+    /// The task's call did not finish within the timeout. The call still runs in the
+    /// worker; later calls to that task queue behind it.
+    Timeout {
+        /// The task index.
+        task: usize,
+    },
+    /// The worker has no state for this group: it was stopped, or never attached.
+    NotRegistered {
+        /// The task index.
+        task: usize,
+        /// The worker id.
+        id: usize,
+    },
+    /// A worker could not attach the group's arrays.
+    Attach {
+        /// The task index (for [`pmap_shm_create`](crate::pmap_shm_create): the
+        /// position of the worker in the cluster's list).
+        task: usize,
+        /// The worker id.
+        id: usize,
+        /// What the worker's `ShmSet::attach` said.
+        message: String,
+    },
+    /// Creating, attaching or unlinking arrays in the master failed.
+    Shm(ShmError),
+    /// Another failure of the worker runtime (encode, decode, start, unknown worker).
+    Worker {
+        /// The task index, when the failure concerns one task.
+        task: Option<usize>,
+        /// The runtime's error.
+        source: ptools_workerset::Error,
+    },
+    /// Some tasks of a `pmap_stasks` failed: their indices and errors (the results of
+    /// the others are dropped; match on [`PmapError`] to keep them).
+    TasksFailed(Vec<(usize, Error)>),
+}
+
+/// The result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// True for [`Error::WorkerDied`].
+    pub fn is_worker_died(&self) -> bool {
+        matches!(self, Error::WorkerDied { .. })
+    }
+
+    /// True for [`Error::TaskPanic`].
+    pub fn is_task_panic(&self) -> bool {
+        matches!(self, Error::TaskPanic { .. })
+    }
+
+    /// The task this error concerns, when it concerns one.
+    pub fn task(&self) -> Option<usize> {
+        match self {
+            Error::WorkerDied { task, .. }
+            | Error::TaskPanic { task, .. }
+            | Error::Timeout { task }
+            | Error::NotRegistered { task, .. }
+            | Error::Attach { task, .. } => Some(*task),
+            Error::Worker { task, .. } => *task,
+            _ => None,
+        }
+    }
+
+    /// Maps a runtime error for the call of `task` on worker `id`.
+    pub(crate) fn from_worker(task: usize, id: usize, e: ptools_workerset::Error) -> Error {
+        match e {
+            ptools_workerset::Error::WorkerDied {
+                id,
+                pid,
+                termination,
+            } => Error::WorkerDied {
+                task,
+                id,
+                pid,
+                termination,
+            },
+            ptools_workerset::Error::RemotePanic {
+                message, location, ..
+            } => Error::TaskPanic {
+                task,
+                id,
+                message,
+                location,
+            },
+            ptools_workerset::Error::Timeout => Error::Timeout { task },
+            source => Error::Worker {
+                task: Some(task),
+                source,
+            },
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Stopped => f.write_str("server tasks already stopped"),
+            Error::CountMismatch { expected, got } => write!(
+                f,
+                "pmap_stasks needs one argument per server task: {expected} tasks, {got} arguments"
+            ),
+            Error::InvalidArgument(m) => write!(f, "invalid argument: {m}"),
+            Error::WorkerDied {
+                task,
+                id,
+                pid,
+                termination,
+            } => write!(
+                f,
+                "server task {task}: worker {id} (pid {pid}) died: {termination}"
+            ),
+            Error::TaskPanic {
+                task,
+                id,
+                message,
+                location,
+            } => {
+                write!(f, "server task {task} on worker {id} panicked: {message}")?;
+                if let Some(l) = location {
+                    write!(f, " at {l}")?;
+                }
+                Ok(())
+            }
+            Error::Timeout { task } => write!(f, "server task {task} timed out"),
+            Error::NotRegistered { task, id } => {
+                write!(f, "server task {task}: worker {id} holds no state for it")
+            }
+            Error::Attach { task, id, message } => write!(
+                f,
+                "server task {task}: worker {id} could not attach the arrays: {message}"
+            ),
+            Error::Shm(e) => write!(f, "shared memory: {e}"),
+            Error::Worker {
+                task: Some(t),
+                source,
+            } => write!(f, "server task {t}: {source}"),
+            Error::Worker { task: None, source } => write!(f, "{source}"),
+            Error::TasksFailed(v) => {
+                write!(f, "{} server task(s) failed", v.len())?;
+                if let Some((_, e)) = v.first() {
+                    write!(f, "; first: {e}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Shm(e) => Some(e),
+            Error::Worker { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+impl From<ShmError> for Error {
+    fn from(e: ShmError) -> Error {
+        Error::Shm(e)
+    }
+}
+
+impl From<ptools_workerset::Error> for Error {
+    fn from(source: ptools_workerset::Error) -> Error {
+        Error::Worker { task: None, source }
+    }
+}
+
+/// A failed [`pmap_stasks`](crate::pmap_stasks): refused before anything was sent, or
+/// run with at least one task failing, in which case every task's outcome (its value or
+/// its error) is kept, in task order.
+///
+/// `?` converts it into [`Error`] (dropping the values of the tasks that succeeded).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum PmapError<R> {
+    /// Nothing was sent: [`Error::Stopped`], [`Error::CountMismatch`].
+    Refused(Error),
+    /// Every task's outcome, in task order; at least one is an error.
+    Failed(Vec<Result<R>>),
+}
+
+impl<R> PmapError<R> {
+    /// The outcomes, in task order (empty for [`PmapError::Refused`]).
+    pub fn outcomes(&self) -> &[Result<R>] {
+        match self {
+            PmapError::Refused(_) => &[],
+            PmapError::Failed(v) => v,
+        }
+    }
+
+    /// The outcomes, by value (empty for [`PmapError::Refused`]).
+    pub fn into_outcomes(self) -> Vec<Result<R>> {
+        match self {
+            PmapError::Refused(_) => Vec::new(),
+            PmapError::Failed(v) => v,
+        }
+    }
+
+    /// The errors with their task index (the refusal alone, without index, when refused).
+    pub fn errors(&self) -> Vec<(Option<usize>, &Error)> {
+        match self {
+            PmapError::Refused(e) => vec![(None, e)],
+            PmapError::Failed(v) => v
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| r.as_ref().err().map(|e| (Some(i), e)))
+                .collect(),
+        }
+    }
+}
+
+impl<R> fmt::Display for PmapError<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PmapError::Refused(e) => write!(f, "pmap_stasks refused: {e}"),
+            PmapError::Failed(v) => {
+                let failed: Vec<_> = v
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, r)| r.as_ref().err().map(|e| (i, e)))
+                    .collect();
+                write!(f, "{} of {} server tasks failed", failed.len(), v.len())?;
+                if let Some((_, e)) = failed.first() {
+                    write!(f, "; first: {e}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl<R: fmt::Debug> std::error::Error for PmapError<R> {}
+
+impl<R> From<PmapError<R>> for Error {
+    fn from(e: PmapError<R>) -> Error {
+        match e {
+            PmapError::Refused(e) => e,
+            PmapError::Failed(v) => Error::TasksFailed(
+                v.into_iter()
+                    .enumerate()
+                    .filter_map(|(i, r)| r.err().map(|e| (i, e)))
+                    .collect(),
+            ),
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! The worker side: a registry of server tasks keyed by group id, the remote functions
+//! that register and drop them, and the bridge that runs a user handler in its task.
+//!
+//! Everything here runs inside a worker, called through `ptools-workerset` remote calls.
+
+use std::collections::HashMap;
+use std::ptr::NonNull;
+use std::sync::{Mutex, MutexGuard};
+
+use ptools_shm::{ElemType, Prefix, ShmBuilder, ShmCfg, ShmSet};
+use serde::{Deserialize, Serialize};
+
+use crate::context::{TaskContext, TaskLocalStorage};
+
+/// Every element type ptools-shm knows, by wire index.
+const ELEMS: [ElemType; 10] = [
+    ElemType::U8,
+    ElemType::U16,
+    ElemType::U32,
+    ElemType::U64,
+    ElemType::I8,
+    ElemType::I16,
+    ElemType::I32,
+    ElemType::I64,
+    ElemType::F32,
+    ElemType::F64,
+];
+
+/// A [`ShmCfg`] on the wire (ptools-shm's types are not serde types).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct WireCfg {
+    name: String,
+    elem: u8,
+    dims: Vec<usize>,
+}
+
+impl WireCfg {
+    pub(crate) fn from_cfg(cfg: &ShmCfg) -> Option<WireCfg> {
+        let elem = ELEMS.iter().position(|&e| e == cfg.elem())?;
+        Some(WireCfg {
+            name: cfg.name().to_owned(),
+            elem: u8::try_from(elem).ok()?,
+            dims: cfg.dims().to_vec(),
+        })
+    }
+
+    fn to_cfg(&self) -> Result<ShmCfg, String> {
+        let elem = *ELEMS
+            .get(usize::from(self.elem))
+            .ok_or_else(|| format!("unknown element type index {}", self.elem))?;
+        ShmCfg::with_elem(self.name.clone(), elem, self.dims.clone()).map_err(|e| e.to_string())
+    }
+}
+
+/// What a worker needs to set up one server task.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct StartMsg {
+    pub(crate) group: u64,
+    pub(crate) task: usize,
+    pub(crate) ntasks: usize,
+    pub(crate) prefix: String,
+    pub(crate) cfgs: Vec<WireCfg>,
+    pub(crate) populate: bool,
+}
+
+/// A failure inside the worker that is not a panic of the handler.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Fault {
+    /// No server task of this group on this worker.
+    NotRegistered,
+    /// Attaching the arrays failed.
+    Attach(String),
+}
+
+enum Slot {
+    /// Registered and waiting for a call.
+    Idle(Box<TaskContext>),
+    /// Checked out by the call running now (calls on a worker run one at a time, so a
+    /// second call never finds this; it would get `NotRegistered`).
+    Busy,
+}
+
+/// The server tasks of this process, by group id.
+static GROUPS: Mutex<Option<HashMap<u64, Slot>>> = Mutex::new(None);
+
+fn groups() -> MutexGuard<'static, Option<HashMap<u64, Slot>>> {
+    // A poisoned lock only means a panic elsewhere while it was held; the map itself is
+    // always consistent (every update is a single insert or remove).
+    GROUPS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Remote function: attaches the arrays and registers the task.
+pub(crate) fn register(msg: StartMsg) -> Result<(), Fault> {
+    let prefix = Prefix::new(msg.prefix).map_err(|e| Fault::Attach(e.to_string()))?;
+    let cfgs = msg
+        .cfgs
+        .iter()
+        .map(WireCfg::to_cfg)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(Fault::Attach)?;
+    let arrays = ShmBuilder::new()
+        .prefix(prefix)
+        .populate(msg.populate)
+        .attach(&cfgs)
+        .map_err(|e| Fault::Attach(e.to_string()))?;
+    let ctx = TaskContext {
+        group: msg.group,
+        task: msg.task,
+        ntasks: msg.ntasks,
+        storage: TaskLocalStorage::new(),
+        arrays,
+    };
+    groups()
+        .get_or_insert_with(HashMap::new)
+        .insert(msg.group, Slot::Idle(Box::new(ctx)));
+    Ok(())
+}
+
+/// Remote function: drops the task (its state, then its mappings). True if it was there.
+pub(crate) fn unregister(group: u64) -> bool {
+    let slot = groups().as_mut().and_then(|m| m.remove(&group));
+    // Dropped outside the lock: user state may take a while to drop.
+    slot.is_some()
+}
+
+/// Puts a checked-out context back when the call ends, by return or by unwinding, so a
+/// panicking handler leaves its task's state registered.
+struct Checkout {
+    group: u64,
+    ctx: Option<Box<TaskContext>>,
+}
+
+impl Drop for Checkout {
+    fn drop(&mut self) {
+        if let Some(ctx) = self.ctx.take() {
+            let mut g = groups();
+            if let Some(slot) = g.as_mut().and_then(|m| m.get_mut(&self.group)) {
+                *slot = Slot::Idle(ctx);
+            }
+        }
+    }
+}
+
+fn checkout(group: u64) -> Option<Checkout> {
+    let mut g = groups();
+    let slot = g.as_mut()?.get_mut(&group)?;
+    match std::mem::replace(slot, Slot::Busy) {
+        Slot::Idle(ctx) => Some(Checkout {
+            group,
+            ctx: Some(ctx),
+        }),
+        Slot::Busy => None,
+    }
+}
+
+/// Remote function: runs the handler of type `F` on `arg` in the task of `group`.
+///
+/// `F` is the handler's own type, a zero-sized fn item or non-capturing closure type;
+/// monomorphising this function on it is how the handler travels: the master sends
+/// `run::<F, A, R>` as a plain `fn((u64, A)) -> Result<R, Fault>` through ptools-workerset.
+pub(crate) fn run<F, A, R>((group, arg): (u64, A)) -> Result<R, Fault>
+where
+    F: Fn(&mut TaskContext, A) -> R + Copy + Send + 'static,
+{
+    let f = conjure::<F>();
+    let mut c = checkout(group).ok_or(Fault::NotRegistered)?;
+    let ctx = c
+        .ctx
+        .as_deref_mut()
+        .expect("a checkout holds its context until dropped");
+    Ok(f(ctx, arg))
+}
+
+/// Checked at compile time for every handler type: only a zero-sized handler can be
+/// re-created in the worker.
+pub(crate) const fn assert_zero_sized<F>() {
+    assert!(
+        size_of::<F>() == 0,
+        "a server-task handler must be a fn item or a closure that captures nothing \
+         (a zero-sized type); fn pointers and capturing closures cannot be sent"
+    );
+}
+
+/// A value of the zero-sized handler type `F`, made from nothing.
+fn conjure<F: Copy + 'static>() -> F {
+    const { assert_zero_sized::<F>() };
+    // SAFETY: `F` is zero-sized (asserted at compile time just above), so a value of it
+    // has no bytes, and reading one from a dangling but non-null, aligned pointer is
+    // valid (std::ptr docs: for zero-sized types any such pointer is valid for reads).
+    // The value is not forged: the master held a value of `F` when it sent `run::<F, ..>`
+    // (`pmap_stasks` takes one), `F: Copy` allows any number of copies of it to exist,
+    // and a copy of a zero-sized value is exactly this read. On stable Rust only fn items
+    // and closures implement `Fn`, so `F` carries no invariant beyond its type.
+    unsafe { NonNull::<F>::dangling().as_ptr().read() }
+}
+
+/// The arrays mapped by [`pmap_shm_create`](crate::pmap_shm_create) in this process:
+/// (prefix, set) pairs, searched by prefix and array name.
+static MAPPED: Mutex<Vec<(String, ShmSet)>> = Mutex::new(Vec::new());
+
+pub(crate) fn mapped() -> MutexGuard<'static, Vec<(String, ShmSet)>> {
+    // As for GROUPS: every update is a single push or retain.
+    MAPPED.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Remote function: attaches `cfgs` under `prefix` and keeps the mapping in this process.
+pub(crate) fn map_shm((prefix, cfgs): (String, Vec<WireCfg>)) -> Result<(), Fault> {
+    let p = Prefix::new(prefix.clone()).map_err(|e| Fault::Attach(e.to_string()))?;
+    let cfgs = cfgs
+        .iter()
+        .map(WireCfg::to_cfg)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(Fault::Attach)?;
+    let set = ShmSet::attach(&cfgs, &p).map_err(|e| Fault::Attach(e.to_string()))?;
+    mapped().push((prefix, set));
+    Ok(())
+}
+
+/// Remote function: drops the mappings of `names` under `prefix`; returns how many sets
+/// were dropped.
+pub(crate) fn unmap_shm((prefix, names): (String, Vec<String>)) -> usize {
+    let dropped: Vec<ShmSet>;
+    {
+        let mut m = mapped();
+        let (gone, keep): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut *m).into_iter().partition(|(p, set)| {
+                *p == prefix && set.names().any(|n| names.iter().any(|x| x == n))
+            });
+        *m = keep;
+        dropped = gone.into_iter().map(|(_, s)| s).collect();
+    }
+    dropped.len()
+}
