@@ -1,6 +1,185 @@
-//! Queued tasks for ptools workers: a priority queue of tasks targeting any worker, all of
-//! them, chosen ids or hosts, with callbacks and priorities that can be recomputed for every
-//! queued task.
+//! Queued tasks for ptools workers (PTools.jl QueuedTasks): a priority queue of tasks that
+//! target any worker, all of them, chosen ids or hosts, with callbacks run in the master
+//! and priorities that can be recomputed for every queued task at any time.
 //!
-//! This facility is not built yet: the crate holds no API until it is. It builds on
-//! `ptools-workerset`.
+//! ```
+//! ptools_workerset::enable_test_support!(); // in `main`: `ptools_workerset::init();`
+//! use ptools_queue::{QueuedWorkerTask, Target, TaskQueue};
+//!
+//! fn reverse(s: String) -> String {
+//!     s.chars().rev().collect()
+//! }
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let cluster = ptools_workerset::Cluster::new();
+//! cluster.addprocs(2)?;
+//! let q = TaskQueue::new(&cluster);
+//! q.prep_remotes()?;
+//! for i in 1..=10 {
+//!     let cb = |s: String, r: ptools_queue::Result<String>| println!("{s}: {}", r.unwrap());
+//!     q.queue_worker_task(QueuedWorkerTask::new(format!("parallel {i}"), reverse, cb, Target::Any))?;
+//! }
+//! let t = QueuedWorkerTask::without_callback("sequential".to_string(), reverse, Target::Any);
+//! assert_eq!(q.execute_worker_task(t)?, "laitneuqes");
+//! assert!(q.wait_idle_timeout(std::time::Duration::from_secs(60)));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The free functions ([`queue_worker_task`], [`set_priorities`], ...) act on a default
+//! queue over [`ptools_workerset::default_cluster`], as PTools.jl's do; a [`TaskQueue`]
+//! can be made for any [`Cluster`](ptools_workerset::Cluster).
+//!
+//! # Tasks, targets and priorities
+//!
+//! A [`QueuedWorkerTask`] holds data `D`, a remote function `fn(D) -> R` (a `fn` item or
+//! a closure that captures nothing, run on a worker through ptools-workerset's remote
+//! calls), an optional callback `FnMut(D, Result<R>)`, a [`Target`] and a priority.
+//! Lower priorities run first, equal ones in submission order; NaN is refused with
+//! [`Error::InvalidPriority`]. A target names any worker, all workers, a worker id, a
+//! list of ids, a host (name, short name or IP address) or a list of hosts. Targets are
+//! checked when the task is queued: an unknown worker or host is an error there
+//! ([`Error::UnknownWorker`], [`Error::UnknownHost`]), where PTools.jl silently sent the
+//! task elsewhere. A host target is resolved then to the workers on that host.
+//!
+//! [`TaskQueue::set_priorities`] recomputes every queued task's priority from its target,
+//! the task (id, data by type) and its current priority; [`TaskQueue::set_priority`]
+//! changes one, [`TaskQueue::priority`] reads one.
+//!
+//! # Hosts
+//!
+//! ptools-workerset's handshake does not carry the worker's host, so
+//! [`TaskQueue::prep_remotes`] learns it with one remote call per new worker (a function
+//! of this crate that returns `gethostname` and the addresses from `getifaddrs`), made to
+//! all new workers at once. All workers are local today; host targets already work by
+//! name, short name and any interface address (127.0.0.1 included).
+//!
+//! # Design
+//!
+//! - **Queue core.** A pure data structure (no threads, tested against a model with
+//!   proptest): entries ordered by `(priority, sequence)` in one `BTreeSet` per *bucket*,
+//!   a bucket being the set of workers an entry may run on (any; or a sorted list of ids),
+//!   with an index by entry and by task. Queue and dequeue by id are `O(log n)`; a worker
+//!   takes the best head among the few buckets that admit it. Recomputing priorities
+//!   computes all new values first (so NaN leaves the queue untouched), then rebuilds the
+//!   trees in bulk from a sorted vector, which is several times faster than `n` updates.
+//! - **All-workers tasks** are split when queued into one entry per prepared worker,
+//!   pinned to it and sharing the task id; each part's outcome goes to the callback.
+//! - **Feeders.** One thread per worker sleeps on a condition variable, takes its best
+//!   entry under the queue lock, runs it with `remotecall` + `fetch` (the fetching thread
+//!   reads the reply itself, ptools-workerset's fast path), and hands the completion to
+//!   the callback thread. See the protocol notes in `src/queue.rs`.
+//! - **Callbacks** run on one callback thread per queue, in completion order, never on a
+//!   feeder (a slow callback does not idle a worker). A callback that panics is caught,
+//!   counted ([`Counts::callback_panics`]) and reported to the error hook
+//!   ([`TaskQueue::set_error_hook`]; by default a line on stderr); the queue goes on.
+//! - **Faults.** A remote panic or any remote error is the task's outcome; the feeder
+//!   goes on. A worker that dies fails its running task with a `WorkerDied` error
+//!   ([`Error::is_worker_died`]); a task that was taken but could not be sent goes back to
+//!   the queue; entries that only the dead worker could run fail with its death; any-worker
+//!   entries go to the others, or fail with [`Error::NoWorkers`] when none is left. An idle
+//!   feeder checks its worker once a second, so a death is noticed without traffic.
+//! - **Exactly once.** Every queued entry ends in exactly one completion, and so one
+//!   callback call: its result, its failure, [`Error::Dequeued`], [`Error::NoWorkers`] or
+//!   [`Error::Shutdown`]. A dequeue of a task already running answers
+//!   [`DequeueStatus::Running`] and changes nothing.
+//!
+//! # Changes from PTools.jl
+//!
+//! - Rust has no `WorkerTask` supertype: the data is any serde type `D: Clone` (cloned
+//!   once per send, since the callback gets it back).
+//! - `dequeue_worker_tasks(filter)` removes the tasks for which the filter is true
+//!   (PTools.jl removed those for which it was false), and returns their ids.
+//! - `execute_worker_task` refuses [`Target::All`], which has one outcome per worker.
+//! - Dispatch can be paused and resumed, waited on, and counted ([`Counts`]); with the
+//!   feature `progress`, [`TaskQueue::wait_idle_progress`] draws a progress bar.
+//!
+//! # Caveats
+//!
+//! Workers added after [`prep_remotes`](TaskQueue::prep_remotes) are used once it is
+//! called again. Do not call queue methods from inside a `set_priorities` or
+//! `dequeue_worker_tasks` closure (the queue is locked while they run). Linux only, as
+//! ptools-workerset.
+
+mod core;
+mod error;
+mod queue;
+mod sys;
+mod target;
+mod task;
+
+use std::sync::OnceLock;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use error::{Error, Result};
+pub use queue::{CallbackPanic, Counts, DequeueStatus, TaskQueue};
+pub use target::{RemoteInfo, Target};
+pub use task::{QueuedWorkerTask, TaskId, TaskRef};
+
+/// The default queue, over [`ptools_workerset::default_cluster`]; the free functions act
+/// on it. It lives until the process exits.
+pub fn default_queue() -> &'static TaskQueue {
+    static Q: OnceLock<TaskQueue> = OnceLock::new();
+    Q.get_or_init(|| TaskQueue::new(ptools_workerset::default_cluster()))
+}
+
+/// [`TaskQueue::prep_remotes`] on the default queue.
+///
+/// # Errors
+///
+/// As [`TaskQueue::prep_remotes`].
+pub fn prep_remotes() -> Result<usize> {
+    default_queue().prep_remotes()
+}
+
+/// [`TaskQueue::num_remotes`] on the default queue.
+pub fn num_remotes() -> usize {
+    default_queue().num_remotes()
+}
+
+/// [`TaskQueue::queue_worker_task`] on the default queue.
+///
+/// # Errors
+///
+/// As [`TaskQueue::queue_worker_task`].
+pub fn queue_worker_task<D, R>(t: QueuedWorkerTask<D, R>) -> Result<TaskId>
+where
+    D: Serialize + DeserializeOwned + Clone + Send + 'static,
+    R: Serialize + DeserializeOwned + Send + 'static,
+{
+    default_queue().queue_worker_task(t)
+}
+
+/// [`TaskQueue::execute_worker_task`] on the default queue.
+///
+/// # Errors
+///
+/// As [`TaskQueue::execute_worker_task`].
+pub fn execute_worker_task<D, R>(t: QueuedWorkerTask<D, R>) -> Result<R>
+where
+    D: Serialize + DeserializeOwned + Clone + Send + 'static,
+    R: Serialize + DeserializeOwned + Send + 'static,
+{
+    default_queue().execute_worker_task(t)
+}
+
+/// [`TaskQueue::dequeue_worker_task`] on the default queue.
+pub fn dequeue_worker_task(id: TaskId) -> DequeueStatus {
+    default_queue().dequeue_worker_task(id)
+}
+
+/// [`TaskQueue::dequeue_worker_tasks`] on the default queue.
+pub fn dequeue_worker_tasks(filter: impl FnMut(&TaskRef<'_>) -> bool) -> Vec<TaskId> {
+    default_queue().dequeue_worker_tasks(filter)
+}
+
+/// [`TaskQueue::set_priorities`] on the default queue.
+///
+/// # Errors
+///
+/// As [`TaskQueue::set_priorities`].
+pub fn set_priorities(f: impl FnMut(&Target, &TaskRef<'_>, f64) -> f64) -> Result<()> {
+    default_queue().set_priorities(f)
+}

@@ -1,0 +1,841 @@
+//! [`TaskQueue`]: the queue core behind a lock, one feeder thread per worker, and one
+//! callback thread.
+//!
+//! # Protocol
+//!
+//! All state sits in one `Mutex<State>`. A feeder sleeps on `work` until its worker may
+//! take an entry (or one second passes, when it checks that its worker still lives),
+//! takes it under the lock (counting it running), sends the call and waits for the reply
+//! without the lock, then, under the lock again, counts the outcome and one more pending
+//! callback, and hands the completion to the callback thread. The callback thread runs
+//! it and counts the pending callback down. "Idle" is therefore exactly: nothing queued,
+//! nothing running, no callback pending.
+//!
+//! A part whose call could not be made because its worker is gone goes back to the queue
+//! with its old sequence number; its feeder then retires the worker, which fails every
+//! entry no live worker can take any more. Every entry thus ends in exactly one
+//! completion: run (success or failure), dequeued, no workers, or shut down.
+
+use std::collections::{BTreeMap, HashMap};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, Weak, mpsc};
+use std::time::{Duration, Instant};
+use std::{cell::Cell, fmt};
+
+use ptools_workerset::Cluster;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::core::{Bucket, Core, Entry, Prio};
+use crate::error::{Error, Result};
+use crate::target::{RemoteInfo, Resolved, Target, resolve};
+use crate::task::{Completion, Job, Part, QueuedWorkerTask, Sent, TaskId, TaskRef};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+thread_local! {
+    /// True on a queue's callback thread, where waiting for a task would deadlock.
+    static ON_CALLBACK_THREAD: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Counts of a queue's tasks. All-workers tasks count once per worker part.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Counts {
+    /// Waiting in the queue.
+    pub queued: usize,
+    /// Sent to a worker, result not back yet.
+    pub running: usize,
+    /// Ran and returned a result.
+    pub done: u64,
+    /// Ended in an error: remote panic, dead worker, decode failure, no workers left.
+    pub failed: u64,
+    /// Removed by a dequeue (or by dropping the queue) before they ran.
+    pub dequeued: u64,
+    /// Outcomes whose callback has not finished yet.
+    pub callbacks_pending: usize,
+    /// Callbacks that panicked.
+    pub callback_panics: u64,
+}
+
+/// What [`TaskQueue::dequeue_worker_task`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DequeueStatus {
+    /// Removed before it ran; its callback gets `Err(Error::Dequeued)`. For an
+    /// all-workers task: the parts not yet started were removed (started ones finish).
+    Dequeued,
+    /// Already running: its result and callback still happen, exactly once.
+    Running,
+    /// Already finished (its callback has been or is being called).
+    Finished,
+    /// Not a task of this queue.
+    Unknown,
+}
+
+/// A callback that panicked, as the error hook sees it.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct CallbackPanic {
+    /// The task whose callback panicked.
+    pub task: TaskId,
+    /// The worker the task ran on (`None` if it never ran).
+    pub worker: Option<usize>,
+    /// The panic message (`"<non-string panic payload>"` when it was not a string).
+    pub message: String,
+}
+
+type Hook = Arc<dyn Fn(&CallbackPanic) + Send + Sync>;
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Live {
+    queued: u32,
+    running: u32,
+}
+
+struct State {
+    core: Core<Box<dyn Job>>,
+    /// Prepared workers that are alive, with their hosts.
+    remotes: BTreeMap<usize, RemoteInfo>,
+    /// Workers that were prepared and are gone, with the error they ended with.
+    dead: HashMap<usize, Error>,
+    prepared: bool,
+    paused: bool,
+    shutdown: bool,
+    next_task: u64,
+    /// Tasks with parts queued or running.
+    live: HashMap<u64, Live>,
+    counts: Counts,
+    idle_feeders: usize,
+}
+
+struct Shared {
+    id: u64,
+    cluster: Cluster,
+    st: Mutex<State>,
+    /// Feeders wait here for work.
+    work: Condvar,
+    /// `wait_idle` waits here.
+    idle: Condvar,
+    cb_tx: mpsc::Sender<Completion>,
+    hook: RwLock<Option<Hook>>,
+}
+
+/// A priority queue of tasks for the workers of one cluster (PTools.jl QueuedTasks).
+///
+/// One feeder thread per prepared worker takes the best task that targets it (lowest
+/// priority, then oldest) and runs it with a remote call; one callback thread runs the
+/// callbacks. All methods take `&self` and may be called from any thread, except from
+/// inside a `set_priorities` or `dequeue_worker_tasks` closure (the queue is locked while
+/// they run).
+///
+/// ```
+/// ptools_workerset::enable_test_support!(); // in `main`: `ptools_workerset::init();`
+/// use std::time::Duration;
+/// use ptools_queue::{QueuedWorkerTask, Target, TaskQueue};
+///
+/// fn double(x: u64) -> u64 {
+///     2 * x
+/// }
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let cluster = ptools_workerset::Cluster::new();
+/// cluster.addprocs(2)?;
+/// let q = TaskQueue::new(&cluster);
+/// q.prep_remotes()?;
+/// let total = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+/// for i in 0..10 {
+///     let total = total.clone();
+///     let cb = move |_x: u64, r: ptools_queue::Result<u64>| {
+///         total.fetch_add(r.unwrap(), std::sync::atomic::Ordering::Relaxed);
+///     };
+///     q.queue_worker_task(QueuedWorkerTask::new(i, double, cb, Target::Any))?;
+/// }
+/// assert_eq!(q.execute_worker_task(QueuedWorkerTask::without_callback(21, double, Target::Any))?, 42);
+/// assert!(q.wait_idle_timeout(Duration::from_secs(60)));
+/// assert_eq!(total.load(std::sync::atomic::Ordering::Relaxed), 90);
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Caveats
+///
+/// Dropping the queue fails the tasks still queued with [`Error::Shutdown`] (their
+/// callbacks are called) and lets the running ones finish, without waiting for them.
+pub struct TaskQueue {
+    sh: Arc<Shared>,
+}
+
+impl fmt::Debug for TaskQueue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskQueue")
+            .field("id", &self.sh.id)
+            .field("counts", &self.counts())
+            .finish()
+    }
+}
+
+impl TaskQueue {
+    /// A queue for the workers of `cluster`; no feeder runs until
+    /// [`prep_remotes`](Self::prep_remotes) (or the first queued task) learns the workers.
+    pub fn new(cluster: &Cluster) -> TaskQueue {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let (cb_tx, cb_rx) = mpsc::channel::<Completion>();
+        let sh = Arc::new(Shared {
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
+            cluster: cluster.clone(),
+            st: Mutex::new(State {
+                core: Core::default(),
+                remotes: BTreeMap::new(),
+                dead: HashMap::new(),
+                prepared: false,
+                paused: false,
+                shutdown: false,
+                next_task: 0,
+                live: HashMap::new(),
+                counts: Counts::default(),
+                idle_feeders: 0,
+            }),
+            work: Condvar::new(),
+            idle: Condvar::new(),
+            cb_tx,
+            hook: RwLock::new(None),
+        });
+        let weak = Arc::downgrade(&sh);
+        // The callback thread holds the queue weakly: it ends when the last feeder and the
+        // handle are gone, which drops the sender and ends `cb_rx`.
+        let spawned = std::thread::Builder::new()
+            .name("ptools-queue-callbacks".into())
+            .spawn(move || callback_loop(cb_rx, weak));
+        if let Err(e) = spawned {
+            // Without a callback thread nothing could complete: fail loudly.
+            panic!("ptools-queue: cannot start the callback thread: {e}");
+        }
+        TaskQueue { sh }
+    }
+
+    /// The cluster this queue runs tasks on.
+    pub fn cluster(&self) -> &Cluster {
+        &self.sh.cluster
+    }
+
+    /// Learns every live worker of the cluster not known yet: its host name and addresses,
+    /// with one remote call per worker (the workerset handshake does not carry the host),
+    /// and starts its feeder. Call it again after `addprocs` to use the new workers.
+    /// Without workers, the master (id 1) runs the tasks, as in Julia. Returns
+    /// [`num_remotes`](Self::num_remotes).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Worker`] if a remote call fails other than by the worker's death (a dead
+    /// worker is only left out).
+    pub fn prep_remotes(&self) -> Result<usize> {
+        let ids = self.sh.cluster.workers();
+        let new: Vec<usize> = {
+            let st = lock(&self.sh.st);
+            ids.into_iter()
+                .filter(|id| !st.remotes.contains_key(id) && !st.dead.contains_key(id))
+                .collect()
+        };
+        // Ask all new workers at once, then collect.
+        let mut calls = Vec::new();
+        for &id in &new {
+            calls.push((
+                id,
+                self.sh.cluster.remotecall(id, crate::sys::host_info, ()),
+            ));
+        }
+        let mut infos = Vec::new();
+        for (id, call) in calls {
+            match call.and_then(|r| r.fetch()) {
+                Ok((hostname, ips)) => infos.push(RemoteInfo {
+                    id,
+                    pid: self.sh.cluster.pid(id).unwrap_or(0),
+                    hostname,
+                    ips,
+                }),
+                Err(e)
+                    if e.is_worker_died()
+                        || matches!(e, ptools_workerset::Error::UnknownWorker(_)) =>
+                {
+                    lock(&self.sh.st).dead.insert(id, Error::Worker(e));
+                }
+                Err(e) => return Err(Error::Worker(e)),
+            }
+        }
+        if self.sh.cluster.workers() != [1] && lock(&self.sh.st).remotes.contains_key(&1) {
+            // Real workers now: the master stops serving tasks (as in PTools.jl).
+            self.sh.retire(1, ptools_workerset::Error::UnknownWorker(1));
+        }
+        let mut st = lock(&self.sh.st);
+        st.prepared = true;
+        for info in infos {
+            let id = info.id;
+            if st.shutdown || st.remotes.contains_key(&id) {
+                continue;
+            }
+            st.remotes.insert(id, info);
+            let sh = self.sh.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("ptools-queue-feeder-{id}"))
+                .spawn(move || feeder(sh, id));
+            if let Err(e) = spawned {
+                st.remotes.remove(&id);
+                return Err(Error::Worker(e.into()));
+            }
+        }
+        Ok(st.remotes.len())
+    }
+
+    /// The number of prepared, live workers (PTools.jl `num_remotes`).
+    pub fn num_remotes(&self) -> usize {
+        lock(&self.sh.st).remotes.len()
+    }
+
+    /// The prepared, live workers and their hosts, by id.
+    pub fn remotes(&self) -> Vec<RemoteInfo> {
+        lock(&self.sh.st).remotes.values().cloned().collect()
+    }
+
+    /// Queues `t` and returns its id at once. Prepares the workers first if no one has
+    /// (see [`prep_remotes`](Self::prep_remotes)).
+    ///
+    /// # Errors
+    ///
+    /// Checked before anything is queued: [`Error::InvalidPriority`] (NaN),
+    /// [`Error::UnknownWorker`], [`Error::UnknownHost`], [`Error::InvalidArgument`]
+    /// (empty list), [`Error::Worker`] for a worker id that died, [`Error::NoWorkers`],
+    /// [`Error::Shutdown`].
+    pub fn queue_worker_task<D, R>(&self, t: QueuedWorkerTask<D, R>) -> Result<TaskId>
+    where
+        D: Serialize + DeserializeOwned + Clone + Send + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let prio = Prio::new(t.priority).ok_or(Error::InvalidPriority(t.priority))?;
+        if !lock(&self.sh.st).prepared {
+            self.prep_remotes()?;
+        }
+        let mut st = lock(&self.sh.st);
+        if st.shutdown {
+            return Err(Error::Shutdown);
+        }
+        let live: Vec<RemoteInfo> = if matches!(t.target, Target::Any) {
+            // Only emptiness matters for Any: skip the copy on the hot path.
+            if st.remotes.is_empty() {
+                return Err(Error::NoWorkers);
+            }
+            Vec::new()
+        } else {
+            st.remotes.values().cloned().collect()
+        };
+        let resolved = if matches!(t.target, Target::Any) {
+            Resolved::One(Bucket::Any)
+        } else {
+            resolve(&t.target, &live, |id| st.dead.get(&id).cloned())?
+        };
+        let task = TaskId {
+            queue: self.sh.id,
+            n: st.next_task,
+        };
+        st.next_task += 1;
+        let callback = Arc::new(Mutex::new(t.callback));
+        let target = Arc::new(t.target);
+        let part = |data: D| -> Box<dyn Job> {
+            Box::new(Part {
+                task,
+                data,
+                method: t.method,
+                callback: callback.clone(),
+                target: target.clone(),
+            })
+        };
+        let parts: Vec<(Bucket, Box<dyn Job>)> = match resolved {
+            Resolved::One(b) => vec![(b, part(t.data))],
+            Resolved::All(ids) => ids
+                .into_iter()
+                .map(|id| (Bucket::ids(vec![id]), part(t.data.clone())))
+                .collect(),
+        };
+        st.live.insert(
+            task.n,
+            Live {
+                queued: parts.len() as u32,
+                running: 0,
+            },
+        );
+        for (b, job) in parts {
+            st.core.push(task.n, b, prio, job);
+        }
+        if st.idle_feeders > 0 {
+            self.sh.work.notify_all();
+        }
+        Ok(task)
+    }
+
+    /// Queues `t`, waits for it and returns its result (PTools.jl `execute_worker_task`).
+    /// As in PTools.jl, the task's own callback is replaced: the outcome is returned.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`queue_worker_task`](Self::queue_worker_task); then the task's failure
+    /// ([`Error::Worker`] for a remote panic or a dead worker, [`Error::Dequeued`],
+    /// [`Error::NoWorkers`], [`Error::Shutdown`]). [`Error::InvalidArgument`] for an
+    /// all-workers target (it has one outcome per worker: queue it with a callback), or
+    /// when called from a callback (the callback thread would wait on itself).
+    pub fn execute_worker_task<D, R>(&self, mut t: QueuedWorkerTask<D, R>) -> Result<R>
+    where
+        D: Serialize + DeserializeOwned + Clone + Send + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        if matches!(t.target, Target::All) {
+            return Err(Error::InvalidArgument(
+                "execute_worker_task needs a single-worker target, not Target::All".into(),
+            ));
+        }
+        if ON_CALLBACK_THREAD.with(Cell::get) {
+            return Err(Error::InvalidArgument(
+                "execute_worker_task called from a callback would wait on itself".into(),
+            ));
+        }
+        let (tx, rx) = mpsc::sync_channel::<Result<R>>(1);
+        t.callback = Some(Box::new(move |_d: D, r: Result<R>| {
+            let _ = tx.send(r);
+        }));
+        self.queue_worker_task(t)?;
+        // Every queued part ends in exactly one completion, so this returns; the callback
+        // can only be dropped uncalled if the callback thread is gone.
+        rx.recv().unwrap_or(Err(Error::Shutdown))
+    }
+
+    /// Removes task `id` from the queue if it has not started; see [`DequeueStatus`].
+    pub fn dequeue_worker_task(&self, id: TaskId) -> DequeueStatus {
+        if id.queue != self.sh.id {
+            return DequeueStatus::Unknown;
+        }
+        let mut st = lock(&self.sh.st);
+        if st.core.has_task(id.n) {
+            let gone = st.core.remove_task(id.n);
+            let done = self.sh.end_queued(&mut st, gone, || Error::Dequeued);
+            drop(st);
+            self.sh.deliver(done);
+            return DequeueStatus::Dequeued;
+        }
+        if st.live.contains_key(&id.n) {
+            DequeueStatus::Running
+        } else if id.n < st.next_task {
+            DequeueStatus::Finished
+        } else {
+            DequeueStatus::Unknown
+        }
+    }
+
+    /// Removes every queued task (or all-workers part) for which `filter` is true; their
+    /// callbacks get `Err(Error::Dequeued)`. Returns the ids removed.
+    ///
+    /// Note: PTools.jl's `dequeue_worker_task(filter_fn)` removes the tasks for which the
+    /// filter is *false*; here, as with `retain`'s opposite, `true` means remove.
+    pub fn dequeue_worker_tasks(
+        &self,
+        mut filter: impl FnMut(&TaskRef<'_>) -> bool,
+    ) -> Vec<TaskId> {
+        let qid = self.sh.id;
+        let mut st = lock(&self.sh.st);
+        let gone = st.core.remove_where(|e| filter(&task_ref(qid, e)));
+        let mut ids: Vec<TaskId> = gone
+            .iter()
+            .map(|e| TaskId {
+                queue: qid,
+                n: e.task,
+            })
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let done = self.sh.end_queued(&mut st, gone, || Error::Dequeued);
+        drop(st);
+        self.sh.deliver(done);
+        ids
+    }
+
+    /// Recomputes the priority of every queued task (each part of an all-workers task on
+    /// its own) as `f(target, task, current)`; lower runs first. Tasks already running are
+    /// not affected. All or nothing: the queue stays locked while `f` runs, so feeders
+    /// take no task under half-recomputed priorities.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidPriority`] if `f` gives NaN for any task; no priority changes then.
+    pub fn set_priorities(
+        &self,
+        mut f: impl FnMut(&Target, &TaskRef<'_>, f64) -> f64,
+    ) -> Result<()> {
+        let qid = self.sh.id;
+        let mut st = lock(&self.sh.st);
+        st.core
+            .set_priorities(|e, cur| {
+                let r = task_ref(qid, e);
+                f(r.target(), &r, cur)
+            })
+            .map_err(|(_, p)| Error::InvalidPriority(p))?;
+        if st.idle_feeders > 0 {
+            self.sh.work.notify_all();
+        }
+        Ok(())
+    }
+
+    /// The priority of queued task `id` (`None` once it has started, or if unknown).
+    pub fn priority(&self, id: TaskId) -> Option<f64> {
+        if id.queue != self.sh.id {
+            return None;
+        }
+        lock(&self.sh.st).core.priority(id.n)
+    }
+
+    /// Sets the priority of queued task `id`; `Ok(false)` if it is not queued.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidPriority`] for NaN.
+    pub fn set_priority(&self, id: TaskId, p: f64) -> Result<bool> {
+        let p = Prio::new(p).ok_or(Error::InvalidPriority(p))?;
+        if id.queue != self.sh.id {
+            return Ok(false);
+        }
+        Ok(lock(&self.sh.st).core.set_priority(id.n, p))
+    }
+
+    /// Stops handing tasks to workers; running tasks finish. Queuing still works.
+    pub fn pause(&self) {
+        lock(&self.sh.st).paused = true;
+    }
+
+    /// Resumes dispatch after [`pause`](Self::pause).
+    pub fn resume(&self) {
+        lock(&self.sh.st).paused = false;
+        self.sh.work.notify_all();
+    }
+
+    /// True while paused.
+    pub fn is_paused(&self) -> bool {
+        lock(&self.sh.st).paused
+    }
+
+    /// The task counts now.
+    pub fn counts(&self) -> Counts {
+        let st = lock(&self.sh.st);
+        let mut c = st.counts;
+        c.queued = st.core.len();
+        c
+    }
+
+    /// Waits until nothing is queued, nothing runs and every callback has returned. While
+    /// paused with tasks queued this waits until [`resume`](Self::resume).
+    pub fn wait_idle(&self) {
+        let mut st = lock(&self.sh.st);
+        while !is_idle(&st) {
+            st = self.sh.idle.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// [`wait_idle`](Self::wait_idle) for at most `timeout`; true if the queue is idle.
+    pub fn wait_idle_timeout(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut st = lock(&self.sh.st);
+        while !is_idle(&st) {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            st = self
+                .sh
+                .idle
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        true
+    }
+
+    /// [`wait_idle`](Self::wait_idle) with a progress bar on stderr (feature `progress`):
+    /// tasks ended out of those queued or running when it was called, plus any queued
+    /// meanwhile.
+    #[cfg(feature = "progress")]
+    pub fn wait_idle_progress(&self) {
+        let start = self.counts();
+        let ended = |c: &Counts| c.done + c.failed + c.dequeued;
+        let base = ended(&start);
+        let bar = indicatif::ProgressBar::new((start.queued + start.running) as u64);
+        loop {
+            let c = self.counts();
+            let done = ended(&c) - base;
+            bar.set_length(done + (c.queued + c.running) as u64);
+            bar.set_position(done);
+            if self.wait_idle_timeout(Duration::from_millis(100)) {
+                break;
+            }
+        }
+        bar.finish();
+    }
+
+    /// Sets the hook told about every callback that panics (the panic is also counted in
+    /// [`Counts::callback_panics`]). The default hook prints the panic on stderr. The
+    /// queue goes on either way.
+    pub fn set_error_hook(&self, hook: impl Fn(&CallbackPanic) + Send + Sync + 'static) {
+        *self.sh.hook.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(hook));
+    }
+}
+
+impl Drop for TaskQueue {
+    fn drop(&mut self) {
+        let mut st = lock(&self.sh.st);
+        st.shutdown = true;
+        let gone = st.core.drain();
+        let done = self.sh.end_queued(&mut st, gone, || Error::Shutdown);
+        drop(st);
+        self.sh.deliver(done);
+        self.sh.work.notify_all();
+    }
+}
+
+fn task_ref(queue: u64, e: &Entry<Box<dyn Job>>) -> TaskRef<'_> {
+    TaskRef {
+        id: TaskId { queue, n: e.task },
+        part: match (e.payload.target(), &e.bucket) {
+            (Target::All, Bucket::Ids(ids)) => ids.first().copied(),
+            _ => None,
+        },
+        job: &*e.payload,
+    }
+}
+
+fn is_idle(st: &State) -> bool {
+    st.core.len() == 0 && st.counts.running == 0 && st.counts.callbacks_pending == 0
+}
+
+impl Shared {
+    /// Ends entries taken out of the queue without running: counts them and makes their
+    /// completions (to be delivered once the lock is released).
+    fn end_queued(
+        &self,
+        st: &mut State,
+        gone: Vec<Entry<Box<dyn Job>>>,
+        err: impl Fn() -> Error,
+    ) -> Vec<Completion> {
+        let mut out = Vec::with_capacity(gone.len());
+        for e in gone {
+            let e2 = err();
+            if matches!(e2, Error::Dequeued | Error::Shutdown) {
+                st.counts.dequeued += 1;
+            } else {
+                st.counts.failed += 1;
+            }
+            forget_part(st, e.task, false);
+            st.counts.callbacks_pending += 1;
+            out.push(e.payload.fail(e2));
+        }
+        out
+    }
+
+    fn deliver(&self, done: Vec<Completion>) {
+        for c in done {
+            // The callback thread lives as long as any `Shared`; if it died anyway, count
+            // the callback as done so that waits end.
+            if self.cb_tx.send(c).is_err() {
+                lock(&self.st).counts.callbacks_pending -= 1;
+            }
+        }
+    }
+
+    /// Retires worker `w` (dead or removed, with `err`) and fails every entry no live
+    /// worker can take any more.
+    fn retire(&self, w: usize, err: ptools_workerset::Error) {
+        let mut st = lock(&self.st);
+        st.remotes.remove(&w);
+        st.dead.insert(w, Error::Worker(err));
+        let State {
+            core,
+            remotes,
+            dead,
+            ..
+        } = &mut *st;
+        let gone = core.remove_unservable(|b| match b {
+            Bucket::Any => !remotes.is_empty(),
+            Bucket::Ids(ids) => ids.iter().any(|i| remotes.contains_key(i)),
+        });
+        let errors: Vec<Error> = gone
+            .iter()
+            .map(|e| match &e.bucket {
+                Bucket::Any => Error::NoWorkers,
+                Bucket::Ids(ids) => ids
+                    .iter()
+                    .find_map(|i| dead.get(i).cloned())
+                    .unwrap_or(Error::NoWorkers),
+            })
+            .collect();
+        let mut done = Vec::with_capacity(gone.len());
+        for (e, err) in gone.into_iter().zip(errors) {
+            done.extend(self.end_queued(&mut st, vec![e], || err.clone()));
+        }
+        drop(st);
+        self.deliver(done);
+        self.work.notify_all();
+        self.idle.notify_all();
+    }
+}
+
+/// Counts one part of `task` as no longer queued (or no longer running).
+fn forget_part(st: &mut State, task: u64, running: bool) {
+    if let Some(l) = st.live.get_mut(&task) {
+        if running {
+            l.running -= 1;
+        } else {
+            l.queued -= 1;
+        }
+        if l.queued == 0 && l.running == 0 {
+            st.live.remove(&task);
+        }
+    }
+}
+
+/// How long an idle feeder sleeps before it checks that its worker still lives.
+const LIVENESS_CHECK: Duration = Duration::from_secs(1);
+
+fn noop(_: ()) {}
+
+/// One worker's feeder: takes the best entry for `w`, runs it, hands the outcome to the
+/// callback thread; until the worker is gone or the queue is dropped.
+fn feeder(sh: Arc<Shared>, w: usize) {
+    loop {
+        let entry = {
+            let mut st = lock(&sh.st);
+            loop {
+                if st.shutdown || !st.remotes.contains_key(&w) {
+                    return;
+                }
+                if !st.paused
+                    && let Some(e) = st.core.pop_for(w)
+                {
+                    break e;
+                }
+                st.idle_feeders += 1;
+                let (g, to) = sh
+                    .work
+                    .wait_timeout(st, LIVENESS_CHECK)
+                    .unwrap_or_else(|p| p.into_inner());
+                st = g;
+                st.idle_feeders -= 1;
+                if to.timed_out() && w != 1 && sh.cluster.pid(w).is_none() {
+                    drop(st);
+                    // The call fails at once with the worker's recorded death.
+                    let err = match sh.cluster.remotecall_fetch(w, noop, ()) {
+                        Err(e) => e,
+                        Ok(()) => continue_err(w),
+                    };
+                    sh.retire(w, err);
+                    return;
+                }
+            }
+        };
+        {
+            let mut st = lock(&sh.st);
+            st.counts.running += 1;
+            if let Some(l) = st.live.get_mut(&entry.task) {
+                l.queued -= 1;
+                l.running += 1;
+            }
+        }
+        let Entry {
+            task,
+            seq,
+            bucket,
+            prio,
+            payload,
+        } = entry;
+        let completion = match payload.send(&sh.cluster, w) {
+            Sent::InFlight(f) => f.finish(),
+            Sent::Failed(c) => c,
+            Sent::Gone(job, err) => {
+                {
+                    let mut st = lock(&sh.st);
+                    st.counts.running -= 1;
+                    if let Some(l) = st.live.get_mut(&task) {
+                        l.queued += 1;
+                        l.running -= 1;
+                    }
+                    st.core.requeue(Entry {
+                        task,
+                        seq,
+                        bucket,
+                        prio,
+                        payload: job,
+                    });
+                }
+                sh.retire(w, err);
+                return;
+            }
+        };
+        let died = completion.died.clone();
+        {
+            let mut st = lock(&sh.st);
+            st.counts.running -= 1;
+            if completion.ok {
+                st.counts.done += 1;
+            } else {
+                st.counts.failed += 1;
+            }
+            forget_part(&mut st, task, true);
+            st.counts.callbacks_pending += 1;
+        }
+        sh.deliver(vec![completion]);
+        if let Some(err) = died {
+            sh.retire(w, err);
+            return;
+        }
+    }
+}
+
+/// The error for a worker whose pid is gone but whose call still went through (it was
+/// being removed): it is gone for this queue either way.
+fn continue_err(w: usize) -> ptools_workerset::Error {
+    ptools_workerset::Error::UnknownWorker(w)
+}
+
+fn callback_loop(rx: mpsc::Receiver<Completion>, sh: Weak<Shared>) {
+    ON_CALLBACK_THREAD.with(|c| c.set(true));
+    for c in rx {
+        let (task, worker) = (c.task, c.worker);
+        let r = catch_unwind(AssertUnwindSafe(c.run));
+        let Some(sh) = sh.upgrade() else {
+            continue;
+        };
+        if let Err(p) = r {
+            let message = p
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "<non-string panic payload>".into());
+            lock(&sh.st).counts.callback_panics += 1;
+            let info = CallbackPanic {
+                task,
+                worker,
+                message,
+            };
+            let hook = sh.hook.read().unwrap_or_else(|p| p.into_inner()).clone();
+            // A hook that panics too must not end the callback thread.
+            let _ = catch_unwind(AssertUnwindSafe(|| match hook {
+                Some(h) => h(&info),
+                None => eprintln!(
+                    "ptools-queue: callback of {} (worker {:?}) panicked: {}",
+                    info.task, info.worker, info.message
+                ),
+            }));
+        }
+        let mut st = lock(&sh.st);
+        st.counts.callbacks_pending -= 1;
+        if is_idle(&st) {
+            sh.idle.notify_all();
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! Priorities: lower first, ties in submission order, and a reversal of the whole order
+//! while tasks run (1 worker, 1000 tasks, reversed after 100 have started): none lost,
+//! none run twice, the rest follow the new order.
+
+ptools_workerset::enable_test_support!();
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ptools_queue::{DequeueStatus, Error, QueuedWorkerTask, Target, TaskQueue};
+use ptools_workerset::Cluster;
+
+const WAIT: Duration = Duration::from_secs(120);
+
+fn ident(x: u64) -> u64 {
+    x
+}
+
+fn sleep_ms(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+/// A queue on one worker, paused, so the order is decided by priorities alone.
+fn one_worker() -> (Cluster, TaskQueue) {
+    let c = Cluster::new();
+    c.addprocs(1).unwrap();
+    let q = TaskQueue::new(&c);
+    q.prep_remotes().unwrap();
+    q.pause();
+    (c, q)
+}
+
+#[test]
+fn lower_first_ties_in_submission_order() {
+    let (_c, q) = one_worker();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let prios = [
+        3.0,
+        1.0,
+        2.0,
+        1.0,
+        f64::NEG_INFINITY,
+        f64::INFINITY,
+        -0.0,
+        0.0,
+    ];
+    for (i, &p) in prios.iter().enumerate() {
+        let order = order.clone();
+        let cb = move |x: u64, _r| order.lock().unwrap().push(x);
+        q.queue_worker_task(QueuedWorkerTask::new(i as u64, ident, cb, Target::Any).priority(p))
+            .unwrap();
+    }
+    let nan = QueuedWorkerTask::without_callback(9, ident, Target::Any).priority(f64::NAN);
+    assert!(matches!(q.queue_worker_task(nan), Err(Error::InvalidPriority(p)) if p.is_nan()));
+    q.resume();
+    assert!(q.wait_idle_timeout(WAIT));
+    assert_eq!(*order.lock().unwrap(), [4, 6, 7, 1, 3, 2, 0, 5]);
+}
+
+#[test]
+fn priority_of_one_task_and_nan_rejected_whole() {
+    let (_c, q) = one_worker();
+    let a = q
+        .queue_worker_task(QueuedWorkerTask::without_callback(1, ident, Target::Any))
+        .unwrap();
+    let b = q
+        .queue_worker_task(QueuedWorkerTask::without_callback(2, ident, Target::Any))
+        .unwrap();
+    assert_eq!(q.priority(a), Some(0.0));
+    assert!(q.set_priority(b, -5.0).unwrap());
+    assert_eq!(q.priority(b), Some(-5.0));
+    assert!(matches!(
+        q.set_priority(b, f64::NAN),
+        Err(Error::InvalidPriority(_))
+    ));
+    let r = q.set_priorities(|_, t, _| if t.id() == a { f64::NAN } else { 7.0 });
+    assert!(matches!(r, Err(Error::InvalidPriority(_))));
+    assert_eq!((q.priority(a), q.priority(b)), (Some(0.0), Some(-5.0)));
+    q.set_priorities(|target, t, cur| {
+        assert_eq!(*target, Target::Any);
+        cur + *t.data::<u64>().unwrap() as f64
+    })
+    .unwrap();
+    assert_eq!((q.priority(a), q.priority(b)), (Some(1.0), Some(-3.0)));
+    q.resume();
+    assert!(q.wait_idle_timeout(WAIT));
+    assert_eq!(q.priority(a), None);
+    assert_eq!(q.dequeue_worker_task(a), DequeueStatus::Finished);
+}
+
+#[test]
+fn reversal_while_running_loses_nothing_and_runs_nothing_twice() {
+    let c = Cluster::new();
+    c.addprocs(1).unwrap();
+    let q = TaskQueue::new(&c);
+    q.prep_remotes().unwrap();
+    let n = 1000u64;
+    let started = Arc::new(Mutex::new(Vec::new()));
+    let finished = Arc::new(AtomicUsize::new(0));
+    // Queue all while paused, so the first 1000 go in by (priority = index, sequence).
+    q.pause();
+    for i in 0..n {
+        let (started, finished) = (started.clone(), finished.clone());
+        let cb = move |x: u64, r: ptools_queue::Result<u64>| {
+            assert_eq!(r.unwrap(), x);
+            // One worker: completion order is start order.
+            started.lock().unwrap().push(x);
+            finished.fetch_add(1, Ordering::SeqCst);
+        };
+        q.queue_worker_task(QueuedWorkerTask::new(i, ident, cb, Target::Any).priority(i as f64))
+            .unwrap();
+    }
+    q.resume();
+    let deadline = Instant::now() + WAIT;
+    while finished.load(Ordering::SeqCst) < 100 {
+        assert!(Instant::now() < deadline, "the first 100 never finished");
+        std::thread::yield_now();
+    }
+    q.set_priorities(|_, t, _| -(*t.data::<u64>().unwrap() as f64))
+        .unwrap();
+    assert!(q.wait_idle_timeout(WAIT));
+    let order = started.lock().unwrap().clone();
+    // None lost, none twice.
+    let mut sorted = order.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, (0..n).collect::<Vec<_>>());
+    // An ascending prefix (those started before the reversal), then descending.
+    let k = order
+        .iter()
+        .enumerate()
+        .take_while(|&(i, &x)| x == i as u64)
+        .count();
+    assert!(k >= 100, "reversed after only {k}");
+    assert!(
+        order[k..].windows(2).all(|w| w[0] > w[1]),
+        "tail not descending"
+    );
+    assert!(k < n as usize, "the reversal came after everything had run");
+    let c = q.counts();
+    assert_eq!((c.done, c.failed, c.queued, c.running), (n, 0, 0, 0));
+}
+
+#[test]
+fn dequeue_by_id_and_filter() {
+    let (_c, q) = one_worker();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let mut ids = Vec::new();
+    for i in 0..10u64 {
+        let log = log.clone();
+        let cb = move |x: u64, r: ptools_queue::Result<u64>| {
+            log.lock()
+                .unwrap()
+                .push((x, r.is_ok(), matches!(r, Err(Error::Dequeued))))
+        };
+        ids.push(
+            q.queue_worker_task(QueuedWorkerTask::new(i, ident, cb, Target::Any))
+                .unwrap(),
+        );
+    }
+    assert_eq!(q.dequeue_worker_task(ids[3]), DequeueStatus::Dequeued);
+    assert_eq!(q.dequeue_worker_task(ids[3]), DequeueStatus::Finished);
+    let gone = q.dequeue_worker_tasks(|t| t.data::<u64>().is_some_and(|x| x % 2 == 0));
+    assert_eq!(gone, [ids[0], ids[2], ids[4], ids[6], ids[8]]);
+    assert_eq!(q.counts().queued, 4);
+    q.resume();
+    assert!(q.wait_idle_timeout(WAIT));
+    let mut log = log.lock().unwrap().clone();
+    log.sort_unstable();
+    let want: Vec<_> = (0..10u64)
+        .map(|x| {
+            let removed = x == 3 || x % 2 == 0;
+            (x, !removed, removed)
+        })
+        .collect();
+    assert_eq!(log, want);
+    let c = q.counts();
+    assert_eq!((c.done, c.dequeued), (4, 6));
+    // Another queue's id is unknown here.
+    let other = TaskQueue::new(q.cluster());
+    assert_eq!(other.dequeue_worker_task(ids[1]), DequeueStatus::Unknown);
+}
+
+#[test]
+fn dequeue_of_a_running_task_still_calls_back_once() {
+    let c = Cluster::new();
+    c.addprocs(1).unwrap();
+    let q = TaskQueue::new(&c);
+    q.prep_remotes().unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let calls2 = calls.clone();
+    let cb = move |_x: u64, r: ptools_queue::Result<u64>| {
+        assert_eq!(r.unwrap(), 300);
+        calls2.fetch_add(1, Ordering::SeqCst);
+    };
+    let id = q
+        .queue_worker_task(QueuedWorkerTask::new(300, sleep_ms, cb, Target::Any))
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    while q.counts().running == 0 {
+        assert!(Instant::now() < deadline);
+        std::thread::yield_now();
+    }
+    assert_eq!(q.dequeue_worker_task(id), DequeueStatus::Running);
+    assert!(q.wait_idle_timeout(WAIT));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(q.dequeue_worker_task(id), DequeueStatus::Finished);
+}
