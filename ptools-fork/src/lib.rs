@@ -141,8 +141,9 @@
 //! parent exactly when a child ends, with a 2 ms `waitpid` tick as the fallback on older
 //! kernels, and `PR_SET_PDEATHSIG` kills children whose parent died. The macOS code paths
 //! are written (no pidfd, so the tick; no parent-death signal, so a child only checks at its
-//! start that its parent is still there; threads counted with `proc_pidinfo`) but have not
-//! been compiled or run on macOS yet. Other targets fail to compile.
+//! start that its parent is still there; threads counted with `proc_pidinfo`); the library
+//! type-checks for `x86_64-apple-darwin` but has not been run on macOS yet, and the tests use
+//! Linux-only calls. Other targets fail to compile.
 //!
 //! # Design notes
 //!
