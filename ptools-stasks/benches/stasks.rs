@@ -1,2 +1,145 @@
-//! placeholder
-fn main() {}
+//! Server-task benchmarks, each beside its baseline in the same run.
+//!
+//! - `fill256/*`: the end-to-end job of issue 5: create a 256 MiB shared array, fill it
+//!   through `pmap_stasks` with 1 or 2 server tasks (each fills its share), read a
+//!   checksum in the master, release it. Baseline: `fill256/raw_memset`, the same job in
+//!   one process with plain libc calls (`shm_open`, `ftruncate`, `mmap`, fill, checksum,
+//!   `munmap`, `shm_unlink`). Workers are started outside the timing; the group (array
+//!   creation, attach in every task, stop, unlink) is inside it.
+//! - `call/*`: the cost of one `pmap_stasks` of a trivial handler with 1 and 2 tasks,
+//!   against one `remotecall_fetch` round trip of a trivial function
+//!   (`call/remotecall_fetch`) to the same workers.
+
+ptools_workerset::enable_test_support!();
+
+use std::ffi::CString;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use ptools_shm::{Prefix, ShmCfg};
+use ptools_stasks::{STasks, TaskContext, pmap_stasks};
+use ptools_workerset::Cluster;
+
+const BYTES: usize = 256 << 20;
+const WORDS: usize = BYTES / 8;
+const PATTERN: u64 = 0x0101_0101_0101_0101;
+
+fn checksum(words: &[u64]) -> u64 {
+    words.iter().fold(0u64, |a, &w| a.wrapping_add(w))
+}
+
+/// Task `i` of `n` fills its contiguous share of "big".
+fn fill_share(ctx: &mut TaskContext, value: u64) -> usize {
+    let (i, n) = (ctx.task(), ctx.ntasks());
+    let a = ctx.array_mut::<u64>("big").expect("configured");
+    let chunk = a.len().div_ceil(n);
+    let start = (i * chunk).min(a.len());
+    let end = (start + chunk).min(a.len());
+    a[start..end].fill(value);
+    end - start
+}
+
+fn raw_job(name: &CString) -> u64 {
+    // SAFETY: plain libc calls on a name we own; every result is checked; the mapping is
+    // BYTES long and 8-aligned (page-aligned), so viewing it as WORDS u64 is valid, and
+    // any bit pattern is a valid u64; it is unmapped before the name is unlinked.
+    unsafe {
+        let fd = libc::shm_open(name.as_ptr(), libc::O_CREAT | libc::O_EXCL | libc::O_RDWR, 0o600);
+        assert!(fd >= 0, "shm_open");
+        assert_eq!(libc::ftruncate(fd, BYTES as libc::off_t), 0);
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            BYTES,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd,
+            0,
+        );
+        assert_ne!(p, libc::MAP_FAILED);
+        libc::close(fd);
+        libc::memset(p, 1, BYTES);
+        let sum = checksum(std::slice::from_raw_parts(p.cast::<u64>(), WORDS));
+        libc::munmap(p, BYTES);
+        libc::shm_unlink(name.as_ptr());
+        sum
+    }
+}
+
+fn stasks_job(cluster: &Cluster, ids: &[usize], cfgs: &[ShmCfg], reserve: bool) -> u64 {
+    let mut h = STasks::builder()
+        .cluster(cluster)
+        .workers(ids)
+        .reserve(reserve)
+        .call_timeout(Duration::from_secs(120))
+        .start(cfgs, &Prefix::job())
+        .expect("start");
+    let filled: usize = pmap_stasks(&h, fill_share, vec![PATTERN; ids.len()])
+        .expect("fill")
+        .into_iter()
+        .sum();
+    assert_eq!(filled, WORDS);
+    let sum = checksum(h.array::<u64>("big").expect("big"));
+    h.stop().expect("stop");
+    sum
+}
+
+fn fill(c: &mut Criterion) {
+    let cluster = Cluster::new();
+    let ids = cluster.addprocs(2).expect("addprocs");
+    let cfgs = [ShmCfg::new::<u64>("big", WORDS).expect("cfg")];
+    let expect = PATTERN.wrapping_mul(WORDS as u64);
+    let name = CString::new(format!("/ptools_bench-raw-{}", std::process::id())).unwrap();
+
+    let mut g = c.benchmark_group("fill256");
+    g.sample_size(10);
+    g.bench_function("raw_memset", |b| {
+        b.iter(|| assert_eq!(black_box(raw_job(&name)), expect))
+    });
+    for n in [1, 2] {
+        g.bench_function(BenchmarkId::new("stasks", n), |b| {
+            b.iter(|| assert_eq!(stasks_job(&cluster, &ids[..n], &cfgs, true), expect))
+        });
+        g.bench_function(BenchmarkId::new("stasks_noreserve", n), |b| {
+            b.iter(|| assert_eq!(stasks_job(&cluster, &ids[..n], &cfgs, false), expect))
+        });
+    }
+    g.finish();
+}
+
+fn echo(x: u64) -> u64 {
+    x
+}
+
+fn echo_task(_: &mut TaskContext, x: u64) -> u64 {
+    x
+}
+
+fn call(c: &mut Criterion) {
+    let cluster = Cluster::new();
+    let ids = cluster.addprocs(2).expect("addprocs");
+    let mut g = c.benchmark_group("call");
+    g.bench_function("remotecall_fetch", |b| {
+        b.iter(|| cluster.remotecall_fetch(ids[0], echo, black_box(7)).unwrap())
+    });
+    for n in [1, 2] {
+        let h = STasks::builder()
+            .cluster(&cluster)
+            .workers(&ids[..n])
+            .start(&[], &Prefix::job())
+            .expect("start");
+        g.bench_function(BenchmarkId::new("pmap_stasks", n), |b| {
+            b.iter_custom(|iters| {
+                let t0 = Instant::now();
+                for _ in 0..iters {
+                    black_box(pmap_stasks(&h, echo_task, vec![7u64; n]).unwrap());
+                }
+                t0.elapsed()
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, call, fill);
+criterion_main!(benches);

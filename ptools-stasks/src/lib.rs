@@ -61,6 +61,7 @@
 //!     let f: fn(&mut TaskContext, u32) -> u32 = twice; // a pointer: not zero-sized
 //!     let _ = ptools_stasks::pmap_stasks(h, f, [1, 2]);
 //! }
+//! # fn main() { let _ = call as fn(&STasks); }
 //! ```
 //!
 //! Why not a change to ptools-workerset (sending a pointer to a `fn(&mut TaskContext, A)

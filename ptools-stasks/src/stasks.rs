@@ -4,7 +4,7 @@
 use std::fmt;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ptools_shm::{Prefix, ShmArray, ShmBuilder, ShmCfg, ShmElem, ShmSet};
 use ptools_workerset::{Cluster, RemoteRef, Termination};
@@ -49,7 +49,7 @@ pub enum TaskStatus {
 /// use ptools_shm::{Prefix, ShmCfg};
 /// use ptools_stasks::STasks;
 /// use ptools_workerset::Cluster;
-/// use std::time::Duration;
+/// use std::time::{Duration, Instant};
 ///
 /// let cluster = Cluster::new();
 /// let ids = cluster.addprocs(2)?;
@@ -102,8 +102,10 @@ impl STasksBuilder {
         self
     }
 
-    /// How long `pmap_stasks` waits for each task (default: no limit; a dead worker
-    /// still fails its task at once). A task that times out gives [`Error::Timeout`].
+    /// How long one `pmap_stasks` waits for its tasks, all together (default: no limit;
+    /// a dead worker still fails its task at once). A task still running then gives
+    /// [`Error::Timeout`]; it goes on running in its worker, and the task's later calls
+    /// queue behind it.
     pub fn call_timeout(mut self, t: Duration) -> STasksBuilder {
         self.call_timeout = Some(t);
         self
@@ -475,6 +477,7 @@ impl STasks {
             }));
         }
         let remote: fn((u64, A)) -> std::result::Result<R, Fault> = registry::run::<F, A, R>;
+        let deadline = self.call_timeout.map(|t| Instant::now() + t);
         // Send every call before waiting for any: the tasks run in parallel.
         let refs: Vec<Result<RemoteRef<std::result::Result<R, Fault>>>> = args
             .into_iter()
@@ -492,15 +495,18 @@ impl STasks {
             .into_iter()
             .enumerate()
             .map(|(task, r)| {
-                r.and_then(|r| self.fetch(task, r, self.call_timeout))
-                    .and_then(|res| {
-                        res.map_err(|fault| match fault {
-                            Fault::NotRegistered | Fault::Attach(_) => Error::NotRegistered {
-                                task,
-                                id: self.workers[task],
-                            },
-                        })
+                r.and_then(|r| {
+                    let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+                    self.fetch(task, r, left)
+                })
+                .and_then(|res| {
+                    res.map_err(|fault| match fault {
+                        Fault::NotRegistered | Fault::Attach(_) => Error::NotRegistered {
+                            task,
+                            id: self.workers[task],
+                        },
                     })
+                })
             })
             .collect();
         if outcomes.iter().all(Result::is_ok) {

@@ -171,7 +171,10 @@ fn tasks_see_what_the_master_writes() {
     let mut h = start(&cluster, &cfgs());
     h.array_mut::<i32>("svar1").unwrap().fill(3);
     let expect = 3 * LEN1 as i64;
-    assert_eq!(pmap_stasks(&h, sum_svar1, [(), ()]).unwrap(), [expect, expect]);
+    assert_eq!(
+        pmap_stasks(&h, sum_svar1, [(), ()]).unwrap(),
+        [expect, expect]
+    );
 }
 
 #[test]
@@ -196,7 +199,10 @@ fn count_mismatch_is_refused_before_sending() {
     for args in [vec![], vec![1u64], vec![1, 2, 3]] {
         let got = args.len();
         match pmap_stasks(&h, count_calls, args) {
-            Err(PmapError::Refused(Error::CountMismatch { expected: 2, got: g })) => {
+            Err(PmapError::Refused(Error::CountMismatch {
+                expected: 2,
+                got: g,
+            })) => {
                 assert_eq!(g, got)
             }
             other => panic!("expected CountMismatch, got {other:?}"),
@@ -271,7 +277,10 @@ fn chosen_workers_and_bad_worker_lists() {
             .cluster(&cluster)
             .workers(&bad)
             .start(&[], &Prefix::job());
-        assert!(matches!(r, Err(Error::InvalidArgument(_))), "{bad:?}: {r:?}");
+        assert!(
+            matches!(r, Err(Error::InvalidArgument(_))),
+            "{bad:?}: {r:?}"
+        );
     }
     let r = STasks::builder()
         .cluster(&cluster)
