@@ -45,7 +45,11 @@ fn raw_job(name: &CString) -> u64 {
     // BYTES long and 8-aligned (page-aligned), so viewing it as WORDS u64 is valid, and
     // any bit pattern is a valid u64; it is unmapped before the name is unlinked.
     unsafe {
-        let fd = libc::shm_open(name.as_ptr(), libc::O_CREAT | libc::O_EXCL | libc::O_RDWR, 0o600);
+        let fd = libc::shm_open(
+            name.as_ptr(),
+            libc::O_CREAT | libc::O_EXCL | libc::O_RDWR,
+            0o600,
+        );
         assert!(fd >= 0, "shm_open");
         assert_eq!(libc::ftruncate(fd, BYTES as libc::off_t), 0);
         let p = libc::mmap(
@@ -120,7 +124,11 @@ fn call(c: &mut Criterion) {
     let ids = cluster.addprocs(2).expect("addprocs");
     let mut g = c.benchmark_group("call");
     g.bench_function("remotecall_fetch", |b| {
-        b.iter(|| cluster.remotecall_fetch(ids[0], echo, black_box(7)).unwrap())
+        b.iter(|| {
+            cluster
+                .remotecall_fetch(ids[0], echo, black_box(7))
+                .unwrap()
+        })
     });
     for n in [1, 2] {
         let h = STasks::builder()
