@@ -7,7 +7,7 @@ use std::ops::{Deref, DerefMut};
 
 use crate::cfg::{Prefix, ShmCfg, segment_names};
 use crate::error::{Result, ShmError};
-use crate::segment::{CreateMode, Segment};
+use crate::segment::{CreateMode, Found, Segment, inspect_object};
 use crate::{ShmElem, sys};
 
 /// Checked once per element type, at compile time: the layout promises of [`ShmElem`]
@@ -29,23 +29,34 @@ const fn check_layout<T: ShmElem>() {
 /// to [keep it](ShmArray::keep_on_drop)); an attached handle only unmaps.
 ///
 /// ```
-/// use ptools_shm::{Prefix, ShmArray, ShmCfg};
+/// use ptools_shm::{Prefix, ShmArray, ShmCfg, ShmError};
 /// let prefix = Prefix::job();
 /// let cfg = ShmCfg::new::<i32>("doc-array", [2, 3])?;
 /// let mut a = ShmArray::<i32>::create(&cfg, &prefix)?;
 /// a.copy_from_slice(&[1, 2, 3, 4, 5, 6]);
-/// let b = ShmArray::<i32>::attach(&cfg, &prefix)?;      // the same memory
-/// assert_eq!(b[4], 5);
-/// assert_eq!(b.dims(), &[2, 3]);
-/// # Ok::<(), ptools_shm::ShmError>(())
+/// assert_eq!(a[4], 5);
+/// assert_eq!(a.dims(), &[2, 3]);
+/// // Another process attaches by name; this one already holds the segment.
+/// let again = ShmArray::<i32>::attach(&cfg, &prefix);
+/// assert!(matches!(again, Err(ShmError::AlreadyMapped { .. })));
+/// # Ok::<(), ShmError>(())
 /// ```
 ///
 /// # Caveats
 ///
-/// The borrow checker sees only this process. `&mut [T]` from [`DerefMut`] is exclusive
-/// within the process, but another process mapping the same segment can write at the same
-/// time: split the work so that processes write disjoint ranges, or synchronise them
-/// (as ptools' facilities do by waiting for a call to finish before reading its output).
+/// - **One handle per segment per process.** Attaching to a segment this process already
+///   maps is [`ShmError::AlreadyMapped`], so safe code never holds a `&mut [T]` and a
+///   `&[T]` over the same memory through two handles. Share the handle instead (it is
+///   `Send + Sync`).
+/// - **Other processes are outside the borrow checker.** `&mut [T]` is exclusive within
+///   this process, but another process mapping the segment may write it at the same time.
+///   The rule ptools follows, and asks of its users: while one process writes an element,
+///   no other process reads or writes it; hand data over at points where the reader
+///   waits for the writer (a finished call, a reaped child). Elements are plain numbers,
+///   so breaking the rule yields wrong numbers, not dangling pointers.
+/// - **Do not shrink a segment from outside.** A process that truncates the object
+///   (`ftruncate`, or writing the file in `/dev/shm`) makes every process that maps it
+///   die with `SIGBUS` on its next access; no library can prevent that.
 ///
 /// [`dims`]: ShmArray::dims
 #[repr(transparent)]
@@ -214,10 +225,13 @@ impl<T: ShmElem> fmt::Debug for ShmArray<T> {
 /// let mut set = ShmSet::create(&cfgs, &prefix)?;
 /// set.get_mut::<f64>("grid")?.fill(1.5);
 /// assert!(set.get::<u8>("grid").is_err());            // wrong element type
-/// let other = ShmSet::attach(&cfgs, &prefix)?;      // e.g. in another process
+///
+/// set.keep_on_drop(true);                            // leave the segments in place,
+/// drop(set);
+/// let other = ShmSet::attach(&cfgs, &prefix)?;      // as another process would attach
 /// assert_eq!(other.get::<f64>("grid")?.iter().sum::<f64>(), 24.0);
 /// drop(other);
-/// drop(set);                                         // unlinks both segments
+/// ptools_shm::unlink_shm(&cfgs, &prefix)?;           // and clean up by name
 /// assert!(ShmSet::attach(&cfgs, &prefix).is_err());
 /// # Ok::<(), ptools_shm::ShmError>(())
 /// ```
@@ -246,7 +260,8 @@ impl ShmSet {
     ///
     /// [`ShmError::NotFound`], [`ShmError::TypeMismatch`], [`ShmError::DimsMismatch`],
     /// [`ShmError::Truncated`], [`ShmError::Foreign`] (no ptools header),
-    /// [`ShmError::NotReady`] (still being created).
+    /// [`ShmError::NotReady`] (still being created), [`ShmError::AlreadyMapped`] (this
+    /// process holds a handle to it already).
     pub fn attach(cfgs: &[ShmCfg], prefix: &Prefix) -> Result<ShmSet> {
         ShmBuilder::new().prefix(prefix.clone()).attach(cfgs)
     }
@@ -474,21 +489,45 @@ fn check_type<T: ShmElem>(cfg: &ShmCfg) -> Result<()> {
 }
 
 /// Unlinks the segments of `cfgs` under `prefix` (PTools.jl's `unlink_shm`). Mappings
-/// stay valid until their handles drop; the names are free at once.
+/// stay valid until their handles drop; the names are free at once. Only objects with a
+/// ptools header are unlinked.
 ///
 /// Every name is tried; the first failure is returned.
 ///
+/// ```
+/// use ptools_shm::{Prefix, ShmBuilder, ShmCfg, ShmError, unlink_shm};
+/// let cfgs = [ShmCfg::new::<u8>("doc-unlink", 8)?];
+/// let prefix = Prefix::job();
+/// drop(ShmBuilder::new().prefix(prefix.clone()).keep(true).create(&cfgs)?);
+/// unlink_shm(&cfgs, &prefix)?;
+/// assert!(matches!(unlink_shm(&cfgs, &prefix), Err(ShmError::NotFound { .. })));
+/// # Ok::<(), ShmError>(())
+/// ```
+///
 /// # Errors
 ///
-/// [`ShmError::NotFound`] for a segment that does not exist (unlinking twice); input
-/// errors before any system call.
+/// [`ShmError::NotFound`] for a segment that does not exist (unlinking twice);
+/// [`ShmError::Foreign`] for an object of that name without a ptools header (left in
+/// place); input errors before any system call.
 pub fn unlink_shm(cfgs: &[ShmCfg], prefix: &Prefix) -> Result<()> {
     let names = segment_names(cfgs, prefix)?;
     let mut first = None;
     for name in names {
-        if let Err(e) = sys::unlink(&name) {
-            first.get_or_insert(ShmError::os("shm_unlink", &name, e));
+        if let Err(e) = unlink_ours(&name) {
+            first.get_or_insert(e);
         }
     }
     first.map_or(Ok(()), Err)
+}
+
+fn unlink_ours(name: &str) -> Result<()> {
+    let os = |op, e| ShmError::os(op, name, e);
+    let fd = sys::open_existing(name, false).map_err(|e| os("shm_open", e))?;
+    let st = sys::stat(&fd).map_err(|e| os("fstat", e))?;
+    if !matches!(inspect_object(&fd, st.size), Found::Ours { .. }) {
+        return Err(ShmError::Foreign {
+            name: name.to_owned(),
+        });
+    }
+    sys::unlink(name).map_err(|e| os("shm_unlink", e))
 }

@@ -264,17 +264,21 @@ impl Prefix {
         Ok(Prefix(prefix))
     }
 
-    /// This job's prefix: the value of `PTOOLS_SHM_PREFIX` when it is set (and valid),
-    /// otherwise `j<pid>-<start time>` of this process in hex, which no other live or
-    /// earlier process shares. Computed once per process.
+    /// This job's prefix: the value of `PTOOLS_SHM_PREFIX` when it is set (an invalid
+    /// value is reported on stderr and ignored), otherwise `j<pid>-<start time>` of this
+    /// process in hex, which no other live or earlier process shares. Computed once per
+    /// process; a forked child keeps its parent's (it belongs to the same job).
     pub fn job() -> Prefix {
         static JOB: OnceLock<Prefix> = OnceLock::new();
         JOB.get_or_init(|| {
-            if let Some(p) = std::env::var(PREFIX_ENV)
-                .ok()
-                .and_then(|v| Prefix::new(v).ok())
-            {
-                return p;
+            if let Some(v) = std::env::var_os(PREFIX_ENV) {
+                match v.into_string().map(Prefix::new) {
+                    Ok(Ok(p)) => return p,
+                    // Workers that silently fell back to a private prefix would fail later
+                    // with a puzzling NotFound; say why here, once.
+                    Ok(Err(e)) => eprintln!("ptools-shm: ignoring {PREFIX_ENV}: {e}"),
+                    Err(v) => eprintln!("ptools-shm: ignoring {PREFIX_ENV}={v:?}: not UTF-8"),
+                }
             }
             let pid = std::process::id();
             let start = sys::process_start_time(pid).unwrap_or(0);

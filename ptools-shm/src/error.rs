@@ -46,13 +46,21 @@ pub enum ShmError {
         /// The repeated name.
         name: String,
     },
-    /// A segment of that name exists and is not stale (its owner is alive, or it is not a
-    /// ptools segment at all).
+    /// A segment of that name exists and cannot be taken over: its owner is alive, it is
+    /// still being created, it is not a ptools segment at all, or another process took
+    /// over the stale segment first.
     AlreadyExists {
         /// The segment name.
         name: String,
         /// The owner's pid, when the segment has a ptools header.
         owner_pid: Option<u32>,
+    },
+    /// This process has the segment mapped already (through another handle). One process
+    /// holds one handle per segment, so that safe code never sees two overlapping slices
+    /// of which one is mutable; share the first handle instead.
+    AlreadyMapped {
+        /// The segment name.
+        name: String,
     },
     /// No segment of that name exists.
     NotFound {
@@ -180,6 +188,9 @@ impl fmt::Display for ShmError {
                 owner_pid: None,
             } => write!(f, "segment {name} already exists"),
             ShmError::NotFound { name } => write!(f, "segment {name} does not exist"),
+            ShmError::AlreadyMapped { name } => {
+                write!(f, "segment {name} is already mapped in this process")
+            }
             ShmError::TypeMismatch {
                 name,
                 expected,

@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | 0 | 8 | magic `PTOOLSHM` |
 //! | 8 | 4 | version |
-//! | 12 | 4 | ready flag, written last (a separate write after the rest) |
+//! | 12 | 4 | ready flag, stored last with release ordering |
 //! | 16 | 1 | element tag (kind, log2 size) |
 //! | 17 | 1 | rank |
 //! | 18 | 2 | reserved, zero |
@@ -14,7 +14,7 @@
 //! | 24 | 8 | owner start time (clock ticks since boot on Linux) |
 //! | 32 | 8 | data offset in bytes |
 //! | 40 | 8 | element count |
-//! | 48 | 8 | reserved, zero |
+//! | 48 | 8 | generation: a random id of this segment, never reused |
 //! | 56 | 64 | dims, 8 x u64, unused axes zero |
 //! | 120 | 8 | reserved, zero |
 //!
@@ -41,6 +41,7 @@ pub(crate) struct Header {
     pub(crate) dims: Vec<usize>,
     pub(crate) owner_pid: u32,
     pub(crate) owner_start: u64,
+    pub(crate) generation: u64,
 }
 
 /// Why a header did not decode.
@@ -62,11 +63,6 @@ impl Header {
         self.dims.iter().map(|&d| d as u64).product()
     }
 
-    /// Data bytes (element count times element size).
-    pub(crate) fn data_bytes(&self) -> u64 {
-        self.len() * self.elem.size() as u64
-    }
-
     /// The whole header with the ready flag clear; the flag is set separately.
     pub(crate) fn encode(&self) -> [u8; HEADER_LEN] {
         debug_assert!(!self.dims.is_empty() && self.dims.len() <= MAX_RANK);
@@ -79,6 +75,7 @@ impl Header {
         b[24..32].copy_from_slice(&self.owner_start.to_ne_bytes());
         b[32..40].copy_from_slice(&(HEADER_LEN as u64).to_ne_bytes());
         b[40..48].copy_from_slice(&self.len().to_ne_bytes());
+        b[48..56].copy_from_slice(&self.generation.to_ne_bytes());
         for (i, d) in self.dims.iter().enumerate() {
             b[56 + 8 * i..64 + 8 * i].copy_from_slice(&(*d as u64).to_ne_bytes());
         }
@@ -116,7 +113,12 @@ impl Header {
                 return Err(HeaderError::Corrupt);
             }
         }
-        if count != u64_at(b, 40) || count.checked_mul(elem.size() as u64).is_none() {
+        // The whole segment (header and data) must be addressable in this process.
+        let fits = count
+            .checked_mul(elem.size() as u64)
+            .and_then(|d| d.checked_add(HEADER_LEN as u64))
+            .is_some_and(|t| t <= isize::MAX as u64);
+        if count != u64_at(b, 40) || !fits {
             return Err(HeaderError::Corrupt);
         }
         Ok(Header {
@@ -124,6 +126,7 @@ impl Header {
             dims,
             owner_pid: u32_at(b, 20),
             owner_start: u64_at(b, 24),
+            generation: u64_at(b, 48),
         })
     }
 
@@ -133,6 +136,74 @@ impl Header {
         (b.len() >= HEADER_LEN && b[0..8] == MAGIC && u32_at(b, 8) == VERSION)
             .then(|| (u32_at(b, 20), u64_at(b, 24)))
     }
+
+    /// Writes every field but the ready flag into a mapping. Every access to a mapped
+    /// header is a 32-bit atomic one (see [`read_mapped`]), so a reader racing the
+    /// creator, in another process or in this one, reads well-defined values.
+    ///
+    /// # Safety
+    ///
+    /// `base` must point to at least [`HEADER_LEN`] mapped, writable bytes, 4-aligned,
+    /// that stay mapped for the call.
+    pub(crate) unsafe fn write_into(&self, base: *mut u8) {
+        let bytes = self.encode();
+        for (i, chunk) in bytes.chunks_exact(4).enumerate() {
+            if 4 * i == READY_AT {
+                continue;
+            }
+            let mut w = [0u8; 4];
+            w.copy_from_slice(chunk);
+            // SAFETY: word `i` lies within the HEADER_LEN bytes the caller guarantees.
+            unsafe { word(base, i) }.store(u32::from_ne_bytes(w), Ordering::Relaxed);
+        }
+    }
+}
+
+/// Sets the ready flag of a header written by [`Header::write_into`], with release
+/// ordering: a reader whose acquire load sees it sees every field.
+///
+/// # Safety
+///
+/// As [`Header::write_into`].
+pub(crate) unsafe fn publish(base: *mut u8) {
+    // SAFETY: forwarded from the caller.
+    unsafe { ready_flag(base) }.store(READY, Ordering::Release);
+}
+
+/// Word `i` of a mapped header as an atomic.
+///
+/// # Safety
+///
+/// `4 * i + 4 <= HEADER_LEN` bytes at `base` must be mapped, `base` 4-aligned, for `'a`.
+unsafe fn word<'a>(base: *const u8, i: usize) -> &'a AtomicU32 {
+    debug_assert!(4 * i + 4 <= HEADER_LEN);
+    // SAFETY: forwarded from the caller; AtomicU32 has u32's size and alignment and every
+    // bit pattern is valid.
+    unsafe { &*base.add(4 * i).cast::<AtomicU32>() }
+}
+
+/// Copies a mapped header out: the ready flag with an acquire load first, then the other
+/// words. Another process may be writing it (a creator still at work); the word-sized
+/// atomic loads match the creator's stores, so such a read is well defined.
+///
+/// # Safety
+///
+/// `base` must point to at least [`HEADER_LEN`] mapped bytes, 4-byte aligned, that stay
+/// mapped for the call.
+pub(crate) unsafe fn read_mapped(base: *const u8) -> [u8; HEADER_LEN] {
+    let mut out = [0u8; HEADER_LEN];
+    // SAFETY: forwarded from the caller.
+    let ready = unsafe { ready_flag(base) }.load(Ordering::Acquire);
+    for (i, chunk) in out.chunks_exact_mut(4).enumerate() {
+        let v = if 4 * i == READY_AT {
+            ready
+        } else {
+            // SAFETY: word `i` lies within the HEADER_LEN bytes the caller guarantees.
+            unsafe { word(base, i) }.load(Ordering::Relaxed)
+        };
+        chunk.copy_from_slice(&v.to_ne_bytes());
+    }
+    out
 }
 
 /// The ready flag inside a mapped header.
@@ -141,22 +212,9 @@ impl Header {
 ///
 /// `base` must point to at least [`HEADER_LEN`] mapped bytes that stay mapped for `'a`;
 /// a page-aligned mapping satisfies the 4-byte alignment of the flag at offset 12.
-pub(crate) unsafe fn ready_flag<'a>(base: *const u8) -> &'a AtomicU32 {
-    // SAFETY: the caller guarantees the bytes are mapped for 'a and aligned; an AtomicU32
-    // has the size and alignment of a u32, and every bit pattern is a valid one. Other
-    // processes touch these bytes only atomically or before publishing.
-    unsafe { &*base.add(READY_AT).cast::<AtomicU32>() }
-}
-
-/// Whether the header at `base` is published; an acquire load, so the fields written before
-/// publishing are visible afterwards.
-///
-/// # Safety
-///
-/// As [`ready_flag`].
-pub(crate) unsafe fn is_published(base: *const u8) -> bool {
-    // SAFETY: forwarded from the caller.
-    unsafe { ready_flag(base) }.load(Ordering::Acquire) == READY
+unsafe fn ready_flag<'a>(base: *const u8) -> &'a AtomicU32 {
+    // SAFETY: the caller guarantees the bytes are mapped for 'a and aligned.
+    unsafe { word(base, READY_AT / 4) }
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
@@ -203,27 +261,30 @@ mod tests {
             dims: vec![2, 3],
             owner_pid: 7,
             owner_start: 9,
+            generation: 0xfeed,
         };
         let b = h.encode();
         assert_eq!(Header::decode(&b), Err(HeaderError::NotReady));
         assert_eq!(Header::decode_owner(&b), Some((7, 9)));
-        // The flag as the atomic API sets it.
-        let mut aligned = [0u64; HEADER_LEN / 8];
-        let bytes: &mut [u8] = {
-            // SAFETY: a u64 array reinterpreted as bytes: same memory, u8 has no alignment
-            // or validity requirement, and the borrow of `aligned` is exclusive.
-            unsafe { std::slice::from_raw_parts_mut(aligned.as_mut_ptr().cast(), HEADER_LEN) }
-        };
-        bytes.copy_from_slice(&b);
-        let base = bytes.as_ptr();
-        // SAFETY: `base` points to HEADER_LEN bytes, 8-byte aligned, alive for this block.
-        assert!(!unsafe { is_published(base) });
-        // Published the way creation does it: the flag's bytes written last.
-        bytes[READY_AT..READY_AT + 4].copy_from_slice(&READY.to_ne_bytes());
-        let base = bytes.as_ptr();
+
+        // Published into "mapped" memory the way creation does it, read back the way
+        // attaching does.
+        let mut mem = [0u64; HEADER_LEN / 8];
+        let base = mem.as_mut_ptr().cast::<u8>();
+        // SAFETY: `mem` is HEADER_LEN bytes, 8-aligned, alive and exclusively ours here.
+        let before = unsafe { read_mapped(base) };
+        assert_eq!(Header::decode(&before), Err(HeaderError::Foreign));
         // SAFETY: as above.
-        assert!(unsafe { is_published(base) });
-        assert_eq!(Header::decode(bytes), Ok(h));
+        unsafe { h.write_into(base) };
+        // SAFETY: as above.
+        let written = unsafe { read_mapped(base) };
+        assert_eq!(Header::decode(&written), Err(HeaderError::NotReady));
+        assert_eq!(Header::decode_owner(&written), Some((7, 9)));
+        // SAFETY: as above.
+        unsafe { publish(base) };
+        // SAFETY: as above.
+        let after = unsafe { read_mapped(base) };
+        assert_eq!(Header::decode(&after), Ok(h));
     }
 
     #[test]
@@ -245,7 +306,7 @@ mod tests {
             owner_pid in any::<u32>(),
             owner_start in any::<u64>(),
         ) {
-            let h = Header { elem, dims, owner_pid, owner_start };
+            let h = Header { elem, dims, owner_pid, owner_start, generation: owner_start ^ 1 };
             let b = ready(h.encode());
             prop_assert_eq!(Header::decode(&b), Ok(h.clone()));
             prop_assert_eq!(Header::decode_owner(&b), Some((owner_pid, owner_start)));
@@ -267,7 +328,9 @@ mod tests {
                 // Whatever decodes re-encodes to the same meaningful fields.
                 let again = ready(h.encode());
                 prop_assert_eq!(Header::decode(&again), Ok(h.clone()));
-                prop_assert!(h.data_bytes() >= h.len());
+                // Whatever decodes fits this process's address space, header included.
+                let total = h.len() * h.elem.size() as u64 + HEADER_LEN as u64;
+                prop_assert!(total <= isize::MAX as u64);
             }
         }
     }

@@ -14,12 +14,14 @@
 //! ];
 //! let prefix = Prefix::job();                  // unique to this job
 //! let mut set = ShmSet::create(&cfgs, &prefix)?;
-//! set.get_mut::<f64>("field")?[0] = 3.5;
+//! let field = set.get_mut::<f64>("field")?;
+//! field[0] = 3.5;
+//! assert_eq!(field.dims(), &[64, 64]);
 //!
-//! // Any process of the job (a pfork child, a worker) attaches by name:
-//! let seen = ShmSet::attach(&cfgs, &prefix)?;
-//! assert_eq!(seen.get::<f64>("field")?[0], 3.5);
-//! assert_eq!(seen.get::<f64>("field")?.dims(), &[64, 64]);
+//! // Any other process of the job (a worker, a server task) attaches by name with the
+//! // same configuration, and sees the same memory:
+//! //     let seen = ShmSet::attach(&cfgs, &prefix)?;
+//! // Dropping the creator's set unlinks the segments.
 //! # Ok::<(), ptools_shm::ShmError>(())
 //! ```
 //!
@@ -27,10 +29,23 @@
 //!
 //! Each segment, named `/ptools_<prefix>_<name>`, starts with a 128-byte header: a magic
 //! number, a version, the element type's tag, the dims, the creator's pid and start time,
-//! and a ready flag written last. Attaching checks all of it, so a wrong element type or
-//! shape is an error ([`ShmError::TypeMismatch`], [`ShmError::DimsMismatch`]), never a
-//! mis-typed view, and attaching stays a safe function. Element types are the primitive
+//! a random generation id, and a ready flag published last. Attaching checks all of it, so
+//! a wrong element type or shape is an error ([`ShmError::TypeMismatch`],
+//! [`ShmError::DimsMismatch`]), never a mis-typed view. Element types are the primitive
 //! numbers, behind the `unsafe` marker trait [`ShmElem`].
+//!
+//! # What is safe, and the one rule
+//!
+//! Creating and attaching are safe functions, and the slices they give are checked for
+//! type, length and alignment. Within one process the borrow checker's rules hold: a
+//! process maps each segment through one handle only (a second attach is
+//! [`ShmError::AlreadyMapped`]), so no `&mut [T]` ever overlaps another slice. What the
+//! compiler cannot see is other processes. The rule ptools keeps, and asks of its users:
+//! **while one process writes an element, no other process reads or writes it**; data
+//! changes hands where the reader waits for the writer (a call that returned, a child
+//! that was reaped). Elements are plain numbers, so a broken rule gives wrong numbers,
+//! not dangling pointers. A process that shrinks a segment from outside (truncating the
+//! file in `/dev/shm`) makes every process mapping it die with `SIGBUS`.
 //!
 //! # Creation
 //!
@@ -56,13 +71,21 @@
 //!   [`list_shm`] shows them with `owner_alive: false`, and [`remove_stale_shm`] (or the
 //!   `ptools shm clean` command) removes them. The next job to create the same name takes
 //!   it over.
-//! - The borrow checker sees one process: see [`ShmArray`]'s caveats on concurrent writers.
+//! - A creator killed between `shm_open` and its first write leaves an empty object with
+//!   our name. Nothing lists it (it has no header); the next creator of that name takes
+//!   it over once it is two seconds old and nobody holds its lock.
+//! - Liveness is judged by pid and start time in this pid namespace. Containers with
+//!   their own pid namespaces that share one `/dev/shm` see each other's segments as
+//!   stale: do not run `remove_stale_shm` (or `ptools shm clean`) across them.
 //!
 //! # Platform support
 //!
-//! Linux is tested. macOS is supported by design: names longer than its 31-byte limit
-//! are shortened by a hash, pages are allocated at `ftruncate` there, and segments cannot
-//! be listed (there is no `/dev/shm`), so [`list_shm`] is [`ShmError::Unsupported`].
+//! Linux is tested. macOS is designed for but has never been built or run, so treat it as
+//! unsupported until CI covers it: the backend shortens names longer than its 31-byte
+//! limit by a hash and reads start times with `proc_pidinfo`; segments cannot be listed
+//! there (no `/dev/shm`, so [`list_shm`] is [`ShmError::Unsupported`]); and its shared
+//! memory objects report no inode and refuse `flock`, so the identity checks and stale
+//! takeover need another mechanism there (the header's generation id is meant for it).
 //! Windows has no POSIX shared memory and is not supported.
 //!
 //! # Features

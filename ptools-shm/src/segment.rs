@@ -1,13 +1,42 @@
 //! One mapped segment, untyped: creation, attachment, takeover of stale segments, and
 //! the unlink on drop. The typed handles in `array.rs` wrap it.
+//!
+//! # The protocol between processes
+//!
+//! - A creator opens the name with `O_EXCL`, takes an `flock` on the new object at once,
+//!   and holds it until the header is published. Everyone else who looks at the object
+//!   tries that lock without waiting: held means "a creator is at work".
+//! - The header's owner fields (pid, start time) are written before the data pages are
+//!   reserved, the ready flag last, so an object whose creator died part-way is still
+//!   recognisably ours and stale.
+//! - A taker (a creator that found the name taken, or `remove_stale_shm`) holds the stale
+//!   object's lock, re-checks that it is stale, and that the name still refers to that
+//!   very object (device and inode), before unlinking it. The loser of two racing takers
+//!   finds the name gone or pointing to the winner's new segment, and leaves it alone.
+//! - An object with our name but a header that was never written at all (all zero) is a
+//!   creator that died between `shm_open` and its first write. It is taken over only when
+//!   its lock is free and it is older than [`BLANK_GRACE`]; objects with any other content
+//!   are never touched.
+//!
+//! # One mapping per segment per process
+//!
+//! Each segment carries a random generation id. A process-wide registry refuses to map a
+//! generation twice, so safe code cannot hold `&mut [T]` and `&[T]` over the same memory
+//! through two handles (the compiler would assume they do not overlap).
 
+use std::collections::BTreeSet;
 use std::os::fd::OwnedFd;
 use std::ptr::NonNull;
+use std::sync::Mutex;
 
 use crate::cfg::ShmCfg;
 use crate::error::{Result, ShmError};
 use crate::header::{self, HEADER_LEN, Header, HeaderError};
 use crate::{ElemType, sys};
+
+/// How old a blank object (see the module docs) must be before it counts as abandoned, in
+/// seconds. A live creator leaves the blank state within microseconds.
+pub(crate) const BLANK_GRACE: i64 = 2;
 
 /// How to create a segment.
 #[derive(Clone, Copy, Debug)]
@@ -16,11 +45,51 @@ pub(crate) struct CreateMode {
     pub(crate) populate: bool,
 }
 
+/// A live mapping, unmapped on drop.
+#[derive(Debug)]
+struct Mapping {
+    base: NonNull<u8>,
+    len: usize,
+}
+
+impl Mapping {
+    fn new(fd: &OwnedFd, len: usize, writable: bool, name: &str) -> Result<Mapping> {
+        let base = sys::map(fd, len, writable).map_err(|e| ShmError::os("mmap", name, e))?;
+        Ok(Mapping { base, len })
+    }
+
+    /// The header bytes, read atomically. The mapping must be at least HEADER_LEN long.
+    fn header(&self) -> [u8; HEADER_LEN] {
+        debug_assert!(self.len >= HEADER_LEN);
+        // SAFETY: the mapping is live, page-aligned and at least HEADER_LEN bytes (every
+        // caller maps at least that much).
+        unsafe { header::read_mapped(self.base.as_ptr()) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `base`/`len` are exactly a live mapping made in `new`, and the Mapping is
+        // its only owner: views borrow the Segment that owns it, so none outlives this.
+        let r = unsafe { sys::unmap(self.base, self.len) };
+        // munmap fails only for arguments that were never a mapping: a bug, not a runtime
+        // condition, so it is checked in debug builds only.
+        debug_assert!(r.is_ok(), "munmap failed: {r:?}");
+    }
+}
+
+/// Generations mapped in this process (see the module docs).
+static MAPPED: Mutex<BTreeSet<u64>> = Mutex::new(BTreeSet::new());
+
+fn mapped() -> std::sync::MutexGuard<'static, BTreeSet<u64>> {
+    // The set is always consistent: a panic cannot interrupt an insert or remove halfway.
+    MAPPED.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// A mapped segment: header plus data.
 #[derive(Debug)]
 pub(crate) struct Segment {
-    base: NonNull<u8>,
-    map_len: usize,
+    map: Mapping,
     /// The name given to `shm_open`.
     os_name: String,
     /// The array's name in its configuration.
@@ -28,8 +97,10 @@ pub(crate) struct Segment {
     elem: ElemType,
     dims: Box<[usize]>,
     len: usize,
-    /// Set on the creator's handle: the object's identity and the creating pid. Drop
-    /// unlinks only when it runs in that pid and the name still refers to that object.
+    /// This segment's entry in `MAPPED`.
+    generation: u64,
+    /// Set on the creator's handle. Drop unlinks only when it runs in the creating pid and
+    /// the name still refers to the object created.
     owner: Option<Owner>,
 }
 
@@ -55,8 +126,9 @@ struct UnlinkGuard<'a>(Option<&'a str>);
 impl Drop for UnlinkGuard<'_> {
     fn drop(&mut self) {
         if let Some(name) = self.0 {
-            // Best effort on an error path: the object was created by us a moment ago;
-            // failing to unlink it can only mean someone else already did.
+            // Best effort on an error path: we created the object a moment ago and still
+            // hold its lock, so nobody else can have replaced it; a failure can only mean
+            // the name is already gone.
             let _ = sys::unlink(name);
         }
     }
@@ -67,91 +139,84 @@ impl Segment {
         let fd = match sys::create_exclusive(os_name) {
             Ok(fd) => fd,
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-                if take_over_stale(os_name)? {
-                    sys::create_exclusive(os_name)
-                        .map_err(|e| ShmError::os("shm_open", os_name, e))?
-                } else {
-                    return Err(ShmError::AlreadyExists {
-                        name: os_name.to_owned(),
-                        owner_pid: owner_of(os_name),
-                    });
+                if !take_over_stale(os_name)? {
+                    return Err(already_exists(os_name));
                 }
+                sys::create_exclusive(os_name).map_err(|e| match e.raw_os_error() {
+                    // Someone else took the freed name first.
+                    Some(libc::EEXIST) => already_exists(os_name),
+                    _ => ShmError::os("shm_open", os_name, e),
+                })?
             }
             Err(e) => return Err(ShmError::os("shm_open", os_name, e)),
         };
         let mut guard = UnlinkGuard(Some(os_name));
+        sys::lock(&fd).map_err(|e| ShmError::os("flock", os_name, e))?;
         let seg = Segment::init(cfg, os_name, &fd, mode)?;
         guard.0 = None;
+        // Closing the descriptor releases the creator's lock: the segment is published.
+        drop(fd);
         Ok(seg)
     }
 
     fn init(cfg: &ShmCfg, os_name: &str, fd: &OwnedFd, mode: CreateMode) -> Result<Segment> {
         let os = |op, e| ShmError::os(op, os_name, e);
         let total = HEADER_LEN as u64 + cfg.data_bytes();
-        let map_len = usize::try_from(total).map_err(|_| ShmError::InvalidDims {
-            dims: cfg.dims().to_vec(),
-            reason: "the byte size overflows",
-        })?;
-        let out_of_space = |op| {
-            move |e: std::io::Error| {
-                if e.raw_os_error() == Some(libc::ENOSPC) {
-                    ShmError::OutOfSpace {
-                        name: os_name.to_owned(),
-                        bytes: total,
-                    }
-                } else {
-                    os(op, e)
+        // ShmCfg guarantees the total fits isize.
+        let map_len = total as usize;
+        let out_of_space = |e: std::io::Error| {
+            if e.raw_os_error() == Some(libc::ENOSPC) {
+                ShmError::OutOfSpace {
+                    name: os_name.to_owned(),
+                    bytes: total,
                 }
+            } else {
+                os("posix_fallocate", e)
             }
         };
         sys::set_len(fd, total).map_err(|e| os("ftruncate", e))?;
+        // The header's page is reserved in every mode: writing it must not SIGBUS.
+        sys::reserve(fd, 0, HEADER_LEN as u64).map_err(out_of_space)?;
         let st = sys::stat(fd).map_err(|e| os("fstat", e))?;
-        let pid = std::process::id();
+        let map = Mapping::new(fd, map_len, true, os_name)?;
+        let (pid, start) = own_identity();
+        let generation = new_generation();
         let hdr = Header {
             elem: cfg.elem(),
             dims: cfg.dims().to_vec(),
             owner_pid: pid,
-            owner_start: own_start_time(),
+            owner_start: start,
+            generation,
         };
-        // The header goes in through the descriptor, not the mapping: that allocates its
-        // page with an ENOSPC on a full file system (never a SIGBUS), and spares this
-        // process a page fault. Its ready flag is still clear.
-        sys::write_at(fd, &hdr.encode(), 0).map_err(out_of_space("pwrite"))?;
+        // SAFETY: the mapping is live, writable, page-aligned and longer than HEADER_LEN.
+        unsafe { hdr.write_into(map.base.as_ptr()) };
         // Owner fields are in place: if we die while reserving, the segment is ours and
         // stale, so `remove_stale_shm` can clean it.
         if mode.reserve && cfg.data_bytes() > 0 {
-            sys::reserve(fd, HEADER_LEN as u64, cfg.data_bytes())
-                .map_err(out_of_space("posix_fallocate"))?;
+            sys::reserve(fd, HEADER_LEN as u64, cfg.data_bytes()).map_err(out_of_space)?;
         }
-        let base = sys::map(fd, map_len, true, false).map_err(|e| os("mmap", e))?;
+        if mode.populate {
+            populate(&map);
+        }
+        // A fresh random generation cannot be mapped here already.
+        mapped().insert(generation);
         let seg = Segment {
-            base,
-            map_len,
+            map,
             os_name: os_name.to_owned(),
             name: cfg.name().to_owned(),
             elem: cfg.elem(),
             dims: cfg.dims().into(),
             len: cfg.len(),
+            generation,
             owner: Some(Owner {
                 pid,
                 dev: st.dev,
                 ino: st.ino,
-                // Set once the segment is complete; the caller's guard unlinks before.
-                unlink_on_drop: false,
+                unlink_on_drop: true,
             }),
         };
-        if mode.populate {
-            populate(base, map_len);
-        }
-        // Publish last. A separate write, after the one above has completed, so a reader
-        // that sees the flag sees the whole header; a reader checks for the full READY
-        // value, so a torn write of the flag can only read as "not ready".
-        sys::write_at(fd, &header::READY.to_ne_bytes(), header::READY_AT as u64)
-            .map_err(|e| os("pwrite", e))?;
-        let mut seg = seg;
-        if let Some(o) = seg.owner.as_mut() {
-            o.unlink_on_drop = true;
-        }
+        // SAFETY: as above.
+        unsafe { header::publish(seg.map.base.as_ptr()) };
         Ok(seg)
     }
 
@@ -160,31 +225,17 @@ impl Segment {
         let fd = sys::open_existing(os_name, true).map_err(|e| os("shm_open", e))?;
         let st = sys::stat(&fd).map_err(|e| os("fstat", e))?;
         let expected = HEADER_LEN as u64 + cfg.data_bytes();
-        if st.size < HEADER_LEN as u64 {
-            return Err(ShmError::Truncated {
-                name: os_name.to_owned(),
-                size: st.size,
-                expected,
-            });
-        }
-        let map_len = usize::try_from(st.size).map_err(|_| ShmError::Truncated {
+        let truncated = || ShmError::Truncated {
             name: os_name.to_owned(),
             size: st.size,
             expected,
-        })?;
-        let base = sys::map(&fd, map_len, true, false).map_err(|e| os("mmap", e))?;
-        // Unmaps on every error below.
-        let seg = Segment {
-            base,
-            map_len,
-            os_name: os_name.to_owned(),
-            name: cfg.name().to_owned(),
-            elem: cfg.elem(),
-            dims: cfg.dims().into(),
-            len: cfg.len(),
-            owner: None,
         };
-        let hdr = read_header(base, map_len, os_name)?;
+        if st.size < HEADER_LEN as u64 {
+            return Err(truncated());
+        }
+        let map_len = usize::try_from(st.size).map_err(|_| truncated())?;
+        let map = Mapping::new(&fd, map_len, true, os_name)?;
+        let hdr = decode_header(&map.header(), os_name)?;
         if hdr.elem != cfg.elem() {
             return Err(ShmError::TypeMismatch {
                 name: os_name.to_owned(),
@@ -200,22 +251,32 @@ impl Segment {
             });
         }
         if st.size < expected {
-            return Err(ShmError::Truncated {
+            return Err(truncated());
+        }
+        if !mapped().insert(hdr.generation) {
+            return Err(ShmError::AlreadyMapped {
                 name: os_name.to_owned(),
-                size: st.size,
-                expected,
             });
         }
         if populate_pages {
-            populate(base, map_len);
+            populate(&map);
         }
-        Ok(seg)
+        Ok(Segment {
+            map,
+            os_name: os_name.to_owned(),
+            name: cfg.name().to_owned(),
+            elem: cfg.elem(),
+            dims: cfg.dims().into(),
+            len: cfg.len(),
+            generation: hdr.generation,
+            owner: None,
+        })
     }
 
     pub(crate) fn data_ptr(&self) -> *mut u8 {
         // SAFETY: the mapping is at least HEADER_LEN bytes long (checked at create and
         // attach), so the offset stays inside it.
-        unsafe { self.base.as_ptr().add(HEADER_LEN) }
+        unsafe { self.map.base.as_ptr().add(HEADER_LEN) }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -255,27 +316,22 @@ impl Segment {
 
 impl Drop for Segment {
     fn drop(&mut self) {
-        // SAFETY: `base`/`map_len` are exactly our live mapping, and the Segment is the
-        // only owner: every view borrows it, so none outlives this drop.
-        let r = unsafe { sys::unmap(self.base, self.map_len) };
-        // munmap fails only for arguments that were never a mapping: a bug, not a runtime
-        // condition, so it is checked in debug builds only.
-        debug_assert!(r.is_ok(), "munmap failed: {r:?}");
+        mapped().remove(&self.generation);
         if let Some(o) = self.owner
             && o.unlink_on_drop
             && o.pid == std::process::id()
         {
             // Unlink only the very object we created: after an explicit `unlink_shm`
-            // somebody may have created a new segment under the same name. A failure
-            // here means the name is already gone, which is the state we want.
-            if let Ok(fd) = sys::open_existing(&self.os_name, false)
-                && let Ok(st) = sys::stat(&fd)
-                && st.dev == o.dev
-                && st.ino == o.ino
+            // somebody may have created a new segment under the same name. On Linux the
+            // check takes no descriptor, so it works when descriptors have run out. A
+            // failure means the name is already gone, which is the state we want.
+            if let Ok(st) = sys::stat_name(&self.os_name)
+                && (st.dev, st.ino) == (o.dev, o.ino)
             {
                 let _ = sys::unlink(&self.os_name);
             }
         }
+        // The mapping unmaps when the fields drop, after this.
     }
 }
 
@@ -283,94 +339,127 @@ impl Drop for Segment {
 /// fault: one `madvise(MADV_POPULATE_WRITE)` (Linux 5.14, madvise(2)) instead of a fault
 /// per 4 KiB page. On older kernels, and elsewhere, it does nothing and pages fault on
 /// first touch as usual. Measured in `benches/shm_cycle.rs` (`fill/*`).
-fn populate(base: NonNull<u8>, len: usize) {
+fn populate(map: &Mapping) {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
-        // SAFETY: `base`/`len` describe our live mapping; MADV_POPULATE_WRITE only faults
-        // pages in (it never changes their contents). Old kernels answer EINVAL, which is
-        // harmless: the pages then fault on first touch.
-        let _ = unsafe { libc::madvise(base.as_ptr().cast(), len, libc::MADV_POPULATE_WRITE) };
+        // SAFETY: `map` is a live mapping; MADV_POPULATE_WRITE only faults pages in (it
+        // never changes their contents). Old kernels answer EINVAL, which is harmless.
+        let _ =
+            unsafe { libc::madvise(map.base.as_ptr().cast(), map.len, libc::MADV_POPULATE_WRITE) };
     }
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    let _ = (base, len);
+    let _ = map;
 }
 
-/// Reads and checks the header of a mapping.
-fn read_header(base: NonNull<u8>, map_len: usize, os_name: &str) -> Result<Header> {
-    debug_assert!(map_len >= HEADER_LEN);
-    // SAFETY: the mapping holds at least HEADER_LEN bytes (checked by the caller).
-    if !unsafe { header::is_published(base.as_ptr()) } {
-        let mut raw = [0u8; HEADER_LEN];
-        // SAFETY: as above; copying bytes another process may be writing yields some
-        // bytes, any of which are valid u8, and we only compare them.
-        unsafe { std::ptr::copy_nonoverlapping(base.as_ptr(), raw.as_mut_ptr(), HEADER_LEN) };
-        return Err(match Header::decode_owner(&raw) {
-            Some(_) => ShmError::NotReady {
-                name: os_name.to_owned(),
-            },
-            None => ShmError::Foreign {
-                name: os_name.to_owned(),
-            },
-        });
-    }
-    let mut raw = [0u8; HEADER_LEN];
-    // SAFETY: as above; the acquire load of the ready flag made the creator's header
-    // writes visible, and nobody writes a header after publishing it.
-    unsafe { std::ptr::copy_nonoverlapping(base.as_ptr(), raw.as_mut_ptr(), HEADER_LEN) };
-    let hdr = Header::decode(&raw).map_err(|e| match e {
+/// Checks the header bytes of a mapping of `map_len` bytes.
+fn decode_header(raw: &[u8; HEADER_LEN], os_name: &str) -> Result<Header> {
+    Header::decode(raw).map_err(|e| match e {
         HeaderError::NotReady => ShmError::NotReady {
             name: os_name.to_owned(),
         },
         HeaderError::Short | HeaderError::Foreign | HeaderError::Corrupt => ShmError::Foreign {
             name: os_name.to_owned(),
         },
-    })?;
-    let need = HEADER_LEN as u64 + hdr.data_bytes();
-    if (map_len as u64) < need {
-        return Err(ShmError::Truncated {
-            name: os_name.to_owned(),
-            size: map_len as u64,
-            expected: need,
-        });
+    })
+}
+
+/// This process's pid and start time. Recomputed when the pid changes, so a forked child
+/// records itself, not its parent, as the owner of what it creates.
+pub(crate) fn own_identity() -> (u32, u64) {
+    static CACHE: Mutex<(u32, u64)> = Mutex::new((0, 0));
+    let pid = std::process::id();
+    let mut c = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    if c.0 != pid {
+        *c = (pid, sys::process_start_time(pid).unwrap_or(0));
     }
-    Ok(hdr)
+    *c
 }
 
-/// This process's start time, read once.
-pub(crate) fn own_start_time() -> u64 {
-    static START: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *START.get_or_init(|| sys::process_start_time(std::process::id()).unwrap_or(0))
+/// A random 64-bit id, never the same twice in practice (std's randomly keyed hasher over
+/// the pid, the time and a counter).
+fn new_generation() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    if let Ok(t) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        h.write_u128(t.as_nanos());
+    }
+    h.finish()
 }
 
-/// Reads the owner fields of a named object, if it is ours: `(pid, start time)`.
-pub(crate) fn read_owner(fd: &OwnedFd) -> Option<(u32, u64)> {
-    let st = sys::stat(fd).ok()?;
-    if st.size < HEADER_LEN as u64 {
+/// What an existing object under one of our names is.
+#[derive(Debug)]
+pub(crate) enum Found {
+    /// A ptools header with these owner fields (published or not).
+    Ours { pid: u32, start: u64 },
+    /// Nothing ever written: size 0, or a header area of zeros.
+    Blank,
+    /// Anything else.
+    Foreign,
+}
+
+/// The header area of the object open as `fd` (of size `size`), read atomically; `None`
+/// for an empty object or one that cannot be mapped. A mapping of one header's length
+/// works for smaller objects too: the rest of their single page reads as zeros.
+pub(crate) fn header_bytes(fd: &OwnedFd, size: u64) -> Option<[u8; HEADER_LEN]> {
+    if size == 0 {
         return None;
     }
-    let base = sys::map(fd, HEADER_LEN, false, false).ok()?;
-    let mut raw = [0u8; HEADER_LEN];
-    // SAFETY: a fresh read-only mapping of HEADER_LEN bytes (the object is at least that
-    // long); we copy bytes out and unmap right after.
-    unsafe {
-        std::ptr::copy_nonoverlapping(base.as_ptr(), raw.as_mut_ptr(), HEADER_LEN);
-        let _ = sys::unmap(base, HEADER_LEN);
+    Mapping::new(fd, HEADER_LEN, false, "")
+        .ok()
+        .map(|m| m.header())
+}
+
+/// Looks at the object open as `fd` (of size `size`).
+pub(crate) fn inspect_object(fd: &OwnedFd, size: u64) -> Found {
+    if size == 0 {
+        return Found::Blank;
     }
-    Header::decode_owner(&raw)
+    let Some(raw) = header_bytes(fd, size) else {
+        return Found::Foreign;
+    };
+    match Header::decode_owner(&raw) {
+        Some((pid, start)) => Found::Ours { pid, start },
+        None if raw.iter().all(|&b| b == 0) => Found::Blank,
+        None => Found::Foreign,
+    }
 }
 
-/// The owner pid of an existing object, for error messages.
-fn owner_of(os_name: &str) -> Option<u32> {
-    let fd = sys::open_existing(os_name, false).ok()?;
-    read_owner(&fd).map(|(pid, _)| pid)
+/// Whether the object open as `fd` is abandoned: our header with a dead owner, or blank
+/// and old. Call with the object's lock held.
+fn abandoned(fd: &OwnedFd, st: &sys::Stat) -> bool {
+    match inspect_object(fd, st.size) {
+        Found::Ours { pid, start } => !sys::process_alive(pid, start),
+        Found::Blank => now_secs() - st.ctime >= BLANK_GRACE,
+        Found::Foreign => false,
+    }
 }
 
-/// If `os_name` is a ptools segment whose owner is dead, unlinks it and returns true.
-///
-/// Two processes may find the same stale segment at once. Each takes an exclusive `flock`
-/// on the stale object and, holding it, checks that the name still refers to that very
-/// object before unlinking. The second one then finds the name gone or pointing to the
-/// winner's new segment, and leaves it alone.
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn already_exists(os_name: &str) -> ShmError {
+    let owner_pid = sys::open_existing(os_name, false).ok().and_then(|fd| {
+        let st = sys::stat(&fd).ok()?;
+        match inspect_object(&fd, st.size) {
+            Found::Ours { pid, .. } => Some(pid),
+            _ => None,
+        }
+    });
+    ShmError::AlreadyExists {
+        name: os_name.to_owned(),
+        owner_pid,
+    }
+}
+
+/// If `os_name` is abandoned (see [`abandoned`]), unlinks it and returns true; false when
+/// it is in use, being created, or not ours.
 pub(crate) fn take_over_stale(os_name: &str) -> Result<bool> {
     let fd = match sys::open_existing(os_name, false) {
         Ok(fd) => fd,
@@ -378,29 +467,25 @@ pub(crate) fn take_over_stale(os_name: &str) -> Result<bool> {
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(true),
         Err(e) => return Err(ShmError::os("shm_open", os_name, e)),
     };
-    let Some((pid, start)) = read_owner(&fd) else {
-        return Ok(false); // not ours, or too young to have a header: never touched
-    };
-    if sys::process_alive(pid, start) {
-        return Ok(false);
-    }
-    remove_if_same(os_name, &fd)
+    remove_if_abandoned(os_name, &fd)
 }
 
-/// Unlinks `os_name` if it still names the object open as `fd`, under that object's lock.
-pub(crate) fn remove_if_same(os_name: &str, fd: &OwnedFd) -> Result<bool> {
+/// Unlinks `os_name` if the object open as `fd` is abandoned and the name still refers to
+/// it, holding the object's lock throughout.
+pub(crate) fn remove_if_abandoned(os_name: &str, fd: &OwnedFd) -> Result<bool> {
     let os = |op, e| ShmError::os(op, os_name, e);
     if !sys::try_lock(fd).map_err(|e| os("flock", e))? {
-        return Ok(false);
+        return Ok(false); // a creator at work, or another taker
     }
     let ours = sys::stat(fd).map_err(|e| os("fstat", e))?;
-    let now = match sys::open_existing(os_name, false) {
-        Ok(fd) => sys::stat(&fd).map_err(|e| os("fstat", e))?,
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(true),
-        Err(e) => return Err(os("shm_open", e)),
-    };
-    if (now.dev, now.ino) != (ours.dev, ours.ino) {
+    if !abandoned(fd, &ours) {
         return Ok(false);
+    }
+    match sys::stat_name(os_name) {
+        Ok(now) if (now.dev, now.ino) == (ours.dev, ours.ino) => {}
+        Ok(_) => return Ok(false),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(true),
+        Err(e) => return Err(os("stat", e)),
     }
     match sys::unlink(os_name) {
         Ok(()) => Ok(true),

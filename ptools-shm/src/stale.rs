@@ -2,8 +2,8 @@
 
 use crate::cfg::{Prefix, split_segment_name};
 use crate::error::{Result, ShmError};
-use crate::header::{HEADER_LEN, Header};
-use crate::segment::{read_owner, remove_if_same};
+use crate::header::Header;
+use crate::segment::{Found, header_bytes, inspect_object, remove_if_abandoned};
 use crate::{ElemType, sys};
 
 /// One ptools segment found in the system, as [`list_shm`] reports it.
@@ -50,9 +50,10 @@ fn inspect(entry: &str) -> Option<SegmentInfo> {
     let (prefix, name) = split_segment_name(entry)?;
     let segment = format!("/{entry}");
     let fd = sys::open_existing(&segment, false).ok()?;
-    let (owner_pid, owner_start) = read_owner(&fd)?;
     let st = sys::stat(&fd).ok()?;
-    let (elem, dims) = full_header(&fd, st.size)
+    let raw = header_bytes(&fd, st.size)?;
+    let (owner_pid, owner_start) = Header::decode_owner(&raw)?;
+    let (elem, dims) = Header::decode(&raw)
         .map(|h| (Some(h.elem), Some(h.dims)))
         .unwrap_or((None, None));
     Some(SegmentInfo {
@@ -65,21 +66,6 @@ fn inspect(entry: &str) -> Option<SegmentInfo> {
         owner_alive: sys::process_alive(owner_pid, owner_start),
         segment,
     })
-}
-
-fn full_header(fd: &std::os::fd::OwnedFd, size: u64) -> Option<Header> {
-    if size < HEADER_LEN as u64 {
-        return None;
-    }
-    let base = sys::map(fd, HEADER_LEN, false, false).ok()?;
-    let mut raw = [0u8; HEADER_LEN];
-    // SAFETY: a fresh read-only mapping of HEADER_LEN bytes of an object at least that
-    // long; the bytes are copied out (any bytes are valid u8) and the mapping is dropped.
-    unsafe {
-        std::ptr::copy_nonoverlapping(base.as_ptr(), raw.as_mut_ptr(), HEADER_LEN);
-        let _ = sys::unmap(base, HEADER_LEN);
-    }
-    Header::decode(&raw).ok()
 }
 
 /// Removes the ptools segments whose owner is dead (its pid is gone, is a zombie, or
@@ -109,11 +95,14 @@ pub fn remove_stale_shm(prefix: Option<&Prefix>) -> Result<Vec<SegmentInfo>> {
         let Ok(fd) = sys::open_existing(&info.segment, false) else {
             continue;
         };
-        // Re-check under the object's lock that it is still the same, still ours and still
-        // stale: a new owner may have taken the name since we listed it.
-        let still_stale = read_owner(&fd)
-            .is_some_and(|(pid, start)| pid == info.owner_pid && !sys::process_alive(pid, start));
-        if still_stale && remove_if_same(&info.segment, &fd)? {
+        // Under the object's lock, `remove_if_abandoned` re-checks that it is still ours
+        // and stale and that the name still refers to it: a new owner may have taken the
+        // name since we listed it. Only segments with our header were listed.
+        let same_owner = sys::stat(&fd).is_ok_and(|st| {
+            matches!(inspect_object(&fd, st.size),
+                Found::Ours { pid, .. } if pid == info.owner_pid)
+        });
+        if same_owner && remove_if_abandoned(&info.segment, &fd)? {
             removed.push(info);
         }
     }

@@ -231,14 +231,86 @@ fn unreserved_and_populated_arrays_work_and_start_zeroed() {
             .prefix(p.0.clone())
             .reserve(reserve)
             .populate(populate)
+            .keep(true)
             .create_array::<u32>(&cfg)
             .unwrap();
         assert!(a.iter().all(|&x| x == 0));
         a.iter_mut().enumerate().for_each(|(i, x)| *x = i as u32);
+        drop(a);
         let b = ShmArray::<u32>::attach(&cfg, &p).unwrap();
         assert_eq!(b[69_999], 69_999);
+        drop(b);
+        unlink_shm(std::slice::from_ref(&cfg), &p).unwrap();
     }
     assert!(p.leftovers().is_empty());
+}
+
+#[test]
+fn one_process_holds_one_handle_per_segment() {
+    let p = TestPrefix::new();
+    let cfg = ShmCfg::new::<u64>("once", 4).unwrap();
+    let a = ShmArray::<u64>::create(&cfg, &p).unwrap();
+    // A second handle would give safe code two overlapping slices.
+    let err = ShmArray::<u64>::attach(&cfg, &p).unwrap_err();
+    assert!(matches!(err, ShmError::AlreadyMapped { .. }), "{err}");
+    let err = ShmSet::attach(std::slice::from_ref(&cfg), &p).unwrap_err();
+    assert!(matches!(err, ShmError::AlreadyMapped { .. }), "{err}");
+    // Once the handle is gone (segment kept), attaching works again, once.
+    let mut a = a;
+    a.keep_on_drop(true);
+    drop(a);
+    let b = ShmArray::<u64>::attach(&cfg, &p).unwrap();
+    assert!(matches!(
+        ShmArray::<u64>::attach(&cfg, &p),
+        Err(ShmError::AlreadyMapped { .. })
+    ));
+    drop(b);
+    unlink_shm(&[cfg], &p).unwrap();
+}
+
+#[test]
+fn unlink_shm_leaves_foreign_objects_alone() {
+    let p = TestPrefix::new();
+    raw_object(&p.segment_name("alien"), 4096, b"not a ptools header");
+    let cfg = ShmCfg::new::<u8>("alien", 1).unwrap();
+    let err = unlink_shm(&[cfg], &p).unwrap_err();
+    assert!(matches!(err, ShmError::Foreign { .. }), "{err}");
+    assert_eq!(p.leftovers().len(), 1);
+}
+
+#[test]
+fn a_blank_object_is_taken_over_only_when_old_and_unlocked() {
+    // A creator that died between shm_open and its first write leaves a blank object.
+    let p = TestPrefix::new();
+    let cfg = ShmCfg::new::<u8>("blank", 16).unwrap();
+    raw_object(&p.segment_name("blank"), 0, &[]);
+    // Young: it may be a creator at work.
+    let err = ShmSet::create(std::slice::from_ref(&cfg), &p).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ShmError::AlreadyExists {
+                owner_pid: None,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // Locked by its creator: never taken, whatever its age.
+    let c = CString::new(p.segment_name("blank")).unwrap();
+    // SAFETY: libc calls on a valid C string; the descriptor is closed below.
+    let fd = unsafe { libc::shm_open(c.as_ptr(), libc::O_RDONLY, 0) };
+    assert!(fd >= 0);
+    // SAFETY: flock on the descriptor just opened.
+    assert_eq!(unsafe { libc::flock(fd, libc::LOCK_EX) }, 0);
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let err = ShmSet::create(std::slice::from_ref(&cfg), &p).unwrap_err();
+    assert!(matches!(err, ShmError::AlreadyExists { .. }), "{err}");
+    // SAFETY: closing our own descriptor releases the lock.
+    unsafe { libc::close(fd) };
+    // Old and unlocked: abandoned, so the name is taken over.
+    let set = ShmSet::create(std::slice::from_ref(&cfg), &p).unwrap();
+    assert_eq!(set.get::<u8>("blank").unwrap().len(), 16);
 }
 
 #[test]

@@ -13,7 +13,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Reaper, TestPrefix, child, is_role, wait_timeout};
-use ptools_shm::{Prefix, ShmArray, ShmCfg, ShmError, ShmSet, list_shm, remove_stale_shm};
+use ptools_shm::{
+    Prefix, ShmArray, ShmBuilder, ShmCfg, ShmError, ShmSet, list_shm, remove_stale_shm,
+};
 
 const LIMIT: Duration = Duration::from_secs(60);
 const WRITER_LEN: usize = 1 << 20;
@@ -242,6 +244,148 @@ fn stale_cleanup_never_touches_foreign_objects_or_other_prefixes() {
         list_shm().unwrap().iter().all(|s| s.name != "foreign"),
         "objects without our header are not listed"
     );
+}
+
+// ---- a forked child owns what it creates ----
+
+#[test]
+#[ignore = "child role of a_forked_childs_segment_belongs_to_the_child"]
+fn role_forker() {
+    if !is_role("role_forker") {
+        return;
+    }
+    let p = env_prefix();
+    // The parent creates first, so its own identity is computed and cached before the fork.
+    let _mine = ShmArray::<u8>::create(&ShmCfg::new::<u8>("parent", 1).unwrap(), &p).unwrap();
+    // Start times count in clock ticks (1/100 s): let the child's differ from ours.
+    std::thread::sleep(Duration::from_millis(100));
+    let mut ready = [0 as libc::c_int; 2];
+    // SAFETY: pipe(2) into a two-element array.
+    assert_eq!(unsafe { libc::pipe(ready.as_mut_ptr()) }, 0);
+    // SAFETY: this role process runs one test; the child only creates a segment, writes
+    // one byte and sleeps until killed (it leaves with _exit if anything fails).
+    let child = unsafe { libc::fork() };
+    assert!(child >= 0);
+    if child == 0 {
+        let ok = ShmBuilder::new()
+            .prefix(p.clone())
+            .keep(true)
+            .create(&[ShmCfg::new::<u8>("child", 1).unwrap()])
+            .is_ok();
+        // SAFETY: writing one byte from a local to our pipe end; then sleep or _exit.
+        unsafe {
+            libc::write(ready[1], [u8::from(ok)].as_ptr().cast(), 1);
+            libc::sleep(60);
+            libc::_exit(0);
+        }
+    }
+    let mut b = [0u8; 1];
+    // SAFETY: reading one byte into a local buffer from our pipe end.
+    assert_eq!(unsafe { libc::read(ready[0], b.as_mut_ptr().cast(), 1) }, 1);
+    assert_eq!(b[0], 1, "the child created its segment");
+    let info = list_shm()
+        .unwrap()
+        .into_iter()
+        .find(|s| s.prefix == p.as_str() && s.name == "child")
+        .unwrap();
+    assert_eq!(
+        info.owner_pid, child as u32,
+        "the child, not the parent, owns it"
+    );
+    assert!(info.owner_alive, "a live child's segment is not stale");
+    assert!(remove_stale_shm(Some(&p)).unwrap().is_empty());
+    // SAFETY: killing and reaping the child we forked.
+    unsafe {
+        libc::kill(child, libc::SIGKILL);
+        libc::waitpid(child, std::ptr::null_mut(), 0);
+    }
+    let removed = remove_stale_shm(Some(&p)).unwrap();
+    assert_eq!(removed.len(), 1, "once dead, it is stale");
+    println!("ROLE OK");
+}
+
+#[test]
+fn a_forked_childs_segment_belongs_to_the_child() {
+    let p = TestPrefix::new();
+    let out = child("role_forker", &[("T_PREFIX", p.as_str())])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("ROLE OK"),
+        "{}\n{text}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+// ---- dropping with no descriptors left ----
+
+#[test]
+#[ignore = "child role of dropping_a_set_unlinks_even_without_free_descriptors"]
+fn role_no_fds() {
+    if !is_role("role_no_fds") {
+        return;
+    }
+    let p = env_prefix();
+    let cfgs = [
+        ShmCfg::new::<u8>("a", 10).unwrap(),
+        ShmCfg::new::<u8>("b", 10).unwrap(),
+    ];
+    let set = ShmSet::create(&cfgs, &p).unwrap();
+    // Use up every descriptor.
+    let mut held = Vec::new();
+    while let Ok(f) = std::fs::File::open("/dev/null") {
+        held.push(f);
+    }
+    assert!(
+        std::fs::File::open("/dev/null").is_err(),
+        "descriptors exhausted"
+    );
+    drop(set);
+    drop(held);
+    let left: Vec<_> = std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("ptools_{}_", p.as_str()))
+        })
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    println!("ROLE OK");
+}
+
+#[test]
+fn dropping_a_set_unlinks_even_without_free_descriptors() {
+    let p = TestPrefix::new();
+    let mut cmd = child("role_no_fds", &[("T_PREFIX", p.as_str())]);
+    // A small descriptor limit keeps exhausting them quick.
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setrlimit is async-signal-safe; this runs in the child between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 64,
+                rlim_max: 64,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let out = cmd.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("ROLE OK"),
+        "{}\n{text}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(p.leftovers().is_empty());
 }
 
 // ---- a full /dev/shm ----

@@ -11,24 +11,6 @@ mod leaks;
 #[cfg(test)]
 mod tidy;
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn finds_single_file_and_directory_examples() {
-        let found = super::examples();
-        assert!(
-            found.contains(&("ptools".to_owned(), "tour".to_owned())),
-            "the tour (a directory example) is found: {found:?}"
-        );
-        assert!(
-            found
-                .iter()
-                .all(|(_, name)| !name.is_empty() && !name.ends_with(".rs")),
-            "{found:?}"
-        );
-    }
-}
-
 use std::env;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -199,4 +181,22 @@ fn miri() -> Result<(), String> {
         return Ok(());
     }
     run(&["miri", "test", "--package", "ptools-shm", "--lib"], &[])
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn finds_single_file_and_directory_examples() {
+        let found = super::examples();
+        assert!(
+            found.contains(&("ptools".to_owned(), "tour".to_owned())),
+            "the tour (a directory example) is found: {found:?}"
+        );
+        assert!(
+            found
+                .iter()
+                .all(|(_, name)| !name.is_empty() && !name.ends_with(".rs")),
+            "{found:?}"
+        );
+    }
 }

@@ -17,13 +17,6 @@ pub(crate) const MAX_NAME_LEN: usize = 255;
 #[cfg(target_os = "macos")]
 const MACOS_MAX: usize = 30;
 
-/// `MAP_POPULATE` pre-faults the mapping (Linux only); elsewhere it is defined as 0 so call
-/// sites need no `cfg`.
-#[cfg(any(target_os = "linux", target_os = "android"))]
-const MAP_POPULATE: libc::c_int = libc::MAP_POPULATE;
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-const MAP_POPULATE: libc::c_int = 0;
-
 /// The name handed to `shm_open`: on Linux the name itself.
 #[cfg(not(target_os = "macos"))]
 pub(crate) fn os_name(full: &str) -> String {
@@ -111,20 +104,28 @@ pub(crate) fn set_len(fd: &OwnedFd, len: u64) -> io::Result<()> {
 
 /// Allocates the pages of `[off, off + len)` now, so that a full file system is an
 /// `ENOSPC` here and never a `SIGBUS` at first touch. `posix_fallocate` returns the error
-/// number instead of setting errno (posix_fallocate(3)).
+/// number instead of setting errno (posix_fallocate(3)). It works in chunks: a call
+/// interrupted by a signal (`EINTR`) is retried for its chunk only, so a large
+/// reservation under a frequent signal (a profiler's timer) still makes progress.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub(crate) fn reserve(fd: &OwnedFd, off: u64, len: u64) -> io::Result<()> {
-    let off = libc::off_t::try_from(off).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
-    let len = libc::off_t::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
-    loop {
+    const CHUNK: u64 = 64 << 20;
+    let end = off
+        .checked_add(len)
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::EFBIG))?;
+    let mut at = off;
+    while at < end {
+        let n = CHUNK.min(end - at);
+        let o = libc::off_t::try_from(at).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+        let l = libc::off_t::try_from(n).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
         // SAFETY: `fd` is an open descriptor owned by the caller.
-        let rc = unsafe { libc::posix_fallocate(fd.as_raw_fd(), off, len) };
-        match rc {
-            0 => return Ok(()),
+        match unsafe { libc::posix_fallocate(fd.as_raw_fd(), o, l) } {
+            0 => at += n,
             libc::EINTR => continue,
             e => return Err(io::Error::from_raw_os_error(e)),
         }
     }
+    Ok(())
 }
 
 /// macOS has no `posix_fallocate` for shared memory objects, whose pages it allocates at
@@ -134,38 +135,14 @@ pub(crate) fn reserve(_fd: &OwnedFd, _off: u64, _len: u64) -> io::Result<()> {
     Ok(())
 }
 
-/// Writes all of `buf` at offset `off` (`pwrite`, retried on a short write or `EINTR`).
-/// Writing through the descriptor allocates the page like a first touch would, but a full
-/// file system answers `ENOSPC` here rather than `SIGBUS`.
-pub(crate) fn write_at(fd: &OwnedFd, mut buf: &[u8], mut off: u64) -> io::Result<()> {
-    while !buf.is_empty() {
-        let at =
-            libc::off_t::try_from(off).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
-        // SAFETY: `fd` is open; `buf` is valid for reads of `buf.len()` bytes.
-        let n = unsafe { libc::pwrite(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), at) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::EINTR) {
-                continue;
-            }
-            return Err(e);
-        }
-        if n == 0 {
-            return Err(io::Error::from(io::ErrorKind::WriteZero));
-        }
-        let n = n as usize; // n > 0 here
-        buf = &buf[n..];
-        off += n as u64;
-    }
-    Ok(())
-}
-
 /// The identity and size of an open object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Stat {
     pub(crate) size: u64,
     pub(crate) dev: u64,
     pub(crate) ino: u64,
+    /// Last status change (creation, `ftruncate`), in seconds since the epoch.
+    pub(crate) ctime: i64,
 }
 
 pub(crate) fn stat(fd: &OwnedFd) -> io::Result<Stat> {
@@ -176,28 +153,51 @@ pub(crate) fn stat(fd: &OwnedFd) -> io::Result<Stat> {
     }
     // SAFETY: fstat returned 0, so it filled `st`.
     let st = unsafe { st.assume_init() };
-    #[allow(clippy::unnecessary_cast)] // the field types differ between platforms
-    Ok(Stat {
+    Ok(to_stat(&st))
+}
+
+#[allow(clippy::unnecessary_cast)] // the field types differ between platforms
+fn to_stat(st: &libc::stat) -> Stat {
+    Stat {
         size: st.st_size.max(0) as u64,
         dev: st.st_dev as u64,
         ino: st.st_ino as u64,
-    })
+        ctime: st.st_ctime as i64,
+    }
 }
 
-/// Maps `len` bytes of `fd` shared, read-write or read-only; `populate` pre-faults them
-/// (Linux), which turns a page fault per page into one call.
-pub(crate) fn map(
-    fd: &OwnedFd,
-    len: usize,
-    writable: bool,
-    populate: bool,
-) -> io::Result<NonNull<u8>> {
+/// The identity of the object a name refers to now, without taking a descriptor: on Linux
+/// POSIX shared memory objects are files in `/dev/shm` (shm_overview(7)), so `stat` on the
+/// path works even when this process has run out of descriptors (a `Drop` must not fail
+/// then).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) fn stat_name(name: &str) -> io::Result<Stat> {
+    let path = cstring(&format!("/dev/shm{name}"))?;
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `path` is a valid C string; `st` points to writable memory of the right type.
+    if unsafe { libc::stat(path.as_ptr(), st.as_mut_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: stat returned 0, so it filled `st`.
+    let st = unsafe { st.assume_init() };
+    Ok(to_stat(&st))
+}
+
+/// The identity of the object a name refers to now. macOS has no path for shared memory
+/// objects, so this opens the name (and fails when descriptors run out).
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub(crate) fn stat_name(name: &str) -> io::Result<Stat> {
+    stat(&open_existing(name, false)?)
+}
+
+/// Maps `len` bytes of `fd` shared, read-write or read-only.
+pub(crate) fn map(fd: &OwnedFd, len: usize, writable: bool) -> io::Result<NonNull<u8>> {
     let prot = if writable {
         libc::PROT_READ | libc::PROT_WRITE
     } else {
         libc::PROT_READ
     };
-    let flags = libc::MAP_SHARED | if populate { MAP_POPULATE } else { 0 };
+    let flags = libc::MAP_SHARED;
     // SAFETY: asking for a fresh mapping (null hint) of an open descriptor; the kernel
     // checks length and protection against the descriptor and reports failure.
     let p = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags, fd.as_raw_fd(), 0) };
@@ -219,6 +219,20 @@ pub(crate) unsafe fn unmap(ptr: NonNull<u8>, len: usize) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Takes an exclusive `flock`, waiting for it. Released when the descriptor is closed.
+pub(crate) fn lock(fd: &OwnedFd) -> io::Result<()> {
+    loop {
+        // SAFETY: `fd` is an open descriptor owned by the caller.
+        if unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX) } == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(e);
+        }
+    }
 }
 
 /// Takes an exclusive `flock` without waiting; `Ok(false)` when someone else holds it.
@@ -302,7 +316,20 @@ pub(crate) fn process_start_time(pid: u32) -> Option<u64> {
 }
 
 /// Whether the process `pid` that started at `start` is still alive (not a zombie). A
-/// reused pid has another start time, so it does not count.
+/// reused pid has another start time, so it does not count. A start time of 0 means the
+/// creator could not read its own (no `/proc`): then any live process with that pid
+/// counts, since wrongly calling a live owner dead is the error that must not happen.
 pub(crate) fn process_alive(pid: u32, start: u64) -> bool {
-    pid != 0 && process_start_time(pid) == Some(start)
+    if pid == 0 {
+        return false;
+    }
+    if start == 0 {
+        let Ok(p) = libc::pid_t::try_from(pid) else {
+            return false;
+        };
+        // SAFETY: signal 0 only checks that the process exists and may be signalled.
+        let rc = unsafe { libc::kill(p, 0) };
+        return rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    }
+    process_start_time(pid) == Some(start)
 }
