@@ -41,6 +41,17 @@ struct Running {
     reader: Reader,
     status: Option<sys::WaitStatus>,
     killed: Option<Killed>,
+    /// The last poll saw data (or end of file) on the pipe.
+    pipe_ready: bool,
+    /// The last poll saw the pidfd readable: the child has ended.
+    exit_ready: bool,
+}
+
+/// What a poll entry watches.
+#[derive(Debug, Clone, Copy)]
+enum Ready {
+    Pipe,
+    Exit,
 }
 
 impl Running {
@@ -82,6 +93,8 @@ where
     let parent = sys::getpid();
     let mut alive: Vec<Running> = Vec::with_capacity(max_alive.min(n));
     let mut pollfds: Vec<libc::pollfd> = Vec::with_capacity(2 * max_alive.min(n));
+    // Which child, and which of its descriptors, each poll entry is.
+    let mut owners: Vec<(usize, Ready)> = Vec::with_capacity(2 * max_alive.min(n));
     let mut next = 0;
     // Set when the run must stop starting children (fork failed, or the deadline passed).
     let mut stop: Option<ChildError> = None;
@@ -128,13 +141,15 @@ where
         }
 
         pollfds.clear();
-        for c in &alive {
+        owners.clear();
+        for (k, c) in alive.iter().enumerate() {
             if let Some(fd) = &c.pipe {
                 pollfds.push(libc::pollfd {
                     fd: fd.as_raw_fd(),
                     events: libc::POLLIN,
                     revents: 0,
                 });
+                owners.push((k, Ready::Pipe));
             }
             if let (Some(fd), None) = (&c.pidfd, c.status) {
                 pollfds.push(libc::pollfd {
@@ -142,21 +157,40 @@ where
                     events: libc::POLLIN,
                     revents: 0,
                 });
+                owners.push((k, Ready::Exit));
             }
         }
-        // A poll error (ENOMEM) leaves the loop on its tick: waitpid below still makes progress.
-        if sys::poll(&mut pollfds, wait_ms).is_err() {
-            std::thread::sleep(TICK);
+        match sys::poll(&mut pollfds, wait_ms) {
+            Ok(_) => {
+                for (pfd, &(k, ready)) in pollfds.iter().zip(&owners) {
+                    if pfd.revents != 0 {
+                        match ready {
+                            Ready::Pipe => alive[k].pipe_ready = true,
+                            Ready::Exit => alive[k].exit_ready = true,
+                        }
+                    }
+                }
+            }
+            Err(_) => {
+                // A poll error (ENOMEM): check everything on the tick instead.
+                std::thread::sleep(TICK);
+                for c in &mut alive {
+                    (c.pipe_ready, c.exit_ready) = (true, true);
+                }
+            }
         }
 
-        // Read every pipe and check every child. Reading costs one failed read per idle pipe;
-        // a run has few children alive at once (the cores), so this is cheaper than mapping
-        // poll entries back to children.
+        // Read the pipes that have data, reap the children that have ended. Without a pidfd
+        // (or once killed) a child is checked with waitpid on every pass.
         let mut k = 0;
         while k < alive.len() {
             let c = &mut alive[k];
-            c.read_pipe();
-            if c.status.is_none() {
+            if std::mem::take(&mut c.pipe_ready) {
+                c.read_pipe();
+            }
+            let check =
+                std::mem::take(&mut c.exit_ready) || c.pidfd.is_none() || c.killed.is_some();
+            if c.status.is_none() && check {
                 match sys::try_wait(c.pid) {
                     Ok(Some(status)) => c.status = Some(status),
                     Ok(None) => {}
@@ -217,6 +251,8 @@ where
                 reader: Reader::new(max),
                 status: None,
                 killed: None,
+                pipe_ready: false,
+                exit_ready: false,
             })
         }
     }
