@@ -260,20 +260,30 @@ where
 
 /// Turns what a finished child left into its outcome.
 fn outcome<R: DeserializeOwned>(c: Running) -> Result<R, ChildError> {
-    match c.killed {
+    decide(
+        c.killed,
+        c.status.unwrap_or(0),
+        c.reader.frame(),
+        c.reader.cap(),
+    )
+}
+
+/// The outcome of a child from why the parent killed it (if it did), its wait status, the
+/// frame it sent (if complete) and the result cap. In order: a kill by the parent, then a
+/// report the child sent (panic, over the cap, encoding error), then the exit status, then
+/// the result.
+fn decide<R: DeserializeOwned>(
+    killed: Option<Killed>,
+    status: sys::WaitStatus,
+    frame: Option<(u8, &[u8])>,
+    cap: u64,
+) -> Result<R, ChildError> {
+    match killed {
         Some(Killed::TimedOut) => return Err(ChildError::TimedOut),
         Some(Killed::Cancelled) => return Err(ChildError::Cancelled),
-        Some(Killed::TooLarge { len }) => {
-            return Err(ChildError::ResultTooLarge {
-                len,
-                max: c.reader_cap(),
-            });
-        }
+        Some(Killed::TooLarge { len }) => return Err(ChildError::ResultTooLarge { len, max: cap }),
         None => {}
     }
-    let exit = sys::decode_status(c.status.unwrap_or(0));
-    let cap = c.reader_cap();
-    let frame = c.reader.frame();
     match frame {
         // A panic report wins over the exit status: with `panic = "abort"` the child sends it
         // and then dies of SIGABRT.
@@ -296,7 +306,7 @@ fn outcome<R: DeserializeOwned>(c: Running) -> Result<R, ChildError> {
         }
         _ => {}
     }
-    match exit {
+    match sys::decode_status(status) {
         Exit::Signal(signal, core_dumped) => Err(ChildError::Signaled {
             signal,
             core_dumped,
@@ -311,11 +321,6 @@ fn outcome<R: DeserializeOwned>(c: Running) -> Result<R, ChildError> {
     }
 }
 
-impl Running {
-    fn reader_cap(&self) -> u64 {
-        self.reader.cap()
-    }
-}
 /// Flushes Rust's stdout and C stdio, so a child never inherits (and prints again) output the
 /// parent buffered.
 fn flush_parent_output() {
@@ -328,4 +333,114 @@ fn flush_parent_output() {
 fn ms_ceil(d: Duration) -> libc::c_int {
     let ms = d.as_nanos().div_ceil(1_000_000);
     libc::c_int::try_from(ms).unwrap_or(libc::c_int::MAX)
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    /// Wait statuses in the traditional encoding Linux and macOS share (`<sys/wait.h>`).
+    fn exited(code: i32) -> sys::WaitStatus {
+        code << 8
+    }
+    fn signaled(signal: i32, core: bool) -> sys::WaitStatus {
+        signal | if core { 0x80 } else { 0 }
+    }
+
+    fn ok_frame(v: u32) -> Vec<u8> {
+        postcard::to_allocvec(&v).unwrap()
+    }
+
+    #[test]
+    fn statuses_decode() {
+        assert_eq!(sys::decode_status(exited(0)), Exit::Code(0));
+        assert_eq!(sys::decode_status(exited(101)), Exit::Code(101));
+        assert_eq!(
+            sys::decode_status(signaled(libc::SIGKILL, false)),
+            Exit::Signal(libc::SIGKILL, false)
+        );
+        assert_eq!(
+            sys::decode_status(signaled(libc::SIGSEGV, true)),
+            Exit::Signal(libc::SIGSEGV, true)
+        );
+    }
+
+    #[test]
+    fn a_kill_by_the_parent_wins() {
+        let ok = ok_frame(5);
+        let frame = Some((frame::TAG_OK, &ok[..]));
+        let sig = signaled(libc::SIGKILL, false);
+        assert_eq!(
+            decide::<u32>(Some(Killed::TimedOut), sig, frame, 10),
+            Err(ChildError::TimedOut)
+        );
+        assert_eq!(
+            decide::<u32>(Some(Killed::Cancelled), sig, None, 10),
+            Err(ChildError::Cancelled)
+        );
+        assert_eq!(
+            decide::<u32>(Some(Killed::TooLarge { len: 99 }), sig, None, 10),
+            Err(ChildError::ResultTooLarge { len: 99, max: 10 })
+        );
+    }
+
+    #[test]
+    fn a_panic_report_wins_over_the_signal_of_panic_abort() {
+        let report =
+            postcard::to_allocvec(&("boom".to_owned(), Some("x.rs:1:2".to_owned()))).unwrap();
+        let got = decide::<u32>(
+            None,
+            signaled(libc::SIGABRT, true),
+            Some((frame::TAG_PANIC, &report)),
+            10,
+        );
+        assert_eq!(
+            got,
+            Err(ChildError::Panicked {
+                message: "boom".into(),
+                location: Some("x.rs:1:2".into())
+            })
+        );
+        let got = decide::<u32>(None, exited(101), Some((frame::TAG_PANIC, b"\xff")), 10);
+        assert!(matches!(
+            got,
+            Err(ChildError::Panicked { location: None, .. })
+        ));
+    }
+
+    #[test]
+    fn exit_status_then_result() {
+        let ok = ok_frame(5);
+        let frame = Some((frame::TAG_OK, &ok[..]));
+        assert_eq!(decide::<u32>(None, exited(0), frame, 10), Ok(5));
+        // A complete result does not hide a crash after it.
+        assert_eq!(
+            decide::<u32>(None, signaled(libc::SIGSEGV, false), frame, 10),
+            Err(ChildError::Signaled {
+                signal: libc::SIGSEGV,
+                core_dumped: false
+            })
+        );
+        assert_eq!(
+            decide::<u32>(None, exited(3), frame, 10),
+            Err(ChildError::Exited { code: 3 })
+        );
+        assert_eq!(
+            decide::<u32>(None, exited(0), None, 10),
+            Err(ChildError::NoResult)
+        );
+        assert!(matches!(
+            decide::<bool>(None, exited(0), Some((frame::TAG_OK, &[7][..])), 10),
+            Err(ChildError::Decode(_))
+        ));
+        let len = 77u64.to_le_bytes();
+        assert_eq!(
+            decide::<u32>(None, exited(0), Some((frame::TAG_TOO_LARGE, &len[..])), 10),
+            Err(ChildError::ResultTooLarge { len: 77, max: 10 })
+        );
+        assert_eq!(
+            decide::<u32>(None, exited(0), Some((frame::TAG_ENCODE, &b"nope"[..])), 10),
+            Err(ChildError::Encode("nope".into()))
+        );
+    }
 }
