@@ -131,6 +131,10 @@
 //!   (copy-on-write faults). The parent flushes all C streams before it forks.
 //! - A child that forks on its own (without `exec`) passes its pipe to the grandchild; the run
 //!   still ends when the child is reaped, reading what the child wrote.
+//! - Each alive child holds two descriptors in the parent (its pipe and its pidfd). With the
+//!   default `max_alive` (all `n`), `n` is therefore bounded by `RLIMIT_NOFILE` (often 1024)
+//!   and the process limit: past them `fork` or `pipe` fails ([`ChildError::ForkFailed`] with
+//!   `EMFILE` or `EAGAIN`) and the run stops. Set [`Pfork::max_alive`] for large `n`.
 //! - If the parent ignores `SIGCHLD` (`SIG_IGN`), the kernel reaps the children itself and
 //!   their exit statuses are lost: outcomes then come from what each child sent, and a child
 //!   that sent nothing is [`ChildError::NoResult`] whatever its exit code was.

@@ -20,7 +20,9 @@ use crate::{ChildError, Pfork, PforkError, all_ok, parent};
 /// the arrays, holding every child's writes.
 ///
 /// Children should write disjoint parts of the arrays (row `i`, a tile): the processes run in
-/// parallel, and the borrow checker sees only one of them.
+/// parallel, and the borrow checker sees only one of them. A child uses the set it is given:
+/// it already maps the arrays, so attaching them again by name is refused by ptools-shm
+/// (`ShmError::AlreadyMapped`).
 ///
 /// # Examples
 ///
