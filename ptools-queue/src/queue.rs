@@ -16,7 +16,7 @@
 //! entry no live worker can take any more. Every entry thus ends in exactly one
 //! completion: run (success or failure), dequeued, no workers, or shut down.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, Weak, mpsc};
@@ -27,10 +27,12 @@ use ptools_workerset::Cluster;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::core::{Bucket, Core, Entry, Prio};
+use crate::core::{Bucket, Core, Entry, Place, Prio, SeqMap};
 use crate::error::{Error, Result};
 use crate::target::{RemoteInfo, Resolved, Target, resolve};
-use crate::task::{Completion, Job, Part, QueuedWorkerTask, Sent, TaskId, TaskRef};
+use crate::task::{
+    Completion, InFlight, Job, Part, Queued, QueuedWorkerTask, Sent, TaskId, TaskRef,
+};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -97,7 +99,7 @@ struct Live {
 }
 
 struct State {
-    core: Core<Box<dyn Job>>,
+    core: Core<Queued>,
     /// Prepared workers that are alive, with their hosts.
     remotes: BTreeMap<usize, RemoteInfo>,
     /// Workers that were prepared and are gone, with the error they ended with.
@@ -107,7 +109,7 @@ struct State {
     shutdown: bool,
     next_task: u64,
     /// Tasks with parts queued or running.
-    live: HashMap<u64, Live>,
+    live: SeqMap<u64, Live>,
     counts: Counts,
     idle_feeders: usize,
 }
@@ -120,7 +122,7 @@ struct Shared {
     work: Condvar,
     /// `wait_idle` waits here.
     idle: Condvar,
-    cb_tx: mpsc::Sender<Completion>,
+    cb_tx: mpsc::Sender<Vec<Completion>>,
     hook: RwLock<Option<Hook>>,
 }
 
@@ -183,7 +185,7 @@ impl TaskQueue {
     /// [`prep_remotes`](Self::prep_remotes) (or the first queued task) learns the workers.
     pub fn new(cluster: &Cluster) -> TaskQueue {
         static NEXT: AtomicU64 = AtomicU64::new(1);
-        let (cb_tx, cb_rx) = mpsc::channel::<Completion>();
+        let (cb_tx, cb_rx) = mpsc::channel::<Vec<Completion>>();
         let sh = Arc::new(Shared {
             id: NEXT.fetch_add(1, Ordering::Relaxed),
             cluster: cluster.clone(),
@@ -195,7 +197,7 @@ impl TaskQueue {
                 paused: false,
                 shutdown: false,
                 next_task: 0,
-                live: HashMap::new(),
+                live: SeqMap::default(),
                 counts: Counts::default(),
                 idle_feeders: 0,
             }),
@@ -315,10 +317,12 @@ impl TaskQueue {
         R: Serialize + DeserializeOwned + Send + 'static,
     {
         let prio = Prio::new(t.priority).ok_or(Error::InvalidPriority(t.priority))?;
-        if !lock(&self.sh.st).prepared {
-            self.prep_remotes()?;
-        }
         let mut st = lock(&self.sh.st);
+        if !st.prepared {
+            drop(st);
+            self.prep_remotes()?;
+            st = lock(&self.sh.st);
+        }
         if st.shutdown {
             return Err(Error::Shutdown);
         }
@@ -349,7 +353,6 @@ impl TaskQueue {
                 data,
                 method: t.method,
                 callback: callback.clone(),
-                target: target.clone(),
             })
         };
         let parts: Vec<(Bucket, Box<dyn Job>)> = match resolved {
@@ -367,7 +370,11 @@ impl TaskQueue {
             },
         );
         for (b, job) in parts {
-            st.core.push(task.n, b, prio, job);
+            let q = Queued {
+                target: target.clone(),
+                job,
+            };
+            st.core.push(task.n, b, prio, q);
         }
         if st.idle_feeders > 0 {
             self.sh.work.notify_all();
@@ -599,14 +606,12 @@ impl Drop for TaskQueue {
     }
 }
 
-fn task_ref(queue: u64, e: &Entry<Box<dyn Job>>) -> TaskRef<'_> {
+fn task_ref(queue: u64, e: &Entry<Queued>) -> TaskRef<'_> {
     TaskRef {
         id: TaskId { queue, n: e.task },
-        part: match (e.payload.target(), &e.bucket) {
-            (Target::All, Bucket::Ids(ids)) => ids.first().copied(),
-            _ => None,
-        },
-        job: &*e.payload,
+        bucket: &e.bucket,
+        target: &e.payload.target,
+        job: &*e.payload.job,
     }
 }
 
@@ -620,7 +625,7 @@ impl Shared {
     fn end_queued(
         &self,
         st: &mut State,
-        gone: Vec<Entry<Box<dyn Job>>>,
+        gone: Vec<Entry<Queued>>,
         err: impl Fn() -> Error,
     ) -> Vec<Completion> {
         let mut out = Vec::with_capacity(gone.len());
@@ -632,19 +637,33 @@ impl Shared {
                 st.counts.failed += 1;
             }
             forget_part(st, e.task, false);
-            st.counts.callbacks_pending += 1;
-            out.push(e.payload.fail(e2));
+            let c = e.payload.job.fail(e2);
+            st.counts.callbacks_pending += usize::from(c.has_callback);
+            out.push(c);
         }
+        self.notify_if_idle(st);
         out
     }
 
-    fn deliver(&self, done: Vec<Completion>) {
-        for c in done {
-            // The callback thread lives as long as any `Shared`; if it died anyway, count
-            // the callback as done so that waits end.
-            if self.cb_tx.send(c).is_err() {
-                lock(&self.st).counts.callbacks_pending -= 1;
-            }
+    /// Wakes `wait_idle` callers if the queue is idle now (the callback thread does it
+    /// too, but completions without a callback never reach it).
+    fn notify_if_idle(&self, st: &State) {
+        if is_idle(st) {
+            self.idle.notify_all();
+        }
+    }
+
+    fn deliver(&self, mut done: Vec<Completion>) {
+        // Completions without a callback were counted and end here.
+        done.retain(|c| c.has_callback);
+        if done.is_empty() {
+            return;
+        }
+        let n = done.len();
+        // The callback thread lives as long as any `Shared`; if it died anyway, count
+        // the callbacks as done so that waits end.
+        if self.cb_tx.send(done).is_err() {
+            lock(&self.st).counts.callbacks_pending -= n;
         }
     }
 
@@ -702,98 +721,183 @@ fn forget_part(st: &mut State, task: u64, running: bool) {
 /// How long an idle feeder sleeps before it checks that its worker still lives.
 const LIVENESS_CHECK: Duration = Duration::from_secs(1);
 
+/// The most calls a feeder keeps on its worker at once.
+const MAX_WINDOW: usize = 64;
+
+/// How much work (by the measured time per task) a feeder commits to its worker ahead:
+/// enough to keep a worker busy between replies when tasks are short, never so much that
+/// a task waits on a busy worker while another one idles.
+const AHEAD: Duration = Duration::from_millis(2);
+
 fn noop(_: ()) {}
 
-/// One worker's feeder: takes the best entry for `w`, runs it, hands the outcome to the
-/// callback thread; until the worker is gone or the queue is dropped.
+/// How many calls a feeder may keep on its worker, from the mean time per task so far
+/// (`None`: nothing measured yet, so one at a time).
+pub(crate) fn window(mean: Option<Duration>) -> usize {
+    match mean {
+        None => 1,
+        Some(m) if m.is_zero() => MAX_WINDOW,
+        Some(m) => ((AHEAD.as_nanos() / m.as_nanos()) as usize).clamp(1, MAX_WINDOW),
+    }
+}
+
+/// One worker's feeder: takes the best entries for `w`, runs them, hands the outcomes to
+/// the callback thread; until the worker is gone or the queue is dropped.
+///
+/// Calls are pipelined: while tasks are short (by the mean time per task measured so
+/// far), up to [`window`] calls wait on the worker, so it runs them back to back instead
+/// of idling for a round trip between tasks. Long tasks go one at a time, so a task never
+/// waits behind another on a busy worker while an idle one could take it.
 fn feeder(sh: Arc<Shared>, w: usize) {
+    let mut flying: VecDeque<(Place, Box<dyn InFlight>)> = VecDeque::new();
+    let mut mean: Option<Duration> = None;
+    let mut last = Instant::now();
+    let mut gone: Option<ptools_workerset::Error> = None;
     loop {
-        let entry = {
-            let mut st = lock(&sh.st);
-            loop {
-                if st.shutdown || !st.remotes.contains_key(&w) {
-                    return;
-                }
-                if !st.paused
-                    && let Some(e) = st.core.pop_for(w)
-                {
-                    break e;
-                }
-                st.idle_feeders += 1;
-                let (g, to) = sh
-                    .work
-                    .wait_timeout(st, LIVENESS_CHECK)
-                    .unwrap_or_else(|p| p.into_inner());
-                st = g;
-                st.idle_feeders -= 1;
-                if to.timed_out() && w != 1 && sh.cluster.pid(w).is_none() {
-                    drop(st);
-                    // The call fails at once with the worker's recorded death.
-                    let err = match sh.cluster.remotecall_fetch(w, noop, ()) {
-                        Err(e) => e,
-                        Ok(()) => continue_err(w),
-                    };
-                    sh.retire(w, err);
-                    return;
-                }
-            }
-        };
-        {
-            let mut st = lock(&sh.st);
-            st.counts.running += 1;
-            if let Some(l) = st.live.get_mut(&entry.task) {
-                l.queued -= 1;
-                l.running += 1;
-            }
-        }
-        let Entry {
-            task,
-            seq,
-            bucket,
-            prio,
-            payload,
-        } = entry;
-        let completion = match payload.send(&sh.cluster, w) {
-            Sent::InFlight(f) => f.finish(),
-            Sent::Failed(c) => c,
-            Sent::Gone(job, err) => {
-                {
-                    let mut st = lock(&sh.st);
-                    st.counts.running -= 1;
-                    if let Some(l) = st.live.get_mut(&task) {
-                        l.queued += 1;
-                        l.running -= 1;
+        // Take what the window allows: blocking when nothing is in flight.
+        if gone.is_none() {
+            let want = window(mean).saturating_sub(flying.len());
+            let taken = if want == 0 {
+                Vec::new()
+            } else {
+                match take(&sh, w, want, flying.is_empty()) {
+                    Take::Entries(v) => v,
+                    Take::Stop => return,
+                    Take::Dead(err) => {
+                        sh.retire(w, err);
+                        return;
                     }
-                    st.core.requeue(Entry {
-                        task,
-                        seq,
-                        bucket,
-                        prio,
-                        payload: job,
-                    });
                 }
+            };
+            if flying.is_empty() && !taken.is_empty() {
+                last = Instant::now();
+            }
+            let mut failed = Vec::new();
+            for e in taken {
+                let (place, Queued { target, job }) = e.split();
+                if gone.is_some() {
+                    requeue(&sh, place, Queued { target, job });
+                    continue;
+                }
+                match job.send(&sh.cluster, w) {
+                    Sent::InFlight(f) => flying.push_back((place, f)),
+                    Sent::Failed(c) => failed.push((place, c)),
+                    Sent::Gone(job, err) => {
+                        requeue(&sh, place, Queued { target, job });
+                        gone = Some(err);
+                    }
+                }
+            }
+            complete(&sh, failed);
+        }
+        let Some((place, f)) = flying.pop_front() else {
+            if let Some(err) = gone {
                 sh.retire(w, err);
                 return;
             }
+            continue;
         };
-        let died = completion.died.clone();
-        {
-            let mut st = lock(&sh.st);
+        // Wait for the oldest call, then take every later one already answered.
+        let mut done = vec![(place, f.finish())];
+        while flying.front().is_some_and(|(_, f)| f.is_ready()) {
+            let (place, f) = flying.pop_front().expect("front exists");
+            done.push((place, f.finish()));
+        }
+        let now = Instant::now();
+        let per = (now - last) / done.len() as u32;
+        last = now;
+        mean = Some(match mean {
+            None => per,
+            Some(m) => (m * 3 + per) / 4,
+        });
+        if gone.is_none() {
+            gone = done.iter().find_map(|(_, c)| c.died.clone());
+        }
+        complete(&sh, done);
+    }
+}
+
+enum Take {
+    Entries(Vec<Entry<Queued>>),
+    /// The queue was dropped or the worker retired.
+    Stop,
+    /// The worker died while its feeder was idle.
+    Dead(ptools_workerset::Error),
+}
+
+/// Takes up to `want` entries for `w`, counting them running; waits for one if `block`.
+fn take(sh: &Shared, w: usize, want: usize, block: bool) -> Take {
+    let mut st = lock(&sh.st);
+    loop {
+        if st.shutdown || !st.remotes.contains_key(&w) {
+            return Take::Stop;
+        }
+        let mut v = Vec::new();
+        if !st.paused {
+            while v.len() < want {
+                let Some(e) = st.core.pop_for(w) else { break };
+                if let Some(l) = st.live.get_mut(&e.task) {
+                    l.queued -= 1;
+                    l.running += 1;
+                }
+                v.push(e);
+            }
+        }
+        st.counts.running += v.len();
+        if !v.is_empty() || !block {
+            return Take::Entries(v);
+        }
+        st.idle_feeders += 1;
+        let (g, to) = sh
+            .work
+            .wait_timeout(st, LIVENESS_CHECK)
+            .unwrap_or_else(|p| p.into_inner());
+        st = g;
+        st.idle_feeders -= 1;
+        if to.timed_out() && w != 1 && sh.cluster.pid(w).is_none() {
+            drop(st);
+            // The call fails at once with the worker's recorded death.
+            return Take::Dead(match sh.cluster.remotecall_fetch(w, noop, ()) {
+                Err(e) => e,
+                Ok(()) => continue_err(w),
+            });
+        }
+    }
+}
+
+/// Puts back a taken entry that could not be sent.
+fn requeue(sh: &Shared, place: Place, job: Queued) {
+    let mut st = lock(&sh.st);
+    st.counts.running -= 1;
+    if let Some(l) = st.live.get_mut(&place.task) {
+        l.queued += 1;
+        l.running -= 1;
+    }
+    st.core.requeue(place, job);
+}
+
+/// Counts the outcomes of taken entries and hands them to the callback thread.
+fn complete(sh: &Shared, done: Vec<(Place, Completion)>) {
+    if done.is_empty() {
+        return;
+    }
+    let mut out = Vec::with_capacity(done.len());
+    {
+        let mut st = lock(&sh.st);
+        for (place, c) in done {
             st.counts.running -= 1;
-            if completion.ok {
+            if c.ok {
                 st.counts.done += 1;
             } else {
                 st.counts.failed += 1;
             }
-            forget_part(&mut st, task, true);
-            st.counts.callbacks_pending += 1;
+            forget_part(&mut st, place.task, true);
+            st.counts.callbacks_pending += usize::from(c.has_callback);
+            out.push(c);
         }
-        sh.deliver(vec![completion]);
-        if let Some(err) = died {
-            sh.retire(w, err);
-            return;
-        }
+        sh.notify_if_idle(&st);
     }
+    sh.deliver(out);
 }
 
 /// The error for a worker whose pid is gone but whose call still went through (it was
@@ -802,15 +906,33 @@ fn continue_err(w: usize) -> ptools_workerset::Error {
     ptools_workerset::Error::UnknownWorker(w)
 }
 
-fn callback_loop(rx: mpsc::Receiver<Completion>, sh: Weak<Shared>) {
+fn callback_loop(rx: mpsc::Receiver<Vec<Completion>>, sh: Weak<Shared>) {
     ON_CALLBACK_THREAD.with(|c| c.set(true));
-    for c in rx {
-        let (task, worker) = (c.task, c.worker);
-        let r = catch_unwind(AssertUnwindSafe(c.run));
+    for batch in rx {
+        let n = batch.len();
+        for c in batch {
+            run_callback(c, &sh);
+        }
         let Some(sh) = sh.upgrade() else {
             continue;
         };
-        if let Err(p) = r {
+        let mut st = lock(&sh.st);
+        st.counts.callbacks_pending -= n;
+        if is_idle(&st) {
+            sh.idle.notify_all();
+        }
+    }
+}
+
+/// Runs one callback; a panic is counted and reported to the hook.
+fn run_callback(c: Completion, sh: &Weak<Shared>) {
+    let (task, worker) = (c.task, c.worker);
+    let r = catch_unwind(AssertUnwindSafe(c.run));
+    if let Err(p) = r {
+        let Some(sh) = sh.upgrade() else {
+            return;
+        };
+        {
             let message = p
                 .downcast_ref::<&str>()
                 .map(|s| (*s).to_owned())
@@ -831,11 +953,6 @@ fn callback_loop(rx: mpsc::Receiver<Completion>, sh: Weak<Shared>) {
                     info.task, info.worker, info.message
                 ),
             }));
-        }
-        let mut st = lock(&sh.st);
-        st.counts.callbacks_pending -= 1;
-        if is_idle(&st) {
-            sh.idle.notify_all();
         }
     }
 }

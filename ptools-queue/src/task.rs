@@ -120,11 +120,22 @@ where
     }
 }
 
+/// What the queue core holds for one entry. The target sits beside the job, not in it,
+/// so that `set_priorities` over many entries reaches a target only when the user's
+/// closure reads it (one cache miss less per entry).
+#[derive(Debug)]
+pub(crate) struct Queued {
+    pub(crate) target: Arc<Target>,
+    pub(crate) job: Box<dyn Job>,
+}
+
 /// A queued task as `set_priorities` and `dequeue_worker_tasks` see it.
 #[derive(Debug)]
 pub struct TaskRef<'a> {
     pub(crate) id: TaskId,
-    pub(crate) part: Option<usize>,
+    /// The workers the entry is queued for (a single id for an all-workers part).
+    pub(crate) bucket: &'a crate::core::Bucket,
+    pub(crate) target: &'a Target,
     pub(crate) job: &'a dyn Job,
 }
 
@@ -136,12 +147,15 @@ impl TaskRef<'_> {
 
     /// The task's target, as given.
     pub fn target(&self) -> &Target {
-        self.job.target()
+        self.target
     }
 
     /// For a part of an all-workers task: the worker it is queued for.
     pub fn part(&self) -> Option<usize> {
-        self.part
+        match (self.target, self.bucket) {
+            (Target::All, crate::core::Bucket::Ids(ids)) => ids.first().copied(),
+            _ => None,
+        }
     }
 
     /// The task data, if it is a `D`.
@@ -158,6 +172,8 @@ pub(crate) struct Completion {
     pub(crate) ok: bool,
     /// Set when the worker died under the task.
     pub(crate) died: Option<ptools_workerset::Error>,
+    /// False when there is no callback: the completion is then only counted.
+    pub(crate) has_callback: bool,
     pub(crate) run: Box<dyn FnOnce() + Send>,
 }
 
@@ -185,7 +201,6 @@ pub(crate) enum Sent {
 /// One queued part, type-erased.
 pub(crate) trait Job: Send + fmt::Debug {
     fn data(&self) -> &dyn Any;
-    fn target(&self) -> &Target;
     fn send(self: Box<Self>, cluster: &Cluster, worker: usize) -> Sent;
     /// Ends the part without running it: its callback gets `Err(e)`.
     fn fail(self: Box<Self>, e: Error) -> Completion;
@@ -193,6 +208,8 @@ pub(crate) trait Job: Send + fmt::Debug {
 
 /// A part running on a worker.
 pub(crate) trait InFlight: Send {
+    /// True once the reply is in.
+    fn is_ready(&self) -> bool;
     /// Waits for the result and makes the completion.
     fn finish(self: Box<Self>) -> Completion;
 }
@@ -203,15 +220,11 @@ pub(crate) struct Part<D, R> {
     pub(crate) data: D,
     pub(crate) method: fn(D) -> R,
     pub(crate) callback: Arc<Mutex<Option<Callback<D, R>>>>,
-    pub(crate) target: Arc<Target>,
 }
 
 impl<D, R> fmt::Debug for Part<D, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Part")
-            .field("task", &self.task)
-            .field("target", &self.target)
-            .finish()
+        f.debug_struct("Part").field("task", &self.task).finish()
     }
 }
 
@@ -227,11 +240,13 @@ where
         };
         let ok = r.is_ok();
         let (cb, data) = (self.callback, self.data);
+        let has_callback = cb.lock().unwrap_or_else(|p| p.into_inner()).is_some();
         Completion {
             task: self.task,
             worker,
             ok,
             died,
+            has_callback,
             run: Box::new(move || {
                 let mut g = cb.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(f) = g.as_mut() {
@@ -249,10 +264,6 @@ where
 {
     fn data(&self) -> &dyn Any {
         &self.data
-    }
-
-    fn target(&self) -> &Target {
-        &self.target
     }
 
     fn send(self: Box<Self>, cluster: &Cluster, worker: usize) -> Sent {
@@ -286,6 +297,10 @@ where
     D: Serialize + DeserializeOwned + Clone + Send + 'static,
     R: Serialize + DeserializeOwned + Send + 'static,
 {
+    fn is_ready(&self) -> bool {
+        self.r.is_ready()
+    }
+
     fn finish(self: Box<Self>) -> Completion {
         let r = self.r.fetch().map_err(Error::Worker);
         self.part.complete(Some(self.worker), r)

@@ -19,6 +19,7 @@
 
 use std::cmp::Ordering;
 use std::collections::{BTreeSet, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 
 #[cfg(test)]
 mod test;
@@ -99,26 +100,123 @@ pub(crate) struct Entry<T> {
     pub(crate) seq: u64,
     pub(crate) bucket: Bucket,
     pub(crate) prio: Prio,
+    /// Scratch space for `set_priorities`.
+    next: Prio,
     pub(crate) payload: T,
+}
+
+/// A hasher for the queue's integer keys (sequence numbers and task numbers, handed out
+/// in order by the queue itself, so no adversary chooses them): one multiplication
+/// (Fibonacci hashing) instead of SipHash, which dominated `set_priorities`.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct SeqHasher(u64);
+
+impl Hasher for SeqHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A `HashMap` keyed by the queue's own integers.
+pub(crate) type SeqMap<K, V> = HashMap<K, V, BuildHasherDefault<SeqHasher>>;
+
+/// The queued entries of one task: one (no allocation), or the parts of an all-workers
+/// task.
+#[derive(Debug, Clone)]
+enum Parts {
+    One(u64),
+    Many(Vec<u64>),
+}
+
+impl Parts {
+    fn add(&mut self, seq: u64) {
+        match self {
+            Parts::One(s) => *self = Parts::Many(vec![*s, seq]),
+            Parts::Many(v) => v.push(seq),
+        }
+    }
+
+    /// Removes `seq`; true if no part is left.
+    fn remove(&mut self, seq: u64) -> bool {
+        match self {
+            Parts::One(s) => *s == seq,
+            Parts::Many(v) => {
+                v.retain(|&s| s != seq);
+                v.is_empty()
+            }
+        }
+    }
+
+    fn first(&self) -> u64 {
+        match self {
+            Parts::One(s) => *s,
+            Parts::Many(v) => v.iter().copied().min().unwrap_or(u64::MAX),
+        }
+    }
+
+    fn to_vec(&self) -> Vec<u64> {
+        match self {
+            Parts::One(s) => vec![*s],
+            Parts::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// Where an entry stood in the queue: all of it but the payload.
+#[derive(Debug, Clone)]
+pub(crate) struct Place {
+    pub(crate) task: u64,
+    seq: u64,
+    bucket: Bucket,
+    prio: Prio,
+}
+
+impl<T> Entry<T> {
+    /// Splits the entry into its place and its payload.
+    pub(crate) fn split(self) -> (Place, T) {
+        (
+            Place {
+                task: self.task,
+                seq: self.seq,
+                bucket: self.bucket,
+                prio: self.prio,
+            },
+            self.payload,
+        )
+    }
 }
 
 /// The queue core; `T` is what an entry carries (the type-erased task, or a test value).
 #[derive(Debug)]
 pub(crate) struct Core<T> {
     next_seq: u64,
-    entries: HashMap<u64, Entry<T>>,
-    buckets: HashMap<Bucket, BTreeSet<(Prio, u64)>>,
+    entries: SeqMap<u64, Entry<T>>,
+    buckets: SeqMap<Bucket, BTreeSet<(Prio, u64)>>,
     /// The queued entries of each task.
-    by_task: HashMap<u64, Vec<u64>>,
+    by_task: SeqMap<u64, Parts>,
 }
 
 impl<T> Default for Core<T> {
     fn default() -> Self {
         Core {
             next_seq: 0,
-            entries: HashMap::new(),
-            buckets: HashMap::new(),
-            by_task: HashMap::new(),
+            entries: SeqMap::default(),
+            buckets: SeqMap::default(),
+            by_task: SeqMap::default(),
         }
     }
 }
@@ -138,6 +236,7 @@ impl<T> Core<T> {
             seq,
             bucket,
             prio,
+            next: prio,
             payload,
         });
         seq
@@ -145,16 +244,33 @@ impl<T> Core<T> {
 
     /// Puts back an entry taken by [`pop_for`](Self::pop_for) (a worker that could not
     /// run it): it keeps its sequence number, so its place among equals.
-    pub(crate) fn requeue(&mut self, e: Entry<T>) {
-        self.insert(e);
+    pub(crate) fn requeue(&mut self, place: Place, payload: T) {
+        self.insert(Entry {
+            task: place.task,
+            seq: place.seq,
+            bucket: place.bucket,
+            prio: place.prio,
+            next: place.prio,
+            payload,
+        });
     }
 
     fn insert(&mut self, e: Entry<T>) {
-        self.buckets
-            .entry(e.bucket.clone())
-            .or_default()
-            .insert((e.prio, e.seq));
-        self.by_task.entry(e.task).or_default().push(e.seq);
+        match self.buckets.get_mut(&e.bucket) {
+            Some(set) => {
+                set.insert((e.prio, e.seq));
+            }
+            None => {
+                self.buckets
+                    .insert(e.bucket.clone(), BTreeSet::from([(e.prio, e.seq)]));
+            }
+        }
+        match self.by_task.get_mut(&e.task) {
+            Some(p) => p.add(e.seq),
+            None => {
+                self.by_task.insert(e.task, Parts::One(e.seq));
+            }
+        }
         self.entries.insert(e.seq, e);
     }
 
@@ -186,18 +302,21 @@ impl<T> Core<T> {
                 self.buckets.remove(b);
             }
         }
-        if let Some(v) = self.by_task.get_mut(&e.task) {
-            v.retain(|&s| s != seq);
-            if v.is_empty() {
-                self.by_task.remove(&e.task);
-            }
+        if let Some(p) = self.by_task.get_mut(&e.task)
+            && p.remove(seq)
+        {
+            self.by_task.remove(&e.task);
         }
         e
     }
 
     /// Removes every queued entry of `task`.
     pub(crate) fn remove_task(&mut self, task: u64) -> Vec<Entry<T>> {
-        let seqs = self.by_task.get(&task).cloned().unwrap_or_default();
+        let seqs = self
+            .by_task
+            .get(&task)
+            .map(Parts::to_vec)
+            .unwrap_or_default();
         seqs.into_iter()
             .map(|s| {
                 let b = self.entries[&s].bucket.clone();
@@ -213,13 +332,13 @@ impl<T> Core<T> {
 
     /// The priority of `task`'s first queued entry.
     pub(crate) fn priority(&self, task: u64) -> Option<f64> {
-        let s = self.by_task.get(&task)?.first()?;
-        Some(self.entries[s].prio.get())
+        let s = self.by_task.get(&task)?.first();
+        Some(self.entries[&s].prio.get())
     }
 
     /// Sets the priority of every queued entry of `task`; false if it has none.
     pub(crate) fn set_priority(&mut self, task: u64, p: Prio) -> bool {
-        let Some(seqs) = self.by_task.get(&task).cloned() else {
+        let Some(seqs) = self.by_task.get(&task).map(Parts::to_vec) else {
             return false;
         };
         for s in seqs {
@@ -238,20 +357,18 @@ impl<T> Core<T> {
         &mut self,
         mut f: impl FnMut(&Entry<T>, f64) -> f64,
     ) -> Result<(), (u64, f64)> {
-        let mut new = Vec::with_capacity(self.entries.len());
-        for (&s, e) in &self.entries {
+        // New values go to `next` first, so a NaN half-way leaves every priority as it was.
+        for e in self.entries.values_mut() {
             let p = f(e, e.prio.get());
             match Prio::new(p) {
-                Some(p) => new.push((s, p)),
+                Some(p) => e.next = p,
                 None => return Err((e.task, p)),
             }
         }
-        for (s, p) in new {
-            if let Some(e) = self.entries.get_mut(&s) {
-                e.prio = p;
-            }
+        for e in self.entries.values_mut() {
+            e.prio = e.next;
         }
-        self.rebuild();
+        self.rebuild_buckets();
         Ok(())
     }
 
@@ -277,35 +394,45 @@ impl<T> Core<T> {
         out
     }
 
-    /// Rebuilds the bucket and task indexes from `entries`: a sort and bulk builds, much
-    /// cheaper than n single updates of the trees.
+    /// Rebuilds the bucket and task indexes from `entries`.
     fn rebuild(&mut self) {
-        let mut keyed: Vec<(&Bucket, Prio, u64, u64)> = self
-            .entries
-            .values()
-            .map(|e| (&e.bucket, e.prio, e.seq, e.task))
-            .collect();
-        keyed.sort_unstable_by_key(|k| (k.1, k.2));
-        let mut buckets: HashMap<Bucket, Vec<(Prio, u64)>> = HashMap::new();
-        let mut by_task: HashMap<u64, Vec<u64>> = HashMap::with_capacity(keyed.len());
-        for (b, p, s, t) in keyed {
-            match buckets.get_mut(b) {
-                Some(v) => v.push((p, s)),
+        let mut by_task: SeqMap<u64, Parts> = SeqMap::default();
+        by_task.reserve(self.entries.len());
+        for e in self.entries.values() {
+            match by_task.get_mut(&e.task) {
+                Some(p) => p.add(e.seq),
                 None => {
-                    buckets.insert(b.clone(), vec![(p, s)]);
+                    by_task.insert(e.task, Parts::One(e.seq));
                 }
             }
-            by_task.entry(t).or_default().push(s);
         }
-        for v in by_task.values_mut() {
-            v.sort_unstable();
+        self.by_task = by_task;
+        self.rebuild_buckets();
+    }
+
+    /// Rebuilds the bucket trees from `entries`: one sort and bulk builds, several times
+    /// cheaper than `n` single updates of the trees.
+    fn rebuild_buckets(&mut self) {
+        let mut keyed: Vec<(&Bucket, Prio, u64)> = self
+            .entries
+            .values()
+            .map(|e| (&e.bucket, e.prio, e.seq))
+            .collect();
+        keyed.sort_unstable_by_key(|k| (k.1, k.2));
+        let mut buckets: Vec<(&Bucket, Vec<(Prio, u64)>)> = Vec::new();
+        for (b, p, s) in keyed {
+            // Buckets are few: a linear search, most often hitting the first one.
+            match buckets.iter_mut().find(|(x, _)| *x == b) {
+                Some((_, v)) => v.push((p, s)),
+                None => buckets.push((b, vec![(p, s)])),
+            }
         }
         // Sorted input: `BTreeSet::from_iter` builds the tree in bulk.
-        self.buckets = buckets
+        let rebuilt = buckets
             .into_iter()
-            .map(|(b, v)| (b, v.into_iter().collect()))
+            .map(|(b, v)| (b.clone(), v.into_iter().collect()))
             .collect();
-        self.by_task = by_task;
+        self.buckets = rebuilt;
     }
 
     /// Removes the entries of buckets that `servable` rejects (no live worker left).

@@ -46,8 +46,8 @@ fn requeue_keeps_the_place_among_equals() {
     let mut c = Core::default();
     c.push(0, Bucket::Any, p(0.0), 0);
     c.push(1, Bucket::Any, p(0.0), 1);
-    let e = c.pop_for(2).unwrap();
-    c.requeue(e);
+    let (place, payload) = c.pop_for(2).unwrap().split();
+    c.requeue(place, payload);
     assert_eq!(c.pop_for(2).unwrap().payload, 0);
 }
 
@@ -224,4 +224,25 @@ proptest! {
         }
         prop_assert_eq!(core.len(), 0);
     }
+}
+
+/// Prints how long the core's bulk operations take on 100 000 entries (run by hand in
+/// release mode with `--ignored --nocapture`; no assertion on time).
+#[test]
+#[ignore]
+fn core_timing() {
+    let mut c = Core::default();
+    let t0 = std::time::Instant::now();
+    for i in 0..100_000u64 {
+        c.push(i, Bucket::Any, p(i as f64), i);
+    }
+    eprintln!("push 100k: {:?}", t0.elapsed());
+    for _ in 0..3 {
+        let t0 = std::time::Instant::now();
+        c.set_priorities(|_, cur| -cur).unwrap();
+        eprintln!("set_priorities 100k: {:?}", t0.elapsed());
+    }
+    let t0 = std::time::Instant::now();
+    c.rebuild_buckets();
+    eprintln!("rebuild_buckets 100k: {:?}", t0.elapsed());
 }
