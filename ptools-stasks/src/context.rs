@@ -235,3 +235,42 @@ impl fmt::Debug for TaskContext {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::TaskLocalStorage;
+
+    #[test]
+    fn get_or_insert_with_replaces_another_type_and_keeps_its_own() {
+        let mut s = TaskLocalStorage::new();
+        s.set("k", "text");
+        assert_eq!(*s.get_or_insert_with("k", || 5u32), 5);
+        *s.get_or_insert_with("k", || 0u32) += 1;
+        assert_eq!(s.get::<u32>("k"), Some(&6));
+        assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn remove_with_the_wrong_type_leaves_the_value() {
+        let mut s = TaskLocalStorage::new();
+        s.set("k", 1.5f64);
+        assert_eq!(s.remove::<u64>("k"), None);
+        assert!(s.contains("k"));
+        assert_eq!(s.remove::<f64>("k"), Some(1.5));
+        assert!(s.is_empty());
+        assert_eq!(s.remove::<f64>("k"), None);
+    }
+
+    #[test]
+    fn keys_clear_and_debug() {
+        let mut s = TaskLocalStorage::new();
+        s.set("b", 1u8);
+        s.set("a", vec![1u8]);
+        let mut keys: Vec<_> = s.keys().collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["a", "b"]);
+        assert_eq!(format!("{s:?}"), r#"TaskLocalStorage { keys: ["a", "b"] }"#);
+        s.clear();
+        assert!(s.is_empty());
+    }
+}

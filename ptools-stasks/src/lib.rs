@@ -85,7 +85,9 @@
 //! hex: two groups never collide, even on the same prefix, and the workers are told the
 //! prefix in the start call (so it needs no environment variable). Another process can
 //! attach the arrays with that prefix. The prefix given must leave room for the suffix
-//! (at most 32 bytes in all); [`Prefix::job`](ptools_shm::Prefix::job) always does.
+//! (at most 32 bytes in all): a computed [`Prefix::job`](ptools_shm::Prefix::job) (at
+//! most 19 bytes) does for billions of groups; a prefix that does not is an
+//! [`Error::InvalidArgument`] before anything is created.
 //!
 //! # Errors and faults
 //!

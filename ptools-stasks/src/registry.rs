@@ -231,3 +231,38 @@ pub(crate) fn unmap_shm((prefix, names): (String, Vec<String>)) -> usize {
     }
     dropped.len()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{ELEMS, WireCfg};
+    use ptools_shm::ShmCfg;
+
+    #[test]
+    fn every_element_type_round_trips_on_the_wire() {
+        for e in ELEMS {
+            let cfg = ShmCfg::with_elem("a", e, [3, 4]).unwrap();
+            let w = WireCfg::from_cfg(&cfg).unwrap();
+            let bytes = postcard::to_allocvec(&w).unwrap();
+            let back: WireCfg = postcard::from_bytes(&bytes).unwrap();
+            assert_eq!(back.to_cfg().unwrap(), cfg);
+        }
+        let bad = WireCfg {
+            name: "a".into(),
+            elem: 200,
+            dims: vec![1],
+        };
+        assert!(bad.to_cfg().is_err());
+    }
+
+    #[test]
+    fn conjured_handlers_behave_like_the_original() {
+        fn twice(x: u32) -> u32 {
+            x * 2
+        }
+        fn call<F: Fn(u32) -> u32 + Copy + 'static>(_: F, x: u32) -> u32 {
+            super::conjure::<F>()(x)
+        }
+        assert_eq!(call(twice, 21), 42);
+        assert_eq!(call(|x| x + 1, 1), 2);
+    }
+}

@@ -578,3 +578,34 @@ impl fmt::Debug for STasks {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{STasks, check_workers, group_prefix};
+    use ptools_shm::Prefix;
+
+    #[test]
+    fn worker_lists_are_checked() {
+        assert!(check_workers(&[2, 3]).is_ok());
+        assert!(check_workers(&[]).is_err());
+        assert!(check_workers(&[1, 2]).is_err());
+        assert!(check_workers(&[2, 3, 2]).is_err());
+    }
+
+    #[test]
+    fn group_prefixes_are_distinct_and_bounded() {
+        let p = Prefix::new("job").unwrap();
+        assert_eq!(group_prefix(&p, 1).unwrap().as_str(), "job.s1");
+        assert_eq!(group_prefix(&p, 255).unwrap().as_str(), "job.sff");
+        let long = Prefix::new("a".repeat(31)).unwrap();
+        assert!(group_prefix(&long, 1).is_err());
+        // The job prefix (at most 19 bytes) leaves room for 65536 groups and more.
+        assert!(group_prefix(&Prefix::job(), 0xffff).is_ok());
+    }
+
+    #[test]
+    fn handles_can_be_shared_between_threads() {
+        fn shared<T: Send + Sync>() {}
+        shared::<STasks>();
+    }
+}
