@@ -7,6 +7,7 @@
 //! shared-memory segments and processes, and a run that leaves either behind has a bug even
 //! when every test passed.
 
+mod bench;
 mod leaks;
 #[cfg(test)]
 mod tidy;
@@ -21,6 +22,7 @@ fn main() -> ExitCode {
     let task = args.first().map(String::as_str).unwrap_or("help");
     let result = match task {
         "ci" => ci(),
+        "bench" => bench::main(&args[1..]),
         "help" | "--help" | "-h" => {
             print_help();
             Ok(())
@@ -41,7 +43,8 @@ fn print_help() {
         "cargo xtask TASK\n\n\
          Tasks:\n  \
          ci     fmt, clippy, tests (default / all / no default features), doc tests, docs,\n         \
-         examples, benches compiled, Miri when installed, then the leak check"
+         examples, benches compiled, Miri when installed, then the leak check\n  \
+         bench  run the benches (--quick, --peers, --no-run) and write BENCHMARKS.md"
     );
 }
 

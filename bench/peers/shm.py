@@ -1,0 +1,70 @@
+"""shared_memory peers: a 1 MiB create/map/unlink cycle, and the end-to-end 256 MiB job
+(create, fill by 2 pool processes with numpy, checksum in the parent, unlink). numpy is
+optional: without it the job is reported as skipped. Every segment is unlinked, even on
+error, and the pool is shut down on exit.
+"""
+
+import multiprocessing
+import time
+from multiprocessing import shared_memory
+
+from common import budget, measure, note, report, skip
+
+MIB = 1 << 20
+BYTES = 256 * MIB
+WORDS = BYTES // 8
+PATTERN = 0x0101_0101_0101_0101
+
+try:
+    import numpy as np
+except ImportError:
+    np = None
+
+
+def create_cycle():
+    shm = shared_memory.SharedMemory(create=True, size=MIB)
+    try:
+        shm.close()
+    finally:
+        shm.unlink()
+
+
+def fill_share(args):
+    name, i, n = args
+    shm = shared_memory.SharedMemory(name=name)
+    try:
+        a = np.ndarray((WORDS,), dtype=np.uint64, buffer=shm.buf)
+        chunk = -(-WORDS // n)
+        start, end = min(i * chunk, WORDS), min((i + 1) * chunk, WORDS)
+        a[start:end] = PATTERN
+        del a
+        return end - start
+    finally:
+        shm.close()
+
+
+def job(pool):
+    shm = shared_memory.SharedMemory(create=True, size=BYTES)
+    try:
+        filled = sum(pool.map(fill_share, [(shm.name, i, 2) for i in range(2)], chunksize=1))
+        assert filled == WORDS, filled
+        a = np.ndarray((WORDS,), dtype=np.uint64, buffer=shm.buf)
+        total = int(a.sum(dtype=np.uint64))
+        del a
+        assert total == (PATTERN * WORDS) % (1 << 64), total
+    finally:
+        shm.close()
+        shm.unlink()
+
+
+if __name__ == "__main__":
+    t0 = time.perf_counter()
+    report("py_shm_cycle_1mib", measure(create_cycle, budget(3), max_samples=2000, batch=10))
+    if np is None:
+        skip("py_numpy_fill256_2proc", "numpy is not installed")
+    else:
+        note(f"shm.py: numpy {np.__version__}")
+        # The pool is started outside the timing, as the ptools workers are.
+        with multiprocessing.Pool(2) as pool:
+            report("py_numpy_fill256_2proc", measure(lambda: job(pool), budget(6), max_samples=20, min_samples=3))
+    note(f"shm.py: {time.perf_counter() - t0:.1f} s")

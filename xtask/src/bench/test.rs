@@ -1,0 +1,249 @@
+//! Tests of the bench report: the scenario table's consistency, the parsers and the
+//! rendering of BENCHMARKS.md and the plot, on made-up figures (no bench runs here).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use super::*;
+
+fn measured(median_ns: f64, elements: Option<f64>) -> Figure {
+    Figure::Time(Measured {
+        median_ns,
+        elements,
+        bytes: None,
+    })
+}
+
+fn scenario(name: &str) -> Scenario {
+    *SCENARIOS
+        .iter()
+        .find(|s| s.name == name)
+        .or_else(|| SCENARIOS.iter().find(|s| s.name.starts_with(name)))
+        .expect("scenario in the table")
+}
+
+fn report() -> Report {
+    let rows = vec![
+        // 12 µs against 10 µs: ratio 1.2 under a 1.5 target; the peer takes 240 µs.
+        Row {
+            scenario: scenario("remotecall_fetch round trip"),
+            ptools: measured(12_000.0, None),
+            baseline: Some(measured(10_000.0, None)),
+            peer: Some(Ok(PeerFigure::Seconds {
+                median: 240e-6,
+                items: 1.0,
+            })),
+        },
+        // 10^6 items in 250 ms: 4 M/s, below the 5 M/s target; the peer does 2 M/s.
+        Row {
+            scenario: scenario("pmap throughput"),
+            ptools: measured(250e6, Some(1e6)),
+            baseline: None,
+            peer: Some(Ok(PeerFigure::Seconds {
+                median: 0.5,
+                items: 1e6,
+            })),
+        },
+        Row {
+            scenario: scenario("pfork n = 8"),
+            ptools: Figure::Missing("bench `pfork` of ptools-fork does not exist yet".into()),
+            baseline: Some(Figure::Missing(
+                "bench `pfork` of ptools-fork does not exist yet".into(),
+            )),
+            peer: Some(Err("numpy is not installed".into())),
+        },
+        Row {
+            scenario: scenario("worker resident memory"),
+            ptools: Figure::Kib(4096.0),
+            baseline: None,
+            peer: Some(Ok(PeerFigure::Kib(12288.0))),
+        },
+    ];
+    let facts: BTreeMap<String, String> = [
+        ("mode", "quick"),
+        ("date", "2026-11-25 02:00 UTC"),
+        ("duration", "321"),
+        ("load_before", "1.0"),
+        ("load_after", "2.0"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    Report {
+        rows,
+        facts,
+        machine: vec!["a test machine".into()],
+    }
+}
+
+#[test]
+fn table_is_consistent() {
+    let mut ids = Vec::new();
+    for s in SCENARIOS {
+        assert!(!s.name.is_empty());
+        if let Some(k) = s.peer {
+            assert!(
+                PEER_LABELS.iter().any(|(key, _)| *key == k),
+                "peer {k} has no label"
+            );
+        }
+        if let Source::Criterion { id, baseline } = s.source {
+            assert!(!ids.contains(&id), "{id} twice");
+            ids.push(id);
+            assert_ne!(Some(id), baseline);
+        }
+        if let Target::Ratio(_) = s.target {
+            assert!(
+                matches!(
+                    s.source,
+                    Source::Criterion {
+                        baseline: Some(_),
+                        ..
+                    }
+                ),
+                "{}: a ratio target needs a baseline",
+                s.name
+            );
+        }
+    }
+}
+
+#[test]
+fn peer_scripts_print_only_labelled_keys() {
+    let dir = crate::root().join("bench").join("peers");
+    for script in PEER_SCRIPTS {
+        let text = std::fs::read_to_string(dir.join(script)).expect("peer script exists");
+        // Every `report*("py_...")` / `skip("py_...")` key in the script has a label.
+        for piece in text
+            .split("(\"py_")
+            .skip(1)
+            .chain(text.split("(f\"py_").skip(1))
+        {
+            let key: String = piece
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '{')
+                .collect();
+            let key = format!("py_{key}");
+            let known = PEER_LABELS.iter().any(|(k, _)| {
+                *k == key || (key.contains('{') && k.starts_with(key.split('{').next().unwrap()))
+            });
+            assert!(known, "{script}: key {key} has no label");
+        }
+    }
+}
+
+#[test]
+fn filter_selects_exactly_the_table_ids() {
+    let f = filter("ptools-workerset", "round_trip");
+    assert_eq!(
+        f,
+        "^(round_trip/remotecall_fetch_u64|round_trip/raw_socketpair_u64)$"
+    );
+    let f = filter("ptools-fork", "pfork");
+    assert!(f.contains("pfork/ptools/32|pfork/raw/32"), "{f}");
+    assert_eq!(f.matches("pfork/raw/2|").count(), 1, "{f}");
+}
+
+#[test]
+fn parses_bench_and_peer_lines() {
+    assert_eq!(
+        worker_rss_kib("worker 2 (pid 77) resident memory: Some(5312) KiB"),
+        Some(5312)
+    );
+    assert_eq!(worker_rss_kib("worker 2 resident memory: None KiB"), None);
+    assert_eq!(
+        parse_peer_line("py_pool_map_default\tseconds\t0.5\t1000000"),
+        Some((
+            "py_pool_map_default".into(),
+            PeerFigure::Seconds {
+                median: 0.5,
+                items: 1e6
+            }
+        ))
+    );
+    assert_eq!(
+        parse_peer_line("py_worker_rss\tkib\t13164"),
+        Some(("py_worker_rss".into(), PeerFigure::Kib(13164.0)))
+    );
+    assert_eq!(
+        parse_peer_line("py_numpy_fill256_2proc\tskipped\tnumpy is not installed"),
+        Some((
+            "py_numpy_fill256_2proc".into(),
+            PeerFigure::Skipped("numpy is not installed".into())
+        ))
+    );
+    assert_eq!(parse_peer_line("workers.py: 9.2 s"), None);
+}
+
+#[test]
+fn formats_dates_and_quantities() {
+    let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_564_800 + 2 * 3600 + 5 * 60);
+    assert_eq!(utc_date(t), "2026-11-25 02:05 UTC");
+    assert_eq!(utc_date(SystemTime::UNIX_EPOCH), "1970-01-01 00:00 UTC");
+    assert_eq!(fmt_time(11_234.0), "11.2 µs");
+    assert_eq!(fmt_time(740_000.0), "740 µs");
+    assert_eq!(fmt_time(2.5e9), "2.50 s");
+    assert_eq!(fmt_rate(5_300_000.0), "5.30 M/s");
+    assert_eq!(fmt_rate(25_000.0), "25.0 k/s");
+}
+
+#[test]
+fn renders_the_table() {
+    let md = render_markdown(&report());
+    let line = |start: &str| {
+        md.lines()
+            .find(|l| l.starts_with(&format!("| {start}")))
+            .unwrap_or_else(|| panic!("no row {start} in\n{md}"))
+            .to_owned()
+    };
+    let rt = line("remotecall_fetch round trip");
+    assert!(rt.contains("| 12.0 µs |"), "{rt}");
+    assert!(
+        rt.contains("10.0 µs<br>`round_trip/raw_socketpair_u64`"),
+        "{rt}"
+    );
+    assert!(rt.contains("| 1.20× | ≤ 1.5× | yes |"), "{rt}");
+    assert!(rt.contains("| 20.0× faster |"), "{rt}");
+
+    let pmap = line("pmap throughput");
+    assert!(pmap.contains("4.00 M/s (250 ms per 1M)"), "{pmap}");
+    assert!(pmap.contains("| ≥ 5.00 M/s | **no** |"), "{pmap}");
+    assert!(pmap.contains("2.00 M/s (500 ms per 1M)"), "{pmap}");
+    assert!(pmap.contains("| 2.0× faster |"), "{pmap}");
+
+    let pfork = line("pfork n = 8<br>");
+    assert!(pfork.contains("not measured: bench `pfork`"), "{pfork}");
+    assert!(pfork.contains("| - | ≤ 1.3× | - |"), "{pfork}");
+
+    let rss = line("worker resident memory");
+    assert!(rss.contains("| 4.00 MiB |"), "{rss}");
+    assert!(rss.contains("| 3.0× smaller |"), "{rss}");
+
+    assert!(md.contains("`cargo xtask bench --quick --peers` on 2026-11-25 02:00 UTC"));
+    assert!(
+        md.contains("![ptools against its baselines and the Python peers](docs/benchmarks.svg)")
+    );
+    assert!(md.contains("## Re-run"));
+    let not = md.split("## Not measured").nth(1).expect("section");
+    assert!(
+        not.contains("- pfork n = 8: bench `pfork` of ptools-fork does not exist yet"),
+        "{not}"
+    );
+    assert!(not.contains("numpy is not installed"), "{not}");
+    assert_eq!(
+        md.matches("\n| ").count(),
+        1 + report().rows.len(),
+        "one table row per scenario"
+    );
+}
+
+#[test]
+fn renders_the_plot() {
+    let svg = svg::render(&report().rows);
+    assert!(svg.starts_with("<svg ") && svg.ends_with("</svg>\n"));
+    // Round trip: ptools, baseline, peer; pmap: ptools, peer; plus the legend's three.
+    assert_eq!(svg.matches("<rect x=").count(), 3 + 2 + 3, "{svg}");
+    assert!(svg.contains("remotecall_fetch round trip"));
+    assert!(svg.contains(">not measured<"), "the pfork row says so");
+    assert!(!svg.contains("NaN") && !svg.contains("inf"), "{svg}");
+}
