@@ -812,6 +812,11 @@ fn feeder(sh: Arc<Shared>, w: usize) {
         });
         if gone.is_none() {
             gone = done.iter().find_map(|(_, c)| c.died.clone());
+            if let Some(err) = &gone {
+                // Retired before the outcome is counted, so whoever sees the task end
+                // (a callback, `wait_idle`) already sees the worker gone.
+                sh.retire(w, err.clone());
+            }
         }
         complete(&sh, done);
     }
@@ -954,5 +959,22 @@ fn run_callback(c: Completion, sh: &Weak<Shared>) {
                 ),
             }));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{MAX_WINDOW, window};
+
+    #[test]
+    fn the_window_follows_the_measured_task_time() {
+        assert_eq!(window(None), 1, "nothing measured: one at a time");
+        assert_eq!(window(Some(Duration::ZERO)), MAX_WINDOW);
+        assert_eq!(window(Some(Duration::from_micros(10))), MAX_WINDOW);
+        assert_eq!(window(Some(Duration::from_micros(500))), 4);
+        assert_eq!(window(Some(Duration::from_millis(2))), 1);
+        assert_eq!(window(Some(Duration::from_secs(60))), 1);
     }
 }
