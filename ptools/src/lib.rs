@@ -11,10 +11,11 @@
 //! | module | facility | crate |
 //! |---|---|---|
 //! | [`shm`] | named POSIX shared-memory typed N-d arrays | `ptools-shm` |
+//! | [`fork`] | `pfork(n, f)` and `pfork_shm`: fork-based fan-out | `ptools-fork` |
 //! | [`workerset`] | worker processes, remote calls, `WorkerSet` pools | `ptools-workerset` |
 //!
-//! pfork, server tasks and queued tasks join as they land (see the repository's README
-//! for their status).
+//! Server tasks and queued tasks join as they land (see the repository's README for their
+//! status).
 //!
 //! ```
 //! # ptools::workerset::enable_test_support!();
@@ -47,6 +48,8 @@
 //! - `cli`: the `ptools` command-line tool (`ptools shm list`, `ptools shm clean`).
 
 #[doc(inline)]
+pub use ptools_fork as fork;
+#[doc(inline)]
 pub use ptools_shm as shm;
 #[doc(inline)]
 pub use ptools_workerset as workerset;
@@ -58,6 +61,8 @@ struct ReadmeDoctests;
 
 /// The names a PTools.jl user looks for, in one import.
 pub mod prelude {
+    #[doc(inline)]
+    pub use ptools_fork::{ChildError, Pfork, PforkError, pfork, pfork_shm};
     #[doc(inline)]
     pub use ptools_shm::{
         Prefix, ShmArray, ShmBuilder, ShmCfg, ShmElem, ShmError, ShmSet, list_shm,

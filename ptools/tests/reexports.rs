@@ -63,3 +63,19 @@ fn workerset_reexports_are_the_facility_items() {
     let _ = p::Mode::FirstFree;
     assert_eq!(p::myid(), 1, "the test process is the master");
 }
+
+#[test]
+fn fork_reexports_are_the_facility_items() {
+    use ptools::prelude as p;
+    assert_eq!(TypeId::of::<p::Pfork>(), TypeId::of::<ptools_fork::Pfork>());
+    assert_eq!(
+        TypeId::of::<p::ChildError>(),
+        TypeId::of::<ptools_fork::ChildError>()
+    );
+    assert_eq!(
+        TypeId::of::<p::PforkError<u8>>(),
+        TypeId::of::<ptools_fork::PforkError<u8>>()
+    );
+    let _ = p::pfork::<u8, fn(usize) -> u8>;
+    let _ = p::pfork_shm::<fn(usize, &mut ptools::shm::ShmSet)>;
+}

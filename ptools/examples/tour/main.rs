@@ -9,10 +9,13 @@
 //! 1. Shared memory: a second copy of this program attaches to a shared array by name and
 //!    computes half of a Julia-set field while this process computes the other half; this
 //!    process reads the whole field and writes it as a PNG picture.
-//! 2. Workers: worker processes (this program again, in worker mode) render another
+//! 2. pfork: forked children render the Mandelbrot set straight into a shared array, then
+//!    fan out again to measure the picture, each child returning its share.
+//! 3. Workers: worker processes (this program again, in worker mode) render another
 //!    fractal band by band through a `WorkerSet`, round-robin and then first-free, with
 //!    progress as the bands come back.
 
+mod fork_part;
 mod fractal;
 mod png;
 mod shm_part;
@@ -35,6 +38,8 @@ fn main() -> Result<(), BoxError> {
     println!("ptools tour: {size} x {size} pictures, {} cores\n", cores());
     let started = Instant::now();
     shm_part::run(size)?;
+    // pfork before any worker exists: see fork_part's docs.
+    fork_part::run(size)?;
     workers_part::run(size)?;
     println!(
         "\ntour done in {:.2} s; nothing left behind",

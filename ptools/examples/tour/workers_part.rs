@@ -1,4 +1,4 @@
-//! Part 2, workers: worker processes render a fractal band by band through a `WorkerSet`.
+//! Part 3, workers: worker processes render a fractal band by band through a `WorkerSet`.
 //! The bands cost very different amounts (the fractal's body is dense), so a first-free
 //! set, which hands each band to whichever worker is free, beats round-robin.
 
@@ -60,7 +60,7 @@ fn render_with(set: &WorkerSet, size: usize) -> Result<(Vec<u8>, Duration), BoxE
 
 pub(crate) fn run(size: usize) -> Result<(), BoxError> {
     let n = cores().max(2);
-    println!("\n2. workers: {n} worker processes render a fractal in {BANDS} bands");
+    println!("\n3. workers: {n} worker processes render a fractal in {BANDS} bands");
 
     let t = Instant::now();
     let baseline: Vec<u8> = bands(size).into_iter().flat_map(render_band).collect();
