@@ -315,7 +315,8 @@ impl STasks {
     }
 
     /// The prefix the arrays were created under: `<prefix given>.s<group>`. Another
-    /// process attaches them with `ShmSet::attach(cfgs, h.prefix())`.
+    /// process attaches them with `ShmSet::attach(cfgs, h.prefix())` (not this one: a
+    /// process maps a segment once, and the master already holds them here).
     pub fn prefix(&self) -> &Prefix {
         &self.prefix
     }

@@ -17,6 +17,13 @@ const LEN1: usize = 64 * 1024;
 /// Every wait in these tests is bounded by this.
 const TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Whether the segment `name` (`/ptools_...`) is in `/dev/shm` (Linux, as workers are).
+fn segment_exists(name: &str) -> bool {
+    std::path::Path::new("/dev/shm")
+        .join(name.trim_start_matches('/'))
+        .exists()
+}
+
 fn cfgs() -> Vec<ShmCfg> {
     vec![
         ShmCfg::new::<i32>("svar1", LEN1).unwrap(),
@@ -73,8 +80,14 @@ fn ptools_jl_example_each_task_writes_its_stripe() {
     // The arrays are named under the group's own prefix, and go away with the group.
     let prefix = h.prefix().clone();
     assert!(prefix.as_str().starts_with(Prefix::job().as_str()));
-    assert!(ShmSet::attach(&cfgs, &prefix).is_ok());
+    let names: Vec<String> = ["svar1", "svar2"]
+        .iter()
+        .map(|n| prefix.segment_name(n))
+        .collect();
+    assert_eq!(names[0], svar1.segment_name());
+    assert!(names.iter().all(|n| segment_exists(n)), "{names:?}");
     stop_stasks(&mut h).unwrap();
+    assert!(!names.iter().any(|n| segment_exists(n)), "{names:?}");
     assert!(matches!(
         ShmSet::attach(&cfgs, &prefix),
         Err(ShmError::NotFound { .. })
