@@ -376,7 +376,7 @@ impl TaskQueue {
             };
             st.core.push(task.n, b, prio, q);
         }
-        if st.idle_feeders > 0 {
+        if st.idle_feeders > 0 && !st.paused {
             self.sh.work.notify_all();
         }
         Ok(task)

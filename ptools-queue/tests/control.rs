@@ -113,3 +113,31 @@ fn progress_bar_waits_until_idle() {
     q.wait_idle_progress();
     assert_eq!(q.counts().done, 100);
 }
+
+#[test]
+fn a_callback_may_queue_follow_up_tasks() {
+    let c = Cluster::new();
+    c.addprocs(1).unwrap();
+    let q = Arc::new(TaskQueue::new(&c));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    /// Queues `x` with a callback that queues `x + 1` until 5.
+    fn chain(q: &Arc<TaskQueue>, seen: &Arc<Mutex<Vec<u64>>>, x: u64) {
+        let (q2, s2) = (q.clone(), seen.clone());
+        let cb = move |x: u64, r: ptools_queue::Result<u64>| {
+            s2.lock().unwrap().push(r.unwrap());
+            if x < 5 {
+                chain(&q2, &s2, x + 1);
+            }
+        };
+        q.queue_worker_task(QueuedWorkerTask::new(x, ident, cb, Target::Any))
+            .unwrap();
+    }
+    chain(&q, &seen, 0);
+    // Idle only once the last callback has returned without queuing more.
+    let deadline = std::time::Instant::now() + WAIT;
+    while seen.lock().unwrap().len() < 6 {
+        assert!(std::time::Instant::now() < deadline, "the chain stopped");
+        assert!(q.wait_idle_timeout(WAIT));
+    }
+    assert_eq!(*seen.lock().unwrap(), [0, 1, 2, 3, 4, 5]);
+}

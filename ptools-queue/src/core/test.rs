@@ -245,4 +245,21 @@ fn core_timing() {
     let t0 = std::time::Instant::now();
     c.rebuild_buckets();
     eprintln!("rebuild_buckets 100k: {:?}", t0.elapsed());
+    for n in [1_000u64, 10_000, 100_000] {
+        let mut c = Core::default();
+        for i in 0..n {
+            c.push(i, Bucket::Any, p(i as f64), i);
+        }
+        let t0 = std::time::Instant::now();
+        let mut x = 0.0;
+        for k in 0..100_000u64 {
+            x = (x + 7919.0) % n as f64;
+            c.push(n + k, Bucket::Any, p(x), k);
+            c.remove_task(n + k);
+        }
+        eprintln!(
+            "push + remove_task at {n}: {:?} each",
+            t0.elapsed() / 100_000
+        );
+    }
 }
