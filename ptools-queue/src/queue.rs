@@ -183,6 +183,10 @@ impl fmt::Debug for TaskQueue {
 impl TaskQueue {
     /// A queue for the workers of `cluster`; no feeder runs until
     /// [`prep_remotes`](Self::prep_remotes) (or the first queued task) learns the workers.
+    ///
+    /// # Panics
+    ///
+    /// If the queue's callback thread cannot be started (the process is out of threads).
     pub fn new(cluster: &Cluster) -> TaskQueue {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         let (cb_tx, cb_rx) = mpsc::channel::<Vec<Completion>>();
@@ -227,6 +231,7 @@ impl TaskQueue {
     /// Learns every live worker of the cluster not known yet: its host name and addresses,
     /// with one remote call per worker (the workerset handshake does not carry the host),
     /// and starts its feeder. Call it again after `addprocs` to use the new workers.
+    /// The host call waits behind whatever a worker is running for other callers.
     /// Without workers, the master (id 1) runs the tasks, as in Julia. Returns
     /// [`num_remotes`](Self::num_remotes).
     ///

@@ -51,6 +51,29 @@ impl fmt::Display for TaskId {
 /// .priority(-1.0);
 /// assert_eq!(t.data(), "parallel 1");
 /// ```
+///
+/// A remote method cannot capture anything: only code travels to the worker.
+///
+/// ```compile_fail
+/// use ptools_queue::{QueuedWorkerTask, Target};
+///
+/// let k = 3u64;
+/// let _ = QueuedWorkerTask::without_callback(1u64, move |x: u64| x + k, Target::Any);
+/// ```
+///
+/// Callbacks run on the queue's callback thread, so they must be `Send`.
+///
+/// ```compile_fail
+/// use std::rc::Rc;
+/// use ptools_queue::{QueuedWorkerTask, Target};
+///
+/// fn id(x: u64) -> u64 {
+///     x
+/// }
+///
+/// let here = Rc::new(0u64);
+/// let _ = QueuedWorkerTask::new(1u64, id, move |_, _| drop(here.clone()), Target::Any);
+/// ```
 pub struct QueuedWorkerTask<D, R> {
     pub(crate) data: D,
     pub(crate) method: fn(D) -> R,
