@@ -93,11 +93,14 @@
 //! fork. The child's own work in pfork (encoding, one `write`, `_exit`) needs the allocator and
 //! the stdout lock for its final flush.
 //!
-//! Under `cargo test` the test harness runs each test on a thread of its own, so a test that
-//! calls pfork sees at least two threads. This crate's own tests therefore run in test
-//! binaries without the libtest harness (`harness = false`, a plain `main`), single-threaded,
-//! under the default policy; one test checks the refusal and the opt-in. Do the same in your
-//! tests, or run them with `--test-threads=1` (libtest then runs tests on the main thread).
+//! Under `cargo test` the libtest harness runs each test on a thread of its own, even with
+//! `--test-threads=1` (checked with Rust 1.95), so a test that calls pfork sees at least two
+//! threads and is refused. This crate's own tests therefore run in test binaries without the
+//! libtest harness (`harness = false` and a plain `main` that runs the tests one by one),
+//! single-threaded, under the default policy; one test checks the refusal and the opt-in.
+//! Do the same in your tests, or re-run the test binary for one test in a child process.
+//! (`allow_threads` under libtest also works in practice, but libtest's output capture does
+//! not see what a child prints: the child's copy of the capture buffer is lost.)
 //!
 //! # Nesting
 //!
