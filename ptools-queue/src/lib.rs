@@ -69,7 +69,7 @@
 //!   entries under the queue lock, runs them with `remotecall` + `fetch` (the fetching
 //!   thread reads the reply itself, ptools-workerset's fast path), and hands the
 //!   completions to the callback thread in batches. See the protocol notes in
-//!   `src/queue.rs`.
+//!   `src/queue/mod.rs`.
 //! - **Pipelining.** A round trip per task caps a worker at one task per round trip
 //!   (about 30 000/s each here, less with callbacks on the same 2 cores). So a feeder
 //!   keeps up to 2 ms of work, by the mean time per task it has measured, on its worker
