@@ -103,6 +103,17 @@ where
     flush_parent_output();
 
     loop {
+        // The deadline is checked before starting more children, so none is started late.
+        let mut wait_ms: libc::c_int = -1;
+        if let Some(deadline) = deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !left.is_zero() {
+                wait_ms = ms_ceil(left);
+            } else if stop.is_none() {
+                stop = Some(ChildError::Cancelled);
+                alive.iter_mut().for_each(|c| c.kill(Killed::TimedOut));
+            }
+        }
         while stop.is_none() && next < n && alive.len() < max_alive {
             match spawn(f, next, parent, opts.max_result_bytes) {
                 Ok(running) => alive.push(running),
@@ -118,16 +129,6 @@ where
             break;
         }
 
-        let mut wait_ms: libc::c_int = -1;
-        if let Some(deadline) = deadline {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if !left.is_zero() {
-                wait_ms = ms_ceil(left);
-            } else if stop.is_none() {
-                stop = Some(ChildError::Cancelled);
-                alive.iter_mut().for_each(|c| c.kill(Killed::TimedOut));
-            }
-        }
         // A killed child, or one without a pidfd, is checked with waitpid on a short tick.
         if alive
             .iter()

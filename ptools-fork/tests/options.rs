@@ -26,6 +26,7 @@ fn main() {
             "timeout_cancels_children_not_started",
             timeout_cancels_children_not_started,
         ),
+        ("zero_timeout_starts_nothing", zero_timeout_starts_nothing),
         ("max_alive_zero_is_invalid", max_alive_zero_is_invalid),
         ("cap_is_inclusive", cap_is_inclusive),
         ("options_are_reusable", options_are_reusable),
@@ -138,6 +139,11 @@ fn timeout_cancels_children_not_started() {
             Err(ChildError::Cancelled)
         ]
     );
+}
+
+fn zero_timeout_starts_nothing() {
+    let outcomes = Pfork::new().timeout(Duration::ZERO).run(3, |i| i).unwrap();
+    assert_eq!(outcomes, vec![Err(ChildError::Cancelled); 3]);
 }
 
 fn max_alive_zero_is_invalid() {
