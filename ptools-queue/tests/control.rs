@@ -141,3 +141,42 @@ fn a_callback_may_queue_follow_up_tasks() {
     }
     assert_eq!(*seen.lock().unwrap(), [0, 1, 2, 3, 4, 5]);
 }
+
+#[test]
+fn dropping_the_queue_while_tasks_run_still_calls_every_callback_once() {
+    let c = Cluster::new();
+    c.addprocs(2).unwrap();
+    let q = TaskQueue::new(&c);
+    q.prep_remotes().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let n = 2000u64;
+    for i in 0..n {
+        let tx = tx.clone();
+        let cb = move |x: u64, r: ptools_queue::Result<u64>| {
+            let _ = tx.send((x, r.map_err(|e| matches!(e, Error::Shutdown))));
+        };
+        q.queue_worker_task(QueuedWorkerTask::new(i, ident, cb, Target::Any))
+            .unwrap();
+    }
+    drop(tx);
+    // Let some run (pipelined), then drop with calls in flight.
+    let deadline = std::time::Instant::now() + WAIT;
+    while q.counts().done < 100 {
+        assert!(std::time::Instant::now() < deadline, "no task ran");
+        std::thread::yield_now();
+    }
+    drop(q);
+    let mut got = Vec::new();
+    // Ends when every callback has run or been dropped (the senders are gone).
+    while let Ok(v) = rx.recv_timeout(WAIT) {
+        got.push(v);
+    }
+    got.sort_unstable_by_key(|v| v.0);
+    assert_eq!(got.len() as u64, n, "every task is called back");
+    for (x, r) in got {
+        match r {
+            Ok(v) => assert_eq!(v, x),
+            Err(shutdown) => assert!(shutdown, "{x} failed otherwise"),
+        }
+    }
+}

@@ -44,16 +44,22 @@ pub(super) fn feeder(sh: Arc<Shared>, w: usize) {
     let mut mean: Option<Duration> = None;
     let mut last = Instant::now();
     let mut gone: Option<ptools_workerset::Error> = None;
+    // Set when the queue is dropped or the worker retired: the calls in flight still end
+    // (and are counted and called back) before the feeder does.
+    let mut stop = false;
     loop {
         // Take what the window allows: blocking when nothing is in flight.
-        if gone.is_none() {
+        if gone.is_none() && !stop {
             let want = window(mean).saturating_sub(flying.len());
             let taken = if want == 0 {
                 Vec::new()
             } else {
                 match take(&sh, w, want, flying.is_empty()) {
                     Take::Entries(v) => v,
-                    Take::Stop => return,
+                    Take::Stop => {
+                        stop = true;
+                        Vec::new()
+                    }
                     Take::Dead(err) => {
                         sh.retire(w, err);
                         return;
@@ -84,6 +90,9 @@ pub(super) fn feeder(sh: Arc<Shared>, w: usize) {
         let Some((place, f)) = flying.pop_front() else {
             if let Some(err) = gone {
                 sh.retire(w, err);
+                return;
+            }
+            if stop {
                 return;
             }
             continue;
