@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::{Shared, forget_part, lock};
 use crate::core::{Entry, Place};
+use crate::error::Error;
 use crate::task::{Completion, InFlight, Queued, Sent};
 
 /// How long an idle feeder sleeps before it checks that its worker still lives.
@@ -174,6 +175,19 @@ fn take(sh: &Shared, w: usize, want: usize, block: bool) -> Take {
 fn requeue(sh: &Shared, place: Place, job: Queued) {
     let mut st = lock(&sh.st);
     st.counts.running -= 1;
+    if st.shutdown {
+        // The queue was dropped (and drained) meanwhile: nobody would take it any more.
+        drop(st);
+        let c = job.job.fail(Error::Shutdown);
+        let mut st = lock(&sh.st);
+        st.counts.dequeued += 1;
+        forget_part(&mut st, place.task, true);
+        st.counts.callbacks_pending += usize::from(c.has_callback);
+        sh.notify_if_idle(&st);
+        drop(st);
+        sh.deliver(vec![c]);
+        return;
+    }
     if let Some(l) = st.live.get_mut(&place.task) {
         l.queued += 1;
         l.running -= 1;
