@@ -30,6 +30,10 @@ pub(crate) enum Target {
     Ratio(f64),
     /// At least this many items per second.
     MinRate(f64),
+    /// A median of at most this many nanoseconds.
+    MaxTime(f64),
+    /// Faster than the Python peer, time per item.
+    BeatPeer,
     /// No target: the figure is reported.
     Reported,
 }
@@ -50,6 +54,12 @@ pub(crate) enum Plot {
 pub(crate) enum Source {
     /// A criterion benchmark and, if any, its baseline in the same bench binary.
     Criterion {
+        id: &'static str,
+        baseline: Option<&'static str>,
+    },
+    /// Medians a bench that is not criterion's prints on stdout (ids as named by
+    /// [`printed_figures`]).
+    Printed {
         id: &'static str,
         baseline: Option<&'static str>,
     },
@@ -92,13 +102,29 @@ const fn crit(
     }
 }
 
+/// A row whose figures a non-criterion bench prints (see [`printed_figures`]).
+const fn printed(
+    name: &'static str,
+    at: (&'static str, &'static str),
+    id: &'static str,
+    baseline: Option<&'static str>,
+    target: Target,
+    peer: Option<&'static str>,
+    plot: Plot,
+) -> Scenario {
+    let mut s = crit(name, at, id, baseline, target, peer, plot);
+    s.source = Source::Printed { id, baseline };
+    s
+}
+
 use Plot as P;
-use Target::{MinRate, Ratio, Reported};
+use Target::{BeatPeer, MaxTime, MinRate, Ratio, Reported};
 
 // The bench binaries: (package, `[[bench]]` name).
 const RT: (&str, &str) = ("ptools-workerset", "round_trip");
 const TP: (&str, &str) = ("ptools-workerset", "throughput");
 const FORK: (&str, &str) = ("ptools-fork", "pfork");
+const FORK_IL: (&str, &str) = ("ptools-fork", "pfork_interleaved");
 const SHM: (&str, &str) = ("ptools-shm", "shm_cycle");
 const ST: (&str, &str) = ("ptools-stasks", "stasks");
 const Q: (&str, &str) = ("ptools-queue", "queue");
@@ -116,15 +142,18 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
     crit("pfork n = 2", FORK, "pfork/ptools/2", Some("pfork/raw/2"), Ratio(1.3), Some("py_fork_pickle_2"), P::Time),
     crit("pfork n = 8", FORK, "pfork/ptools/8", Some("pfork/raw/8"), Ratio(1.3), Some("py_fork_pickle_8"), P::Time),
     crit("pfork n = 32", FORK, "pfork/ptools/32", Some("pfork/raw/32"), Ratio(1.3), Some("py_fork_pickle_32"), P::Time),
+    printed("pfork n = 2, interleaved rounds", FORK_IL, "pfork_interleaved/ptools/2", Some("pfork_interleaved/raw/2"), Ratio(1.3), Some("py_fork_pickle_2"), P::None),
+    printed("pfork n = 8, interleaved rounds", FORK_IL, "pfork_interleaved/ptools/8", Some("pfork_interleaved/raw/8"), Ratio(1.3), Some("py_fork_pickle_8"), P::None),
+    printed("pfork n = 32, interleaved rounds", FORK_IL, "pfork_interleaved/ptools/32", Some("pfork_interleaved/raw/32"), Ratio(1.3), Some("py_fork_pickle_32"), P::None),
     crit("pfork n = 2, 1 GiB resident", FORK, "pfork_1gib/ptools/2", Some("pfork_1gib/raw/2"), Reported, Some("py_fork_pickle_1gib_2"), P::Time),
     crit("pfork n = 8, 1 GiB resident", FORK, "pfork_1gib/ptools/8", Some("pfork_1gib/raw/8"), Reported, Some("py_fork_pickle_1gib_8"), P::Time),
     crit("shm create cycle, 1 MiB, pages reserved", SHM, "shm_cycle/ptools_reserve/1MiB", Some("shm_cycle/raw_fallocate/1MiB"), Ratio(1.3), None, P::Time),
     crit("shm create cycle, 1 MiB, not reserved", SHM, "shm_cycle/ptools_noreserve/1MiB", Some("shm_cycle/raw/1MiB"), Ratio(2.0), Some("py_shm_cycle_1mib"), P::Time),
     crit("256 MiB create + fill, 1 process", SHM, "fill/ptools/256MiB", Some("fill/raw/256MiB"), Ratio(1.0), None, P::Time),
-    crit("256 MiB job (create, fill, checksum, unlink), 1 server task", ST, "fill256/stasks/1", Some("fill256/raw_memset"), Reported, None, P::Time),
-    crit("256 MiB job (create, fill, checksum, unlink), 2 server tasks", ST, "fill256/stasks/2", Some("fill256/raw_memset"), Reported, Some("py_numpy_fill256_2proc"), P::Time),
-    crit("queue of 100 000 tasks with callbacks, 2 workers", Q, "throughput/any_worker_callbacks_2_workers_100k", Some("throughput/baseline_remotecall_fetch_2_threads_100k"), Reported, None, P::Rate),
-    crit("set_priorities over 100 000 queued tasks", Q, "set_priorities/reverse_100k_queued", None, Reported, None, P::Time),
+    crit("256 MiB job, 1 server task", ST, "fill256/stasks/1", Some("fill256/raw_memset"), Reported, None, P::Time),
+    crit("256 MiB job, 2 server tasks", ST, "fill256/stasks/2", Some("fill256/raw_memset"), BeatPeer, Some("py_numpy_fill256_2proc"), P::Time),
+    crit("queue of 100 000 tasks with callbacks, 2 workers", Q, "throughput/any_worker_callbacks_2_workers_100k", Some("throughput/baseline_remotecall_fetch_2_threads_100k"), MinRate(50_000.0), None, P::Rate),
+    crit("set_priorities over 100 000 queued tasks", Q, "set_priorities/reverse_100k_queued", None, MaxTime(50e6), None, P::Time),
     crit("addprocs(2) start-up", TP, "startup/addprocs_2", None, Reported, Some("py_pool2_startup"), P::Time),
     Scenario { name: "worker resident memory (idle, after one call)", package: TP.0, bench: TP.1, source: Source::WorkerRss, target: Reported, peer: Some("py_worker_rss"), plot: P::None },
 ];
@@ -212,6 +241,11 @@ impl Row {
                 Figure::Time(m) => rate(m).map(|r| r >= min),
                 _ => None,
             },
+            Target::MaxTime(max) => match &self.ptools {
+                Figure::Time(m) => Some(m.median_ns <= max),
+                _ => None,
+            },
+            Target::BeatPeer => self.peer_factor().map(|f| f > 1.0),
             Target::Reported => None,
         }
     }
@@ -316,9 +350,12 @@ pub(crate) fn main(args: &[String]) -> Result<(), String> {
                 continue;
             }
             match run_bench(package, bench, opts.quick) {
-                Ok(rss) => {
+                Ok((rss, figures)) => {
                     if let Some(kib) = rss {
                         extra.push(format!("ptools_worker_rss\tkib\t{kib}"));
+                    }
+                    for (id, ns) in figures {
+                        extra.push(format!("printed\t{id}\t{ns}"));
                     }
                 }
                 Err(e) => {
@@ -418,21 +455,33 @@ fn filter(package: &str, bench: &str) -> String {
     format!("^({})$", ids.join("|"))
 }
 
-/// Runs one criterion bench binary; returns the largest worker resident memory it
-/// printed, if it printed any.
-fn run_bench(package: &str, bench: &str, quick: bool) -> Result<Option<u64>, String> {
-    let mut args = vec![
-        "bench".to_owned(),
-        "--package".to_owned(),
-        package.to_owned(),
-        "--bench".to_owned(),
-        bench.to_owned(),
-        "--".to_owned(),
-        filter(package, bench),
-    ];
-    if quick {
-        for a in ["--warm-up-time", "0.5", "--measurement-time", "1"] {
-            args.push(a.to_owned());
+/// Whether a bench binary is one of those that print their figures (not criterion).
+fn prints_figures(package: &str, bench: &str) -> bool {
+    SCENARIOS.iter().any(|s| {
+        (s.package, s.bench) == (package, bench) && matches!(s.source, Source::Printed { .. })
+    })
+}
+
+/// What a bench run yields beside criterion's files: the largest worker resident memory
+/// printed on stderr, and the figures a non-criterion bench printed on stdout.
+type BenchOutput = (Option<u64>, Vec<(String, f64)>);
+
+/// Runs one bench binary, relaying its output.
+fn run_bench(package: &str, bench: &str, quick: bool) -> Result<BenchOutput, String> {
+    let mut args: Vec<String> = ["bench", "--package", package, "--bench", bench, "--"]
+        .map(str::to_owned)
+        .into();
+    let printing = prints_figures(package, bench);
+    if printing {
+        // pfork_interleaved takes its number of rounds (criterion's flags would be read
+        // as one).
+        args.push(if quick { "100" } else { "300" }.to_owned());
+    } else {
+        args.push(filter(package, bench));
+        if quick {
+            for a in ["--warm-up-time", "0.5", "--measurement-time", "1"] {
+                args.push(a.to_owned());
+            }
         }
     }
     println!("\n$ cargo {}", args.join(" "));
@@ -440,9 +489,22 @@ fn run_bench(package: &str, bench: &str, quick: bool) -> Result<Option<u64>, Str
     let mut child = Command::new(crate::cargo())
         .args(&args)
         .current_dir(crate::root())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot run cargo: {e}"))?;
+    let stdout = child.stdout.take().expect("piped");
+    let bench_name = bench.to_owned();
+    let out_reader = std::thread::spawn(move || {
+        let mut figures = Vec::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            println!("{line}");
+            if printing {
+                figures.extend(printed_figures(&bench_name, &line));
+            }
+        }
+        figures
+    });
     let mut rss = None;
     if let Some(stderr) = child.stderr.take() {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -452,15 +514,41 @@ fn run_bench(package: &str, bench: &str, quick: bool) -> Result<Option<u64>, Str
             }
         }
     }
+    let figures = out_reader.join().unwrap_or_default();
     let status = child.wait().map_err(|e| e.to_string())?;
     println!("  ({:.0} s)", t0.elapsed().as_secs_f64());
     if status.success() {
-        Ok(rss)
+        Ok((rss, figures))
     } else {
         Err(format!(
             "`cargo bench -p {package} --bench {bench}` failed with {status}"
         ))
     }
+}
+
+/// Figures a non-criterion bench prints, as (id, nanoseconds). `pfork_interleaved`
+/// prints, per n, `n= 8  raw p10 A p50 B   ptools p10 C p50 D   ratio ...` in
+/// microseconds; the ids are `pfork_interleaved/{raw,ptools}/<n>` and the figure is p50.
+pub(crate) fn printed_figures(bench: &str, line: &str) -> Vec<(String, f64)> {
+    if bench != "pfork_interleaved" {
+        return Vec::new();
+    }
+    let Some(rest) = line.trim_start().strip_prefix("n=") else {
+        return Vec::new();
+    };
+    let t: Vec<&str> = rest.split_whitespace().collect();
+    let Some(n) = t.first().and_then(|n| n.parse::<u32>().ok()) else {
+        return Vec::new();
+    };
+    let p50 = |who: &str| {
+        let i = t.iter().position(|w| *w == who)?;
+        (t.get(i + 3) == Some(&"p50")).then_some(())?;
+        t.get(i + 4)?.parse::<f64>().ok()
+    };
+    ["raw", "ptools"]
+        .into_iter()
+        .filter_map(|who| p50(who).map(|us| (format!("pfork_interleaved/{who}/{n}"), us * 1e3)))
+        .collect()
 }
 
 /// Reads `resident memory: Some(1234) KiB` as the workerset bench prints it.
@@ -599,6 +687,7 @@ fn collect(target: &Path, extra: &[String], fresh_since: Option<SystemTime>) -> 
     let mut peers_skipped: Option<String> = None;
     let mut failed: BTreeMap<(String, String), String> = BTreeMap::new();
     let mut rss = None;
+    let mut printed_ns: BTreeMap<String, f64> = BTreeMap::new();
     for line in extra {
         let (key, rest) = line.split_once('\t').unwrap_or((line, ""));
         match key {
@@ -615,6 +704,13 @@ fn collect(target: &Path, extra: &[String], fresh_since: Option<SystemTime>) -> 
                 }
             }
             "peers" => peers_skipped = Some(rest.to_owned()),
+            "printed" => {
+                if let Some((id, ns)) = rest.split_once('\t')
+                    && let Ok(ns) = ns.parse()
+                {
+                    printed_ns.insert(id.to_owned(), ns);
+                }
+            }
             "ptools_worker_rss" => rss = rest.split('\t').nth(1).and_then(|v| v.parse().ok()),
             "failed" => {
                 let f: Vec<&str> = rest.splitn(3, '\t').collect();
@@ -650,6 +746,18 @@ fn collect(target: &Path, extra: &[String], fresh_since: Option<SystemTime>) -> 
             };
             let (ptools, baseline) = match s.source {
                 Source::Criterion { id, baseline } => (read(id), baseline.map(read)),
+                Source::Printed { id, baseline } => {
+                    let get = |id: &str| match (&why_none, printed_ns.get(id)) {
+                        (Some(why), _) => missing(why.clone()),
+                        (None, Some(&median_ns)) => Figure::Time(Measured {
+                            median_ns,
+                            elements: None,
+                            bytes: None,
+                        }),
+                        (None, None) => missing(format!("the bench printed no figure for `{id}`")),
+                    };
+                    (get(id), baseline.map(get))
+                }
                 Source::WorkerRss => (
                     match (&why_none, rss) {
                         (Some(why), _) => missing(why.clone()),
@@ -849,6 +957,8 @@ fn fmt_target(t: Target) -> String {
         Target::Ratio(1.0) => "≤ 1× (as fast)".to_owned(),
         Target::Ratio(x) => format!("≤ {x}×"),
         Target::MinRate(r) => format!("≥ {}", fmt_rate(r)),
+        Target::MaxTime(ns) => format!("≤ {}", fmt_time(ns)),
+        Target::BeatPeer => "faster than the peer".to_owned(),
         Target::Reported => "reported".to_owned(),
     }
 }
@@ -874,11 +984,11 @@ pub(crate) fn render_markdown(r: &Report) -> String {
     let _ = writeln!(o, "- Machine: {}", r.machine.join("; "));
     let _ = writeln!(
         o,
-        "- Run: {} mode, {} s in all (benches and peers, builds included); load average {} before, {} after. The machine is shared, so absolute times drift between runs: compare the ratios, which pit each figure against a baseline measured in the same run.",
+        "- Run: {}, {} s in all (benches and peers, builds included); load average {} before, {} after. The machine is shared, so absolute times drift between runs: compare the ratios, which pit each figure against a baseline measured in the same run.",
         if quick {
-            "quick (criterion warm-up 0.5 s, measurement 1 s; short peer budgets)"
+            "quick mode (criterion warm-up 0.5 s, measurement 1 s; short peer budgets)"
         } else {
-            "full (each bench's own criterion settings)"
+            "full mode (each bench's own criterion settings)"
         },
         fact("duration"),
         fact("load_before"),
@@ -897,18 +1007,15 @@ pub(crate) fn render_markdown(r: &Report) -> String {
         let s = &row.scenario;
         let id = match s.source {
             Source::Criterion { id, .. } => format!("<br>`{id}`"),
+            Source::Printed { id, .. } => format!("<br>`{id}` (printed p50)"),
             Source::WorkerRss => format!("<br>`{}` bench output", s.bench),
         };
-        let baseline = match (&row.baseline, s.source) {
-            (
-                Some(b),
-                Source::Criterion {
-                    baseline: Some(bid),
-                    ..
-                },
-            ) => {
-                format!("{}<br>`{bid}`", fmt_figure(b))
-            }
+        let baseline_id = match s.source {
+            Source::Criterion { baseline, .. } | Source::Printed { baseline, .. } => baseline,
+            Source::WorkerRss => None,
+        };
+        let baseline = match (&row.baseline, baseline_id) {
+            (Some(b), Some(bid)) => format!("{}<br>`{bid}`", fmt_figure(b)),
             _ => "-".to_owned(),
         };
         let ratio = row.ratio().map_or("-".to_owned(), |x| format!("{x:.2}×"));
@@ -981,10 +1088,18 @@ const HOW: &str = "\
   The baseline is the same work done with raw system calls (socketpair ping-pong, a raw
   fork/pipe/waitpid loop, raw `shm_open`/`mmap` cycles, `memset`) or, for the queue, the
   same calls made directly, in the same bench binary and run.
+- **pfork, interleaved rounds** come from `ptools-fork/benches/pfork_interleaved.rs`, not
+  criterion: each round runs one raw and one ptools iteration back to back, so load from
+  other work on a shared machine hits both alike; the table shows the printed medians
+  (p50, 300 rounds; 100 in quick mode).
 - **ratio** is ptools' median over the baseline's: lower is better, and a `≤` target is the
   largest ratio allowed.
 - **Throughput** rows divide the items per iteration (the bench's criterion `Throughput`)
   by the median; first-free dispatch counts one call per iteration.
+- **256 MiB job** (ptools-stasks): create a 256 MiB shared array, fill it through
+  `pmap_stasks` with 1 or 2 server tasks, checksum it in the master, stop and unlink; the
+  baseline does the same job in one process with libc calls and `memset`; the peer is the
+  same job with `shared_memory`, numpy and `Pool(2)`.
 - **addprocs(2) start-up** is criterion's `iter_custom` around `Cluster::addprocs(2)` until
   both workers' handshakes are done; tearing the cluster down is outside the timing.
 - **Worker resident memory** is `VmRSS` from `/proc/<pid>/status` of each of two idle

@@ -87,7 +87,7 @@ fn table_is_consistent() {
                 "peer {k} has no label"
             );
         }
-        if let Source::Criterion { id, baseline } = s.source {
+        if let Source::Criterion { id, baseline } | Source::Printed { id, baseline } = s.source {
             assert!(!ids.contains(&id), "{id} twice");
             ids.push(id);
             assert_ne!(Some(id), baseline);
@@ -97,6 +97,9 @@ fn table_is_consistent() {
                 matches!(
                     s.source,
                     Source::Criterion {
+                        baseline: Some(_),
+                        ..
+                    } | Source::Printed {
                         baseline: Some(_),
                         ..
                     }
@@ -173,6 +176,23 @@ fn parses_bench_and_peer_lines() {
         ))
     );
     assert_eq!(parse_peer_line("workers.py: 9.2 s"), None);
+}
+
+#[test]
+fn reads_the_interleaved_pfork_lines() {
+    let line = "n= 8  raw p10     1200 p50     1500   ptools p10     1300 p50     1650   ratio p10 1.08 p50 1.10";
+    assert_eq!(
+        printed_figures("pfork_interleaved", line),
+        [
+            ("pfork_interleaved/raw/8".to_owned(), 1.5e6),
+            ("pfork_interleaved/ptools/8".to_owned(), 1.65e6)
+        ]
+    );
+    let line =
+        "n=32  raw p10     1 p50     2   ptools p10     3 p50     4   ratio p10 3.00 p50 2.00";
+    assert_eq!(printed_figures("pfork_interleaved", line).len(), 2);
+    assert!(printed_figures("pfork_interleaved", "pfork interleaved, 300 rounds").is_empty());
+    assert!(printed_figures("pfork", line).is_empty());
 }
 
 #[test]
