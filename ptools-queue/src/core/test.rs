@@ -130,6 +130,12 @@ enum Op {
     Remove(usize),
     /// Set every priority to `(priority * a + task) mod 7`.
     Reprioritise(i8),
+    /// Set the priority of the task pushed `n`-th.
+    SetOne(usize, i8),
+    /// Remove every task whose number is `r` modulo 5.
+    RemoveWhere(u64),
+    /// Worker `w` takes its best task and puts it back (a feeder that could not send).
+    PopRequeue(usize),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -138,6 +144,9 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (2usize..5).prop_map(Op::Pop),
         1 => (0usize..64).prop_map(Op::Remove),
         1 => (-2i8..3).prop_map(Op::Reprioritise),
+        1 => (0usize..64, -3i8..4).prop_map(|(n, p)| Op::SetOne(n, p)),
+        1 => (0u64..5).prop_map(Op::RemoveWhere),
+        1 => (2usize..5).prop_map(Op::PopRequeue),
     ]
 }
 
@@ -201,6 +210,37 @@ proptest! {
                         let before = model.items.len();
                         model.items.retain(|i| i.2 != t);
                         prop_assert_eq!(got, before - model.items.len());
+                    }
+                }
+                Op::SetOne(n, prio) => {
+                    if pushed > 0 {
+                        let t = n as u64 % pushed;
+                        let hit = core.set_priority(t, p(f64::from(prio)));
+                        let mut found = false;
+                        for i in model.items.iter_mut().filter(|i| i.2 == t) {
+                            i.0 = f64::from(prio);
+                            found = true;
+                        }
+                        prop_assert_eq!(hit, found);
+                    }
+                }
+                Op::RemoveWhere(r) => {
+                    let mut got: Vec<u64> = core
+                        .remove_where(|e| e.task % 5 == r)
+                        .into_iter()
+                        .map(|e| e.payload)
+                        .collect();
+                    got.sort_unstable();
+                    let mut want: Vec<u64> =
+                        model.items.iter().filter(|i| i.2 % 5 == r).map(|i| i.2).collect();
+                    want.sort_unstable();
+                    model.items.retain(|i| i.2 % 5 != r);
+                    prop_assert_eq!(got, want);
+                }
+                Op::PopRequeue(w) => {
+                    if let Some(e) = core.pop_for(w) {
+                        let (place, payload) = e.split();
+                        core.requeue(place, payload);
                     }
                 }
                 Op::Reprioritise(a) => {
