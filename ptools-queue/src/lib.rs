@@ -40,7 +40,8 @@
 //! list of ids, a host (name, short name or IP address) or a list of hosts. Targets are
 //! checked when the task is queued: an unknown worker or host is an error there
 //! ([`Error::UnknownWorker`], [`Error::UnknownHost`]), where PTools.jl silently sent the
-//! task elsewhere. A host target is resolved then to the workers on that host.
+//! task elsewhere; every id and host of a list must exist. A host target is resolved
+//! then to the workers on that host.
 //!
 //! [`TaskQueue::set_priorities`] recomputes every queued task's priority from its target,
 //! the task (id, data by type) and its current priority; [`TaskQueue::set_priority`]
@@ -71,10 +72,11 @@
 //!   completions to the callback thread in batches. See the protocol notes in
 //!   `src/queue/mod.rs`.
 //! - **Pipelining.** A round trip per task caps a worker at one task per round trip
-//!   (about 30 000/s each here, less with callbacks on the same 2 cores). So a feeder
+//!   (the baseline below: 56 000 to 88 000 calls/s for two workers, before any queue
+//!   or callback work on the same 2 cores). So a feeder
 //!   keeps up to 2 ms of work, by the mean time per task it has measured, on its worker
 //!   (at most 64 calls, and one at a time until a first task has been timed): trivial
-//!   tasks run back to back, measured 2x the target below, while a long task is never
+//!   tasks run back to back (see Performance), while a long task is never
 //!   committed to a busy worker when another could take it. The price: a short task
 //!   already sent counts as running, so it is no longer dequeued or reprioritised, and
 //!   if its worker dies it fails with `WorkerDied` along with the task that was running
@@ -118,8 +120,8 @@
 //!
 //! The queue beats the bare round trips because feeders pipeline short tasks. Queue and
 //! dequeue grow faster than `log n` from 10 000 to 100 000 tasks: the trees are `O(log n)`,
-//! the rest is cache misses once the queue outgrows the caches (the pure core, timed
-//! alone: 0.8, 1.3, 2.2 µs).
+//! the rest is cache misses once the queue outgrows the caches (the pure core alone, in
+//! one loaded run of the ignored `core_timing` test: 0.8, 1.3, 2.2 µs).
 //!
 //! # Caveats
 //!
