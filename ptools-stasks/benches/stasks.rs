@@ -5,7 +5,9 @@
 //!   checksum in the master, release it. Baseline: `fill256/raw_memset`, the same job in
 //!   one process with plain libc calls (`shm_open`, `ftruncate`, `mmap`, fill, checksum,
 //!   `munmap`, `shm_unlink`). Workers are started outside the timing; the group (array
-//!   creation, attach in every task, stop, unlink) is inside it.
+//!   creation, attach in every task, stop, unlink) is inside it. `stasks` reserves the
+//!   pages in the tasks (the default), `stasks_master_reserve` in the master,
+//!   `stasks_noreserve` not at all.
 //! - `call/*`: the cost of one `pmap_stasks` of a trivial handler with 1 and 2 tasks,
 //!   against one `remotecall_fetch` round trip of a trivial function
 //!   (`call/remotecall_fetch`) to the same workers.
@@ -18,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use ptools_shm::{Prefix, ShmCfg};
-use ptools_stasks::{STasks, TaskContext, pmap_stasks};
+use ptools_stasks::{Reserve, STasks, TaskContext, pmap_stasks};
 use ptools_workerset::Cluster;
 
 const BYTES: usize = 256 << 20;
@@ -70,7 +72,7 @@ fn raw_job(name: &CString) -> u64 {
     }
 }
 
-fn stasks_job(cluster: &Cluster, ids: &[usize], cfgs: &[ShmCfg], reserve: bool) -> u64 {
+fn stasks_job(cluster: &Cluster, ids: &[usize], cfgs: &[ShmCfg], reserve: Reserve) -> u64 {
     let mut h = STasks::builder()
         .cluster(cluster)
         .workers(ids)
@@ -101,12 +103,15 @@ fn fill(c: &mut Criterion) {
         b.iter(|| assert_eq!(black_box(raw_job(&name)), expect))
     });
     for n in [1, 2] {
-        g.bench_function(BenchmarkId::new("stasks", n), |b| {
-            b.iter(|| assert_eq!(stasks_job(&cluster, &ids[..n], &cfgs, true), expect))
-        });
-        g.bench_function(BenchmarkId::new("stasks_noreserve", n), |b| {
-            b.iter(|| assert_eq!(stasks_job(&cluster, &ids[..n], &cfgs, false), expect))
-        });
+        for (name, reserve) in [
+            ("stasks", Reserve::Tasks),
+            ("stasks_master_reserve", Reserve::Master),
+            ("stasks_noreserve", Reserve::None),
+        ] {
+            g.bench_function(BenchmarkId::new(name, n), |b| {
+                b.iter(|| assert_eq!(stasks_job(&cluster, &ids[..n], &cfgs, reserve), expect))
+            });
+        }
     }
     g.finish();
 }

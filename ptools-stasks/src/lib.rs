@@ -135,6 +135,7 @@ mod error;
 mod mapped;
 mod registry;
 mod stasks;
+mod sys;
 
 use ptools_shm::{Prefix, ShmCfg, ShmSet};
 use serde::Serialize;
@@ -143,7 +144,7 @@ use serde::de::DeserializeOwned;
 pub use context::{TaskContext, TaskLocalStorage};
 pub use error::{Error, PmapError, Result};
 pub use mapped::{pmap_shm_create_on, pmap_shm_unlink_on, with_mapped};
-pub use stasks::{STasks, STasksBuilder, TaskStatus};
+pub use stasks::{Reserve, STasks, STasksBuilder, TaskStatus};
 
 /// Creates the arrays `cfgs` in the master and starts one server task on every worker of
 /// the default cluster; with no worker there, it first starts one per available core.

@@ -57,7 +57,9 @@ pub fn pmap_shm_create_on(cluster: &Cluster, cfgs: &[ShmCfg], prefix: &Prefix) -
                 id,
                 message,
             },
-            Ok(Err(Fault::NotRegistered)) => Error::NotRegistered { task: i, id },
+            Ok(Err(Fault::NotRegistered | Fault::Unsupported)) => {
+                Error::NotRegistered { task: i, id }
+            }
             Err(e) => Error::from_worker(i, id, e),
         };
         first.get_or_insert(e);

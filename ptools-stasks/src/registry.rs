@@ -7,10 +7,11 @@ use std::collections::HashMap;
 use std::ptr::NonNull;
 use std::sync::{Mutex, MutexGuard};
 
-use ptools_shm::{ElemType, Prefix, ShmBuilder, ShmCfg, ShmSet};
+use ptools_shm::{ElemType, Prefix, ShmBuilder, ShmCfg, ShmElem, ShmSet};
 use serde::{Deserialize, Serialize};
 
 use crate::context::{TaskContext, TaskLocalStorage};
+use crate::sys::{self, PopulateError};
 
 /// Every element type ptools-shm knows, by wire index.
 const ELEMS: [ElemType; 10] = [
@@ -61,6 +62,8 @@ pub(crate) struct StartMsg {
     pub(crate) prefix: String,
     pub(crate) cfgs: Vec<WireCfg>,
     pub(crate) populate: bool,
+    /// Allocate and map this task's share of every array (see `Reserve::Tasks`).
+    pub(crate) reserve_share: bool,
 }
 
 /// A failure inside the worker that is not a panic of the handler.
@@ -68,8 +71,10 @@ pub(crate) struct StartMsg {
 pub(crate) enum Fault {
     /// No server task of this group on this worker.
     NotRegistered,
-    /// Attaching the arrays failed.
+    /// Attaching the arrays (or reserving this task's share of them) failed.
     Attach(String),
+    /// This kernel cannot reserve a share from a task (no `MADV_POPULATE_WRITE`).
+    Unsupported,
 }
 
 enum Slot {
@@ -98,11 +103,16 @@ pub(crate) fn register(msg: StartMsg) -> Result<(), Fault> {
         .map(WireCfg::to_cfg)
         .collect::<Result<Vec<_>, _>>()
         .map_err(Fault::Attach)?;
-    let arrays = ShmBuilder::new()
+    let mut arrays = ShmBuilder::new()
         .prefix(prefix)
         .populate(msg.populate)
         .attach(&cfgs)
         .map_err(|e| Fault::Attach(e.to_string()))?;
+    if msg.reserve_share {
+        for cfg in &cfgs {
+            reserve_share(&mut arrays, cfg, msg.task, msg.ntasks)?;
+        }
+    }
     let ctx = TaskContext {
         group: msg.group,
         task: msg.task,
@@ -114,6 +124,47 @@ pub(crate) fn register(msg: StartMsg) -> Result<(), Fault> {
         .get_or_insert_with(HashMap::new)
         .insert(msg.group, Slot::Idle(Box::new(ctx)));
     Ok(())
+}
+
+/// The data of array `cfg` in `set`, as bytes.
+fn data_bytes(set: &mut ShmSet, cfg: &ShmCfg) -> Option<(*mut u8, usize)> {
+    macro_rules! typed {
+        ($($t:ty),*) => {$(
+            if cfg.elem() == <$t as ShmElem>::ELEM {
+                let a = set.get_mut::<$t>(cfg.name()).ok()?;
+                return Some((a.as_mut_ptr().cast::<u8>(), size_of_val(a.as_slice())));
+            }
+        )*};
+    }
+    typed!(u8, u16, u32, u64, i8, i16, i32, i64, f32, f64);
+    None
+}
+
+/// The byte range `[start, end)` of share `task` of `ntasks` in `len` bytes: contiguous,
+/// equal up to rounding, together covering every byte.
+pub(crate) fn share(len: usize, task: usize, ntasks: usize) -> (usize, usize) {
+    let chunk = len.div_ceil(ntasks.max(1));
+    let start = (task * chunk).min(len);
+    (start, (start + chunk).min(len))
+}
+
+/// Allocates and maps this task's share of array `cfg` (`Reserve::Tasks`).
+fn reserve_share(set: &mut ShmSet, cfg: &ShmCfg, task: usize, ntasks: usize) -> Result<(), Fault> {
+    let (ptr, len) = data_bytes(set, cfg)
+        .ok_or_else(|| Fault::Attach(format!("{}: unknown element type", cfg.name())))?;
+    let (start, end) = share(len, task, ntasks);
+    // SAFETY: `[start, end)` lies within the array's data, which lies within the live
+    // mapping that `set` holds for the whole call; rounded out to pages it stays in that
+    // mapping, which covers the segment's whole pages.
+    match unsafe { sys::populate_write(ptr.wrapping_add(start), end - start) } {
+        Ok(()) => Ok(()),
+        Err(PopulateError::Unsupported) => Err(Fault::Unsupported),
+        Err(PopulateError::Failed(e)) => Err(Fault::Attach(format!(
+            "reserving {} bytes of {}: {e}",
+            end - start,
+            cfg.name()
+        ))),
+    }
 }
 
 /// Remote function: drops the task (its state, then its mappings). True if it was there.
@@ -252,6 +303,22 @@ mod tests {
             dims: vec![1],
         };
         assert!(bad.to_cfg().is_err());
+    }
+
+    #[test]
+    fn shares_partition_every_byte() {
+        for len in [0, 1, 7, 4096, 4097, 1 << 20] {
+            for n in 1..=9 {
+                let mut next = 0;
+                for t in 0..n {
+                    let (start, end) = super::share(len, t, n);
+                    assert_eq!(start, next, "len {len}, task {t} of {n}");
+                    assert!(end >= start);
+                    next = end;
+                }
+                assert_eq!(next, len, "len {len}, {n} tasks");
+            }
+        }
     }
 
     #[test]

@@ -69,7 +69,7 @@ pub struct STasksBuilder {
     workers: Option<Vec<usize>>,
     call_timeout: Option<Duration>,
     control_timeout: Duration,
-    reserve: bool,
+    reserve: Reserve,
     populate: bool,
 }
 
@@ -80,7 +80,7 @@ impl Default for STasksBuilder {
             workers: None,
             call_timeout: None,
             control_timeout: DEFAULT_CONTROL_TIMEOUT,
-            reserve: true,
+            reserve: Reserve::default(),
             populate: false,
         }
     }
@@ -118,9 +118,8 @@ impl STasksBuilder {
         self
     }
 
-    /// Reserve the arrays' pages at creation (default `true`); see
-    /// [`ShmBuilder::reserve`].
-    pub fn reserve(mut self, reserve: bool) -> STasksBuilder {
+    /// Who allocates the arrays' pages, and when (default [`Reserve::Tasks`]).
+    pub fn reserve(mut self, reserve: Reserve) -> STasksBuilder {
         self.reserve = reserve;
         self
     }
@@ -146,12 +145,12 @@ impl STasksBuilder {
     /// [`Error::Timeout`] when a worker cannot attach them. On any error every task
     /// already started is stopped again and the arrays are unlinked.
     pub fn start(self, cfgs: &[ShmCfg], prefix: &Prefix) -> Result<STasks> {
-        let cluster = match self.cluster {
-            Some(c) => c,
+        let cluster = match &self.cluster {
+            Some(c) => c.clone(),
             None => ptools_workerset::default_cluster().clone(),
         };
-        let workers = match self.workers {
-            Some(w) => w,
+        let workers = match &self.workers {
+            Some(w) => w.clone(),
             None => default_workers(&cluster)?,
         };
         check_workers(&workers)?;
@@ -163,18 +162,38 @@ impl STasksBuilder {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        match self.start_once(&cluster, &workers, cfgs, &wire, prefix, self.reserve) {
+            Ok(h) => Ok(h),
+            // A kernel without MADV_POPULATE_WRITE: the master reserves instead.
+            Err(Started::Unsupported) => self
+                .start_once(&cluster, &workers, cfgs, &wire, prefix, Reserve::Master)
+                .map_err(Started::into_error),
+            Err(e) => Err(e.into_error()),
+        }
+    }
+
+    fn start_once(
+        &self,
+        cluster: &Cluster,
+        workers: &[usize],
+        cfgs: &[ShmCfg],
+        wire: &[WireCfg],
+        prefix: &Prefix,
+        reserve: Reserve,
+    ) -> std::result::Result<STasks, Started> {
         let group = NEXT_GROUP.fetch_add(1, Ordering::Relaxed);
         let gprefix = group_prefix(prefix, group)?;
         let arrays = ShmBuilder::new()
             .prefix(gprefix.clone())
-            .reserve(self.reserve)
+            .reserve(reserve == Reserve::Master)
             .populate(self.populate)
-            .create(cfgs)?;
+            .create(cfgs)
+            .map_err(Error::from)?;
         let ntasks = workers.len();
         let mut h = STasks {
-            cluster,
+            cluster: cluster.clone(),
             group,
-            workers,
+            workers: workers.to_vec(),
             prefix: gprefix,
             cfgs: cfgs.to_vec(),
             arrays: Some(arrays),
@@ -193,13 +212,15 @@ impl STasksBuilder {
                     task,
                     ntasks,
                     prefix: h.prefix.as_str().to_owned(),
-                    cfgs: wire.clone(),
+                    cfgs: wire.to_vec(),
                     populate: self.populate,
+                    reserve_share: reserve == Reserve::Tasks,
                 };
                 h.cluster.remotecall(id, registry::register, msg)
             })
             .collect();
         let mut first = None;
+        let mut unsupported = false;
         for (task, r) in refs.into_iter().enumerate() {
             let id = h.workers[task];
             let out = match r {
@@ -210,6 +231,14 @@ impl STasksBuilder {
                 Ok(Ok(())) => continue,
                 Ok(Err(Fault::Attach(message))) => Error::Attach { task, id, message },
                 Ok(Err(Fault::NotRegistered)) => Error::NotRegistered { task, id },
+                Ok(Err(Fault::Unsupported)) => {
+                    unsupported = true;
+                    Error::Attach {
+                        task,
+                        id,
+                        message: "MADV_POPULATE_WRITE is not supported".into(),
+                    }
+                }
                 Err(e) => e,
             };
             first.get_or_insert(e);
@@ -220,10 +249,64 @@ impl STasksBuilder {
                 // Detach where it worked, unlink the arrays; the start's error is the one
                 // worth reporting.
                 let _ = h.stop();
-                Err(e)
+                Err(if unsupported {
+                    Started::Unsupported
+                } else {
+                    Started::Failed(e)
+                })
             }
         }
     }
+}
+
+/// How a start attempt failed.
+enum Started {
+    /// A task could not reserve its share: retry with the master reserving.
+    Unsupported,
+    Failed(Error),
+}
+
+impl Started {
+    fn into_error(self) -> Error {
+        match self {
+            Started::Unsupported => Error::Attach {
+                task: 0,
+                id: 0,
+                message: "MADV_POPULATE_WRITE is not supported".into(),
+            },
+            Started::Failed(e) => e,
+        }
+    }
+}
+
+impl From<Error> for Started {
+    fn from(e: Error) -> Started {
+        Started::Failed(e)
+    }
+}
+
+/// Who allocates the pages of a group's arrays, and when.
+///
+/// Allocating a page of `/dev/shm` zeroes it; reserving all pages up front turns a full
+/// `/dev/shm` into an error at start instead of a `SIGBUS` in whichever process first
+/// touches a page that cannot be allocated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Reserve {
+    /// Every task allocates and maps its contiguous share of every array when the group
+    /// starts, all tasks in parallel (`madvise(MADV_POPULATE_WRITE)`, Linux 5.14+; it
+    /// fails instead of raising `SIGBUS` when `/dev/shm` is full, so this reserves as
+    /// safely as [`Reserve::Master`]). The zeroing is shared by the tasks instead of done
+    /// by the master alone, and a task that later writes its share takes no page faults.
+    /// On a kernel without it, the start falls back to [`Reserve::Master`].
+    #[default]
+    Tasks,
+    /// The master reserves every page when it creates the arrays (`posix_fallocate`),
+    /// alone; see `ptools_shm::ShmBuilder::reserve`.
+    Master,
+    /// Nothing is reserved: pages are allocated at first touch, and a full `/dev/shm`
+    /// kills the touching process with `SIGBUS`. Only for small throw-away arrays.
+    None,
 }
 
 fn default_workers(cluster: &Cluster) -> Result<Vec<usize>> {
@@ -501,11 +584,10 @@ impl STasks {
                     self.fetch(task, r, left)
                 })
                 .and_then(|res| {
-                    res.map_err(|fault| match fault {
-                        Fault::NotRegistered | Fault::Attach(_) => Error::NotRegistered {
-                            task,
-                            id: self.workers[task],
-                        },
+                    // `run` reports no other fault than a missing registration.
+                    res.map_err(|_: Fault| Error::NotRegistered {
+                        task,
+                        id: self.workers[task],
                     })
                 })
             })

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use ptools_shm::{Prefix, ShmCfg, ShmError, ShmSet};
 use ptools_stasks::{
-    Error, PmapError, STasks, TaskContext, TaskStatus, count_stasks, pmap_stasks, stop_stasks,
+    Error, PmapError, Reserve, STasks, TaskContext, TaskStatus, count_stasks, pmap_stasks,
+    stop_stasks,
 };
 use ptools_workerset::Cluster;
 
@@ -301,4 +302,35 @@ fn chosen_workers_and_bad_worker_lists() {
         .control_timeout(TIMEOUT)
         .start(&cfgs(), &Prefix::job());
     assert!(r.is_err(), "{r:?}");
+}
+
+#[test]
+fn every_reserve_mode_gives_the_same_arrays() {
+    let cluster = Cluster::new();
+    let ids = cluster.addprocs(2).unwrap();
+    // Arrays smaller than a page and not a multiple of one, with more tasks than pages.
+    let cfgs = [
+        ShmCfg::new::<i32>("svar1", LEN1 + 3).unwrap(),
+        ShmCfg::new::<u8>("svar2", [100, 100]).unwrap(),
+        ShmCfg::new::<u8>("tiny", 1).unwrap(),
+    ];
+    for reserve in [Reserve::Tasks, Reserve::Master, Reserve::None] {
+        let h = STasks::builder()
+            .cluster(&cluster)
+            .reserve(reserve)
+            .call_timeout(TIMEOUT)
+            .control_timeout(TIMEOUT)
+            .start(&cfgs, &Prefix::job())
+            .unwrap();
+        pmap_stasks(&h, init_task, [(), ()]).unwrap();
+        let svar1 = h.array::<i32>("svar1").unwrap();
+        assert!(
+            svar1
+                .iter()
+                .enumerate()
+                .all(|(i, &x)| x == ids[i % 2] as i32),
+            "{reserve:?}"
+        );
+        assert_eq!(h.array::<u8>("tiny").unwrap()[0], 0, "{reserve:?}");
+    }
 }
