@@ -339,6 +339,7 @@ pub(crate) fn main(args: &[String]) -> Result<(), String> {
         })?;
         extra = text.lines().map(str::to_owned).collect();
     } else {
+        let before = crate::leaks::Snapshot::take(&target);
         extra.push(format!(
             "mode\t{}",
             if opts.quick { "quick" } else { "full" }
@@ -373,6 +374,11 @@ pub(crate) fn main(args: &[String]) -> Result<(), String> {
             );
         } else {
             extra.push("peers\tnot run (`--peers` not given)".to_owned());
+        }
+        // Benches create segments and processes too: a run must leave neither behind.
+        if let Err(e) = crate::leaks::check(&before, &target) {
+            eprintln!("xtask bench: {e}");
+            failures.push(e);
         }
         extra.push(format!("load_after\t{}", load_average()));
         extra.push(format!("duration\t{:.0}", started.elapsed().as_secs_f64()));
