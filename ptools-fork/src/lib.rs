@@ -62,7 +62,7 @@
 //! runs `f(i, &mut set)` and writes into them directly (the mapping is `MAP_SHARED`, inherited
 //! by the fork), and the parent gets the set back holding every child's writes. If a child
 //! fails, `pfork_shm` drops the set, which unlinks the segments; [`Pfork::run_shm`] returns
-//! the set with the outcomes instead. A child never unlinks. The [`demo`] module renders a
+//! the set with the outcomes instead. A child never unlinks. `examples/mandelbrot` renders a
 //! Mandelbrot image this way and writes it as a PNG file.
 //!
 //! # Failures
@@ -168,7 +168,6 @@
 //!   See `benches/README.md`.
 
 mod child;
-pub mod demo;
 mod error;
 mod frame;
 mod parent;

@@ -1,25 +1,12 @@
-//! A demonstration of [`pfork_shm`]: a Mandelbrot image rendered by
-//! forked children straight into one shared array, and written as a PNG file a person can
-//! open. Used by `examples/mandelbrot.rs` and by the ptools tour.
-//!
-//! ```
-//! use ptools_fork::demo;
-//!
-//! let image = demo::mandelbrot(64, 48, 2)?;
-//! assert_eq!(image.dims(), &[48, 64]);
-//! assert_eq!(&image[..], &demo::mandelbrot_sequential(64, 48)[..]);
-//! let path = std::env::temp_dir().join(format!("ptools-doc-mandelbrot-{}.png", std::process::id()));
-//! demo::write_png(&path, 64, 48, &image)?;
-//! # std::fs::remove_file(&path)?;
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
+//! The example's computation: a Mandelbrot image rendered by forked children straight
+//! into one shared array ([`pfork_shm`]), and a small PNG writer so a person can open it.
 
 use std::io::{self, Write};
 use std::path::Path;
 
 use ptools_shm::{ShmArray, ShmCfg};
 
-use crate::{PforkError, pfork_shm};
+use ptools_fork::{PforkError, pfork_shm};
 
 /// Iterations before a point counts as inside the set.
 const MAX_ITER: u32 = 255;
@@ -33,7 +20,7 @@ const MAX_ITER: u32 = 255;
 ///
 /// As [`pfork_shm`]; [`PforkError::InvalidArgument`] for a zero width,
 /// height or number of children.
-pub fn mandelbrot(
+pub(crate) fn mandelbrot(
     width: usize,
     height: usize,
     children: usize,
@@ -58,7 +45,7 @@ pub fn mandelbrot(
 
 /// The same image computed in this process, one row after another: the baseline that
 /// [`mandelbrot`] is timed against.
-pub fn mandelbrot_sequential(width: usize, height: usize) -> Vec<u8> {
+pub(crate) fn mandelbrot_sequential(width: usize, height: usize) -> Vec<u8> {
     let mut pixels = vec![0; width * height];
     for (y, row) in pixels.chunks_mut(width.max(1)).enumerate() {
         render_row(row, y, width, height);
@@ -95,7 +82,7 @@ fn render_row(row: &mut [u8], y: usize, width: usize, height: usize) {
 ///
 /// I/O errors; `InvalidInput` if `pixels` is not `width * height` bytes or a side does not
 /// fit PNG's 31 bits.
-pub fn write_png(path: &Path, width: usize, height: usize, pixels: &[u8]) -> io::Result<()> {
+pub(crate) fn write_png(path: &Path, width: usize, height: usize, pixels: &[u8]) -> io::Result<()> {
     let invalid = |msg| io::Error::new(io::ErrorKind::InvalidInput, msg);
     if pixels.len() != width * height || width == 0 || height == 0 {
         return Err(invalid("pixels must hold width * height bytes"));
@@ -176,26 +163,4 @@ fn adler32(data: &[u8]) -> u32 {
         b %= 65_521;
     }
     (b << 16) | a
-}
-
-#[cfg(test)]
-mod test {
-    use super::*;
-
-    #[test]
-    fn checksums_match_known_values() {
-        // Known values: CRC-32 of "IEND" with no data, Adler-32 of "Wikipedia".
-        assert_eq!(crc32(b"IEND", &[]), 0xAE42_6082);
-        assert_eq!(adler32(b"Wikipedia"), 0x11E6_0398);
-    }
-
-    #[test]
-    fn sequential_image_has_the_set_in_the_middle() {
-        let img = mandelbrot_sequential(40, 20);
-        // The point -0.5 + 0i (column 17 or so of 40, row 10 of 20) is inside: black.
-        let x = ((2.0 / 3.5) * 40.0) as usize;
-        assert_eq!(img[10 * 40 + x], 0);
-        // The corner -2.5 - 1.25i escapes at once: light.
-        assert!(img[0] > 200, "{}", img[0]);
-    }
 }

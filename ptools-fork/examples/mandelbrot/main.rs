@@ -8,7 +8,7 @@
 
 use std::time::Instant;
 
-use ptools_fork::demo;
+mod demo;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<usize> = std::env::args()
