@@ -13,9 +13,9 @@
 //! | [`shm`] | named POSIX shared-memory typed N-d arrays | `ptools-shm` |
 //! | [`fork`] | `pfork(n, f)` and `pfork_shm`: fork-based fan-out | `ptools-fork` |
 //! | [`workerset`] | worker processes, remote calls, `WorkerSet` pools | `ptools-workerset` |
+//! | [`queue`] | queued tasks: targets, callbacks, recomputable priorities | `ptools-queue` |
 //!
-//! Server tasks and queued tasks join as they land (see the repository's README for their
-//! status).
+//! Server tasks join as they land (see the repository's README for their status).
 //!
 //! ```
 //! # ptools::workerset::enable_test_support!();
@@ -44,11 +44,13 @@
 //! # Features
 //!
 //! - `ndarray`: `ndarray` views of shared arrays.
-//! - `progress`: progress bars for `pmap_progress`.
+//! - `progress`: progress bars for `pmap_progress` and the queue's `wait_idle_progress`.
 //! - `cli`: the `ptools` command-line tool (`ptools shm list`, `ptools shm clean`).
 
 #[doc(inline)]
 pub use ptools_fork as fork;
+#[doc(inline)]
+pub use ptools_queue as queue;
 #[doc(inline)]
 pub use ptools_shm as shm;
 #[doc(inline)]
@@ -63,6 +65,11 @@ struct ReadmeDoctests;
 pub mod prelude {
     #[doc(inline)]
     pub use ptools_fork::{ChildError, Pfork, PforkError, pfork, pfork_shm};
+    #[doc(inline)]
+    pub use ptools_queue::{
+        QueuedWorkerTask, Target, TaskQueue, dequeue_worker_task, execute_worker_task, num_remotes,
+        prep_remotes, queue_worker_task, set_priorities,
+    };
     #[doc(inline)]
     pub use ptools_shm::{
         Prefix, ShmArray, ShmBuilder, ShmCfg, ShmElem, ShmError, ShmSet, list_shm,

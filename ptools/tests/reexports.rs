@@ -79,3 +79,26 @@ fn fork_reexports_are_the_facility_items() {
     let _ = p::pfork::<u8, fn(usize) -> u8>;
     let _ = p::pfork_shm::<fn(usize, &mut ptools::shm::ShmSet)>;
 }
+
+#[test]
+fn queue_reexports_are_the_facility_items() {
+    use ptools::prelude as p;
+    assert_eq!(
+        TypeId::of::<p::TaskQueue>(),
+        TypeId::of::<ptools_queue::TaskQueue>()
+    );
+    assert_eq!(
+        TypeId::of::<p::QueuedWorkerTask<u8, u8>>(),
+        TypeId::of::<ptools_queue::QueuedWorkerTask<u8, u8>>()
+    );
+    assert_eq!(
+        TypeId::of::<p::Target>(),
+        TypeId::of::<ptools_queue::Target>()
+    );
+    let _ = p::queue_worker_task::<u8, u8>;
+    let _ = p::execute_worker_task::<u8, u8>;
+    let _ = p::dequeue_worker_task;
+    let _ = p::prep_remotes;
+    let _ = p::num_remotes;
+    let _ = p::set_priorities::<fn(&p::Target, &ptools_queue::TaskRef<'_>, f64) -> f64>;
+}

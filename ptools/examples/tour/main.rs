@@ -14,10 +14,13 @@
 //! 3. Workers: worker processes (this program again, in worker mode) render another
 //!    fractal band by band through a `WorkerSet`, round-robin and then first-free, with
 //!    progress as the bands come back.
+//! 5. Queued tasks: tiles of a picture go through a priority queue, nearest a focus first;
+//!    halfway, the focus moves and every queued tile's priority is recomputed.
 
 mod fork_part;
 mod fractal;
 mod png;
+mod queue_part;
 mod shm_part;
 mod workers_part;
 
@@ -41,6 +44,7 @@ fn main() -> Result<(), BoxError> {
     // pfork before any worker exists: see fork_part's docs.
     fork_part::run(size)?;
     workers_part::run(size)?;
+    queue_part::run(size)?;
     println!(
         "\ntour done in {:.2} s; nothing left behind",
         started.elapsed().as_secs_f64()
