@@ -100,5 +100,7 @@ fn queue_reexports_are_the_facility_items() {
     let _ = p::dequeue_worker_task;
     let _ = p::prep_remotes;
     let _ = p::num_remotes;
-    let _ = p::set_priorities::<fn(&p::Target, &ptools_queue::TaskRef<'_>, f64) -> f64>;
+    // Takes `impl FnMut`, so it cannot be named as a value; the path must still resolve.
+    #[allow(unused_imports)]
+    use ptools::prelude::set_priorities as _;
 }
