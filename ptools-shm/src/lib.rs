@@ -80,8 +80,9 @@
 //!
 //! # Platform support
 //!
-//! Linux is tested. macOS is designed for but has never been built or run, so treat it as
-//! unsupported until CI covers it: the backend shortens names longer than its 31-byte
+//! Linux is tested. macOS is designed for and type-checks (`cargo check --target
+//! x86_64-apple-darwin`, which `cargo xtask ci` runs when the target is installed), but has
+//! never run, so treat it as unsupported until CI covers it: the backend shortens names longer than its 31-byte
 //! limit by a hash and reads start times with `proc_pidinfo`; segments cannot be listed
 //! there (no `/dev/shm`, so [`list_shm`] is [`ShmError::Unsupported`]); and its shared
 //! memory objects report no inode and refuse `flock`, so the identity checks and stale

@@ -169,7 +169,38 @@ fn ci_steps() -> Result<(), String> {
         run(&["run", "--package", &package, "--example", &example], &[])?;
     }
     run(&["bench", "--workspace", "--no-run"], &[])?;
+    macos_check()?;
     miri()
+}
+
+/// Type-checks the crates meant for macOS too, when the toolchain has the target (nothing
+/// runs there: CI is Linux). The worker runtime and the crates above it are Linux-only.
+fn macos_check() -> Result<(), String> {
+    const TARGET: &str = "x86_64-apple-darwin";
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .is_ok_and(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l == TARGET)
+        });
+    if !installed {
+        println!("\n(skipping the macOS type-check: target {TARGET} is not installed)");
+        return Ok(());
+    }
+    run(
+        &[
+            "check",
+            "--target",
+            TARGET,
+            "--package",
+            "ptools-shm",
+            "--package",
+            "ptools-fork",
+        ],
+        &[],
+    )
 }
 
 /// Miri on the modules that do pointer and layout work without system calls, when the
