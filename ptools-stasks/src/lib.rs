@@ -110,6 +110,17 @@
 //! cluster, outside any server task; a plain remote function reaches them with
 //! [`with_mapped`], and [`pmap_shm_unlink`] drops the mappings and unlinks.
 //!
+//! # Performance
+//!
+//! - A `pmap_stasks` call costs what the remote calls under it cost: one
+//!   `remotecall` per task, all sent before any is awaited, then one wait per task. The
+//!   bridge adds a map lookup and a moved `Box` per call in the worker, and the group id
+//!   (8 bytes) on the wire. `benches/README.md` compares it with `remotecall_fetch`.
+//! - For big arrays the kernel's page handling dominates: reserving (zeroing) the
+//!   pages, the page faults of first writes (4 KiB pages on a shared mapping; writes get
+//!   no fault-around), and freeing the pages at stop. [`Reserve`] says who reserves;
+//!   [`STasksBuilder::populate`] pre-faults mappings.
+//!
 //! # Differences from PTools.jl
 //!
 //! - `stop_stasks` takes `&mut STasks`, not the handle by value, so that stopping twice
