@@ -334,3 +334,25 @@ fn every_reserve_mode_gives_the_same_arrays() {
         assert_eq!(h.array::<u8>("tiny").unwrap()[0], 0, "{reserve:?}");
     }
 }
+
+#[test]
+fn one_handle_serves_many_threads_at_once() {
+    let cluster = Cluster::new();
+    cluster.addprocs(2).unwrap();
+    let h = start(&cluster, &[]);
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let h = &h;
+            s.spawn(move || {
+                for _ in 0..100 {
+                    pmap_stasks(h, count_calls, [t, t]).unwrap();
+                }
+            });
+        }
+    });
+    // Every call ran exactly once in each task: 400 calls, sum 100 * (0 + 1 + 2 + 3).
+    assert_eq!(
+        pmap_stasks(&h, count_calls, [0, 0]).unwrap(),
+        [(401, 600), (401, 600)]
+    );
+}
