@@ -193,6 +193,9 @@ pub(crate) struct Measured {
     pub(crate) elements: Option<f64>,
     /// Bytes per iteration (criterion `Throughput::Bytes`).
     pub(crate) bytes: Option<f64>,
+    /// Half the width of the median's 95 % confidence interval, relative to the median
+    /// (criterion's bootstrap); `None` for figures that are not criterion's.
+    pub(crate) spread: Option<f64>,
 }
 
 /// A line printed by a peer script.
@@ -642,10 +645,20 @@ fn read_measured(
         return Err("no result from this run (only an older one)".to_owned());
     }
     let text = std::fs::read_to_string(&est).map_err(|e| e.to_string())?;
-    let median_ns = Json::parse(&text)?
+    let estimates = Json::parse(&text)?;
+    let median_ns = estimates
         .path(&["median", "point_estimate"])
         .and_then(Json::as_f64)
         .ok_or("estimates.json has no median")?;
+    let bound = |b: &str| {
+        estimates
+            .path(&["median", "confidence_interval", b])
+            .and_then(Json::as_f64)
+    };
+    let spread = match (bound("lower_bound"), bound("upper_bound")) {
+        (Some(lo), Some(hi)) if median_ns > 0.0 => Some((hi - lo) / 2.0 / median_ns),
+        _ => None,
+    };
     let bench = std::fs::read_to_string(dir.join("benchmark.json"))
         .ok()
         .and_then(|t| Json::parse(&t).ok());
@@ -659,6 +672,7 @@ fn read_measured(
         median_ns,
         elements: throughput("Elements"),
         bytes: throughput("Bytes"),
+        spread,
     })
 }
 
@@ -759,6 +773,7 @@ fn collect(target: &Path, extra: &[String], fresh_since: Option<SystemTime>) -> 
                             median_ns,
                             elements: None,
                             bytes: None,
+                            spread: None,
                         }),
                         (None, None) => missing(format!("the bench printed no figure for `{id}`")),
                     };
@@ -911,21 +926,24 @@ fn fmt_kib(kib: f64) -> String {
 fn fmt_figure(f: &Figure) -> String {
     match f {
         Figure::Time(m) => {
-            let mut s = fmt_time(m.median_ns);
-            if let Some(r) = rate(m) {
-                if m.elements == Some(1.0) {
-                    s = format!("{} ({s}/call)", fmt_rate(r));
-                } else {
-                    s = format!(
-                        "{} ({s} per {})",
-                        fmt_rate(r),
-                        count(m.elements.unwrap_or(1.0))
-                    );
+            let t = fmt_time(m.median_ns);
+            let pm = match m.spread {
+                Some(sp) if sp < 0.01 => " ±<1%".to_owned(),
+                Some(sp) => format!(" ±{:.0}%", sp * 100.0),
+                None => String::new(),
+            };
+            match (rate(m), m.bytes.filter(|_| m.median_ns > 0.0)) {
+                (Some(r), _) if m.elements == Some(1.0) => {
+                    format!("{} ({t}/call{pm})", fmt_rate(r))
                 }
-            } else if let Some(b) = m.bytes.filter(|_| m.median_ns > 0.0) {
-                s = format!("{s} ({:.2} GB/s)", b / m.median_ns);
+                (Some(r), _) => format!(
+                    "{} ({t} per {}{pm})",
+                    fmt_rate(r),
+                    count(m.elements.unwrap_or(1.0))
+                ),
+                (None, Some(b)) => format!("{t}{pm} ({:.2} GB/s)", b / m.median_ns),
+                (None, None) => format!("{t}{pm}"),
             }
-            s
         }
         Figure::Kib(k) => fmt_kib(*k),
         Figure::Missing(why) => format!("not measured: {why}"),
@@ -1004,6 +1022,19 @@ pub(crate) fn render_markdown(r: &Report) -> String {
         let _ = writeln!(o, "- {k}: {v}");
     }
     let _ = writeln!(o, "\n## Results\n");
+    let judged: Vec<bool> = r.rows.iter().filter_map(Row::meets).collect();
+    let with_target = r
+        .rows
+        .iter()
+        .filter(|row| row.scenario.target != Target::Reported)
+        .count();
+    let _ = writeln!(
+        o,
+        "{} of {with_target} targets met in this run ({} not judged: a figure is missing). \
+         `±` is half the width of criterion's 95 % confidence interval of the median.\n",
+        judged.iter().filter(|m| **m).count(),
+        with_target - judged.len(),
+    );
     let _ = writeln!(
         o,
         "| scenario | ptools (median) | baseline, same run | ratio | target | met | Python peer | peer (median) | ptools vs peer |"
@@ -1098,6 +1129,9 @@ const HOW: &str = "\
   criterion: each round runs one raw and one ptools iteration back to back, so load from
   other work on a shared machine hits both alike; the table shows the printed medians
   (p50, 300 rounds; 100 in quick mode).
+- **±** after a criterion figure is half the width of the 95 % confidence interval of its
+  median (criterion's bootstrap), relative to the median: a ratio whose two figures
+  overlap within it says less than it seems.
 - **ratio** is ptools' median over the baseline's: lower is better, and a `≤` target is the
   largest ratio allowed.
 - **Throughput** rows divide the items per iteration (the bench's criterion `Throughput`)
