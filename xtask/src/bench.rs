@@ -348,6 +348,7 @@ pub(crate) fn main(args: &[String]) -> Result<(), String> {
             if opts.quick { "quick" } else { "full" }
         ));
         extra.push(format!("date\t{}", utc_date(started_at)));
+        extra.push(format!("commit\t{}", commit()));
         extra.push(format!("load_before\t{load_before}"));
         for (package, bench) in benches() {
             if !bench_exists(package, bench) {
@@ -852,6 +853,27 @@ fn machine() -> Vec<String> {
     ]
 }
 
+/// The commit the run measured, and whether the work tree differed from it.
+fn commit() -> String {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .current_dir(crate::root())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    let Some(head) = git(&["rev-parse", "--short=12", "HEAD"]) else {
+        return "unknown".to_owned();
+    };
+    // Changes to Rust sources or manifests change what is measured; untracked files do not.
+    match git(&["status", "--porcelain", "--untracked-files=no"]) {
+        Some(s) if s.is_empty() => head,
+        _ => format!("{head} (with uncommitted changes)"),
+    }
+}
+
 fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
@@ -1006,6 +1028,9 @@ pub(crate) fn render_markdown(r: &Report) -> String {
         fact("date")
     );
     let _ = writeln!(o, "- Machine: {}", r.machine.join("; "));
+    if let Some(c) = r.facts.get("commit") {
+        let _ = writeln!(o, "- Code: commit {c}");
+    }
     let _ = writeln!(
         o,
         "- Run: {}, {} s in all (benches and peers, builds included); load average {} before, {} after. The machine is shared, so absolute times drift between runs: compare the ratios, which pit each figure against a baseline measured in the same run.",
@@ -1068,6 +1093,7 @@ pub(crate) fn render_markdown(r: &Report) -> String {
         };
         let vs = match (row.peer_factor(), &row.ptools) {
             (Some(f), Figure::Kib(_)) => format!("{f:.1}× smaller"),
+            (Some(f), _) if (0.95..=1.05).contains(&f) => "about as fast".to_owned(),
             (Some(f), _) if f >= 1.0 => format!("{f:.1}× faster"),
             (Some(f), _) => format!("{:.1}× slower", 1.0 / f),
             (None, _) => "-".to_owned(),
