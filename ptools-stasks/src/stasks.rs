@@ -627,6 +627,10 @@ impl STasks {
                 )
             })
             .collect();
+        // Unmap and unlink here while the tasks unmap theirs: the page-table teardown of
+        // big arrays then runs in every process at once, and the names are free as soon
+        // as possible. The tasks' mappings stay valid until they drop them.
+        drop(arrays);
         let mut first = None;
         for (task, r) in refs.into_iter().enumerate() {
             let out = match r {
@@ -641,7 +645,6 @@ impl STasks {
                 }
             }
         }
-        drop(arrays);
         first.map_or(Ok(()), Err)
     }
 }
