@@ -2,6 +2,9 @@
 (create, fill by 2 pool processes with numpy, checksum in the parent, unlink). numpy is
 optional: without it the job is reported as skipped. Every segment is unlinked, even on
 error, and the pool is shut down on exit.
+
+`ptools-stasks/benches/interleaved.rs` imports this module and calls `job(pool)` and
+reads `np` to run the same job in its own rounds: keep both names.
 """
 
 import multiprocessing

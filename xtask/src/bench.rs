@@ -127,6 +127,7 @@ const FORK: (&str, &str) = ("ptools-fork", "pfork");
 const FORK_IL: (&str, &str) = ("ptools-fork", "pfork_interleaved");
 const SHM: (&str, &str) = ("ptools-shm", "shm_cycle");
 const ST: (&str, &str) = ("ptools-stasks", "stasks");
+const ST_IL: (&str, &str) = ("ptools-stasks", "interleaved");
 const Q: (&str, &str) = ("ptools-queue", "queue");
 
 /// The scenarios, one per line: name, package, bench, ptools' criterion id, the baseline's,
@@ -152,6 +153,8 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
     crit("256 MiB create + fill, 1 process", SHM, "fill/ptools/256MiB", Some("fill/raw/256MiB"), Ratio(1.0), None, P::Time),
     crit("256 MiB job, 1 server task", ST, "fill256/stasks/1", Some("fill256/raw_memset"), Reported, None, P::Time),
     crit("256 MiB job, 2 server tasks", ST, "fill256/stasks/2", Some("fill256/raw_memset"), BeatPeer, Some("py_numpy_fill256_2proc"), P::Time),
+    printed("256 MiB job, 1 server task, interleaved rounds", ST_IL, "fill256_interleaved/stasks/1", Some("fill256_interleaved/raw_memset"), Reported, None, P::None),
+    printed("256 MiB job, 2 server tasks, interleaved rounds", ST_IL, "fill256_interleaved/stasks/2", Some("fill256_interleaved/raw_memset"), BeatPeer, Some("fill256_interleaved/python"), P::None),
     crit("queue of 100 000 tasks with callbacks, 2 workers", Q, "throughput/any_worker_callbacks_2_workers_100k", Some("throughput/baseline_remotecall_fetch_2_threads_100k"), MinRate(50_000.0), None, P::Rate),
     crit("set_priorities over 100 000 queued tasks", Q, "set_priorities/reverse_100k_queued", None, MaxTime(50e6), None, P::Time),
     crit("addprocs(2) start-up", TP, "startup/addprocs_2", None, Reported, Some("py_pool2_startup"), P::Time),
@@ -175,6 +178,7 @@ pub(crate) const PEER_LABELS: &[(&str, &str)] = &[
     ("py_numpy_fill256_2proc", "SharedMemory 256 MiB, numpy fill in Pool(2), sum, unlink"),
     ("py_pool2_startup", "multiprocessing.Pool(2) (fork) + first call"),
     ("py_worker_rss", "ProcessPoolExecutor worker VmRSS"),
+    ("fill256_interleaved/python", "shm.py's job (numpy, Pool(2)), in the same interleaved rounds"),
 ];
 
 fn peer_label(key: &str) -> &str {
@@ -356,6 +360,7 @@ pub(crate) fn main(args: &[String]) -> Result<(), String> {
             }
             match run_bench(package, bench, opts.quick) {
                 Ok((rss, figures)) => {
+                    extra.push(format!("ran\t{package}\t{bench}"));
                     if let Some(kib) = rss {
                         extra.push(format!("ptools_worker_rss\tkib\t{kib}"));
                     }
@@ -483,9 +488,14 @@ fn run_bench(package: &str, bench: &str, quick: bool) -> Result<BenchOutput, Str
         .into();
     let printing = prints_figures(package, bench);
     if printing {
-        // pfork_interleaved takes its number of rounds (criterion's flags would be read
-        // as one).
-        args.push(if quick { "100" } else { "300" }.to_owned());
+        // Each takes its number of rounds its own way (criterion's flags would be misread).
+        let rounds: &[&str] = match (bench, quick) {
+            ("pfork_interleaved", true) => &["100"],
+            ("pfork_interleaved", false) => &["300"],
+            (_, true) => &["--rounds", "5"],
+            (_, false) => &["--rounds", "15"],
+        };
+        args.extend(rounds.iter().map(|a| (*a).to_owned()));
     } else {
         args.push(filter(package, bench));
         if quick {
@@ -536,10 +546,31 @@ fn run_bench(package: &str, bench: &str, quick: bool) -> Result<BenchOutput, Str
     }
 }
 
-/// Figures a non-criterion bench prints, as (id, nanoseconds). `pfork_interleaved`
-/// prints, per n, `n= 8  raw p10 A p50 B   ptools p10 C p50 D   ratio ...` in
-/// microseconds; the ids are `pfork_interleaved/{raw,ptools}/<n>` and the figure is p50.
+/// Figures a non-criterion bench prints, as (id, nanoseconds).
+///
+/// - `pfork_interleaved` (ptools-fork) prints, per n,
+///   `n= 8  raw p10 A p50 B   ptools p10 C p50 D   ratio ...` in microseconds; the ids are
+///   `pfork_interleaved/{raw,ptools}/<n>` and the figure is p50.
+/// - `interleaved` (ptools-stasks) prints, per variant,
+///   `  stasks/2    median  512.3 ms   min ...`; the ids are `fill256_interleaved/<first
+///   word of the variant>` (`raw_memset`, `stasks/1`, `stasks/2`, `python`, ...).
 pub(crate) fn printed_figures(bench: &str, line: &str) -> Vec<(String, f64)> {
+    if bench == "interleaved" {
+        let t: Vec<&str> = line.split_whitespace().collect();
+        let Some(i) = t.iter().position(|w| *w == "median") else {
+            return Vec::new();
+        };
+        return match (
+            t.first(),
+            t.get(i + 1).and_then(|v| v.parse::<f64>().ok()),
+            t.get(i + 2),
+        ) {
+            (Some(name), Some(ms), Some(&"ms")) if i > 0 => {
+                vec![(format!("fill256_interleaved/{name}"), ms * 1e6)]
+            }
+            _ => Vec::new(),
+        };
+    }
     if bench != "pfork_interleaved" {
         return Vec::new();
     }
@@ -709,6 +740,7 @@ fn collect(target: &Path, extra: &[String], fresh_since: Option<SystemTime>) -> 
     let mut failed: BTreeMap<(String, String), String> = BTreeMap::new();
     let mut rss = None;
     let mut printed_ns: BTreeMap<String, f64> = BTreeMap::new();
+    let mut ran: Vec<(String, String)> = Vec::new();
     for line in extra {
         let (key, rest) = line.split_once('\t').unwrap_or((line, ""));
         match key {
@@ -725,6 +757,11 @@ fn collect(target: &Path, extra: &[String], fresh_since: Option<SystemTime>) -> 
                 }
             }
             "peers" => peers_skipped = Some(rest.to_owned()),
+            "ran" => {
+                if let Some((p, b)) = rest.split_once('\t') {
+                    ran.push((p.to_owned(), b.to_owned()));
+                }
+            }
             "printed" => {
                 if let Some((id, ns)) = rest.split_once('\t')
                     && let Ok(ns) = ns.parse()
@@ -753,10 +790,21 @@ fn collect(target: &Path, extra: &[String], fresh_since: Option<SystemTime>) -> 
                     "bench `{}` of {} does not exist yet",
                     s.bench, s.package
                 ))
+            } else if let Some(why) = failed.get(&(s.package.to_owned(), s.bench.to_owned())) {
+                Some(why.clone())
+            } else if matches!(s.source, Source::Printed { .. })
+                && !ran
+                    .iter()
+                    .any(|(p, b)| (p.as_str(), b.as_str()) == (s.package, s.bench))
+            {
+                // Printed figures exist only in the run's record; criterion's files are
+                // checked for freshness instead.
+                Some(format!(
+                    "`cargo bench -p {} --bench {}` was not part of the recorded run",
+                    s.package, s.bench
+                ))
             } else {
-                failed
-                    .get(&(s.package.to_owned(), s.bench.to_owned()))
-                    .cloned()
+                None
             };
             let read = |id: &str| match &why_none {
                 Some(why) => missing(why.clone()),
@@ -768,14 +816,15 @@ fn collect(target: &Path, extra: &[String], fresh_since: Option<SystemTime>) -> 
             let (ptools, baseline) = match s.source {
                 Source::Criterion { id, baseline } => (read(id), baseline.map(read)),
                 Source::Printed { id, baseline } => {
-                    let get = |id: &str| match (&why_none, printed_ns.get(id)) {
-                        (Some(why), _) => missing(why.clone()),
-                        (None, Some(&median_ns)) => Figure::Time(Measured {
+                    // A printed figure is in the run's record only if the bench ran in it.
+                    let get = |id: &str| match (printed_ns.get(id), &why_none) {
+                        (Some(&median_ns), _) => Figure::Time(Measured {
                             median_ns,
                             elements: None,
                             bytes: None,
                             spread: None,
                         }),
+                        (None, Some(why)) => missing(why.clone()),
                         (None, None) => missing(format!("the bench printed no figure for `{id}`")),
                     };
                     (get(id), baseline.map(get))
@@ -790,6 +839,14 @@ fn collect(target: &Path, extra: &[String], fresh_since: Option<SystemTime>) -> 
                 ),
             };
             let peer = s.peer.map(|k| match (&peers_skipped, peers.get(k)) {
+                // A peer the bench ran itself, in its own rounds.
+                _ if printed_ns.contains_key(k) => Ok(PeerFigure::Seconds {
+                    median: printed_ns[k] * 1e-9,
+                    items: 1.0,
+                }),
+                _ if k.contains('/') => Err(why_none.clone().unwrap_or_else(|| {
+                    format!("the bench printed no figure for `{k}` (python3 with numpy missing?)")
+                })),
                 (Some(why), _) => Err(why.clone()),
                 (None, Some(PeerFigure::Skipped(why))) => Err(why.clone()),
                 (None, Some(fig)) => Ok(fig.clone()),
@@ -968,7 +1025,7 @@ fn fmt_figure(f: &Figure) -> String {
             }
         }
         Figure::Kib(k) => fmt_kib(*k),
-        Figure::Missing(why) => format!("not measured: {why}"),
+        Figure::Missing(_) => "not measured (see below)".to_owned(),
     }
 }
 
@@ -1131,6 +1188,15 @@ pub(crate) fn render_markdown(r: &Report) -> String {
             ours.chain(peer)
         })
         .collect();
+    let mut seen = Vec::new();
+    let missing: Vec<String> = missing
+        .into_iter()
+        .filter(|m| {
+            let new = !seen.contains(m);
+            seen.push(m.clone());
+            new
+        })
+        .collect();
     let _ = writeln!(o, "\n## Not measured\n");
     if missing.is_empty() {
         let _ = writeln!(o, "Every scenario was measured in this run.");
@@ -1155,6 +1221,11 @@ const HOW: &str = "\
   criterion: each round runs one raw and one ptools iteration back to back, so load from
   other work on a shared machine hits both alike; the table shows the printed medians
   (p50, 300 rounds; 100 in quick mode).
+- **256 MiB job, interleaved rounds** come from `ptools-stasks/benches/interleaved.rs`,
+  not criterion: every round runs the raw job, the ptools variants and the Python job of
+  `bench/peers/shm.py` once each, so drifting load weighs on all alike; the table shows the
+  printed medians (15 rounds; 5 in quick mode), and the peer column is that same Python
+  job from the same rounds.
 - **±** after a criterion figure is half the width of the 95 % confidence interval of its
   median (criterion's bootstrap), relative to the median: a ratio whose two figures
   overlap within it says less than it seems.

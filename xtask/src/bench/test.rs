@@ -197,6 +197,21 @@ fn reads_the_interleaved_pfork_lines() {
 }
 
 #[test]
+fn reads_the_interleaved_stasks_lines() {
+    let f = |l: &str| printed_figures("interleaved", l);
+    assert_eq!(
+        f("  stasks/2                             median   512.5 ms   min   480.0 ms   1.20x raw"),
+        [("fill256_interleaved/stasks/2".to_owned(), 512.5e6)]
+    );
+    assert_eq!(
+        f("  python shared_memory+numpy+Pool(2)   median   290.0 ms   min   280.1 ms   0.70x raw"),
+        [("fill256_interleaved/python".to_owned(), 290.0e6)]
+    );
+    assert!(f("  python shared_memory+numpy+Pool(2)   skipped").is_empty());
+    assert!(f("interleaved, 15 rounds (256 MiB: create, fill, checksum, release):").is_empty());
+}
+
+#[test]
 fn formats_dates_and_quantities() {
     let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_564_800 + 2 * 3600 + 5 * 60);
     assert_eq!(utc_date(t), "2026-11-25 02:05 UTC");
@@ -233,7 +248,7 @@ fn renders_the_table() {
     assert!(pmap.contains("| 2.0× faster |"), "{pmap}");
 
     let pfork = line("pfork n = 8<br>");
-    assert!(pfork.contains("not measured: bench `pfork`"), "{pfork}");
+    assert!(pfork.contains("| not measured (see below) |"), "{pfork}");
     assert!(pfork.contains("| - | ≤ 1.3× | - |"), "{pfork}");
 
     let rss = line("worker resident memory");
@@ -256,6 +271,11 @@ fn renders_the_table() {
         "{not}"
     );
     assert!(not.contains("numpy is not installed"), "{not}");
+    assert_eq!(
+        not.matches("- pfork n = 8: bench").count(),
+        1,
+        "one line for ptools and baseline alike: {not}"
+    );
     assert_eq!(
         md.matches("\n| ").count(),
         1 + report().rows.len(),
