@@ -9,7 +9,7 @@ reads `np` to run the same job in its own rounds: keep both names.
 
 import multiprocessing
 import time
-from multiprocessing import shared_memory
+from multiprocessing import resource_tracker, shared_memory
 
 from common import budget, measure, note, report, skip
 
@@ -32,9 +32,30 @@ def create_cycle():
         shm.unlink()
 
 
+def attach(name):
+    """Attaches to the creator's segment without registering it with a resource tracker.
+
+    Before Python 3.13 attaching registers the segment too; a worker whose tracker is not
+    the creator's would then "clean up" (unlink, with a leak warning) the segment when the
+    pool ends, and one that shares it would unbalance the creator's unregister. The
+    creator owns the segment. Pool workers run one task at a time on one thread, so
+    swapping `register` out for the call is safe.
+    """
+    try:
+        return shared_memory.SharedMemory(name=name, track=False)  # Python >= 3.13
+    except TypeError:
+        pass
+    register = resource_tracker.register
+    resource_tracker.register = lambda *args: None
+    try:
+        return shared_memory.SharedMemory(name=name)
+    finally:
+        resource_tracker.register = register
+
+
 def fill_share(args):
     name, i, n = args
-    shm = shared_memory.SharedMemory(name=name)
+    shm = attach(name)
     try:
         a = np.ndarray((WORDS,), dtype=np.uint64, buffer=shm.buf)
         chunk = -(-WORDS // n)
