@@ -173,7 +173,7 @@ fn main() {
         "raw_memset (1 process)",
         "stasks/1",
         "stasks/2",
-        "stasks_task_reserve/2",
+        "stasks_master_reserve/2",
         "python shared_memory+numpy+Pool(2)",
     ];
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
@@ -187,17 +187,17 @@ fn main() {
                 }
                 1 => {
                     assert_eq!(
-                        stasks_job(&cluster, &ids[..1], &cfgs, Reserve::Master),
+                        stasks_job(&cluster, &ids[..1], &cfgs, Reserve::Tasks),
                         expect
                     );
                     t0.elapsed().as_secs_f64()
                 }
                 2 => {
-                    assert_eq!(stasks_job(&cluster, &ids, &cfgs, Reserve::Master), expect);
+                    assert_eq!(stasks_job(&cluster, &ids, &cfgs, Reserve::Tasks), expect);
                     t0.elapsed().as_secs_f64()
                 }
                 3 => {
-                    assert_eq!(stasks_job(&cluster, &ids, &cfgs, Reserve::Tasks), expect);
+                    assert_eq!(stasks_job(&cluster, &ids, &cfgs, Reserve::Master), expect);
                     t0.elapsed().as_secs_f64()
                 }
                 _ => match peer.as_mut().and_then(Peer::run) {

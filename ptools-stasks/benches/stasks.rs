@@ -6,7 +6,7 @@
 //!   one process with plain libc calls (`shm_open`, `ftruncate`, `mmap`, fill, checksum,
 //!   `munmap`, `shm_unlink`). Workers are started outside the timing; the group (array
 //!   creation, attach in every task, stop, unlink) is inside it. `stasks` reserves the
-//!   pages in the master (the default), `stasks_task_reserve` in the tasks,
+//!   pages in the tasks (the default), `stasks_master_reserve` in the master,
 //!   `stasks_noreserve` not at all.
 //! - `call/*`: the cost of one `pmap_stasks` of a trivial handler with 1 and 2 tasks,
 //!   against one `remotecall_fetch` round trip of a trivial function
@@ -104,8 +104,8 @@ fn fill(c: &mut Criterion) {
     });
     for n in [1, 2] {
         for (name, reserve) in [
-            ("stasks", Reserve::Master),
-            ("stasks_task_reserve", Reserve::Tasks),
+            ("stasks", Reserve::Tasks),
+            ("stasks_master_reserve", Reserve::Master),
             ("stasks_noreserve", Reserve::None),
         ] {
             g.bench_function(BenchmarkId::new(name, n), |b| {

@@ -75,6 +75,13 @@ pub(crate) enum Fault {
     Attach(String),
     /// This kernel cannot reserve a share from a task (no `MADV_POPULATE_WRITE`).
     Unsupported,
+    /// The shared-memory file system has no room for this task's share.
+    OutOfSpace {
+        /// The segment's system name.
+        name: String,
+        /// The bytes this task tried to reserve.
+        bytes: u64,
+    },
 }
 
 enum Slot {
@@ -148,6 +155,21 @@ pub(crate) fn share(len: usize, task: usize, ntasks: usize) -> (usize, usize) {
     (start, (start + chunk).min(len))
 }
 
+/// The system name of array `cfg`'s segment in `set`.
+fn segment_name(set: &ShmSet, cfg: &ShmCfg) -> String {
+    macro_rules! typed {
+        ($($t:ty),*) => {$(
+            if cfg.elem() == <$t as ShmElem>::ELEM {
+                return set
+                    .get::<$t>(cfg.name())
+                    .map_or_else(|_| cfg.name().to_owned(), |a| a.segment_name().to_owned());
+            }
+        )*};
+    }
+    typed!(u8, u16, u32, u64, i8, i16, i32, i64, f32, f64);
+    cfg.name().to_owned()
+}
+
 /// Allocates and maps this task's share of array `cfg` (`Reserve::Tasks`).
 fn reserve_share(set: &mut ShmSet, cfg: &ShmCfg, task: usize, ntasks: usize) -> Result<(), Fault> {
     let (ptr, len) = data_bytes(set, cfg)
@@ -159,6 +181,10 @@ fn reserve_share(set: &mut ShmSet, cfg: &ShmCfg, task: usize, ntasks: usize) -> 
     match unsafe { sys::populate_write(ptr.wrapping_add(start), end - start) } {
         Ok(()) => Ok(()),
         Err(PopulateError::Unsupported) => Err(Fault::Unsupported),
+        Err(PopulateError::NoSpace) => Err(Fault::OutOfSpace {
+            name: segment_name(set, cfg),
+            bytes: (end - start) as u64,
+        }),
         Err(PopulateError::Failed(e)) => Err(Fault::Attach(format!(
             "reserving {} bytes of {}: {e}",
             end - start,

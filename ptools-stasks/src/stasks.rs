@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use ptools_shm::{Prefix, ShmArray, ShmBuilder, ShmCfg, ShmElem, ShmSet};
+use ptools_shm::{Prefix, ShmArray, ShmBuilder, ShmCfg, ShmElem, ShmError, ShmSet};
 use ptools_workerset::{Cluster, RemoteRef, Termination};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -118,7 +118,7 @@ impl STasksBuilder {
         self
     }
 
-    /// Who allocates the arrays' pages, and when (default [`Reserve::Master`]).
+    /// Who allocates the arrays' pages, and when (default [`Reserve::Tasks`]).
     pub fn reserve(mut self, reserve: Reserve) -> STasksBuilder {
         self.reserve = reserve;
         self
@@ -142,8 +142,9 @@ impl STasksBuilder {
     /// [`Error::InvalidArgument`] for an empty or duplicate worker list, the master (id 1)
     /// in it, or a prefix that leaves no room for the group suffix; [`Error::Shm`] when
     /// the master cannot create the arrays; [`Error::Attach`], [`Error::WorkerDied`] or
-    /// [`Error::Timeout`] when a worker cannot attach them. On any error every task
-    /// already started is stopped again and the arrays are unlinked.
+    /// [`Error::Timeout`] when a worker cannot attach them; `Error::Shm(ShmError::OutOfSpace)`
+    /// when `/dev/shm` has no room for them, whoever reserves ([`Reserve`]). On any error
+    /// every task already started is stopped again and the arrays are unlinked.
     pub fn start(self, cfgs: &[ShmCfg], prefix: &Prefix) -> Result<STasks> {
         let cluster = match &self.cluster {
             Some(c) => c.clone(),
@@ -231,6 +232,9 @@ impl STasksBuilder {
                 Ok(Ok(())) => continue,
                 Ok(Err(Fault::Attach(message))) => Error::Attach { task, id, message },
                 Ok(Err(Fault::NotRegistered)) => Error::NotRegistered { task, id },
+                Ok(Err(Fault::OutOfSpace { name, bytes })) => {
+                    Error::Shm(ShmError::OutOfSpace { name, bytes })
+                }
                 Ok(Err(Fault::Unsupported)) => {
                     unsupported = true;
                     Error::Attach {
@@ -291,22 +295,23 @@ impl From<Error> for Started {
 /// `/dev/shm` into an error at start instead of a `SIGBUS` in whichever process first
 /// touches a page that cannot be allocated.
 ///
-/// The default is [`Reserve::Master`]. [`Reserve::Tasks`] shares the zeroing between the
-/// tasks, but measured on the 2-core machines here (256 MiB, 2 tasks, interleaved runs)
-/// it was no faster (median 404 ms against 393 ms end to end), so the simpler, portable
-/// way is the default.
+/// The default is [`Reserve::Tasks`]: it reserves as safely as the master does, and the
+/// zeroing scales with the number of tasks instead of running on one core. On the 2-core
+/// machines here the two were within noise of each other end to end (256 MiB, 2 tasks,
+/// six interleaved runs: each faster in three), and `Tasks` was the one that beat the
+/// Python peer in all six.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Reserve {
     /// The master reserves every page when it creates the arrays (`posix_fallocate`),
     /// alone; see `ptools_shm::ShmBuilder::reserve`.
-    #[default]
     Master,
     /// Every task allocates and maps its contiguous share of every array when the group
     /// starts, all tasks in parallel (`madvise(MADV_POPULATE_WRITE)`, Linux 5.14+; it
     /// fails instead of raising `SIGBUS` when `/dev/shm` is full, so this reserves as
     /// safely as [`Reserve::Master`]), and a task that later writes its share takes no
     /// page faults. On a kernel without it, the start falls back to [`Reserve::Master`].
+    #[default]
     Tasks,
     /// Nothing is reserved: pages are allocated at first touch, and a full `/dev/shm`
     /// kills the touching process with `SIGBUS`. Only for small throw-away arrays.

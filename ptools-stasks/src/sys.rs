@@ -8,8 +8,10 @@ use std::io;
 pub(crate) enum PopulateError {
     /// The kernel does not know `MADV_POPULATE_WRITE` (Linux before 5.14): `EINVAL`.
     Unsupported,
-    /// The pages could not be allocated (`/dev/shm` full: `EFAULT` where a write would have
-    /// raised `SIGBUS`, or `ENOMEM`).
+    /// The pages could not be allocated: `/dev/shm` is full (`EFAULT`, where a write
+    /// would have raised `SIGBUS`; `ENOSPC`) or memory is short (`ENOMEM`).
+    NoSpace,
+    /// Any other failure.
     Failed(io::Error),
 }
 
@@ -49,6 +51,7 @@ pub(crate) unsafe fn populate_write(ptr: *mut u8, len: usize) -> Result<(), Popu
     let e = io::Error::last_os_error();
     match e.raw_os_error() {
         Some(libc::EINVAL) => Err(PopulateError::Unsupported),
+        Some(libc::EFAULT | libc::ENOSPC | libc::ENOMEM) => Err(PopulateError::NoSpace),
         _ => Err(PopulateError::Failed(e)),
     }
 }
