@@ -4,7 +4,8 @@
 
 use std::fmt::Write as _;
 
-use super::{Figure, PeerFigure, Plot, Row, fmt_rate, fmt_time, rate};
+use super::render::{fmt_rate, fmt_time};
+use super::{Figure, PeerFigure, Plot, Row, rate};
 
 const WIDTH: f64 = 980.0;
 const LABEL_W: f64 = 330.0;

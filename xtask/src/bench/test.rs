@@ -4,6 +4,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
+use super::collect::{Report, parse_peer_line};
+use super::render::{fmt_rate, fmt_time, render_markdown};
+use super::run::{filter, printed_figures, worker_rss_kib};
 use super::*;
 
 fn measured(median_ns: f64, elements: Option<f64>) -> Figure {
