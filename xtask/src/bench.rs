@@ -63,7 +63,7 @@ pub(crate) enum Source {
         baseline: Option<&'static str>,
     },
     /// Medians a bench that is not criterion's prints on stdout (ids as named by
-    /// [`printed_figures`]).
+    /// [`run::printed_figures`]).
     Printed {
         id: &'static str,
         baseline: Option<&'static str>,
@@ -107,7 +107,7 @@ const fn crit(
     }
 }
 
-/// A row whose figures a non-criterion bench prints (see [`printed_figures`]).
+/// A row whose figures a non-criterion bench prints (see [`run::printed_figures`]).
 const fn printed(
     name: &'static str,
     at: (&'static str, &'static str),
