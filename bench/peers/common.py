@@ -9,7 +9,9 @@ Every script prints one machine-readable line per scenario on stdout, tab-separa
 Anything else goes to stderr. `cargo xtask bench --peers` reads these lines.
 """
 
+import ctypes
 import os
+import signal
 import statistics
 import sys
 import time
@@ -70,5 +72,13 @@ def note(msg):
     print(msg, file=sys.stderr, flush=True)
 
 
-def python_version():
-    return f"Python {sys.version.split()[0]} ({os.uname().sysname})"
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent():
+    """Pool initializer: the worker gets SIGKILL when its parent dies (Linux), so a
+    script ended from outside (xtask's time limit) leaves no workers behind."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (AttributeError, OSError):
+        pass  # not Linux: the pools are still shut down on every normal exit

@@ -11,7 +11,7 @@ import multiprocessing
 import time
 from multiprocessing import resource_tracker, shared_memory
 
-from common import budget, measure, note, report, skip
+from common import budget, die_with_parent, measure, note, report, skip
 
 MIB = 1 << 20
 BYTES = 256 * MIB
@@ -89,6 +89,6 @@ if __name__ == "__main__":
     else:
         note(f"shm.py: numpy {np.__version__}")
         # The pool is started outside the timing, as the ptools workers are.
-        with multiprocessing.Pool(2) as pool:
+        with multiprocessing.Pool(2, initializer=die_with_parent) as pool:
             report("py_numpy_fill256_2proc", measure(lambda: job(pool), budget(6), max_samples=20, min_samples=3))
     note(f"shm.py: {time.perf_counter() - t0:.1f} s")

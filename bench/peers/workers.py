@@ -8,7 +8,7 @@ import multiprocessing
 import os
 import time
 
-from common import budget, measure, note, report, report_kib, rss_kib, skip
+from common import budget, die_with_parent, measure, note, report, report_kib, rss_kib, skip
 
 
 def add1(x):
@@ -16,7 +16,7 @@ def add1(x):
 
 
 def round_trip():
-    with concurrent.futures.ProcessPoolExecutor(max_workers=1) as ex:
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1, initializer=die_with_parent) as ex:
         ex.submit(add1, 0).result()
         s = measure(lambda: ex.submit(add1, 41).result(), budget(3), max_samples=100, batch=100)
         report("py_processpool_round_trip", s)
@@ -29,7 +29,7 @@ def round_trip():
 
 
 def pool_map():
-    with multiprocessing.Pool(2) as pool:
+    with multiprocessing.Pool(2, initializer=die_with_parent) as pool:
         n1 = 20_000
         s = measure(lambda: pool.map(add1, range(n1), chunksize=1), budget(4), max_samples=20, min_samples=3)
         report("py_pool_map_chunksize1", s, n1)
@@ -40,7 +40,7 @@ def pool_map():
 
 def startup():
     def once():
-        pool = multiprocessing.Pool(2)
+        pool = multiprocessing.Pool(2, initializer=die_with_parent)
         try:
             # Both workers are forked by the constructor; one call proves they serve.
             pool.apply(add1, (0,))
