@@ -608,9 +608,9 @@ impl STasks {
         }
     }
 
-    /// Stops the group: every live task drops its state and its mappings, then the
-    /// master's handles drop and unlink the arrays. Stopping again does nothing; later
-    /// calls give [`Error::Stopped`].
+    /// Stops the group: the master unmaps and unlinks the arrays while every live task
+    /// drops its state and its mappings, and returns once the tasks have answered.
+    /// Stopping again does nothing; later calls give [`Error::Stopped`].
     ///
     /// # Errors
     ///
