@@ -365,9 +365,11 @@ fn group_prefix(prefix: &Prefix, group: u64) -> Result<Prefix> {
 ///
 /// # Caveats
 ///
-/// Dropping the handle stops the group as [`stop`](Self::stop) does: every live task
-/// drops its state and mappings, then the arrays are unlinked. The workers themselves
-/// stay (they belong to the cluster). A master killed with `SIGKILL` runs no destructor:
+/// Dropping the handle stops the group as [`stop`](Self::stop) does: the arrays are
+/// unlinked and every live task drops its state and mappings. A task busy in a long call
+/// answers the stop after it, so a drop waits up to the control timeout (60 s by default,
+/// [`STasksBuilder::control_timeout`]). The workers themselves stay (they belong to the
+/// cluster). A master killed with `SIGKILL` runs no destructor:
 /// its workers exit (they never outlive the master), and the arrays stay in `/dev/shm`
 /// until `ptools_shm::remove_stale_shm` removes them.
 pub struct STasks {
