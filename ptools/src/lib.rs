@@ -13,9 +13,8 @@
 //! | [`shm`] | named POSIX shared-memory typed N-d arrays | `ptools-shm` |
 //! | [`fork`] | `pfork(n, f)` and `pfork_shm`: fork-based fan-out | `ptools-fork` |
 //! | [`workerset`] | worker processes, remote calls, `WorkerSet` pools | `ptools-workerset` |
+//! | [`stasks`] | server tasks: worker loops with task-local state and shared arrays | `ptools-stasks` |
 //! | [`queue`] | queued tasks: targets, callbacks, recomputable priorities | `ptools-queue` |
-//!
-//! Server tasks join as they land (see the repository's README for their status).
 //!
 //! ```
 //! # ptools::workerset::enable_test_support!();
@@ -54,6 +53,8 @@ pub use ptools_queue as queue;
 #[doc(inline)]
 pub use ptools_shm as shm;
 #[doc(inline)]
+pub use ptools_stasks as stasks;
+#[doc(inline)]
 pub use ptools_workerset as workerset;
 
 /// The README's examples, run as doc tests so they stay true.
@@ -74,6 +75,11 @@ pub mod prelude {
     pub use ptools_shm::{
         Prefix, ShmArray, ShmBuilder, ShmCfg, ShmElem, ShmError, ShmSet, list_shm,
         remove_stale_shm, unlink_shm,
+    };
+    #[doc(inline)]
+    pub use ptools_stasks::{
+        STasks, TaskContext, count_stasks, pmap_shm_create, pmap_shm_unlink, pmap_stasks,
+        start_stasks, stop_stasks,
     };
     #[doc(inline)]
     pub use ptools_workerset::{

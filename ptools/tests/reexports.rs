@@ -104,3 +104,23 @@ fn queue_reexports_are_the_facility_items() {
     #[allow(unused_imports)]
     use ptools::prelude::set_priorities as _;
 }
+
+#[test]
+fn stasks_reexports_are_the_facility_items() {
+    use ptools::prelude as p;
+    assert_eq!(
+        TypeId::of::<p::STasks>(),
+        TypeId::of::<ptools_stasks::STasks>()
+    );
+    assert_eq!(
+        TypeId::of::<p::TaskContext>(),
+        TypeId::of::<ptools_stasks::TaskContext>()
+    );
+    let _: fn(&p::STasks) -> usize = p::count_stasks;
+    let _ = p::start_stasks;
+    let _ = p::stop_stasks;
+    let _ = p::pmap_shm_create;
+    let _ = p::pmap_shm_unlink;
+    #[allow(unused_imports)]
+    use ptools::prelude::pmap_stasks as _;
+}

@@ -14,6 +14,8 @@
 //! 3. Workers: worker processes (this program again, in worker mode) render another
 //!    fractal band by band through a `WorkerSet`, round-robin and then first-free, with
 //!    progress as the bands come back.
+//! 4. Server tasks: one long-running task per worker keeps a shared frame mapped and its
+//!    own state between calls, rendering an animation frame by frame.
 //! 5. Queued tasks: tiles of a picture go through a priority queue, nearest a focus first;
 //!    halfway, the focus moves and every queued tile's priority is recomputed.
 
@@ -22,6 +24,7 @@ mod fractal;
 mod png;
 mod queue_part;
 mod shm_part;
+mod stasks_part;
 mod workers_part;
 
 use std::path::PathBuf;
@@ -44,9 +47,20 @@ fn main() -> Result<(), BoxError> {
     // pfork before any worker exists: see fork_part's docs.
     fork_part::run(size)?;
     workers_part::run(size)?;
+    stasks_part::run(size)?;
     queue_part::run(size)?;
+    // Check the promise rather than print it: no segment of this job is left.
+    let job = ptools::shm::Prefix::job();
+    let left: Vec<String> = ptools::shm::list_shm()?
+        .into_iter()
+        .filter(|s| s.prefix.starts_with(job.as_str()))
+        .map(|s| s.segment)
+        .collect();
+    if !left.is_empty() {
+        return Err(format!("segments left behind: {left:?}").into());
+    }
     println!(
-        "\ntour done in {:.2} s; nothing left behind",
+        "\ntour done in {:.2} s; no segment of this job is left in /dev/shm",
         started.elapsed().as_secs_f64()
     );
     Ok(())
