@@ -180,7 +180,7 @@ impl Segment {
         let st = sys::stat(fd).map_err(|e| os("fstat", e))?;
         let map = Mapping::new(fd, map_len, true, os_name)?;
         let (pid, start) = own_identity();
-        let generation = new_generation();
+        let generation = new_generation(pid);
         let hdr = Header {
             elem: cfg.elem(),
             dims: cfg.dims().to_vec(),
@@ -377,12 +377,12 @@ pub(crate) fn own_identity() -> (u32, u64) {
 
 /// A random 64-bit id, never the same twice in practice (std's randomly keyed hasher over
 /// the pid, the time and a counter).
-fn new_generation() -> u64 {
+fn new_generation(pid: u32) -> u64 {
     use std::hash::{BuildHasher, Hasher};
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u32(std::process::id());
+    h.write_u32(pid);
     h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
     if let Ok(t) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
         h.write_u128(t.as_nanos());
