@@ -142,3 +142,46 @@ fn objects_without_our_header_are_never_listed_or_removed() {
     assert!(out.status.success());
     assert!(std::path::Path::new(&path).exists());
 }
+
+#[test]
+fn bench_reports_every_headline_ratio_and_leaves_nothing() {
+    let before: Vec<_> = std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    let out = ptools(&["bench", "--rounds", "3"]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    for scenario in [
+        "pfork(2), trivial",
+        "pfork(8), trivial",
+        "shm create cycle, 1 MiB, not reserved",
+        "remotecall_fetch round trip (u64)",
+    ] {
+        let line = t
+            .lines()
+            .find(|l| l.starts_with(scenario))
+            .unwrap_or_else(|| panic!("no row for {scenario}:\n{t}"));
+        let ratio: f64 = line
+            .split_whitespace()
+            .find_map(|w| w.strip_suffix('x').and_then(|r| r.parse().ok()))
+            .unwrap_or_else(|| panic!("no ratio in {line:?}"));
+        assert!(ratio > 0.0 && ratio.is_finite(), "{line}");
+    }
+    let after: Vec<_> = std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| !before.contains(n))
+        .collect();
+    assert!(after.is_empty(), "left in /dev/shm: {after:?}");
+
+    let out = ptools(&["bench", "--rounds", "0"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("--rounds must be at least 1"),
+        "{}",
+        text(&out)
+    );
+}

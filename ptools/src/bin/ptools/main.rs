@@ -3,11 +3,14 @@
 //! ```text
 //! ptools shm list [--prefix P]             our segments: size, element type, dims, owner, alive
 //! ptools shm clean [--prefix P] [--dry-run] remove segments whose owner is dead
+//! ptools bench [--rounds N]                 the headline ratios on this machine, quickly
 //! ```
 //!
 //! Only objects named `ptools_*` that carry a ptools header are listed or removed; a
 //! segment whose owner is alive is never removed. A prefix matches exactly (no patterns),
 //! and must be a valid prefix: an empty or malformed one is refused.
+
+mod bench;
 
 use std::process::ExitCode;
 
@@ -30,6 +33,12 @@ enum Command {
     /// Shared-memory segments.
     #[command(subcommand)]
     Shm(ShmCommand),
+    /// Measure the headline ratios against raw system calls on this machine.
+    Bench {
+        /// Interleaved rounds per scenario.
+        #[arg(long, default_value_t = 31)]
+        rounds: usize,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -52,8 +61,14 @@ enum ShmCommand {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(cli) {
+    // `ptools bench` starts workers: this same binary in worker mode.
+    ptools::workerset::init();
+    let result: Result<(), Box<dyn std::error::Error>> = match Cli::parse().command {
+        Command::Shm(cmd) => shm(cmd).map_err(Into::into),
+        Command::Bench { rounds: 0 } => Err("--rounds must be at least 1".into()),
+        Command::Bench { rounds } => bench::run(rounds),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ptools: {e}");
@@ -66,9 +81,9 @@ fn parse_prefix(p: Option<String>) -> Result<Option<Prefix>, ptools::shm::ShmErr
     p.map(Prefix::new).transpose()
 }
 
-fn run(cli: Cli) -> Result<(), ptools::shm::ShmError> {
-    match cli.command {
-        Command::Shm(ShmCommand::List { prefix }) => {
+fn shm(cmd: ShmCommand) -> Result<(), ptools::shm::ShmError> {
+    match cmd {
+        ShmCommand::List { prefix } => {
             let prefix = parse_prefix(prefix)?;
             let found: Vec<SegmentInfo> = list_shm()?
                 .into_iter()
@@ -76,7 +91,7 @@ fn run(cli: Cli) -> Result<(), ptools::shm::ShmError> {
                 .collect();
             print_table(&found);
         }
-        Command::Shm(ShmCommand::Clean { prefix, dry_run }) => {
+        ShmCommand::Clean { prefix, dry_run } => {
             let prefix = parse_prefix(prefix)?;
             let verb;
             let gone = if dry_run {
