@@ -12,77 +12,14 @@ ptools_workerset::enable_test_support!();
 use std::ffi::CString;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use ptools_shm::{Prefix, ShmCfg};
-use ptools_stasks::{Reserve, STasks, TaskContext, pmap_stasks};
+use ptools_shm::ShmCfg;
+use ptools_stasks::Reserve;
 use ptools_workerset::Cluster;
 
-const BYTES: usize = 256 << 20;
-const WORDS: usize = BYTES / 8;
-const PATTERN: u64 = 0x0101_0101_0101_0101;
-
-fn checksum(words: &[u64]) -> u64 {
-    words.iter().fold(0u64, |a, &w| a.wrapping_add(w))
-}
-
-fn fill_share(ctx: &mut TaskContext, value: u64) -> usize {
-    let (i, n) = (ctx.task(), ctx.ntasks());
-    let a = ctx.array_mut::<u64>("big").expect("configured");
-    let chunk = a.len().div_ceil(n);
-    let start = (i * chunk).min(a.len());
-    let end = (start + chunk).min(a.len());
-    a[start..end].fill(value);
-    end - start
-}
-
-fn raw_job(name: &CString) -> u64 {
-    // SAFETY: plain libc calls on a name we own; every result is checked; the mapping is
-    // BYTES long and page-aligned, so viewing it as WORDS u64 is valid, and any bit
-    // pattern is a valid u64; it is unmapped before the name is unlinked.
-    unsafe {
-        let fd = libc::shm_open(
-            name.as_ptr(),
-            libc::O_CREAT | libc::O_EXCL | libc::O_RDWR,
-            0o600,
-        );
-        assert!(fd >= 0, "shm_open");
-        assert_eq!(libc::ftruncate(fd, BYTES as libc::off_t), 0);
-        let p = libc::mmap(
-            std::ptr::null_mut(),
-            BYTES,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            fd,
-            0,
-        );
-        assert_ne!(p, libc::MAP_FAILED);
-        libc::close(fd);
-        libc::memset(p, 1, BYTES);
-        let sum = checksum(std::slice::from_raw_parts(p.cast::<u64>(), WORDS));
-        libc::munmap(p, BYTES);
-        libc::shm_unlink(name.as_ptr());
-        sum
-    }
-}
-
-fn stasks_job(cluster: &Cluster, ids: &[usize], cfgs: &[ShmCfg], reserve: Reserve) -> u64 {
-    let mut h = STasks::builder()
-        .cluster(cluster)
-        .workers(ids)
-        .reserve(reserve)
-        .call_timeout(Duration::from_secs(120))
-        .start(cfgs, &Prefix::job())
-        .expect("start");
-    let filled: usize = pmap_stasks(&h, fill_share, vec![PATTERN; ids.len()])
-        .expect("fill")
-        .into_iter()
-        .sum();
-    assert_eq!(filled, WORDS);
-    let sum = checksum(h.array::<u64>("big").expect("big"));
-    h.stop().expect("stop");
-    sum
-}
+mod job;
+use job::{PATTERN, WORDS, raw_job, stasks_job};
 
 /// The Python peer, kept running: one line in, one job, its seconds out.
 struct Peer {
