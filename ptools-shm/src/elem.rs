@@ -46,6 +46,20 @@ impl ElemType {
     /// `f64`.
     pub const F64: ElemType = ElemType::new(ElemKind::Float, 8);
 
+    /// Every element type, in a fixed order (unsigned, signed, float; by size).
+    pub const ALL: [ElemType; 10] = [
+        ElemType::U8,
+        ElemType::U16,
+        ElemType::U32,
+        ElemType::U64,
+        ElemType::I8,
+        ElemType::I16,
+        ElemType::I32,
+        ElemType::I64,
+        ElemType::F32,
+        ElemType::F64,
+    ];
+
     const fn new(kind: ElemKind, size: u8) -> ElemType {
         ElemType { kind, size }
     }
@@ -139,18 +153,7 @@ mod tests {
 
     #[test]
     fn tags_round_trip_and_reject_garbage() {
-        for e in [
-            ElemType::U8,
-            ElemType::U16,
-            ElemType::U32,
-            ElemType::U64,
-            ElemType::I8,
-            ElemType::I16,
-            ElemType::I32,
-            ElemType::I64,
-            ElemType::F32,
-            ElemType::F64,
-        ] {
+        for e in ElemType::ALL {
             assert_eq!(ElemType::from_tag(e.to_tag()), Some(e), "{e}");
         }
         let valid = (0..=255u8)

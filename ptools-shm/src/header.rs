@@ -240,18 +240,7 @@ mod tests {
     }
 
     fn elem() -> impl Strategy<Value = ElemType> {
-        prop::sample::select(vec![
-            ElemType::U8,
-            ElemType::U16,
-            ElemType::U32,
-            ElemType::U64,
-            ElemType::I8,
-            ElemType::I16,
-            ElemType::I32,
-            ElemType::I64,
-            ElemType::F32,
-            ElemType::F64,
-        ])
+        prop::sample::select(ElemType::ALL.to_vec())
     }
 
     #[test]

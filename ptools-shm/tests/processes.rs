@@ -310,13 +310,7 @@ fn a_forked_childs_segment_belongs_to_the_child() {
     let out = child("role_forker", &[("T_PREFIX", p.as_str())])
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && text.contains("ROLE OK"),
-        "{}\n{text}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_role_ok(&out);
 }
 
 // ---- dropping with no descriptors left ----
@@ -378,13 +372,7 @@ fn dropping_a_set_unlinks_even_without_free_descriptors() {
         });
     }
     let out = cmd.output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && text.contains("ROLE OK"),
-        "{}\n{text}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_role_ok(&out);
     assert!(p.leftovers().is_empty());
 }
 
@@ -447,11 +435,5 @@ fn a_full_dev_shm_is_out_of_space_and_leaves_nothing() {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("ROLE OK"),
-        "status {}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_role_ok(&out);
 }

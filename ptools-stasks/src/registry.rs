@@ -13,19 +13,9 @@ use serde::{Deserialize, Serialize};
 use crate::context::{TaskContext, TaskLocalStorage};
 use crate::sys::{self, PopulateError};
 
-/// Every element type ptools-shm knows, by wire index.
-const ELEMS: [ElemType; 10] = [
-    ElemType::U8,
-    ElemType::U16,
-    ElemType::U32,
-    ElemType::U64,
-    ElemType::I8,
-    ElemType::I16,
-    ElemType::I32,
-    ElemType::I64,
-    ElemType::F32,
-    ElemType::F64,
-];
+/// Every element type ptools-shm knows, by wire index (master and workers run the same
+/// build, so the order is the same on both sides).
+const ELEMS: [ElemType; 10] = ElemType::ALL;
 
 /// A [`ShmCfg`] on the wire (ptools-shm's types are not serde types).
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -73,6 +73,18 @@ pub fn is_role(name: &str) -> bool {
     std::env::var(ROLE).is_ok_and(|r| r == name)
 }
 
+/// Asserts that a role process succeeded and printed `ROLE OK` (its last act), showing
+/// its status and output otherwise.
+pub fn assert_role_ok(out: &std::process::Output) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("ROLE OK"),
+        "status {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Waits for `child` at most `limit`, killing and reaping it on timeout.
 pub fn wait_timeout(child: &mut Child, limit: Duration) -> ExitStatus {
     let deadline = Instant::now() + limit;
