@@ -200,21 +200,13 @@ impl Segment {
         }
         // A fresh random generation cannot be mapped here already.
         mapped().insert(generation);
-        let seg = Segment {
-            map,
-            os_name: os_name.to_owned(),
-            name: cfg.name().to_owned(),
-            elem: cfg.elem(),
-            dims: cfg.dims().into(),
-            len: cfg.len(),
-            generation,
-            owner: Some(Owner {
-                pid,
-                dev: st.dev,
-                ino: st.ino,
-                unlink_on_drop: true,
-            }),
+        let owner = Owner {
+            pid,
+            dev: st.dev,
+            ino: st.ino,
+            unlink_on_drop: true,
         };
+        let seg = Segment::from_cfg(map, cfg, os_name, generation, Some(owner));
         // SAFETY: as above.
         unsafe { header::publish(seg.map.base.as_ptr()) };
         Ok(seg)
@@ -261,16 +253,27 @@ impl Segment {
         if populate_pages {
             populate(&map);
         }
-        Ok(Segment {
+        Ok(Segment::from_cfg(map, cfg, os_name, hdr.generation, None))
+    }
+
+    /// A segment described by `cfg` over `map`, whose generation is registered already.
+    fn from_cfg(
+        map: Mapping,
+        cfg: &ShmCfg,
+        os_name: &str,
+        generation: u64,
+        owner: Option<Owner>,
+    ) -> Segment {
+        Segment {
             map,
             os_name: os_name.to_owned(),
             name: cfg.name().to_owned(),
             elem: cfg.elem(),
             dims: cfg.dims().into(),
             len: cfg.len(),
-            generation: hdr.generation,
-            owner: None,
-        })
+            generation,
+            owner,
+        }
     }
 
     pub(crate) fn data_ptr(&self) -> *mut u8 {

@@ -4,6 +4,8 @@
 
 use ptools_shm::{Prefix, ShmArray, ShmCfg, ShmElem, ShmError, ShmSet, unlink_shm};
 use ptools_workerset::Cluster;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
 use crate::registry::{self, Fault, WireCfg};
@@ -18,11 +20,30 @@ fn wire(cfgs: &[ShmCfg]) -> Result<Vec<WireCfg>> {
         .collect()
 }
 
-fn live_workers(cluster: &Cluster) -> Vec<usize> {
-    cluster
+/// Calls `f(arg)` on every live worker of `cluster` at once (not the master), and returns
+/// each worker's id with its outcome, in worker order.
+fn on_every_worker<A, R>(
+    cluster: &Cluster,
+    f: fn(A) -> R,
+    arg: A,
+) -> Vec<(usize, ptools_workerset::Result<R>)>
+where
+    A: Serialize + DeserializeOwned + Clone,
+    R: Serialize + DeserializeOwned,
+{
+    let workers: Vec<usize> = cluster
         .workers()
         .into_iter()
         .filter(|&id| id != 1)
+        .collect();
+    let refs: Vec<_> = workers
+        .iter()
+        .map(|&id| cluster.remotecall(id, f, arg.clone()))
+        .collect();
+    workers
+        .into_iter()
+        .zip(refs)
+        .map(|(id, r)| (id, r.and_then(|r| r.fetch())))
         .collect()
 }
 
@@ -35,21 +56,13 @@ fn live_workers(cluster: &Cluster) -> Vec<usize> {
 pub fn pmap_shm_create_on(cluster: &Cluster, cfgs: &[ShmCfg], prefix: &Prefix) -> Result<ShmSet> {
     let wire = wire(cfgs)?;
     let set = ShmSet::create(cfgs, prefix)?;
-    let workers = live_workers(cluster);
-    let refs: Vec<_> = workers
-        .iter()
-        .map(|&id| {
-            cluster.remotecall(
-                id,
-                registry::map_shm,
-                (prefix.as_str().to_owned(), wire.clone()),
-            )
-        })
-        .collect();
+    let outcomes = on_every_worker(
+        cluster,
+        registry::map_shm,
+        (prefix.as_str().to_owned(), wire),
+    );
     let mut first = None;
-    for (i, r) in refs.into_iter().enumerate() {
-        let id = workers[i];
-        let out = r.and_then(|r| r.fetch());
+    for (i, (id, out)) in outcomes.into_iter().enumerate() {
         let e = match out {
             Ok(Ok(())) => continue,
             Ok(Err(Fault::Attach(message))) => Error::Attach {
@@ -74,24 +87,18 @@ pub fn pmap_shm_create_on(cluster: &Cluster, cfgs: &[ShmCfg], prefix: &Prefix) -
 
 fn unmap_everywhere(cluster: &Cluster, cfgs: &[ShmCfg], prefix: &Prefix) -> Result<()> {
     let names: Vec<String> = cfgs.iter().map(|c| c.name().to_owned()).collect();
-    let workers = live_workers(cluster);
-    let refs: Vec<_> = workers
-        .iter()
-        .map(|&id| {
-            cluster.remotecall(
-                id,
-                registry::unmap_shm,
-                (prefix.as_str().to_owned(), names.clone()),
-            )
-        })
-        .collect();
+    let outcomes = on_every_worker(
+        cluster,
+        registry::unmap_shm,
+        (prefix.as_str().to_owned(), names),
+    );
     let mut first = None;
-    for (i, r) in refs.into_iter().enumerate() {
-        if let Err(e) = r.and_then(|r| r.fetch()) {
-            // A worker that died has no mapping left to drop.
-            if !e.is_worker_died() {
-                first.get_or_insert(Error::from_worker(i, workers[i], e));
-            }
+    for (i, (id, out)) in outcomes.into_iter().enumerate() {
+        // A worker that died has no mapping left to drop.
+        if let Err(e) = out
+            && !e.is_worker_died()
+        {
+            first.get_or_insert(Error::from_worker(i, id, e));
         }
     }
     first.map_or(Ok(()), Err)
