@@ -76,7 +76,8 @@ impl<T: ShmElem> ShmArray<T> {
         ShmBuilder::new().prefix(prefix.clone()).create_array(cfg)
     }
 
-    /// Attaches to the existing array `cfg` under `prefix`.
+    /// Attaches to the existing array `cfg` under `prefix`. Never waits: a segment still
+    /// being created is [`ShmError::NotReady`] (see [`ShmSet::attach`]).
     ///
     /// # Errors
     ///
@@ -256,12 +257,21 @@ impl ShmSet {
 
     /// Attaches to every array of `cfgs` under `prefix`, checking each header.
     ///
+    /// Attaching never waits. A segment whose creator is still at work (it holds the
+    /// segment's lock, or has just opened the name and not yet sized it) is
+    /// [`ShmError::NotReady`], never [`ShmError::Truncated`] or [`ShmError::Foreign`]; the
+    /// creator takes microseconds (plus reserving the pages), so a caller that raced it
+    /// may sleep briefly and attach again. An empty or zero-headed object is reported as
+    /// not ready only while it is younger than two seconds: after that nobody is creating
+    /// it.
+    ///
     /// # Errors
     ///
     /// [`ShmError::NotFound`], [`ShmError::TypeMismatch`], [`ShmError::DimsMismatch`],
     /// [`ShmError::Truncated`], [`ShmError::Foreign`] (no ptools header),
-    /// [`ShmError::NotReady`] (still being created), [`ShmError::AlreadyMapped`] (this
-    /// process holds a handle to it already).
+    /// [`ShmError::NotReady`] (still being created, see above), [`ShmError::AlreadyMapped`]
+    /// (this process holds a handle to it already). On any error the arrays already
+    /// attached are released again.
     pub fn attach(cfgs: &[ShmCfg], prefix: &Prefix) -> Result<ShmSet> {
         ShmBuilder::new().prefix(prefix.clone()).attach(cfgs)
     }

@@ -99,7 +99,9 @@ pub enum ShmError {
         /// The segment name.
         name: String,
     },
-    /// The segment is still being created: its ready flag is not set.
+    /// The segment is still being created: its ready flag is not set, or its creator is
+    /// still at work and has not sized it or written its header yet. Attaching reports
+    /// this at once, without waiting; retry if the creator is expected to finish.
     NotReady {
         /// The segment name.
         name: String,

@@ -13,6 +13,10 @@
 //!   object's lock, re-checks that it is stale, and that the name still refers to that
 //!   very object (device and inode), before unlinking it. The loser of two racing takers
 //!   finds the name gone or pointing to the winner's new segment, and leaves it alone.
+//! - An attacher that finds the object unfinished (size 0, or no complete magic and
+//!   version in its header) tries the lock too: held, or free but the object blank and
+//!   younger than [`BLANK_GRACE`] (a creator between `shm_open` and `flock`), means a
+//!   creator at work, reported as `NotReady` at once, never as `Truncated` or `Foreign`.
 //! - An object with our name but a header that was never written at all (all zero) is a
 //!   creator that died between `shm_open` and its first write. It is taken over only when
 //!   its lock is free and it is older than [`BLANK_GRACE`]; objects with any other content
@@ -222,12 +226,29 @@ impl Segment {
             size: st.size,
             expected,
         };
+        // A creator sizes its object in one `ftruncate`, so only size 0 can be its work in
+        // progress; any other size too small for a header is not ours.
+        if st.size == 0 {
+            return Err(unfinished(&fd, os_name, truncated()));
+        }
         if st.size < HEADER_LEN as u64 {
             return Err(truncated());
         }
         let map_len = usize::try_from(st.size).map_err(|_| truncated())?;
         let map = Mapping::new(&fd, map_len, true, os_name)?;
-        let hdr = decode_header(&map.header(), os_name)?;
+        let hdr = match Header::decode(&map.header()) {
+            Ok(hdr) => hdr,
+            Err(HeaderError::NotReady) => {
+                return Err(ShmError::NotReady {
+                    name: os_name.to_owned(),
+                });
+            }
+            // No magic and version (yet): a blank header, or one a creator is writing.
+            Err(HeaderError::Foreign) => return Err(unfinished(&fd, os_name, foreign(os_name))),
+            // A ready header is complete (the ready flag is read first, with acquire
+            // ordering), so a contradiction in it is no creator's work in progress.
+            Err(HeaderError::Short | HeaderError::Corrupt) => return Err(foreign(os_name)),
+        };
         if hdr.elem != cfg.elem() {
             return Err(ShmError::TypeMismatch {
                 name: os_name.to_owned(),
@@ -354,16 +375,57 @@ fn populate(map: &Mapping) {
     let _ = map;
 }
 
-/// Checks the header bytes of a mapping of `map_len` bytes.
-fn decode_header(raw: &[u8; HEADER_LEN], os_name: &str) -> Result<Header> {
-    Header::decode(raw).map_err(|e| match e {
-        HeaderError::NotReady => ShmError::NotReady {
-            name: os_name.to_owned(),
-        },
-        HeaderError::Short | HeaderError::Foreign | HeaderError::Corrupt => ShmError::Foreign {
-            name: os_name.to_owned(),
-        },
-    })
+fn foreign(os_name: &str) -> ShmError {
+    ShmError::Foreign {
+        name: os_name.to_owned(),
+    }
+}
+
+/// The error for the object open as `fd` that looked unfinished on attach (size 0, or a
+/// header without our magic and version): [`ShmError::NotReady`] when a creator may still
+/// be at work on it, `err` (what it looked like) otherwise.
+///
+/// A creator is at work when it holds the object's lock (from just after `shm_open` until
+/// the header is published). Before it has the lock, its object is blank (size 0 or a
+/// header of zeros) and younger than [`BLANK_GRACE`], as in the takeover rule. Testing
+/// the lock takes it when it is free, which delays such a creator's `flock` by the few
+/// calls below; closing `fd` (when the caller returns the error) releases it. This runs
+/// only on attach's error path: creation and a successful attach do not pay for it.
+fn unfinished(fd: &OwnedFd, os_name: &str, err: ShmError) -> ShmError {
+    let not_ready = || ShmError::NotReady {
+        name: os_name.to_owned(),
+    };
+    match sys::try_lock(fd) {
+        Ok(true) => {}
+        // A creator between `flock` and publishing (or a taker about to unlink a stale
+        // object, which was not attachable either way).
+        Ok(false) => return not_ready(),
+        Err(_) => return err,
+    }
+    // We hold the lock: no creator is past `shm_open` and short of publishing, except one
+    // still waiting for the lock. Look again, at what is there now.
+    let Ok(st) = sys::stat(fd) else {
+        return err;
+    };
+    let young = || now_secs() - st.ctime < BLANK_GRACE;
+    let Some(raw) = header_bytes(fd, st.size) else {
+        // Size 0: blank, or unmappable (which `err` reports well enough).
+        return if st.size == 0 && young() {
+            not_ready()
+        } else {
+            err
+        };
+    };
+    if st.size < HEADER_LEN as u64 {
+        return err;
+    }
+    match Header::decode(&raw) {
+        // Published since we looked, or our header with its ready flag still clear: as
+        // attach reports the latter, not ready.
+        Ok(_) | Err(HeaderError::NotReady) => not_ready(),
+        Err(_) if raw.iter().all(|&b| b == 0) && young() => not_ready(),
+        Err(_) => err,
+    }
 }
 
 /// This process's pid and start time. Recomputed when the pid changes, so a forked child

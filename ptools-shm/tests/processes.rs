@@ -1,5 +1,6 @@
 //! Shared arrays across real processes: another process attaches by name and writes while
-//! this one reads; processes race to create one name; an owner killed with SIGKILL leaves
+//! this one reads; processes race to create one name; attachers racing a creator see it
+//! ready or not ready, never foreign or truncated; an owner killed with SIGKILL leaves
 //! a stale segment that is listed, taken over and removed; a full `/dev/shm` (a real small
 //! tmpfs in a private mount namespace) is a typed error that leaves nothing behind.
 //!
@@ -150,6 +151,144 @@ fn exactly_one_of_several_racing_creators_wins() {
     let lost = verdicts.iter().filter(|v| *v == "lost").count();
     assert_eq!((won, lost), (1, N - 1), "verdicts: {verdicts:?}");
     assert!(p.leftovers().is_empty(), "the winner unlinked on exit");
+}
+
+// ---- attachers race a creator that is still at work ----
+
+/// One round of a racer in `attachers_racing_a_creator_see_it_ready_or_not_ready`: create
+/// first (attach when the name is taken), or attach first (create when there is nothing,
+/// attach when that is taken meanwhile). Returns the outcome and the handle to hold.
+fn create_or_attach(
+    cfg: &ShmCfg,
+    prefix: &Prefix,
+    create_first: bool,
+) -> (String, Option<ShmArray<u64>>) {
+    let attach = || ShmArray::<u64>::attach(cfg, prefix);
+    let create_else_attach = || match ShmArray::<u64>::create(cfg, prefix) {
+        Err(ShmError::AlreadyExists { .. }) => attach(),
+        r => r,
+    };
+    let result = if create_first {
+        create_else_attach()
+    } else {
+        match attach() {
+            Err(ShmError::NotFound { .. }) => create_else_attach(),
+            r => r,
+        }
+    };
+    match result {
+        Ok(a) if a.is_creator() => ("created".to_owned(), Some(a)),
+        Ok(a) => ("attached".to_owned(), Some(a)),
+        Err(ShmError::NotReady { .. }) => ("not-ready".to_owned(), None),
+        Err(e) => (format!("error {e:?}"), None),
+    }
+}
+
+#[test]
+#[ignore = "child role of attachers_racing_a_creator_see_it_ready_or_not_ready"]
+fn role_create_or_attach() {
+    if !is_role("role_create_or_attach") {
+        return;
+    }
+    // If the parent never closes our stdin (a bug in the test), do not hang forever.
+    std::thread::spawn(|| {
+        std::thread::sleep(LIMIT);
+        std::process::exit(3);
+    });
+    let prefix = env_prefix();
+    let me: usize = std::env::var("T_INDEX").unwrap().parse().unwrap();
+    let stdin = std::io::stdin();
+    let mut held = None;
+    let mut line = String::new();
+    // "go <round>" starts a round; EOF ends the run.
+    while {
+        line.clear();
+        stdin.lock().read_line(&mut line).unwrap() > 0
+    } {
+        let round: usize = line.trim().strip_prefix("go ").unwrap().parse().unwrap();
+        // The previous round's segment lived until every racer had reported on it.
+        drop(held.take());
+        let cfg = ShmCfg::new::<u64>(&format!("r{round}"), 512).unwrap();
+        let (verdict, handle) = create_or_attach(&cfg, &prefix, (me + round).is_multiple_of(2));
+        held = handle;
+        println!("RESULT {verdict}");
+        std::io::stdout().flush().unwrap();
+    }
+    drop(held);
+    println!("ROLE OK");
+}
+
+#[test]
+fn attachers_racing_a_creator_see_it_ready_or_not_ready() {
+    const N: usize = 8;
+    const ROUNDS: usize = 200;
+    let p = TestPrefix::new();
+    let mut kids = Reaper(Vec::new());
+    for i in 0..N {
+        kids.0.push(
+            child(
+                "role_create_or_attach",
+                &[("T_PREFIX", p.as_str()), ("T_INDEX", &i.to_string())],
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+        );
+    }
+    let mut outs: Vec<_> = kids
+        .0
+        .iter_mut()
+        .map(|k| BufReader::new(k.stdout.take().unwrap()).lines())
+        .collect();
+    let mut not_ready = 0;
+    for round in 0..ROUNDS {
+        // All racers start the round at once, on a name of its own.
+        for k in &mut kids.0 {
+            writeln!(k.stdin.as_mut().unwrap(), "go {round}").unwrap();
+        }
+        let verdicts: Vec<String> = outs
+            .iter_mut()
+            .map(|lines| {
+                // libtest prints "test role_... " without a newline before the role's
+                // first line, so the mark can be mid-line.
+                lines
+                    .map_while(Result::ok)
+                    .find_map(|l| l.split_once("RESULT ").map(|(_, v)| v.to_owned()))
+                    .expect("a racer died mid-run")
+            })
+            .collect();
+        let created = verdicts.iter().filter(|v| *v == "created").count();
+        let others_ok = verdicts
+            .iter()
+            .all(|v| ["created", "attached", "not-ready"].contains(&v.as_str()));
+        assert!(
+            created == 1 && others_ok,
+            "round {round}: one creator, every other racer attached or told not-ready: \
+             {verdicts:?}"
+        );
+        not_ready += verdicts.iter().filter(|v| *v == "not-ready").count();
+    }
+    for k in &mut kids.0 {
+        drop(k.stdin.take()); // EOF: the racers drop their handles and exit
+    }
+    for (k, lines) in kids.0.iter_mut().zip(&mut outs) {
+        let rest: Vec<String> = lines.map_while(Result::ok).collect();
+        let status = wait_timeout(k, LIMIT);
+        assert!(
+            status.success() && rest.iter().any(|l| l.contains("ROLE OK")),
+            "racer failed: {status}\n{}",
+            rest.join("\n")
+        );
+    }
+    println!(
+        "{not_ready} of {} attaches were told not-ready",
+        ROUNDS * (N - 1)
+    );
+    assert!(
+        p.leftovers().is_empty(),
+        "every round's creator unlinked its segment"
+    );
 }
 
 // ---- an owner killed with SIGKILL ----
