@@ -20,6 +20,10 @@ pub enum Error {
     UnknownHost(String),
     /// A priority was NaN.
     InvalidPriority(f64),
+    /// The priority function given to
+    /// [`TaskQueue::set_priorities`](crate::TaskQueue::set_priorities) panicked; this is
+    /// the panic's message (`"<non-string panic payload>"` when it was not a string).
+    PriorityPanic(String),
     /// An argument was rejected before anything was queued.
     InvalidArgument(String),
     /// The task was removed from the queue before it ran.
@@ -40,6 +44,7 @@ impl fmt::Display for Error {
             Error::UnknownWorker(id) => write!(f, "unknown worker {id}"),
             Error::UnknownHost(h) => write!(f, "no worker on host {h:?}"),
             Error::InvalidPriority(p) => write!(f, "invalid priority {p}"),
+            Error::PriorityPanic(m) => write!(f, "priority function panicked: {m}"),
             Error::InvalidArgument(m) => write!(f, "invalid argument: {m}"),
             Error::Dequeued => f.write_str("task dequeued before it ran"),
             Error::NoWorkers => f.write_str("no live worker left for the task"),

@@ -1,6 +1,7 @@
-//! Priorities: lower first, ties in submission order, and a reversal of the whole order
-//! while tasks run (1 worker, 1000 tasks, reversed after 100 have started): none lost,
-//! none run twice, the rest follow the new order.
+//! Priorities: lower first, ties in submission order, a panicking priority function that
+//! changes nothing, and a reversal of the whole order while tasks run (1 worker, 1000
+//! tasks, reversed after 100 have started): none lost, none run twice, the rest follow
+//! the new order.
 
 ptools_workerset::enable_test_support!();
 
@@ -88,6 +89,56 @@ fn priority_of_one_task_and_nan_rejected_whole() {
     assert!(q.wait_idle_timeout(WAIT));
     assert_eq!(q.priority(a), None);
     assert_eq!(q.dequeue_worker_task(a), DequeueStatus::Finished);
+}
+
+#[test]
+fn a_panicking_priority_function_is_an_error_and_changes_nothing() {
+    let (_c, q) = one_worker();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    // Priorities chosen so the dispatch order (4, 1, 5, 2, 0, 3) is neither the
+    // submission order nor its reverse.
+    let prios = [5.0, 2.0, 4.0, 6.0, 1.0, 3.0];
+    let mut ids = Vec::new();
+    for (i, &p) in prios.iter().enumerate() {
+        let order = order.clone();
+        let cb = move |x: u64, _r| order.lock().unwrap().push(x);
+        ids.push(
+            q.queue_worker_task(
+                QueuedWorkerTask::new(i as u64, ident, cb, Target::Any).priority(p),
+            )
+            .unwrap(),
+        );
+    }
+    // Reverses the order for the first two tasks it sees, then panics on the third.
+    let mut calls = 0;
+    let r = q.set_priorities(|_, t, _| {
+        calls += 1;
+        if calls == 3 {
+            panic!("no priority for task {}", t.data::<u64>().unwrap());
+        }
+        -(*t.data::<u64>().unwrap() as f64)
+    });
+    assert_eq!(calls, 3, "the function ran until it panicked, then no more");
+    let Err(Error::PriorityPanic(message)) = r else {
+        panic!("expected PriorityPanic, got {r:?}");
+    };
+    assert!(message.starts_with("no priority for task "), "{message}");
+    let shown = Error::PriorityPanic(message.clone()).to_string();
+    assert_eq!(shown, format!("priority function panicked: {message}"));
+    // A payload that is not a string is reported as such.
+    let r = q.set_priorities(|_, _, _| std::panic::panic_any(7u8));
+    assert!(
+        matches!(&r, Err(Error::PriorityPanic(m)) if m == "<non-string panic payload>"),
+        "{r:?}"
+    );
+    // Every priority is as it was, and so is the dispatch order.
+    for (id, &p) in ids.iter().zip(&prios) {
+        assert_eq!(q.priority(*id), Some(p));
+    }
+    assert_eq!(q.counts().queued, prios.len());
+    q.resume();
+    assert!(q.wait_idle_timeout(WAIT));
+    assert_eq!(*order.lock().unwrap(), [4, 1, 5, 2, 0, 3]);
 }
 
 #[test]

@@ -24,6 +24,15 @@ pub(super) fn callback_loop(rx: mpsc::Receiver<Vec<Completion>>, sh: Weak<Shared
     }
 }
 
+/// The message of a caught panic (`"<non-string panic payload>"` when it was not a
+/// string).
+pub(super) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "<non-string panic payload>".into())
+}
+
 /// Runs one callback; a panic is counted and reported to the hook.
 fn run_callback(c: Completion, sh: &Weak<Shared>) {
     let (task, worker) = (c.task, c.worker);
@@ -33,11 +42,7 @@ fn run_callback(c: Completion, sh: &Weak<Shared>) {
             return;
         };
         {
-            let message = p
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| p.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "<non-string panic payload>".into());
+            let message = panic_message(&*p);
             lock(&sh.st).counts.callback_panics += 1;
             let info = CallbackPanic {
                 task,

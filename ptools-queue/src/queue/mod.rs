@@ -17,6 +17,7 @@
 //! completion: run (success or failure), dequeued, no workers, or shut down.
 
 use std::collections::{BTreeMap, HashMap};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, mpsc};
 use std::time::{Duration, Instant};
@@ -34,7 +35,7 @@ use crate::task::{Completion, Job, Part, Queued, QueuedWorkerTask, TaskId, TaskR
 mod callbacks;
 mod feeder;
 
-use callbacks::callback_loop;
+use callbacks::{callback_loop, panic_message};
 use feeder::feeder;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -476,24 +477,61 @@ impl TaskQueue {
 
     /// Recomputes the priority of every queued task (each part of an all-workers task on
     /// its own) as `f(target, task, current)`; lower runs first. Tasks already running are
-    /// not affected. All or nothing: the queue stays locked while `f` runs, so feeders
-    /// take no task under half-recomputed priorities.
+    /// not affected. All or nothing: every new priority is computed before any is applied,
+    /// and the queue stays locked while `f` runs, so feeders take no task under
+    /// half-recomputed priorities.
+    ///
+    /// ```
+    /// ptools_workerset::enable_test_support!(); // in `main`: `ptools_workerset::init();`
+    /// use ptools_queue::{Error, QueuedWorkerTask, Target, TaskQueue};
+    ///
+    /// fn ident(x: u64) -> u64 {
+    ///     x
+    /// }
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let q = TaskQueue::new(&ptools_workerset::Cluster::new());
+    /// q.pause();
+    /// let id = q.queue_worker_task(QueuedWorkerTask::without_callback(7, ident, Target::Any))?;
+    /// q.set_priorities(|_, t, _| *t.data::<u64>().unwrap() as f64)?;
+    /// assert_eq!(q.priority(id), Some(7.0));
+    /// // A panicking function is an error, and changes nothing.
+    /// let r = q.set_priorities(|_, _, _| panic!("no priority for you"));
+    /// assert!(matches!(r, Err(Error::PriorityPanic(m)) if m == "no priority for you"));
+    /// assert_eq!(q.priority(id), Some(7.0));
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidPriority`] if `f` gives NaN for any task; no priority changes then.
+    /// [`Error::InvalidPriority`] if `f` gives NaN for any task, [`Error::PriorityPanic`]
+    /// (with the panic's message) if it panics for any task. Either way no priority and no
+    /// position in the queue changes, and the queue stays usable. The panic is caught,
+    /// not resumed; the process's panic hook still reports it as usual (on stderr by
+    /// default).
     pub fn set_priorities(
         &self,
         mut f: impl FnMut(&Target, &TaskRef<'_>, f64) -> f64,
     ) -> Result<()> {
         let qid = self.sh.id;
         let mut st = lock(&self.sh.st);
-        st.core
-            .set_priorities(|e, cur| {
+        let core = &mut st.core;
+        // Unwind safety: `Core::set_priorities` writes only each entry's scratch `next`
+        // before the last call of `f` returns, and `next` is overwritten before it is
+        // read, so a panic in `f` leaves the core exactly as it was. Catching it here,
+        // under the guard, also keeps the mutex from being poisoned.
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            core.set_priorities(|e, cur| {
                 let r = task_ref(qid, e);
                 f(r.target(), &r, cur)
             })
-            .map_err(|(_, p)| Error::InvalidPriority(p))?;
+        }));
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err((_, p))) => return Err(Error::InvalidPriority(p)),
+            Err(payload) => return Err(Error::PriorityPanic(panic_message(&*payload))),
+        }
         if st.idle_feeders > 0 {
             self.sh.work.notify_all();
         }
