@@ -71,6 +71,38 @@ struct SetInner {
 /// # Ok(())
 /// # }
 /// ```
+///
+/// # Drop
+///
+/// Dropping a handle never cancels a call, not even dropping the last one. Every call
+/// accepted by [`remotecall`](Self::remotecall) (and the calls built on it) is served:
+/// one already running finishes, and in first-free mode one still waiting for a free
+/// worker is sent when its turn comes, in FIFO order as usual, with the same outcomes as
+/// if the set were still held (its result, or [`Error::WorkerDied`] /
+/// [`Error::NoWorkers`] when workers die). The set's state lives on in its calls in
+/// flight (each running call, when it ends, hands its worker to the next waiting call)
+/// and is freed when the last of them has ended. A thread blocked in
+/// [`remotecall_fetch`](Self::remotecall_fetch) holds a handle itself (a clone or a
+/// borrow), so the set can only be dropped under calls whose [`RemoteRef`]s outlive every
+/// handle; those resolve as usual.
+///
+/// ```
+/// ptools_workerset::enable_test_support!();
+/// use ptools_workerset::{Cluster, Mode, WorkerSet};
+///
+/// # fn main() -> Result<(), ptools_workerset::Error> {
+/// let c = Cluster::new();
+/// let ws = WorkerSet::with_cluster(&c, &c.addprocs(1)?, Mode::FirstFree)?;
+/// // One call runs, the others wait for the one worker.
+/// let calls = (0..3)
+///     .map(|i| ws.remotecall(|x: u32| x * 10, i))
+///     .collect::<Result<Vec<_>, _>>()?;
+/// drop(ws);
+/// let got = calls.into_iter().map(|r| r.fetch()).collect::<Result<Vec<_>, _>>()?;
+/// assert_eq!(got, [0, 10, 20]);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct WorkerSet {
     inner: Arc<SetInner>,

@@ -1,9 +1,11 @@
 //! `WorkerSet`: PTools.jl's test_worker_set first (round-robin order, first-free over busy
-//! workers), then argument errors, FIFO order, failures and dead workers.
+//! workers), then argument errors, FIFO order, failures, dead workers, and calls still
+//! waiting when the last handle of the set is dropped.
 
 ptools_workerset::enable_test_support!();
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
 use std::time::Duration;
 
 use ptools_workerset::{Cluster, Error, Mode, WorkerSet, myid};
@@ -45,6 +47,11 @@ fn wait_for_file(path: String) -> usize {
 fn wait_then_exit(path: String) -> usize {
     wait_for_file(path);
     std::process::exit(3)
+}
+
+/// Its argument, and the worker it ran on.
+fn tagged(x: u64) -> (u64, usize) {
+    (x, myid())
 }
 
 fn boom(_: ()) -> u8 {
@@ -217,4 +224,54 @@ fn many_threads_share_a_first_free_set() {
             });
         }
     });
+}
+
+#[test]
+fn calls_waiting_when_the_last_handle_is_dropped_are_still_served() {
+    // Only prevents a hang if calls were lost: no test of how long anything takes.
+    const LIMIT: Duration = Duration::from_secs(120);
+    let c = Cluster::new();
+    let ids = c.addprocs(2).unwrap();
+    let ws = WorkerSet::with_cluster(&c, &ids, Mode::FirstFree).unwrap();
+    let path = gate("drop");
+    let _rm = Rm(path.clone());
+    // Both workers stay busy until the gate opens.
+    let busy: Vec<_> = (0..2)
+        .map(|_| ws.remotecall(wait_for_file, path.clone()).unwrap())
+        .collect();
+    let mut busy_on: Vec<usize> = busy.iter().map(|r| r.worker()).collect();
+    busy_on.sort_unstable();
+    assert_eq!(busy_on, ids);
+    // Four other threads make a call each, drop their handle on the set, and wait.
+    let (tx, rx) = mpsc::channel();
+    let waiters: Vec<_> = (0..4u64)
+        .map(|i| {
+            let (ws, tx) = (ws.clone(), tx.clone());
+            std::thread::spawn(move || {
+                let r = ws.remotecall(tagged, 100 + i).unwrap();
+                drop(ws);
+                tx.send((r.worker(), r.is_ready())).unwrap();
+                r.fetch_timeout(LIMIT)
+            })
+        })
+        .collect();
+    for _ in 0..4 {
+        let (worker, ready) = rx.recv_timeout(LIMIT).expect("a caller never called");
+        assert_eq!(
+            (worker, ready),
+            (0, false),
+            "waiting, not sent: both workers busy"
+        );
+    }
+    // The owner's handle is the set's last one now.
+    drop(ws);
+    std::fs::write(&path, b"go").unwrap();
+    for r in busy {
+        r.fetch_timeout(LIMIT).unwrap();
+    }
+    for (i, h) in waiters.into_iter().enumerate() {
+        let (x, worker) = h.join().unwrap().unwrap();
+        assert_eq!(x, 100 + i as u64);
+        assert!(ids.contains(&worker), "ran on {worker}, not one of {ids:?}");
+    }
 }
