@@ -76,7 +76,7 @@ where
             let report = recorded.unwrap_or_else(|| (payload_message(&*payload), None));
             // A payload's destructor could panic again; the process ends in a moment anyway.
             std::mem::forget(payload);
-            (Some(panic_frame(&report)), 0, EXIT_PANICKED)
+            (Some(panic_frame(report)), 0, EXIT_PANICKED)
         }
     };
     let frame = heap.as_deref().unwrap_or(&stack[..stack_len]);
@@ -134,7 +134,11 @@ where
             frame::finish(buf);
             encoded
         }
-        Err(e) => Encoded::Heap(frame::whole(frame::TAG_ENCODE, e.to_string().as_bytes())),
+        Err(e) => {
+            let mut message = e.to_string();
+            frame::clip(&mut message);
+            Encoded::Heap(frame::whole(frame::TAG_ENCODE, message.as_bytes()))
+        }
     }
 }
 
@@ -196,9 +200,16 @@ impl postcard::ser_flavors::Flavor for Spill<'_> {
     }
 }
 
-fn panic_frame(report: &(String, Option<String>)) -> Vec<u8> {
+/// The frame reporting a panic; message and location are cut to [`frame::MAX_MESSAGE`]
+/// bytes each, so the report stays under the parent's bound on reports.
+fn panic_frame(report: (String, Option<String>)) -> Vec<u8> {
+    let (mut message, mut location) = report;
+    frame::clip(&mut message);
+    if let Some(location) = &mut location {
+        frame::clip(location);
+    }
     // Encoding two strings into a Vec cannot fail; keep an empty payload if it ever did.
-    let payload = postcard::to_allocvec(report).unwrap_or_default();
+    let payload = postcard::to_allocvec(&(message, location)).unwrap_or_default();
     frame::whole(frame::TAG_PANIC, &payload)
 }
 
@@ -219,7 +230,7 @@ fn install_panic_hook(write: &OwnedFd) {
                 // SAFETY: `fd` is the child's pipe end, owned by `run`'s frame, which stays
                 // alive (the child never leaves `run` except through `_exit`).
                 let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-                let _ = sys::write_all(fd, &panic_frame(&(message, location)));
+                let _ = sys::write_all(fd, &panic_frame((message, location)));
             }
             return;
         }

@@ -24,8 +24,26 @@ pub(crate) const TAG_ENCODE: u8 = 2;
 /// The payload is the encoded length (`u64` little-endian) of a result over the cap.
 pub(crate) const TAG_TOO_LARGE: u8 = 3;
 
-/// Cap on the payload of frames other than [`TAG_OK`] (panic messages and the like).
+/// Cap on the payload of frames other than [`TAG_OK`] (panic messages and the like). A
+/// child cuts its messages to [`MAX_MESSAGE`] so its reports stay under it.
 const MAX_SIDE_PAYLOAD: u64 = 1 << 20;
+
+/// Longest message (in bytes) a child puts in a report; longer ones are cut.
+pub(crate) const MAX_MESSAGE: usize = 64 << 10;
+
+/// Cuts `s` to at most [`MAX_MESSAGE`] bytes, at a character boundary, marking the cut.
+pub(crate) fn clip(s: &mut String) {
+    const MARK: &str = " [...]";
+    if s.len() <= MAX_MESSAGE {
+        return;
+    }
+    let mut end = MAX_MESSAGE - MARK.len();
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
+    s.push_str(MARK);
+}
 
 /// Starts a frame buffer: a header with the given tag and a zero length, to be followed by
 /// the payload and completed by [`finish`].
@@ -527,6 +545,21 @@ mod test {
             whole_stream(&size, 0),
             Got::Frame(TAG_TOO_LARGE, 7u64.to_le_bytes().to_vec())
         );
+    }
+
+    #[test]
+    fn messages_are_clipped_under_the_report_bound() {
+        let mut short = "short".to_owned();
+        clip(&mut short);
+        assert_eq!(short, "short");
+        // Two-byte characters, so a cut at a fixed byte count would split one.
+        let mut long = "é".repeat(MAX_MESSAGE);
+        clip(&mut long);
+        assert!(long.len() <= MAX_MESSAGE, "{}", long.len());
+        assert!(long.ends_with(" [...]") && long.starts_with("éé"));
+        // Message and location of a panic together stay far under the bound.
+        let report = postcard::to_allocvec(&(long.clone(), Some(long))).expect("encode");
+        assert!((report.len() as u64) < MAX_SIDE_PAYLOAD);
     }
 
     #[test]
