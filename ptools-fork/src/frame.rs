@@ -166,7 +166,7 @@ impl Reader {
             let in_head = self.head_filled < head_want;
             let result = if in_head {
                 sys::read(fd, &mut self.head[self.head_filled..head_want])
-            } else if (self.payload.len() as u64) < self.announced {
+            } else if self.wants_payload() {
                 if self.payload.len() == self.payload.capacity() && !self.grow() {
                     return Ok(self.refuse(ChildError::OutOfMemory {
                         len: self.announced,
@@ -198,6 +198,14 @@ impl Reader {
                 }
             }
         }
+    }
+
+    /// The header is in, announces a payload that does not fit inline, and not all of it
+    /// has arrived.
+    fn wants_payload(&self) -> bool {
+        self.head_filled >= HEADER_LEN
+            && self.inline_len().is_none()
+            && (self.payload.len() as u64) < self.announced
     }
 
     fn refuse(&mut self, e: ChildError) -> Progress {
@@ -354,6 +362,9 @@ mod test {
                 "holds {held} over the cap"
             );
             assert!(reader.payload.len() <= sent);
+            if reader.head_filled >= HEADER_LEN && reader.inline_len().is_some() {
+                assert_eq!(held, 0, "a heap buffer for an inline frame");
+            }
             match progress {
                 Progress::Pending => assert!(w.is_some(), "pending after the pipe closed"),
                 Progress::Eof => {

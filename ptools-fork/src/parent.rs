@@ -324,12 +324,15 @@ fn decide<R: DeserializeOwned>(
             core_dumped,
         }),
         Exit::Code(0) => match received {
-            Received::Frame { payload, .. } => {
-                // The reader accepts no other kinds, and the reports were handled above.
-                postcard::from_bytes(payload).map_err(|e| ChildError::Decode(e.to_string()))
-            }
+            Received::Frame {
+                tag: frame::TAG_OK,
+                payload,
+            } => postcard::from_bytes(payload).map_err(|e| ChildError::Decode(e.to_string())),
             Received::Incomplete(e) => Err(ChildError::BadFrame(e)),
-            Received::Nothing | Received::Refused(_) => Err(ChildError::NoResult),
+            // Reports (and refusals) were handled above; the reader accepts no other kinds.
+            Received::Frame { .. } | Received::Nothing | Received::Refused(_) => {
+                Err(ChildError::NoResult)
+            }
         },
         Exit::Code(code) => Err(ChildError::Exited { code }),
     }
