@@ -107,7 +107,7 @@ const INLINE: usize = 64;
 /// Linux pipe holds 64 KiB, so one read fills it); it doubles whenever it is full, up to the
 /// announced length. So the buffer is never more than twice the bytes received (or this
 /// size), whatever length the header announced.
-pub(crate) const FIRST_CHUNK: usize = 64 << 10;
+const FIRST_CHUNK: usize = 64 << 10;
 
 /// Reads one frame from a non-blocking pipe, piece by piece as the poll loop allows.
 ///
