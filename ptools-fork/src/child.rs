@@ -31,8 +31,8 @@ pub(crate) const EXIT_ORPHANED: i32 = 103;
 /// children, and so on. Set once in each child right after `fork`, read by the next run.
 static DEPTH: AtomicUsize = AtomicUsize::new(0);
 
-/// The pipe the panic hook writes to when panics abort (`panic = "abort"`); -1 outside a
-/// child.
+/// The child's end of its pipe, for the panic hook when panics abort (`panic = "abort"`)
+/// and for [`write_raw`]; -1 outside a child.
 static PANIC_FD: AtomicI32 = AtomicI32::new(-1);
 
 thread_local! {
@@ -76,7 +76,7 @@ where
             let report = recorded.unwrap_or_else(|| (payload_message(&*payload), None));
             // A payload's destructor could panic again; the process ends in a moment anyway.
             std::mem::forget(payload);
-            (Some(panic_frame(&report)), 0, EXIT_PANICKED)
+            (Some(panic_frame(report)), 0, EXIT_PANICKED)
         }
     };
     let frame = heap.as_deref().unwrap_or(&stack[..stack_len]);
@@ -96,8 +96,16 @@ enum Encoded {
     Heap(Vec<u8>),
 }
 
+/// What [`Spill`] made of a result: an encoded frame, or the size of an encoding over the cap
+/// (whose bytes were not kept).
+enum Spilled {
+    Frame(Encoded),
+    Over(u64),
+}
+
 /// Runs `f(index)` and encodes its result as a frame: the result, or a report that it could
-/// not be encoded or is over the cap.
+/// not be encoded or is over the cap. An encoding over the cap is measured to its end but
+/// not kept, so the child holds at most `max` bytes of it.
 fn encode<R, F>(f: &F, index: usize, max: u64, stack: &mut [u8; STACK_FRAME]) -> Encoded
 where
     F: Fn(usize) -> R,
@@ -110,31 +118,40 @@ where
         stack,
         len: frame::HEADER_LEN,
         heap: None,
+        max,
+        total: 0,
     };
     match postcard::serialize_with_flavor(&*result, spill) {
-        Ok(mut encoded) => {
+        Ok(Spilled::Over(len)) => {
+            Encoded::Heap(frame::whole(frame::TAG_TOO_LARGE, &len.to_le_bytes()))
+        }
+        Ok(Spilled::Frame(mut encoded)) => {
             let buf: &mut [u8] = match &mut encoded {
                 Encoded::Stack(len) => &mut stack[..*len],
                 Encoded::Heap(v) => v,
             };
-            let len = (buf.len() - frame::HEADER_LEN) as u64;
-            if len > max {
-                return Encoded::Heap(frame::whole(frame::TAG_TOO_LARGE, &len.to_le_bytes()));
-            }
             buf[0] = frame::TAG_OK;
             frame::finish(buf);
             encoded
         }
-        Err(e) => Encoded::Heap(frame::whole(frame::TAG_ENCODE, e.to_string().as_bytes())),
+        Err(e) => {
+            let mut message = e.to_string();
+            frame::clip(&mut message);
+            Encoded::Heap(frame::whole(frame::TAG_ENCODE, message.as_bytes()))
+        }
     }
 }
 
 /// A postcard output that fills a stack buffer first and moves to a `Vec` when it is full.
-/// The first [`frame::HEADER_LEN`] bytes are left for the frame header.
+/// The first [`frame::HEADER_LEN`] bytes are left for the frame header. Once the encoding
+/// passes `max` bytes, its bytes are dropped and only counted.
 struct Spill<'a> {
     stack: &'a mut [u8; STACK_FRAME],
     len: usize,
     heap: Option<Vec<u8>>,
+    max: u64,
+    /// Bytes of encoding seen so far, kept or not.
+    total: u64,
 }
 
 impl Spill<'_> {
@@ -149,14 +166,21 @@ impl Spill<'_> {
 }
 
 impl postcard::ser_flavors::Flavor for Spill<'_> {
-    type Output = Encoded;
+    type Output = Spilled;
 
     fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
         self.try_extend(&[byte])
     }
 
     fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
-        if self.heap.is_none() && self.len + data.len() <= STACK_FRAME {
+        let kept = self.total <= self.max;
+        self.total = self.total.saturating_add(data.len() as u64);
+        if self.total > self.max {
+            if kept {
+                // Over the cap: the bytes so far are of no use; give their memory back.
+                self.heap = None;
+            }
+        } else if self.heap.is_none() && self.len + data.len() <= STACK_FRAME {
             self.stack[self.len..self.len + data.len()].copy_from_slice(data);
             self.len += data.len();
         } else {
@@ -165,17 +189,27 @@ impl postcard::ser_flavors::Flavor for Spill<'_> {
         Ok(())
     }
 
-    fn finalize(self) -> postcard::Result<Encoded> {
-        Ok(match self.heap {
+    fn finalize(self) -> postcard::Result<Spilled> {
+        if self.total > self.max {
+            return Ok(Spilled::Over(self.total));
+        }
+        Ok(Spilled::Frame(match self.heap {
             Some(v) => Encoded::Heap(v),
             None => Encoded::Stack(self.len),
-        })
+        }))
     }
 }
 
-fn panic_frame(report: &(String, Option<String>)) -> Vec<u8> {
+/// The frame reporting a panic; message and location are cut to [`frame::MAX_MESSAGE`]
+/// bytes each, so the report stays under the parent's bound on reports.
+fn panic_frame(report: (String, Option<String>)) -> Vec<u8> {
+    let (mut message, mut location) = report;
+    frame::clip(&mut message);
+    if let Some(location) = &mut location {
+        frame::clip(location);
+    }
     // Encoding two strings into a Vec cannot fail; keep an empty payload if it ever did.
-    let payload = postcard::to_allocvec(report).unwrap_or_default();
+    let payload = postcard::to_allocvec(&(message, location)).unwrap_or_default();
     frame::whole(frame::TAG_PANIC, &payload)
 }
 
@@ -196,12 +230,29 @@ fn install_panic_hook(write: &OwnedFd) {
                 // SAFETY: `fd` is the child's pipe end, owned by `run`'s frame, which stays
                 // alive (the child never leaves `run` except through `_exit`).
                 let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-                let _ = sys::write_all(fd, &panic_frame(&(message, location)));
+                let _ = sys::write_all(fd, &panic_frame((message, location)));
             }
             return;
         }
         LAST_PANIC.with(|p| *p.borrow_mut() = Some((message, location)));
     }));
+}
+
+/// Writes `bytes` as they are to this child's pipe, as a child that forges its frame would
+/// (for the crate's tests, through `__test_hooks`).
+///
+/// # Errors
+///
+/// `EBADF` outside a pfork child; the write's error otherwise.
+pub(crate) fn write_raw(bytes: &[u8]) -> std::io::Result<()> {
+    let fd = PANIC_FD.load(Ordering::Relaxed);
+    if fd < 0 {
+        return Err(std::io::Error::from_raw_os_error(libc::EBADF));
+    }
+    // SAFETY: `fd` is set only in a child, to its pipe end, which `run` owns and keeps open
+    // until the process ends (`run` never returns: it leaves through `_exit`).
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    sys::write_all(fd, bytes)
 }
 
 fn payload_message(payload: &(dyn std::any::Any + Send)) -> String {

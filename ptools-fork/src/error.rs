@@ -28,8 +28,9 @@ pub enum ChildError {
         /// The exit code.
         code: i32,
     },
-    /// The child exited with code 0 without sending a complete result (for example `f`
-    /// called `std::process::exit(0)`).
+    /// The child exited with code 0 without sending anything (for example `f` called
+    /// `std::process::exit(0)`). A child that sent part of a frame is
+    /// [`BadFrame`](Self::BadFrame) instead.
     NoResult,
     /// The child's result could not be encoded in the child.
     Encode(String),
@@ -45,9 +46,13 @@ pub enum ChildError {
     },
     /// The encoded result is larger than the run's cap ([`Pfork::max_result_bytes`]).
     ///
+    /// Normally the child finds this before sending and reports its exact size. A child whose
+    /// frame header announces more than the cap is reported the same way, with the announced
+    /// length: the parent stops reading at the header and kills the child.
+    ///
     /// [`Pfork::max_result_bytes`]: crate::Pfork::max_result_bytes
     ResultTooLarge {
-        /// Size of the encoded result, in bytes.
+        /// Size of the encoded result (or the length the child announced), in bytes.
         len: u64,
         /// The cap, in bytes.
         max: u64,
@@ -55,7 +60,85 @@ pub enum ChildError {
     /// The child was never started, or was killed and reaped, because the run ended early:
     /// another child's fork failed, or the timeout came first.
     Cancelled,
+    /// What the child wrote to its pipe is not one well-formed frame: cut short, or a header
+    /// pfork never writes. Only a child that wrote to its pipe on its own (or whose memory
+    /// was corrupted) gets here; a child that was killed or exited non-zero while sending is
+    /// reported as [`Signaled`](Self::Signaled) or [`Exited`](Self::Exited).
+    BadFrame(FrameError),
+    /// The parent could not allocate room for the child's result (under the cap, but more
+    /// than the parent's memory allows); the child was killed.
+    OutOfMemory {
+        /// The result's length announced by the child, in bytes.
+        len: u64,
+    },
 }
+
+/// How the bytes a child sent fail to be a frame (see [`ChildError::BadFrame`]).
+///
+/// A frame is a 9-byte header (a kind byte and a little-endian 64-bit payload length) and
+/// the payload. The parent trusts no length before the bytes arrive: its buffer grows with
+/// what was received, so a forged length costs nothing.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrameError {
+    /// The pipe ended inside the 9-byte header.
+    TruncatedHeader {
+        /// Header bytes received (1 to 8).
+        received: usize,
+    },
+    /// The pipe ended before the announced payload was complete.
+    TruncatedPayload {
+        /// Payload bytes received.
+        received: u64,
+        /// Payload bytes the header announced.
+        announced: u64,
+    },
+    /// The header's kind byte is not one pfork writes.
+    UnknownKind {
+        /// The kind byte received.
+        kind: u8,
+    },
+    /// A report frame (a panic message, an encoding error, a size) announced a payload
+    /// larger than such reports may be.
+    ReportTooLarge {
+        /// The announced payload length, in bytes.
+        len: u64,
+        /// The bound on report payloads, in bytes.
+        max: u64,
+    },
+    /// A report that the result is over the cap does not hold the 8 bytes of a size.
+    BadSizeReport {
+        /// The announced payload length, in bytes.
+        len: u64,
+    },
+}
+
+impl fmt::Display for FrameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TruncatedHeader { received } => {
+                write!(f, "the pipe ended after {received} of the 9 header bytes")
+            }
+            Self::TruncatedPayload {
+                received,
+                announced,
+            } => write!(
+                f,
+                "the pipe ended after {received} of the {announced} payload bytes announced"
+            ),
+            Self::UnknownKind { kind } => write!(f, "unknown frame kind {kind}"),
+            Self::ReportTooLarge { len, max } => write!(
+                f,
+                "a report of {len} bytes is announced, over the bound of {max} bytes for reports"
+            ),
+            Self::BadSizeReport { len } => {
+                write!(f, "a result-size report announces {len} bytes instead of 8")
+            }
+        }
+    }
+}
+
+impl std::error::Error for FrameError {}
 
 impl fmt::Display for ChildError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -92,11 +175,23 @@ impl fmt::Display for ChildError {
                 write!(f, "result of {len} bytes is over the cap of {max} bytes")
             }
             Self::Cancelled => f.write_str("cancelled: the run ended before this child finished"),
+            Self::BadFrame(e) => write!(f, "malformed result frame: {e}"),
+            Self::OutOfMemory { len } => write!(
+                f,
+                "out of memory in the parent while receiving a result of {len} bytes"
+            ),
         }
     }
 }
 
-impl std::error::Error for ChildError {}
+impl std::error::Error for ChildError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::BadFrame(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 /// Error of a pfork run.
 ///

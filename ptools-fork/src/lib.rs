@@ -69,8 +69,9 @@
 //!
 //! Each child ends in exactly one outcome: its result, or a [`ChildError`]: a panic (message
 //! and location), death by a signal (`abort`, a crash, `SIGKILL` from outside), a non-zero
-//! exit, exit 0 without a complete result, a result that cannot be encoded or decoded, a
-//! result over the size cap, the timeout, or `fork` failing (then the children alive are
+//! exit, exit 0 without a result, a malformed or truncated frame, a result that cannot be
+//! encoded or decoded, a result over the size cap (or too large for the parent's memory),
+//! the timeout, or `fork` failing (then the children alive are
 //! killed and reaped, and the children not started are [`ChildError::Cancelled`]).
 //! [`pfork`] returns the results when every child succeeded, else a
 //! [`PforkError::Children`] that carries every outcome ([`PforkError::into_outcomes`]).
@@ -125,9 +126,18 @@
 //! - A child's panic is not printed: the child's panic hook records it, and it comes back as
 //!   [`ChildError::Panicked`]. With `panic = "abort"` the hook sends the report before the
 //!   abort, so the panic is still reported as a panic.
-//! - Results above 4 GiB work (lengths are 64-bit). The parent allocates the announced size
-//!   once; [`Pfork::max_result_bytes`] caps it (default: no cap), and the child checks the cap
-//!   before sending so an oversized result costs no transfer.
+//! - One result is at most [`Pfork::max_result_bytes`] encoded bytes, by default
+//!   [`Pfork::DEFAULT_MAX_RESULT_BYTES`] (1 GiB); raise it for larger results (above 4 GiB
+//!   works: lengths are 64-bit). The child checks the cap while it encodes and sends only the
+//!   size of an oversized result ([`ChildError::ResultTooLarge`]), so it costs no transfer and
+//!   the child holds at most the cap.
+//! - The parent trusts no length a child announces: it checks the header against the cap,
+//!   then its buffer grows with the bytes actually received (doubling from 64 KiB, never past
+//!   the announced length), so a child that writes a forged header (1 TiB, `u64::MAX`) or a
+//!   frame cut short costs the parent only what it really sent, and is reported as
+//!   [`ChildError::ResultTooLarge`] or [`ChildError::BadFrame`] beside its siblings' results.
+//!   If the parent cannot get memory for a result under the cap, that child is
+//!   [`ChildError::OutOfMemory`]; the parent never aborts on it.
 //! - Before `_exit` a child flushes Rust's stdout and C's `stdout`. Other C stdio streams `f`
 //!   writes to (a `FILE` opened by a C library) must be flushed or closed by `f`: flushing all
 //!   streams takes a lock on each, and those writes cost a trivial child about 15% more
@@ -179,14 +189,14 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use crate::error::{ChildError, PforkError};
+pub use crate::error::{ChildError, FrameError, PforkError};
 pub use crate::shm::pfork_shm;
 
 /// Forks `n` children; child `i` (0-based) runs `f(i)`; returns the `n` results in index
 /// order.
 ///
 /// Uses the default options of [`Pfork::new`]: all `n` children alive at once, no timeout,
-/// no result cap, single-threaded callers only, no nesting.
+/// results of at most 1 GiB, single-threaded callers only, no nesting.
 ///
 /// # Examples
 ///
@@ -244,13 +254,19 @@ impl Default for Pfork {
 }
 
 impl Pfork {
-    /// Default options: all children alive at once, no timeout, no result cap, refuse a
+    /// The default of [`max_result_bytes`](Self::max_result_bytes): 1 GiB. Large enough for
+    /// most results, and small enough that one child cannot make the parent hold more than
+    /// that for it.
+    pub const DEFAULT_MAX_RESULT_BYTES: u64 = 1 << 30;
+
+    /// Default options: all children alive at once, no timeout, results of at most
+    /// [`DEFAULT_MAX_RESULT_BYTES`](Self::DEFAULT_MAX_RESULT_BYTES) (1 GiB), refuse a
     /// multi-threaded process, no pfork inside a pfork child.
     pub fn new() -> Self {
         Self {
             max_alive: None,
             timeout: None,
-            max_result_bytes: u64::MAX,
+            max_result_bytes: Self::DEFAULT_MAX_RESULT_BYTES,
             allow_threads: false,
             max_depth: 1,
             shm_prefix: None,
@@ -272,8 +288,11 @@ impl Pfork {
         self
     }
 
-    /// Cap on the size of one encoded result, in bytes (default: none). A child whose result
-    /// is larger sends nothing of it and is reported as [`ChildError::ResultTooLarge`].
+    /// Cap on the size of one encoded result, in bytes (inclusive; default
+    /// [`DEFAULT_MAX_RESULT_BYTES`](Self::DEFAULT_MAX_RESULT_BYTES), 1 GiB). A child whose
+    /// result is larger sends nothing of it and is reported as
+    /// [`ChildError::ResultTooLarge`]. `u64::MAX` lifts the cap; the parent still holds only
+    /// what a child really sent, never what it announced.
     pub fn max_result_bytes(mut self, bytes: u64) -> Self {
         self.max_result_bytes = bytes;
         self
@@ -341,6 +360,20 @@ impl Pfork {
             }
         }
         Ok(())
+    }
+}
+
+/// Not part of the API: hooks for this crate's own tests, which may change or go at any time.
+#[doc(hidden)]
+pub mod __test_hooks {
+    /// In a pfork child, writes `bytes` as they are to the child's result pipe, as a child
+    /// that forges its frame would. The caller then leaves the process itself (`_exit`).
+    ///
+    /// # Errors
+    ///
+    /// `EBADF` outside a pfork child; the write's error otherwise.
+    pub fn write_raw_to_result_pipe(bytes: &[u8]) -> std::io::Result<()> {
+        crate::child::write_raw(bytes)
     }
 }
 

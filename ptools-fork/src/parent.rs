@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::ChildError;
-use crate::frame::{self, Progress, Reader};
+use crate::frame::{self, Progress, Reader, Received};
 use crate::sys::{self, Exit};
 use crate::{Pfork, child};
 
@@ -27,7 +27,8 @@ const TICK: Duration = Duration::from_millis(2);
 enum Killed {
     TimedOut,
     Cancelled,
-    TooLarge { len: u64 },
+    /// The reader refused its frame; the reason is in the reader.
+    Refused,
 }
 
 /// A child that has been forked and not yet finished.
@@ -68,9 +69,9 @@ impl Running {
         match self.reader.read_from(fd.as_fd()) {
             Ok(Progress::Pending) => {}
             Ok(Progress::Eof) | Err(_) => self.pipe = None,
-            Ok(Progress::TooLarge { len }) => {
+            Ok(Progress::Refused(_)) => {
                 self.pipe = None;
-                self.kill(Killed::TooLarge { len });
+                self.kill(Killed::Refused);
             }
         }
     }
@@ -264,43 +265,53 @@ fn outcome<R: DeserializeOwned>(c: Running) -> Result<R, ChildError> {
     decide(
         c.killed,
         c.status.unwrap_or(0),
-        c.reader.frame(),
+        c.reader.received(),
         c.reader.cap(),
     )
 }
 
-/// The outcome of a child from why the parent killed it (if it did), its wait status, the
-/// frame it sent (if complete) and the result cap. In order: a kill by the parent, then a
-/// report the child sent (panic, over the cap, encoding error), then the exit status, then
-/// the result.
+/// The outcome of a child from why the parent killed it (if it did), its wait status, what
+/// it sent and the result cap. In order: a kill by the parent (a refused frame says why),
+/// then a report the child sent (panic, over the cap, encoding error), then the exit status,
+/// then the result, or why there is none.
 fn decide<R: DeserializeOwned>(
     killed: Option<Killed>,
     status: sys::WaitStatus,
-    frame: Option<(u8, &[u8])>,
+    received: Received<'_>,
     cap: u64,
 ) -> Result<R, ChildError> {
     match killed {
         Some(Killed::TimedOut) => return Err(ChildError::TimedOut),
         Some(Killed::Cancelled) => return Err(ChildError::Cancelled),
-        Some(Killed::TooLarge { len }) => return Err(ChildError::ResultTooLarge { len, max: cap }),
-        None => {}
+        Some(Killed::Refused) | None => {}
     }
-    match frame {
+    match received {
+        Received::Refused(e) => return Err(e.clone()),
         // A panic report wins over the exit status: with `panic = "abort"` the child sends it
         // and then dies of SIGABRT.
-        Some((frame::TAG_PANIC, payload)) => {
+        Received::Frame {
+            tag: frame::TAG_PANIC,
+            payload,
+        } => {
             let (message, location) = postcard::from_bytes::<(String, Option<String>)>(payload)
                 .unwrap_or_else(|_| ("(unreadable panic message)".to_owned(), None));
             return Err(ChildError::Panicked { message, location });
         }
-        Some((frame::TAG_TOO_LARGE, payload)) => {
+        Received::Frame {
+            tag: frame::TAG_TOO_LARGE,
+            payload,
+        } => {
+            // The reader accepts only 8-byte size reports.
             let len = payload
                 .try_into()
                 .map(u64::from_le_bytes)
                 .unwrap_or(u64::MAX);
             return Err(ChildError::ResultTooLarge { len, max: cap });
         }
-        Some((frame::TAG_ENCODE, payload)) => {
+        Received::Frame {
+            tag: frame::TAG_ENCODE,
+            payload,
+        } => {
             return Err(ChildError::Encode(
                 String::from_utf8_lossy(payload).into_owned(),
             ));
@@ -312,11 +323,16 @@ fn decide<R: DeserializeOwned>(
             signal,
             core_dumped,
         }),
-        Exit::Code(0) => match frame {
-            Some((frame::TAG_OK, payload)) => {
-                postcard::from_bytes(payload).map_err(|e| ChildError::Decode(e.to_string()))
+        Exit::Code(0) => match received {
+            Received::Frame {
+                tag: frame::TAG_OK,
+                payload,
+            } => postcard::from_bytes(payload).map_err(|e| ChildError::Decode(e.to_string())),
+            Received::Incomplete(e) => Err(ChildError::BadFrame(e)),
+            // Reports (and refusals) were handled above; the reader accepts no other kinds.
+            Received::Frame { .. } | Received::Nothing | Received::Refused(_) => {
+                Err(ChildError::NoResult)
             }
-            _ => Err(ChildError::NoResult),
         },
         Exit::Code(code) => Err(ChildError::Exited { code }),
     }
@@ -369,19 +385,23 @@ mod test {
     #[test]
     fn a_kill_by_the_parent_wins() {
         let ok = ok_frame(5);
-        let frame = Some((frame::TAG_OK, &ok[..]));
+        let frame = Received::Frame {
+            tag: frame::TAG_OK,
+            payload: &ok[..],
+        };
         let sig = signaled(libc::SIGKILL, false);
         assert_eq!(
-            decide::<u32>(Some(Killed::TimedOut), sig, frame, 10),
+            decide::<u32>(Some(Killed::TimedOut), sig, frame.clone(), 10),
             Err(ChildError::TimedOut)
         );
         assert_eq!(
-            decide::<u32>(Some(Killed::Cancelled), sig, None, 10),
+            decide::<u32>(Some(Killed::Cancelled), sig, Received::Nothing, 10),
             Err(ChildError::Cancelled)
         );
+        let refused = ChildError::ResultTooLarge { len: 99, max: 10 };
         assert_eq!(
-            decide::<u32>(Some(Killed::TooLarge { len: 99 }), sig, None, 10),
-            Err(ChildError::ResultTooLarge { len: 99, max: 10 })
+            decide::<u32>(Some(Killed::Refused), sig, Received::Refused(&refused), 10),
+            Err(refused.clone())
         );
     }
 
@@ -392,7 +412,10 @@ mod test {
         let got = decide::<u32>(
             None,
             signaled(libc::SIGABRT, true),
-            Some((frame::TAG_PANIC, &report)),
+            Received::Frame {
+                tag: frame::TAG_PANIC,
+                payload: &report,
+            },
             10,
         );
         assert_eq!(
@@ -402,7 +425,15 @@ mod test {
                 location: Some("x.rs:1:2".into())
             })
         );
-        let got = decide::<u32>(None, exited(101), Some((frame::TAG_PANIC, b"\xff")), 10);
+        let got = decide::<u32>(
+            None,
+            exited(101),
+            Received::Frame {
+                tag: frame::TAG_PANIC,
+                payload: &b"\xff"[..],
+            },
+            10,
+        );
         assert!(matches!(
             got,
             Err(ChildError::Panicked { location: None, .. })
@@ -412,35 +443,76 @@ mod test {
     #[test]
     fn exit_status_then_result() {
         let ok = ok_frame(5);
-        let frame = Some((frame::TAG_OK, &ok[..]));
-        assert_eq!(decide::<u32>(None, exited(0), frame, 10), Ok(5));
+        let frame = Received::Frame {
+            tag: frame::TAG_OK,
+            payload: &ok[..],
+        };
+        assert_eq!(decide::<u32>(None, exited(0), frame.clone(), 10), Ok(5));
         // A complete result does not hide a crash after it.
         assert_eq!(
-            decide::<u32>(None, signaled(libc::SIGSEGV, false), frame, 10),
+            decide::<u32>(None, signaled(libc::SIGSEGV, false), frame.clone(), 10),
             Err(ChildError::Signaled {
                 signal: libc::SIGSEGV,
                 core_dumped: false
             })
         );
         assert_eq!(
-            decide::<u32>(None, exited(3), frame, 10),
+            decide::<u32>(None, exited(3), frame.clone(), 10),
             Err(ChildError::Exited { code: 3 })
         );
         assert_eq!(
-            decide::<u32>(None, exited(0), None, 10),
+            decide::<u32>(None, exited(0), Received::Nothing, 10),
             Err(ChildError::NoResult)
         );
+        // Part of a frame: a malformed frame after a clean exit, but the exit status of a
+        // child that died while sending.
+        let cut = crate::error::FrameError::TruncatedPayload {
+            received: 3,
+            announced: 1 << 40,
+        };
+        assert_eq!(
+            decide::<u32>(None, exited(0), Received::Incomplete(cut.clone()), 10),
+            Err(ChildError::BadFrame(cut.clone()))
+        );
+        assert_eq!(
+            decide::<u32>(None, exited(4), Received::Incomplete(cut), 10),
+            Err(ChildError::Exited { code: 4 })
+        );
         assert!(matches!(
-            decide::<bool>(None, exited(0), Some((frame::TAG_OK, &[7][..])), 10),
+            decide::<bool>(
+                None,
+                exited(0),
+                Received::Frame {
+                    tag: frame::TAG_OK,
+                    payload: &[7][..]
+                },
+                10
+            ),
             Err(ChildError::Decode(_))
         ));
         let len = 77u64.to_le_bytes();
         assert_eq!(
-            decide::<u32>(None, exited(0), Some((frame::TAG_TOO_LARGE, &len[..])), 10),
+            decide::<u32>(
+                None,
+                exited(0),
+                Received::Frame {
+                    tag: frame::TAG_TOO_LARGE,
+                    payload: &len[..]
+                },
+                10
+            ),
             Err(ChildError::ResultTooLarge { len: 77, max: 10 })
         );
         assert_eq!(
-            decide::<u32>(None, exited(0), Some((frame::TAG_ENCODE, &b"nope"[..])), 10),
+            decide::<u32>(
+                None,
+                exited(0),
+                Received::Frame {
+                    tag: frame::TAG_ENCODE,
+                    payload: &b"nope"[..]
+                },
+                10
+            ),
             Err(ChildError::Encode("nope".into()))
         );
     }

@@ -125,6 +125,36 @@ pub(crate) fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
+/// Reads at most `max` bytes from a non-blocking descriptor into the spare capacity of `buf`
+/// and appends them, without initializing that memory first. Returns and fails like
+/// [`read`]; `Ok(0)` also when `buf` has no spare capacity or `max` is 0.
+pub(crate) fn read_append(fd: BorrowedFd<'_>, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+    let spare = buf.spare_capacity_mut();
+    let want = spare.len().min(max);
+    let ptr = spare.as_mut_ptr();
+    if want == 0 {
+        return Ok(0);
+    }
+    loop {
+        // SAFETY: `ptr` points at the spare capacity of `buf`, valid for writes of
+        // `spare.len() >= want` bytes; nothing else uses `buf` during the call.
+        let n = unsafe { libc::read(fd.as_raw_fd(), ptr.cast(), want) };
+        if n >= 0 {
+            // `n` is non-negative and at most `want`.
+            let n = n.unsigned_abs();
+            // SAFETY: read(2) wrote (initialized) the first `n <= want` bytes of the spare
+            // capacity, so the first `len + n` bytes of `buf` are initialized and within its
+            // capacity.
+            unsafe { buf.set_len(buf.len() + n) };
+            return Ok(n);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
 /// Writes all of `buf` to a blocking descriptor, retrying on `EINTR` and short writes.
 /// Async-signal-safe (only `write(2)`), so a child may call it whatever the thread policy.
 pub(crate) fn write_all(fd: BorrowedFd<'_>, mut buf: &[u8]) -> io::Result<()> {

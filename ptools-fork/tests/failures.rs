@@ -24,6 +24,7 @@ fn main() {
             "panic_caught_inside_f_is_not_a_failure",
             panic_caught_inside_f_is_not_a_failure,
         ),
+        ("huge_panic_message_is_cut", huge_panic_message_is_cut),
         ("abort_is_sigabrt", abort_is_sigabrt),
         ("signals_are_reported", signals_are_reported),
         ("sigkill_from_outside", sigkill_from_outside),
@@ -100,6 +101,26 @@ fn panic_caught_inside_f_is_not_a_failure() {
         std::panic::catch_unwind(|| panic!("inner {i}")).is_err()
     });
     assert_eq!(outcomes, vec![Ok(true), Ok(true)]);
+}
+
+fn huge_panic_message_is_cut() {
+    // A 4 MiB message is over the parent's bound on reports: the child cuts it, so the
+    // panic is still reported as a panic.
+    let outcomes = run(2, |i| {
+        if i == 1 {
+            panic!("{}", "x".repeat(4 << 20));
+        }
+        i
+    });
+    assert_eq!(outcomes[0], Ok(0));
+    match &outcomes[1] {
+        Err(ChildError::Panicked { message, location }) => {
+            assert!(message.len() <= 64 << 10, "{} bytes", message.len());
+            assert!(message.starts_with("xxxx") && message.ends_with(" [...]"));
+            assert!(location.is_some());
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 fn abort_is_sigabrt() {

@@ -267,6 +267,7 @@ fn result_above_4_gib() {
     let chunks = 4096 + 16;
     let outcomes = Pfork::new()
         .timeout(Duration::from_secs(600))
+        .max_result_bytes(u64::MAX)
         .run(1, |_| Stream { chunks })
         .unwrap();
     assert_eq!(outcomes, vec![Ok(Stream { chunks })]);
