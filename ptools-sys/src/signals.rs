@@ -35,7 +35,10 @@
 //! `SIGTERM` separately, and only when its disposition then is the default (`SIG_DFL`): a
 //! handler of the program's own, or `SIG_IGN` (as `nohup` sets), is never replaced. A
 //! handler the program installs later replaces ours, and then ptools does no cleanup for
-//! that signal.
+//! that signal. But a library that *chains* to the handler it found (signal-hook-registry,
+//! under `tokio::signal`, calls the previous one too) would run ours, and ours ends the
+//! process: a program that wants to survive Ctrl-C installs its handler before its first
+//! segment or worker, or calls [`disable`].
 //!
 //! # Opting out
 //!
