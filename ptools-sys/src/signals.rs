@@ -232,8 +232,10 @@ pub fn is_active() -> bool {
     ACTIVE.load(Ordering::Relaxed)
 }
 
+// For ptools-shm and ptools-workerset only: hidden from the docs.
 /// A segment covered by the handler; dropping it takes the segment out of the table (do so
 /// after unlinking it, or when it is to be kept).
+#[doc(hidden)]
 #[derive(Debug)]
 pub struct SegmentEntry {
     slot: u32,
@@ -251,6 +253,7 @@ impl Drop for SegmentEntry {
     }
 }
 
+// For ptools-shm and ptools-workerset only: hidden from the docs.
 /// Puts a segment this process has just created into the table, installing the handlers
 /// first if this is the first registration. `os_name` is the name given to `shm_open`
 /// (starting with `/`); `dev` and `ino` identify the object (from `fstat`), so that the
@@ -258,6 +261,7 @@ impl Drop for SegmentEntry {
 ///
 /// `None` when the cleanup is not active (opted out, or the program handles both signals
 /// itself), the table is full, or the name does not fit: then the segment is not covered.
+#[doc(hidden)]
 pub fn register_segment(os_name: &str, dev: u64, ino: u64) -> Option<SegmentEntry> {
     if !ensure_installed() {
         return None;
@@ -299,9 +303,11 @@ pub fn register_segment(os_name: &str, dev: u64, ino: u64) -> Option<SegmentEntr
     None
 }
 
+// For ptools-shm and ptools-workerset only: hidden from the docs.
 /// Puts a worker process this process has just started (a child, not yet reaped) into the
 /// table, installing the handlers first if this is the first registration. Call
 /// [`forget_process`] once it is reaped. A full table, or inactive cleanup, leaves it out.
+#[doc(hidden)]
 pub fn register_process(pid: i32) {
     if !ensure_installed() {
         return;
@@ -323,8 +329,10 @@ pub fn register_process(pid: i32) {
     close(fd);
 }
 
+// For ptools-shm and ptools-workerset only: hidden from the docs.
 /// Takes the worker `pid` out of the table once it has been reaped, closing its pidfd. A
 /// pid that is not in the table (never registered, or left out) is ignored.
+#[doc(hidden)]
 pub fn forget_process(pid: i32) {
     let me = getpid();
     for s in &PROCS {
