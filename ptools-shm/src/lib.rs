@@ -67,7 +67,17 @@
 //! - The creator's handle unlinks its segment when dropped, in the creating process only
 //!   (a forked child that drops an inherited handle does not unlink). Attached handles only
 //!   unmap. [`unlink_shm`] unlinks by name.
-//! - A process killed with `SIGKILL` runs no destructor: its segments stay in `/dev/shm`.
+//! - On `SIGINT` (Ctrl-C) and `SIGTERM` (a scheduler's stop), a process unlinks the
+//!   segments it created and still owns, then dies by that signal (exit status 130 or 143 in
+//!   a shell); a second signal during that cleanup ends it at once, still unlinking. The
+//!   handler is installed at the first segment this process creates, for each signal whose
+//!   disposition is still the default: a handler of your own, or `SIG_IGN`, is never
+//!   replaced. Opt out with `PTOOLS_NO_SIGNAL_HANDLERS=1` in the environment or
+//!   [`signals::disable`]. Up to [`signals::SEGMENT_SLOTS`] live segments per process are
+//!   covered; kept segments ([`ShmBuilder::keep`]) and attached ones never are. See
+//!   [`signals`] for how it works.
+//! - A process killed with `SIGKILL` (or another fatal signal, or with the handlers off)
+//!   runs no destructor: its segments stay in `/dev/shm`.
 //!   [`list_shm`] shows them with `owner_alive: false`, and [`remove_stale_shm`] (or the
 //!   `ptools shm clean` command) removes them. The next job to create the same name takes
 //!   it over.
@@ -101,6 +111,20 @@ mod header;
 mod segment;
 mod stale;
 mod sys;
+
+/// Cleanup on `SIGINT` and `SIGTERM`: segments this process created are unlinked, workers
+/// it started are stopped, then it dies by the same signal. Shared by ptools-shm and
+/// ptools-workerset (the same items as `ptools_workerset::signals`).
+///
+/// The whole story, its limits and the opt-outs are on [`ptools_sys::signals`]; in short:
+/// the handler is installed at the first segment created (or worker started), only where
+/// the disposition is still `SIG_DFL`, and [`disable`](signals::disable) or
+/// [`NO_HANDLERS_ENV`](signals::NO_HANDLERS_ENV)` = 1` turn it off.
+pub mod signals {
+    pub use ptools_sys::signals::{
+        NO_HANDLERS_ENV, PROCESS_SLOTS, SEGMENT_SLOTS, WORKER_GRACE_MS, disable, is_active,
+    };
+}
 
 pub use array::{ShmArray, ShmBuilder, ShmSet, unlink_shm};
 pub use cfg::{Dims, MAX_NAME_LEN, MAX_PREFIX_LEN, MAX_RANK, PREFIX_ENV, Prefix, ShmCfg};

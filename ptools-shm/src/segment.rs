@@ -106,6 +106,9 @@ pub(crate) struct Segment {
     /// Set on the creator's handle. Drop unlinks only when it runs in the creating pid and
     /// the name still refers to the object created.
     owner: Option<Owner>,
+    /// The creator's entry in the signal handler's table (see `ptools_sys::signals`), while
+    /// the segment is to be unlinked on drop. A field, so it drops after `drop` unlinked.
+    on_signal: Option<ptools_sys::signals::SegmentEntry>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -124,8 +127,9 @@ unsafe impl Send for Segment {}
 unsafe impl Sync for Segment {}
 
 /// Unlinks a freshly created object unless defused: the error paths of `create` leave
-/// nothing behind.
-struct UnlinkGuard<'a>(Option<&'a str>);
+/// nothing behind. It holds the object's entry for the signal handler until then, which
+/// leaves the table only after the unlink (fields drop after `drop`).
+struct UnlinkGuard<'a>(Option<&'a str>, Option<ptools_sys::signals::SegmentEntry>);
 
 impl Drop for UnlinkGuard<'_> {
     fn drop(&mut self) {
@@ -154,16 +158,26 @@ impl Segment {
             }
             Err(e) => return Err(ShmError::os("shm_open", os_name, e)),
         };
-        let mut guard = UnlinkGuard(Some(os_name));
+        let mut guard = UnlinkGuard(Some(os_name), None);
         sys::lock(&fd).map_err(|e| ShmError::os("flock", os_name, e))?;
-        let seg = Segment::init(cfg, os_name, &fd, mode)?;
+        let st = sys::stat(&fd).map_err(|e| ShmError::os("fstat", os_name, e))?;
+        // Covered by SIGINT/SIGTERM cleanup from here on (a few atomics).
+        guard.1 = ptools_sys::signals::register_segment(os_name, st.dev, st.ino);
+        let mut seg = Segment::init(cfg, os_name, &fd, mode, &st)?;
         guard.0 = None;
+        seg.on_signal = guard.1.take();
         // Closing the descriptor releases the creator's lock: the segment is published.
         drop(fd);
         Ok(seg)
     }
 
-    fn init(cfg: &ShmCfg, os_name: &str, fd: &OwnedFd, mode: CreateMode) -> Result<Segment> {
+    fn init(
+        cfg: &ShmCfg,
+        os_name: &str,
+        fd: &OwnedFd,
+        mode: CreateMode,
+        st: &sys::Stat,
+    ) -> Result<Segment> {
         let os = |op, e| ShmError::os(op, os_name, e);
         let total = HEADER_LEN as u64 + cfg.data_bytes();
         // ShmCfg guarantees the total fits isize.
@@ -181,7 +195,6 @@ impl Segment {
         sys::set_len(fd, total).map_err(|e| os("ftruncate", e))?;
         // The header's page is reserved in every mode: writing it must not SIGBUS.
         sys::reserve(fd, 0, HEADER_LEN as u64).map_err(out_of_space)?;
-        let st = sys::stat(fd).map_err(|e| os("fstat", e))?;
         let map = Mapping::new(fd, map_len, true, os_name)?;
         let (pid, start) = own_identity();
         let generation = new_generation(pid);
@@ -294,6 +307,7 @@ impl Segment {
             len: cfg.len(),
             generation,
             owner,
+            on_signal: None,
         }
     }
 
@@ -330,6 +344,12 @@ impl Segment {
     pub(crate) fn set_keep(&mut self, keep: bool) {
         if let Some(o) = self.owner.as_mut() {
             o.unlink_on_drop = !keep;
+            // A kept segment outlives the process on purpose, signal or not.
+            if keep {
+                self.on_signal = None;
+            } else if self.on_signal.is_none() && o.pid == std::process::id() {
+                self.on_signal = ptools_sys::signals::register_segment(&self.os_name, o.dev, o.ino);
+            }
         }
     }
 

@@ -65,6 +65,16 @@
 //!   follows the *thread* that forked (prctl(2)).
 //! - Workers inherit only their two sockets and stdio (stdin is `/dev/null`): every other
 //!   descriptor is marked close-on-exec in the child before exec (`close_range`).
+//! - `SIGINT` (Ctrl-C) or `SIGTERM` to the master stops its workers before it dies by that
+//!   signal: `SIGTERM` to each (by pidfd), up to [`signals::WORKER_GRACE_MS`] to exit,
+//!   then `SIGKILL`; segments it created are unlinked too (see ptools-shm), and a second
+//!   signal ends it at once. The handler is installed at the first worker started (or
+//!   segment created), only where the disposition is still `SIG_DFL`; opt out with
+//!   `PTOOLS_NO_SIGNAL_HANDLERS=1` or [`signals::disable`]. Exec resets handlers, so a
+//!   worker has ptools' handler only once it creates a segment; then a `SIGINT` or
+//!   `SIGTERM` to the worker (Ctrl-C reaches the whole process group, the master sends
+//!   `SIGTERM`) unlinks that worker's segments before it dies. A worker that created none
+//!   keeps the default action and just dies.
 //!
 //! # Wire and handshake
 //!
@@ -118,6 +128,16 @@ mod sys;
 mod wire;
 mod worker;
 mod workerset;
+
+/// Cleanup on `SIGINT` and `SIGTERM`: workers this process started are stopped, segments
+/// it created are unlinked, then it dies by the same signal. Shared with ptools-shm (the
+/// same items as `ptools_shm::signals`); the whole story, limits and opt-outs are on
+/// [`ptools_sys::signals`].
+pub mod signals {
+    pub use ptools_sys::signals::{
+        NO_HANDLERS_ENV, PROCESS_SLOTS, SEGMENT_SLOTS, WORKER_GRACE_MS, disable, is_active,
+    };
+}
 
 use std::sync::OnceLock;
 

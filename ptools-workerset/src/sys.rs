@@ -120,6 +120,9 @@ pub(crate) fn try_wait(pid: i32) -> Option<Termination> {
     let mut status = 0;
     // SAFETY: `status` is a valid int; we only wait on our own child.
     let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+    if r == pid {
+        ptools_sys::signals::forget_process(pid); // reaped: out of the signal handler's table
+    }
     match r {
         0 => None,
         r if r == pid => Some(termination(status)),
@@ -147,6 +150,7 @@ pub(crate) fn reap(pid: i32, grace: Duration) -> Termination {
         // SAFETY: as in `try_wait`; after SIGKILL the child ends, so this returns.
         let r = unsafe { libc::waitpid(pid, &mut status, 0) };
         if r == pid {
+            ptools_sys::signals::forget_process(pid);
             return termination(status);
         }
         if r < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
@@ -295,6 +299,8 @@ pub(crate) fn spawn_worker(
         });
     }
     let child = cmd.spawn()?;
+    // SIGINT/SIGTERM cleanup stops it (by pidfd) until it is reaped.
+    ptools_sys::signals::register_process(child.id() as i32);
     Ok(Spawned {
         pid: child.id() as i32,
     })
