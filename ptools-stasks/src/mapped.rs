@@ -96,7 +96,7 @@ fn unmap_everywhere(cluster: &Cluster, cfgs: &[ShmCfg], prefix: &Prefix) -> Resu
     for (i, (id, out)) in outcomes.into_iter().enumerate() {
         // A worker that died has no mapping left to drop.
         if let Err(e) = out
-            && !e.is_worker_died()
+            && !e.is_worker_lost()
         {
             first.get_or_insert(Error::from_worker(i, id, e));
         }

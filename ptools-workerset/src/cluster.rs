@@ -31,6 +31,7 @@ pub struct ClusterBuilder {
     args: Vec<OsString>,
     start_timeout: Duration,
     grace: Duration,
+    max_frame: usize,
 }
 
 impl Default for ClusterBuilder {
@@ -40,6 +41,7 @@ impl Default for ClusterBuilder {
             args: Vec::new(),
             start_timeout: Duration::from_secs(20),
             grace: Duration::from_secs(2),
+            max_frame: wire::DEFAULT_MAX_FRAME,
         }
     }
 }
@@ -68,6 +70,20 @@ impl ClusterBuilder {
     /// How long `rmprocs` and drop wait for a graceful exit before `SIGKILL` (default 2 s).
     pub fn grace_period(mut self, t: Duration) -> Self {
         self.grace = t;
+        self
+    }
+
+    /// The largest argument or result, in encoded bytes, that one call may carry (default
+    /// 1 GiB, at most `u32::MAX`). An argument over it fails with
+    /// [`Error::ArgumentTooLarge`] before anything is sent; a result over it fails with
+    /// [`Error::ResultTooLarge`], raised by the worker before it sends; the link stays
+    /// usable either way. A frame over it from a worker is a protocol error
+    /// ([`Error::Protocol`]). Server tasks and queues use the cap of their cluster.
+    ///
+    /// The memory a link holds grows with the bytes that actually arrive, never with a
+    /// length the peer announces.
+    pub fn max_frame_bytes(mut self, n: usize) -> Self {
+        self.max_frame = n;
         self
     }
 
@@ -108,7 +124,7 @@ pub(crate) struct Inner {
     next_id: AtomicUsize,
     workers: RwLock<BTreeMap<usize, Arc<Remote>>>,
     /// Workers that died or were removed, and how they ended.
-    gone: Mutex<HashMap<usize, (i32, Termination)>>,
+    gone: Mutex<HashMap<usize, Error>>,
     local: Mutex<Option<mpsc::Sender<LocalJob>>>,
 }
 
@@ -137,10 +153,10 @@ impl Inner {
             .cloned()
     }
 
-    fn died(&self, id: usize, pid: i32, t: Termination) {
+    fn died(&self, id: usize, why: Error) {
         // Recorded as gone before it leaves the map, so a lookup in between never calls a
         // worker that existed "unknown".
-        lock(&self.gone).entry(id).or_insert((pid, t));
+        lock(&self.gone).entry(id).or_insert(why);
         self.workers
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -184,11 +200,7 @@ impl Inner {
 
     pub(crate) fn gone_error(&self, id: usize) -> Error {
         match lock(&self.gone).get(&id) {
-            Some(&(pid, termination)) => Error::WorkerDied {
-                id,
-                pid,
-                termination,
-            },
+            Some(e) => e.clone(),
             None => Error::UnknownWorker(id),
         }
     }
@@ -238,18 +250,28 @@ fn outcome(id: usize, status: Status, payload: &[u8]) -> Result<Vec<u8>> {
         }
         Status::DecodeArg => Err(Error::Decode(format!("argument: {}", text()))),
         Status::EncodeResult => Err(Error::Encode(format!("result: {}", text()))),
+        Status::TooLarge => {
+            let len = wire::u64_at(payload, 0).unwrap_or(0);
+            let cap = wire::u64_at(payload, 8).unwrap_or(0);
+            Err(Error::ResultTooLarge { id, len, cap })
+        }
     }
 }
 
 struct Pending {
     queue: VecDeque<Arc<Slot>>,
-    dead: Option<Termination>,
+    /// Why the worker is gone, once it is: what every later call on it fails with.
+    dead: Option<Error>,
 }
 
 /// One worker process, seen from the master.
 pub(crate) struct Remote {
     id: usize,
-    pid: i32,
+    proc: Arc<sys::Process>,
+    /// The largest body a call may carry (the cluster's `max_frame_bytes`).
+    cap: usize,
+    /// A protocol fault seen by a caller driving the read side, for the reader to report.
+    fault: Mutex<Option<String>>,
     data: Arc<dyn Link>,
     ctl: Mutex<(UnixLink, FrameReader, u64)>,
     /// The write side: held while a frame is built and written, so frames never interleave
@@ -282,24 +304,22 @@ impl Remote {
         buf.extend_from_slice(&f.f_off.to_le_bytes());
         buf.extend_from_slice(&f.tramp_off.to_le_bytes());
         let mut buf = encode(buf).map_err(|e| Error::Encode(format!("argument: {e}")))?;
-        if buf.len() - 4 > wire::MAX_FRAME {
-            return Err(Error::Encode(format!(
-                "argument of {} bytes is larger than a frame may be",
-                buf.len()
-            )));
+        // The body: kind, two offsets, the argument.
+        if buf.len() - 4 > self.cap {
+            let len = (buf.len() - 4 - 17) as u64;
+            return Err(Error::ArgumentTooLarge {
+                len,
+                cap: (self.cap - 17) as u64,
+            });
         }
         wire::finish(&mut buf);
         {
             let mut p = lock(&self.pending);
-            if let Some(termination) = p.dead {
+            if let Some(why) = p.dead.clone() {
                 drop(p);
                 *tx = buf;
                 drop(tx);
-                slot.complete(Err(Error::WorkerDied {
-                    id: self.id,
-                    pid: self.pid,
-                    termination,
-                }));
+                slot.complete(Err(why));
                 return Ok(());
             }
             p.queue.push_back(slot);
@@ -313,14 +333,22 @@ impl Remote {
         Ok(())
     }
 
-    /// Completes the oldest pending slot with a reply; false on a protocol error.
-    fn dispatch(&self, body: &[u8]) -> bool {
-        let slot = lock(&self.pending).queue.pop_front();
-        let (Some(slot), Some(status)) = (slot, Status::from_u8(body[0])) else {
-            return false;
+    /// Completes the oldest pending slot with a reply; the cause on a protocol error.
+    fn dispatch(&self, body: &[u8]) -> std::result::Result<(), String> {
+        let Some(status) = Status::from_u8(body[0]) else {
+            return Err(format!("reply of unknown kind {}", body[0]));
+        };
+        let Some(slot) = lock(&self.pending).queue.pop_front() else {
+            return Err("reply to no call".into());
         };
         slot.complete(outcome(self.id, status, &body[1..]));
-        true
+        Ok(())
+    }
+
+    /// Records a protocol fault and wakes the reader thread, which reports it.
+    fn fault(&self, cause: String) {
+        lock(&self.fault).get_or_insert(cause);
+        self.data.shutdown();
     }
 }
 
@@ -337,18 +365,20 @@ impl Drive for Remote {
         {
             let mut rx = lock(&self.rx);
             while !slot.is_ready() {
-                match rx.next(&*self.data) {
-                    Ok(Some(body)) => {
-                        if !self.dispatch(body) {
-                            ended = true;
-                            break;
-                        }
-                    }
-                    Ok(None) | Err(_) => {
-                        ended = true;
-                        break;
-                    }
+                let r = rx.next(&*self.data);
+                let cause = match r {
+                    Ok(Some(body)) => match self.dispatch(body) {
+                        Ok(()) => continue,
+                        Err(c) => Some(c),
+                    },
+                    Err(e) if e.kind() == std::io::ErrorKind::InvalidData => Some(e.to_string()),
+                    Ok(None) | Err(_) => None,
+                };
+                if let Some(c) = cause {
+                    self.fault(c);
                 }
+                ended = true;
+                break;
             }
         }
         let left = self.drivers.fetch_sub(1, Ordering::SeqCst) - 1;
@@ -391,32 +421,50 @@ impl Remote {
             while rx.has_frame() || self.data.wait_readable(Duration::ZERO).unwrap_or(true) {
                 match rx.next(&*self.data) {
                     Ok(Some(body)) => {
-                        if !self.dispatch(body) {
+                        if let Err(c) = self.dispatch(body) {
+                            lock(&self.fault).get_or_insert(c);
                             break 'outer;
                         }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                        lock(&self.fault).get_or_insert(e.to_string());
+                        break 'outer;
                     }
                     Ok(None) | Err(_) => break 'outer,
                 }
             }
         }
         self.data.shutdown();
-        let t = sys::reap(self.pid, Duration::from_secs(1));
+        let fault = lock(&self.fault).take();
+        if fault.is_some() {
+            // The worker broke the protocol: nothing more it sends can be trusted.
+            self.proc.kill();
+        }
+        let t = self.proc.reap(Duration::from_secs(1));
+        let why = match fault {
+            Some(cause) => Error::Protocol {
+                id: self.id,
+                pid: self.proc.pid(),
+                cause,
+            },
+            None => Error::WorkerDied {
+                id: self.id,
+                pid: self.proc.pid(),
+                termination: t,
+            },
+        };
         let failed = {
             let mut p = lock(&self.pending);
-            p.dead = Some(t);
+            p.dead = Some(why.clone());
             std::mem::take(&mut p.queue)
         };
         if let Some(c) = cluster.upgrade() {
-            c.died(self.id, self.pid, t);
+            c.died(self.id, why.clone());
         }
         *lock(&self.ended) = Some(t);
         self.ended_cv.notify_all();
         for s in failed {
-            s.complete(Err(Error::WorkerDied {
-                id: self.id,
-                pid: self.pid,
-                termination: t,
-            }));
+            s.complete(Err(why.clone()));
         }
     }
 
@@ -441,11 +489,9 @@ impl Remote {
     /// After a shutdown request: waits `grace`, then `SIGKILL`; returns once reaped.
     fn stop(&self, grace: Duration) {
         if self.wait_ended(grace).is_none() {
-            sys::kill(self.pid, libc::SIGKILL);
-            // The reader reaps it now; its own wait is bounded, so this one ends.
-            while self.wait_ended(Duration::from_secs(5)).is_none() {
-                sys::kill(self.pid, libc::SIGKILL);
-            }
+            // Once: the pidfd watcher sees the death and wakes the reader, which reaps.
+            self.proc.kill();
+            while self.wait_ended(Duration::from_secs(5)).is_none() {}
         }
     }
 }
@@ -461,7 +507,8 @@ fn spawner() -> &'static Mutex<mpsc::Sender<SpawnReq>> {
             .name("ptools-spawner".into())
             .spawn(move || {
                 for req in rx {
-                    let r = sys::spawn_worker(&req.program, &req.args, &req.data, &req.ctl);
+                    let r =
+                        sys::spawn_worker(&req.program, &req.args, &req.data, &req.ctl, req.limits);
                     let _ = req.reply.send(r);
                 }
             });
@@ -474,12 +521,13 @@ struct SpawnReq {
     args: Vec<OsString>,
     data: OwnedFd,
     ctl: OwnedFd,
-    reply: mpsc::Sender<std::io::Result<sys::Spawned>>,
+    limits: sys::WorkerLimits,
+    reply: mpsc::Sender<std::io::Result<sys::Process>>,
 }
 
 /// A started process, between spawn and registration.
 struct Starting {
-    pid: i32,
+    proc: Arc<sys::Process>,
     data: Arc<UnixLink>,
     ctl: UnixLink,
     reader: FrameReader,
@@ -510,6 +558,13 @@ impl Cluster {
     /// [`Error::BuildMismatch`], [`Error::InvalidArgument`] when called inside a worker.
     pub fn addprocs(&self, n: usize) -> Result<Vec<usize>> {
         check_master()?;
+        let cap = self.inner.opts.max_frame;
+        if !(64..=wire::MAX_FRAME_LIMIT).contains(&cap) {
+            return Err(Error::InvalidArgument(format!(
+                "max_frame_bytes {cap} outside 64..={}",
+                wire::MAX_FRAME_LIMIT
+            )));
+        }
         let me = sys::BuildId::of_self()?;
         let program = self
             .inner
@@ -528,22 +583,26 @@ impl Cluster {
                     args: self.inner.opts.args.clone(),
                     data: d_child,
                     ctl: c_child,
+                    limits: sys::WorkerLimits {
+                        max_frame: cap,
+                        handshake: self.inner.opts.start_timeout,
+                    },
                     reply,
                 };
                 lock(spawner())
                     .send(req)
                     .map_err(|_| Error::WorkerStartFailed("spawner thread is gone".into()))?;
-                let spawned = rx
+                let proc = rx
                     .recv()
                     .map_err(|_| Error::WorkerStartFailed("spawner thread is gone".into()))?
                     .map_err(|e| {
                         Error::WorkerStartFailed(format!("spawn {}: {e}", program.display()))
                     })?;
                 started.push(Starting {
-                    pid: spawned.pid,
+                    proc: Arc::new(proc),
                     data: Arc::new(UnixLink(d_master)),
                     ctl: UnixLink(c_master),
-                    reader: FrameReader::new(),
+                    reader: FrameReader::with_cap(wire::HANDSHAKE_CAP),
                     id: 0,
                 });
             }
@@ -556,8 +615,8 @@ impl Cluster {
         if let Err(e) = result {
             for s in started {
                 s.data.shutdown();
-                sys::kill(s.pid, libc::SIGKILL);
-                sys::reap(s.pid, Duration::from_secs(5));
+                s.proc.kill();
+                s.proc.reap(Duration::from_secs(5));
             }
             return Err(e);
         }
@@ -565,9 +624,11 @@ impl Cluster {
         for s in started {
             let remote = Arc::new(Remote {
                 id: s.id,
-                pid: s.pid,
+                proc: s.proc,
+                cap,
+                fault: Mutex::new(None),
                 data: s.data,
-                ctl: Mutex::new((s.ctl, FrameReader::new(), 0)),
+                ctl: Mutex::new((s.ctl, FrameReader::with_cap(wire::CONTROL_CAP), 0)),
                 tx: Mutex::new(Vec::with_capacity(4096)),
                 pending: Mutex::new(Pending {
                     queue: VecDeque::new(),
@@ -575,7 +636,7 @@ impl Cluster {
                 }),
                 ended: Mutex::new(None),
                 ended_cv: Condvar::new(),
-                rx: Mutex::new(s.reader),
+                rx: Mutex::new(s.reader.with_new_cap(cap)),
                 drivers: AtomicUsize::new(0),
                 idle: Mutex::new(()),
                 idle_cv: Condvar::new(),
@@ -590,15 +651,29 @@ impl Cluster {
             let spawned = std::thread::Builder::new()
                 .name(format!("ptools-reader-{}", s.id))
                 .spawn(move || r2.read_loop(weak));
-            if let Err(e) = spawned {
-                // Without a reader nothing would ever complete: take the worker down.
+            let link = Arc::downgrade(&remote.data);
+            let watched = spawned.map(drop).and_then(|()| {
+                crate::deaths::watch(
+                    remote.proc.clone(),
+                    Box::new(move || {
+                        // Wakes whoever reads the link; the reader then reaps.
+                        if let Some(l) = link.upgrade() {
+                            l.shutdown();
+                        }
+                    }),
+                )
+            });
+            if let Err(e) = watched {
+                // Without a reader or a watch a death could go unseen: take it down. The
+                // reader, if it runs, sees the end of the stream and reaps.
                 self.inner
                     .workers
                     .write()
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(&s.id);
-                sys::kill(remote.pid, libc::SIGKILL);
-                sys::reap(remote.pid, Duration::from_secs(5));
+                remote.data.shutdown();
+                remote.proc.kill();
+                remote.proc.reap(Duration::from_secs(5));
                 return Err(e.into());
             }
             ids.push(s.id);
@@ -674,7 +749,7 @@ impl Cluster {
         if id == 1 {
             return Some(std::process::id() as i32);
         }
-        self.inner.get(id).map(|w| w.pid)
+        self.inner.get(id).map(|w| w.proc.pid())
     }
 
     /// Sends a ping on worker `id`'s control link and waits for the answer; works while the
@@ -804,8 +879,8 @@ fn check_master() -> Result<()> {
     if crate::worker::forgot_init() {
         eprintln!(
             "ptools-workerset: this process was started as a worker but never entered worker \
-             mode; call ptools_workerset::init() first in main (or enable_test_support!() in a \
-             test binary)"
+             mode; call ptools_workerset::init() (ptools::workerset::init() through the facade) first in \
+             main, or enable_test_support!() in a test binary"
         );
         return Err(Error::InvalidArgument(
             "this process is an uninitialised worker: it must not start workers".into(),
@@ -825,34 +900,39 @@ fn handshake(
     deadline: Instant,
     next_id: &AtomicUsize,
 ) -> Result<()> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    let fail = |m: String| Error::WorkerStartFailed(format!("pid {}: {m}", s.pid));
-    if !s.data.wait_readable(left)? {
-        return Err(fail("no handshake before the start timeout".into()));
-    }
-    let body = match s.reader.next(&*s.data) {
+    let pid = s.proc.pid();
+    let fail = |m: String| Error::WorkerStartFailed(format!("pid {pid}: {m}"));
+    // Every read honours the deadline: a program that writes part of a frame and goes
+    // silent fails here in time, and the frame is capped at a few KiB.
+    let body = match s.reader.next_before(&*s.data, deadline) {
         Ok(Some(b)) => b,
         Ok(None) => {
             // The link closes a moment before the process can be reaped: give it that
             // moment (bounded), then kill it.
-            let t = sys::reap(s.pid, Duration::from_secs(2));
+            let t = s.proc.reap(Duration::from_secs(2));
             return Err(fail(format!("exited before the handshake ({t})")));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+            return Err(fail(format!("no handshake before the start timeout: {e}")));
         }
         Err(e) => return Err(fail(format!("handshake: {e}"))),
     };
     if body[0] != wire::HELLO {
-        return Err(fail("bad handshake".into()));
+        return Err(fail(format!("bad handshake: frame of kind {}", body[0])));
     }
     let hello: wire::Hello =
         postcard::from_bytes(&body[1..]).map_err(|e| fail(format!("bad handshake: {e}")))?;
-    if hello.magic != wire::MAGIC || hello.protocol != wire::PROTOCOL || hello.build != *me {
+    if hello.magic != wire::MAGIC {
+        return Err(fail("bad handshake: not a ptools worker".into()));
+    }
+    if hello.protocol != wire::PROTOCOL || hello.build != *me {
         let mut f = Vec::new();
         wire::begin(&mut f, wire::REJECT);
         wire::finish(&mut f);
         let _ = s.data.send_all(&f);
         return Err(Error::BuildMismatch);
     }
-    if hello.pid as i32 != s.pid {
+    if hello.pid as i32 != pid {
         return Err(fail(format!("handshake from pid {}", hello.pid)));
     }
     s.id = next_id.fetch_add(1, Ordering::Relaxed);
@@ -873,8 +953,11 @@ fn stop_all(inner: &Inner, list: Vec<Arc<Remote>>) {
         w.stop(inner.opts.grace);
         inner.died(
             w.id,
-            w.pid,
-            w.wait_ended(Duration::ZERO).unwrap_or(Termination::Unknown),
+            Error::WorkerDied {
+                id: w.id,
+                pid: w.proc.pid(),
+                termination: w.wait_ended(Duration::ZERO).unwrap_or(Termination::Unknown),
+            },
         );
     }
 }

@@ -69,6 +69,36 @@ pub enum Error {
     BuildMismatch,
     /// The result of this `RemoteRef` was already taken by an earlier fetch.
     AlreadyFetched,
+    /// The worker sent bytes that are not a valid frame (a bad length, an unknown kind, a
+    /// reply to no call). Its link was closed and the process killed and reaped; every call
+    /// pending on it fails with this error, and so does every later call to it.
+    Protocol {
+        /// The worker's id.
+        id: usize,
+        /// The worker's process id.
+        pid: i32,
+        /// What was wrong with the stream.
+        cause: String,
+    },
+    /// The encoded argument is larger than the cluster's frame cap
+    /// ([`ClusterBuilder::max_frame_bytes`](crate::ClusterBuilder::max_frame_bytes)).
+    /// Nothing was sent; the worker goes on serving.
+    ArgumentTooLarge {
+        /// The encoded argument's size in bytes.
+        len: u64,
+        /// The largest argument the cap allows.
+        cap: u64,
+    },
+    /// The encoded result is larger than the cluster's frame cap; the worker refused to send
+    /// it and goes on serving.
+    ResultTooLarge {
+        /// The worker where the call ran.
+        id: usize,
+        /// The encoded result's size in bytes.
+        len: u64,
+        /// The largest result the cap allows.
+        cap: u64,
+    },
     /// An operating-system call failed.
     Io(Arc<std::io::Error>),
 }
@@ -106,6 +136,19 @@ impl fmt::Display for Error {
             Error::WorkerStartFailed(m) => write!(f, "worker failed to start: {m}"),
             Error::BuildMismatch => f.write_str("worker runs a different build of the program"),
             Error::AlreadyFetched => f.write_str("result already fetched"),
+            Error::Protocol { id, pid, cause } => {
+                write!(f, "worker {id} (pid {pid}) broke the protocol: {cause}")
+            }
+            Error::ArgumentTooLarge { len, cap } => {
+                write!(
+                    f,
+                    "argument of {len} bytes is over the frame cap of {cap} bytes"
+                )
+            }
+            Error::ResultTooLarge { id, len, cap } => write!(
+                f,
+                "result of {len} bytes on worker {id} is over the frame cap of {cap} bytes"
+            ),
             Error::Io(e) => write!(f, "i/o error: {e}"),
         }
     }
@@ -130,6 +173,12 @@ impl Error {
     /// True for [`Error::WorkerDied`].
     pub fn is_worker_died(&self) -> bool {
         matches!(self, Error::WorkerDied { .. })
+    }
+
+    /// True when the worker is gone: [`Error::WorkerDied`], or [`Error::Protocol`] (the
+    /// worker broke the protocol and was killed).
+    pub fn is_worker_lost(&self) -> bool {
+        matches!(self, Error::WorkerDied { .. } | Error::Protocol { .. })
     }
 
     /// True for [`Error::RemotePanic`].

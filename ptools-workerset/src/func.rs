@@ -33,6 +33,9 @@ pub(crate) enum Status {
     DecodeArg = 3,
     /// The result did not encode; `out` holds the message.
     EncodeResult = 4,
+    /// The result is over the link's frame cap and was not sent; `out` holds
+    /// `[len u64][cap u64]`.
+    TooLarge = 5,
 }
 
 impl Status {
@@ -42,6 +45,7 @@ impl Status {
             2 => Some(Status::Panic),
             3 => Some(Status::DecodeArg),
             4 => Some(Status::EncodeResult),
+            5 => Some(Status::TooLarge),
             _ => None,
         }
     }

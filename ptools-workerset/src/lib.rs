@@ -120,6 +120,7 @@
 //! links between workers, a later step). Linux only for now.
 
 mod cluster;
+mod deaths;
 mod error;
 mod func;
 mod pmap;

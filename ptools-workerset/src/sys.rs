@@ -99,64 +99,152 @@ pub(crate) fn poll_readable(fd: RawFd, timeout: Duration) -> io::Result<bool> {
     }
 }
 
-/// Sends `sig` to `pid`; a process already gone is not an error.
-pub(crate) fn kill(pid: i32, sig: i32) {
-    // SAFETY: plain syscall; `pid` is a child of ours that we have not reaped yet.
-    unsafe { libc::kill(pid, sig) };
+/// One child process, owned: signalled through its pidfd (so never a pid that the system
+/// may have given to another process since), killed at most once, reaped exactly once.
+///
+/// Its death is visible as the pidfd turning readable, whoever holds the process's sockets
+/// (a helper the worker forked keeps them open; the pidfd does not care).
+#[derive(Debug)]
+pub(crate) struct Process {
+    pid: i32,
+    pidfd: OwnedFd,
+    state: std::sync::Mutex<ProcState>,
 }
 
-fn termination(status: libc::c_int) -> Termination {
-    if libc::WIFEXITED(status) {
-        Termination::Exited(libc::WEXITSTATUS(status))
-    } else if libc::WIFSIGNALED(status) {
-        Termination::Signaled(libc::WTERMSIG(status))
-    } else {
-        Termination::Unknown
+#[derive(Debug, Default)]
+struct ProcState {
+    killed: bool,
+    reaped: Option<Termination>,
+}
+
+impl Process {
+    /// Takes ownership of `pid`, a child of this process that nobody has reaped.
+    fn adopt(pid: i32) -> io::Result<Process> {
+        // SAFETY: raw syscall with integer arguments; `pid` is our unreaped child, so it
+        // cannot have been reused, and the descriptor returned is ours alone.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Process {
+            pid,
+            // SAFETY: the kernel just returned this open descriptor; nothing else owns it.
+            pidfd: unsafe { OwnedFd::from_raw_fd(fd as RawFd) },
+            state: std::sync::Mutex::new(ProcState::default()),
+        })
+    }
+
+    /// The process id (for messages and for the user; never used to signal or wait).
+    pub(crate) fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// The pidfd, readable once the process has ended.
+    pub(crate) fn pidfd(&self) -> RawFd {
+        self.pidfd.as_raw_fd()
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, ProcState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sends `SIGKILL`, once: later calls, and calls after the reap, do nothing.
+    pub(crate) fn kill(&self) {
+        let mut st = self.state();
+        if st.killed || st.reaped.is_some() {
+            return;
+        }
+        st.killed = true;
+        // SAFETY: raw syscall on our own pidfd; it names exactly this process even after it
+        // ends, so the signal can never reach another one. ESRCH (already ended) is fine.
+        unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.pidfd.as_raw_fd(),
+                libc::SIGKILL,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+    }
+
+    /// Reaps the process if it has ended; `None` while it runs. The status is kept, so
+    /// every later call returns it again without a second wait.
+    pub(crate) fn try_wait(&self) -> Option<Termination> {
+        let mut st = self.state();
+        if let Some(t) = st.reaped {
+            return Some(t);
+        }
+        // SAFETY: `siginfo_t` is plain data for which all zeroes is a valid value.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        loop {
+            // SAFETY: waitid on our own pidfd with a valid out-parameter.
+            let r = unsafe {
+                libc::waitid(
+                    libc::P_PIDFD,
+                    self.pidfd.as_raw_fd() as libc::id_t,
+                    &mut info,
+                    libc::WEXITED | libc::WNOHANG,
+                )
+            };
+            if r == 0 {
+                break;
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            // ECHILD: reaped elsewhere (a user's `waitpid(-1)`); the status is lost.
+            st.reaped = Some(Termination::Unknown);
+            ptools_sys::signals::forget_process(self.pid);
+            return st.reaped;
+        }
+        // SAFETY: waitid filled `info` for a child event (or left it zeroed: still running).
+        let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+        if pid == 0 {
+            return None;
+        }
+        let t = match info.si_code {
+            libc::CLD_EXITED => Termination::Exited(status),
+            libc::CLD_KILLED | libc::CLD_DUMPED => Termination::Signaled(status),
+            _ => Termination::Unknown,
+        };
+        st.reaped = Some(t);
+        // Reaped: out of the signal handler's table.
+        ptools_sys::signals::forget_process(self.pid);
+        Some(t)
+    }
+
+    /// Reaps the process: waits up to `grace` for it to end, then kills it and waits.
+    pub(crate) fn reap(&self, grace: Duration) -> Termination {
+        let deadline = Instant::now() + grace;
+        loop {
+            if let Some(t) = self.try_wait() {
+                return t;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let _ = poll_readable(self.pidfd(), left);
+        }
+        self.kill();
+        loop {
+            if let Some(t) = self.try_wait() {
+                return t;
+            }
+            // SIGKILL ends it; the bound only keeps a missed wake-up from costing more.
+            let _ = poll_readable(self.pidfd(), Duration::from_millis(100));
+        }
     }
 }
 
-/// Reaps `pid` if it has ended; `None` while it runs.
-pub(crate) fn try_wait(pid: i32) -> Option<Termination> {
-    let mut status = 0;
-    // SAFETY: `status` is a valid int; we only wait on our own child.
-    let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-    if r == pid {
-        ptools_sys::signals::forget_process(pid); // reaped: out of the signal handler's table
-    }
-    match r {
-        0 => None,
-        r if r == pid => Some(termination(status)),
-        _ => Some(Termination::Unknown),
-    }
-}
-
-/// Reaps `pid`: waits up to `grace`, then kills it with `SIGKILL` and waits for it.
-pub(crate) fn reap(pid: i32, grace: Duration) -> Termination {
-    let deadline = Instant::now() + grace;
-    let mut pause = Duration::from_micros(50);
-    loop {
-        if let Some(t) = try_wait(pid) {
-            return t;
+impl Drop for Process {
+    fn drop(&mut self) {
+        // Never leave a zombie: a handle dropped unreaped (an error path) kills and reaps.
+        if self.state().reaped.is_none() {
+            self.reap(Duration::ZERO);
         }
-        if Instant::now() >= deadline {
-            break;
-        }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(10));
-    }
-    kill(pid, libc::SIGKILL);
-    let mut status = 0;
-    loop {
-        // SAFETY: as in `try_wait`; after SIGKILL the child ends, so this returns.
-        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-        if r == pid {
-            ptools_sys::signals::forget_process(pid);
-            return termination(status);
-        }
-        if r < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-            continue;
-        }
-        return Termination::Unknown;
     }
 }
 
@@ -260,10 +348,41 @@ fn cloexec_range(lo: libc::c_uint, hi: libc::c_uint) {
     }
 }
 
-/// A started worker process, not yet reaped.
-#[derive(Debug)]
-pub(crate) struct Spawned {
-    pub(crate) pid: i32,
+/// Checks that `fd` is an open Unix stream socket (what the master passes a worker).
+pub(crate) fn check_stream_socket(fd: RawFd) -> Result<(), String> {
+    // SAFETY: `stat` is plain data; fstat only writes into it.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat on an integer descriptor with a valid out-parameter; EBADF is an answer.
+    if unsafe { libc::fstat(fd, &mut st) } == -1 {
+        return Err(io::Error::last_os_error().to_string());
+    }
+    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return Err("not a socket".into());
+    }
+    let mut ty: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt with a valid int out-parameter and its length.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_TYPE,
+            (&mut ty as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if r == -1 || ty != libc::SOCK_STREAM {
+        return Err("not a stream socket".into());
+    }
+    Ok(())
+}
+
+/// What a worker is told at start: the frame cap of its link and how long it waits for the
+/// master's answer to its handshake.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WorkerLimits {
+    pub(crate) max_frame: usize,
+    pub(crate) handshake: Duration,
 }
 
 /// Starts `program` as a worker holding `data` and `ctl` (the child ends of two socket
@@ -273,12 +392,20 @@ pub(crate) fn spawn_worker(
     args: &[OsString],
     data: &OwnedFd,
     ctl: &OwnedFd,
-) -> io::Result<Spawned> {
+    limits: WorkerLimits,
+) -> io::Result<Process> {
     let master = std::process::id() as i32;
     let (d, c) = (data.as_raw_fd(), ctl.as_raw_fd());
     let mut cmd = Command::new(program);
     cmd.args(args)
-        .env(crate::worker::ENV_FDS, format!("{d},{c},{master}"))
+        .env(
+            crate::worker::ENV_FDS,
+            format!(
+                "{d},{c},{master},{},{}",
+                limits.max_frame,
+                limits.handshake.as_millis()
+            ),
+        )
         .stdin(Stdio::null());
     let mut keep = [d, c];
     keep.sort_unstable();
@@ -299,9 +426,18 @@ pub(crate) fn spawn_worker(
         });
     }
     let child = cmd.spawn()?;
+    let pid = child.id() as i32;
+    // `Child` does not reap on drop; from here the process is the handle's.
+    drop(child);
+    let proc = Process::adopt(pid).inspect_err(|_| {
+        // No pidfd (a kernel before 5.3): the child cannot be watched, so it must not run.
+        // SAFETY: `pid` is our unreaped child; waitpid below reaps it at once.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
+    })?;
     // SIGINT/SIGTERM cleanup stops it (by pidfd) until it is reaped.
-    ptools_sys::signals::register_process(child.id() as i32);
-    Ok(Spawned {
-        pid: child.id() as i32,
-    })
+    ptools_sys::signals::register_process(pid);
+    Ok(proc)
 }

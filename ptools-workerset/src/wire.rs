@@ -8,7 +8,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::sys;
 
@@ -31,8 +31,19 @@ pub(crate) const SHUTDOWN: u8 = 22;
 pub(crate) const PROTOCOL: u32 = 1;
 /// Opens every handshake.
 pub(crate) const MAGIC: u64 = 0x5054_4f4f_4c53_5753;
-/// Frames longer than this are refused (a corrupt length must not allocate gigabytes).
-pub(crate) const MAX_FRAME: usize = 1 << 31;
+/// The default cap on a frame's body (1 GiB): an argument or result larger than this is a
+/// typed error raised by its sender. [`ClusterBuilder::max_frame_bytes`] sets another.
+///
+/// [`ClusterBuilder::max_frame_bytes`]: crate::ClusterBuilder::max_frame_bytes
+pub(crate) const DEFAULT_MAX_FRAME: usize = 1 << 30;
+/// The largest cap a user may set: the length prefix is a `u32`.
+pub(crate) const MAX_FRAME_LIMIT: usize = u32::MAX as usize;
+/// The cap on a handshake frame: a `Hello` or `Welcome` is a few dozen bytes.
+pub(crate) const HANDSHAKE_CAP: usize = 4096;
+/// The cap on a control frame (`[kind][token u64]`).
+pub(crate) const CONTROL_CAP: usize = 64;
+/// What a reader holds before any frame asks for more.
+const FIRST_BUF: usize = 64 * 1024;
 
 /// The worker's first words.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
@@ -101,81 +112,174 @@ pub(crate) fn finish(buf: &mut [u8]) {
 }
 
 /// Reads frames from a link through a buffer, so that many small frames cost one read.
+///
+/// No length read from the peer decides an allocation: a frame longer than the buffer makes
+/// it grow (at most doubling) only once the bytes received so far fill it, so the buffer
+/// never exceeds twice what actually arrived (or [`FIRST_BUF`]), and a length over the
+/// reader's cap is refused before anything grows.
 #[derive(Debug)]
 pub(crate) struct FrameReader {
     buf: Vec<u8>,
     start: usize,
     end: usize,
+    cap: usize,
+}
+
+/// A frame reader's verdict on a stream that is not a sequence of frames: the peer broke
+/// the protocol (`InvalidData`), or the stream ended inside a frame (`UnexpectedEof`).
+fn bad(kind: io::ErrorKind, m: String) -> io::Error {
+    io::Error::new(kind, m)
 }
 
 impl FrameReader {
-    pub(crate) fn new() -> FrameReader {
+    /// A reader refusing bodies longer than `cap` bytes.
+    pub(crate) fn with_cap(cap: usize) -> FrameReader {
         FrameReader {
-            buf: vec![0; 64 * 1024],
+            buf: vec![0; FIRST_BUF.min(cap.saturating_add(4)).max(64)],
             start: 0,
             end: 0,
+            cap,
         }
+    }
+
+    /// The same reader (bytes already buffered kept) with another cap: the handshake is
+    /// read under a small one, the calls or replies after it under the link's.
+    pub(crate) fn with_new_cap(mut self, cap: usize) -> FrameReader {
+        self.cap = cap;
+        self
+    }
+
+    /// Bytes held by the buffer (for tests of the memory bound).
+    #[cfg(test)]
+    fn held(&self) -> usize {
+        self.buf.len()
+    }
+
+    fn announced(&self) -> Option<usize> {
+        let h = self.buf.get(self.start..self.start + 4)?;
+        (self.end - self.start >= 4).then(|| u32::from_le_bytes(h.try_into().unwrap()) as usize)
     }
 
     /// True when a whole frame is already buffered (no read needed for the next one).
     pub(crate) fn has_frame(&self) -> bool {
-        let avail = self.end - self.start;
-        if avail < 4 {
-            return false;
-        }
-        let len = u32::from_le_bytes(self.buf[self.start..self.start + 4].try_into().unwrap());
-        avail >= 4 + len as usize
+        self.announced()
+            .is_some_and(|len| self.end - self.start >= 4 + len)
     }
 
     /// The next frame's body (kind byte first); `Ok(None)` at a clean end of stream.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidData` for a length of zero or over the cap, `UnexpectedEof` for a stream that
+    /// ends inside a frame, and the link's own errors.
     pub(crate) fn next<'a>(&'a mut self, link: &dyn Link) -> io::Result<Option<&'a [u8]>> {
         loop {
-            let avail = self.end - self.start;
-            if avail >= 4 {
-                let len =
-                    u32::from_le_bytes(self.buf[self.start..self.start + 4].try_into().unwrap())
-                        as usize;
-                if len == 0 || len > MAX_FRAME {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "bad frame length",
-                    ));
-                }
-                if avail >= 4 + len {
-                    let body = self.start + 4..self.start + 4 + len;
-                    self.start += 4 + len;
-                    return Ok(Some(&self.buf[body]));
-                }
-                if 4 + len > self.buf.len() {
-                    // Grow for a large frame; move the partial frame to the front.
-                    let mut bigger = vec![0; (4 + len).next_power_of_two()];
-                    bigger[..avail].copy_from_slice(&self.buf[self.start..self.end]);
-                    self.buf = bigger;
-                    self.start = 0;
-                    self.end = avail;
-                }
+            if let Some(body) = self.take()? {
+                return Ok(Some(&self.buf[body]));
             }
-            if self.start == self.end {
-                self.start = 0;
-                self.end = 0;
-            } else if self.start > 0 && self.buf.len() - self.end < 16 * 1024 {
-                self.buf.copy_within(self.start..self.end, 0);
-                self.end -= self.start;
-                self.start = 0;
+            if !self.fill(link)? {
+                return Ok(None);
             }
-            let n = link.recv(&mut self.buf[self.end..])?;
-            if n == 0 {
-                return if self.start == self.end {
-                    Ok(None)
-                } else {
-                    Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "stream ended mid-frame",
-                    ))
-                };
-            }
-            self.end += n;
         }
+    }
+
+    /// As [`next`](Self::next), but every read waits at most until `deadline`: a peer that
+    /// sends part of a frame and goes silent gives `TimedOut`, not a hang.
+    pub(crate) fn next_before<'a>(
+        &'a mut self,
+        link: &dyn Link,
+        deadline: Instant,
+    ) -> io::Result<Option<&'a [u8]>> {
+        loop {
+            if let Some(body) = self.take()? {
+                return Ok(Some(&self.buf[body]));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !link.wait_readable(left)? {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "no whole frame before the deadline ({} bytes of one received)",
+                        self.end - self.start
+                    ),
+                ));
+            }
+            if !self.fill(link)? {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// The range of the next whole buffered frame's body, consumed; checks the length first.
+    fn take(&mut self) -> io::Result<Option<std::ops::Range<usize>>> {
+        let Some(len) = self.announced() else {
+            return Ok(None);
+        };
+        if len == 0 || len > self.cap {
+            return Err(bad(
+                io::ErrorKind::InvalidData,
+                format!("frame length {len} outside 1..={}", self.cap),
+            ));
+        }
+        if self.end - self.start < 4 + len {
+            return Ok(None);
+        }
+        let body = self.start + 4..self.start + 4 + len;
+        self.start += 4 + len;
+        Ok(Some(body))
+    }
+
+    /// One read towards the next frame; false at a clean end of stream.
+    fn fill(&mut self, link: &dyn Link) -> io::Result<bool> {
+        if self.start == self.end && self.buf.len() > 4 * FIRST_BUF {
+            // A large frame has been consumed: give its memory back.
+            self.buf = vec![0; FIRST_BUF];
+        }
+        let want = self.announced().map_or(4, |len| 4 + len);
+        self.make_room(want);
+        let n = link.recv(&mut self.buf[self.end..])?;
+        if n > 0 {
+            self.end += n;
+            return Ok(true);
+        }
+        if self.start == self.end {
+            return Ok(false);
+        }
+        Err(bad(
+            io::ErrorKind::UnexpectedEof,
+            format!(
+                "stream ended inside a frame ({} of {} bytes)",
+                self.end - self.start,
+                want
+            ),
+        ))
+    }
+
+    /// Makes room to read towards a frame of `want` bytes (length prefix included) whose
+    /// first bytes sit at `start`; grows only when what arrived fills the buffer.
+    fn make_room(&mut self, want: usize) {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        let avail = self.end - self.start;
+        let room = self.buf.len() - self.end;
+        if room >= 16 * 1024 || self.end + room >= self.start + want {
+            return;
+        }
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.start = 0;
+            self.end = avail;
+            if self.buf.len() - self.end >= (want - avail).min(16 * 1024) {
+                return;
+            }
+        }
+        // Full of received bytes: at most double, never past the frame.
+        let grown = want
+            .min(self.buf.len().saturating_mul(2))
+            .max(self.buf.len());
+        self.buf.resize(grown, 0);
     }
 }
 
@@ -229,7 +333,7 @@ mod tests {
                 finish_at(&mut all, at);
             }
             let link = Chunked(Mutex::new((all, 0)), chunk);
-            let mut r = FrameReader::new();
+            let mut r = FrameReader::with_cap(DEFAULT_MAX_FRAME);
             for (kind, body) in &frames {
                 let got = r.next(&link).unwrap().unwrap();
                 proptest::prop_assert_eq!(got[0], *kind);
@@ -237,6 +341,81 @@ mod tests {
             }
             proptest::prop_assert!(r.next(&link).unwrap().is_none());
         }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        /// Arbitrary bytes, cut anywhere, under any cap: the reader never panics, ends in
+        /// frames and then a clean end or a typed error, and never holds more than twice what
+        /// arrived (or its first buffer) nor more than the cap allows.
+        #[test]
+        fn arbitrary_streams_are_frames_or_typed_errors(
+            head in proptest::collection::vec(proptest::num::u8::ANY, 0..8),
+            data in proptest::collection::vec(proptest::num::u8::ANY, 0..70_000),
+            chunk in 1usize..20_000,
+            cap in 1usize..300_000,
+        ) {
+            let mut all = head;
+            all.extend_from_slice(&data);
+            let total = all.len();
+            let link = Chunked(Mutex::new((all, 0)), chunk);
+            let mut r = FrameReader::with_cap(cap);
+            loop {
+                let got = r.next(&link).map(|f| f.map(|b| b.len()));
+                let received = link.0.lock().unwrap().1;
+                proptest::prop_assert!(received <= total);
+                proptest::prop_assert!(
+                    r.held() <= FIRST_BUF.max(2 * (received + 16 * 1024)),
+                    "held {} after {} bytes", r.held(), received
+                );
+                proptest::prop_assert!(r.held() <= FIRST_BUF.max(cap + 4));
+                match got {
+                    Ok(Some(len)) => proptest::prop_assert!((1..=cap).contains(&len)),
+                    Ok(None) => break,
+                    Err(e) => {
+                        proptest::prop_assert!(matches!(
+                            e.kind(),
+                            io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof
+                        ));
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// A forged length is refused or costs only the bytes that came: a header announcing
+    /// a frame over the cap fails at once; one under it holds the first buffer only.
+    #[test]
+    fn forged_lengths_allocate_nothing() {
+        let mut over = u32::MAX.to_le_bytes().to_vec();
+        over.extend_from_slice(&[1, 2, 3]);
+        let link = Chunked(Mutex::new((over, 0)), 1 << 20);
+        let mut r = FrameReader::with_cap(DEFAULT_MAX_FRAME);
+        let e = r.next(&link).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert_eq!(r.held(), FIRST_BUF);
+
+        let mut under = ((DEFAULT_MAX_FRAME - 1) as u32).to_le_bytes().to_vec();
+        under.extend_from_slice(&[7; 1000]);
+        let link = Chunked(Mutex::new((under, 0)), 1 << 20);
+        let mut r = FrameReader::with_cap(DEFAULT_MAX_FRAME);
+        let e = r.next(&link).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        assert_eq!(r.held(), FIRST_BUF);
+    }
+
+    /// A peer that sends half a frame and goes silent fails a deadline read in time.
+    #[test]
+    fn half_a_frame_then_silence_times_out() {
+        let (a, b) = sys::socketpair().unwrap();
+        let (a, b) = (UnixLink(a), UnixLink(b));
+        a.send_all(&[100, 0, 0, 0, 1, 2, 3]).unwrap();
+        let mut r = FrameReader::with_cap(HANDSHAKE_CAP);
+        let e = r
+            .next_before(&b, Instant::now() + Duration::from_millis(50))
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
     }
 
     /// A link over an in-memory byte string, returning it in small pieces.
@@ -271,7 +450,7 @@ mod tests {
             all.extend_from_slice(&f);
         }
         let link = Mem(Mutex::new((all, 0)));
-        let mut r = FrameReader::new();
+        let mut r = FrameReader::with_cap(DEFAULT_MAX_FRAME);
         for (i, &s) in sizes.iter().enumerate() {
             let body = r.next(&link).unwrap().unwrap();
             assert_eq!(body[0], i as u8 + 1);

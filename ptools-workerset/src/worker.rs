@@ -17,12 +17,15 @@ use crate::func::{FnRef, Status};
 use crate::sys;
 use crate::wire::{self, FrameReader, Link, UnixLink};
 
-/// Set in a worker's environment by the master: `data_fd,control_fd,master_pid`.
+/// Set in a worker's environment by the master:
+/// `data_fd,control_fd,master_pid,max_frame_bytes,handshake_timeout_ms`.
 pub(crate) const ENV_FDS: &str = "PTOOLS_WORKER_FD";
 
 static MYID: AtomicUsize = AtomicUsize::new(1);
 static BUSY: AtomicBool = AtomicBool::new(false);
 static SHUTDOWN: AtomicBool = AtomicBool::new(false);
+/// The link's frame cap, as the master set it.
+static CAP: AtomicUsize = AtomicUsize::new(wire::DEFAULT_MAX_FRAME);
 
 /// This process's id: 1 in the master, 2, 3, ... in workers.
 pub(crate) fn myid() -> usize {
@@ -47,17 +50,23 @@ pub(crate) fn enter_if_worker() {
     let Some(v) = std::env::var_os(ENV_FDS) else {
         return;
     };
-    let parsed: Option<(RawFd, RawFd, i32)> = v.to_str().and_then(|s| {
+    let parsed: Option<(RawFd, RawFd, i32, usize, u64)> = v.to_str().and_then(|s| {
         let mut it = s.split(',');
         let d = it.next()?.parse().ok()?;
         let c = it.next()?.parse().ok()?;
         let m = it.next()?.parse().ok()?;
-        Some((d, c, m))
+        let cap = it.next()?.parse().ok()?;
+        let ms = it.next()?.parse().ok()?;
+        it.next().is_none().then_some((d, c, m, cap, ms))
     });
-    let Some((d, c, master)) = parsed else {
+    let Some((d, c, master, cap, ms)) = parsed else {
         eprintln!("ptools-workerset: malformed {ENV_FDS}={v:?}");
         exit_now(2)
     };
+    if !(64..=wire::MAX_FRAME_LIMIT).contains(&cap) || d == c {
+        eprintln!("ptools-workerset: malformed {ENV_FDS}={v:?}");
+        exit_now(2)
+    }
     // Only the master's own child is a worker: a process the worker started inherits the
     // environment (when it could not be cleared below) but has another parent.
     // SAFETY: plain syscall.
@@ -69,19 +78,28 @@ pub(crate) fn enter_if_worker() {
         unsafe { std::env::remove_var(ENV_FDS) };
     }
     for fd in [d, c] {
-        // SAFETY: fcntl on the descriptors the master handed us; they must not leak into
-        // anything this worker starts.
-        if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } == -1 {
-            eprintln!("ptools-workerset: worker descriptor {fd} is not open");
+        if let Err(why) = sys::check_stream_socket(fd) {
+            eprintln!(
+                "ptools-workerset: worker descriptor {fd} from {ENV_FDS} is not a socket the \
+                 master passed ({why}); workers are started by addprocs, not by hand"
+            );
             exit_now(2)
         }
+        // SAFETY: fcntl on a descriptor just checked to be open; the master's sockets must
+        // not leak into anything this worker starts.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     }
     if !sys::die_with_parent(master) {
         exit_now(0)
     }
     // SAFETY: the master passed these descriptors to us alone; nothing else owns them.
     let (data, ctl) = unsafe { (OwnedFd::from_raw_fd(d), OwnedFd::from_raw_fd(c)) };
-    run(UnixLink(data), UnixLink(ctl))
+    run(
+        UnixLink(data),
+        UnixLink(ctl),
+        cap,
+        Duration::from_millis(ms),
+    )
 }
 
 fn single_threaded() -> bool {
@@ -90,8 +108,9 @@ fn single_threaded() -> bool {
         .unwrap_or(false)
 }
 
-fn run(data: UnixLink, ctl: UnixLink) -> ! {
-    let mut reader = FrameReader::new();
+fn run(data: UnixLink, ctl: UnixLink, cap: usize, handshake: Duration) -> ! {
+    CAP.store(cap, Ordering::Relaxed);
+    let mut reader = FrameReader::with_cap(wire::HANDSHAKE_CAP);
     let Ok(build) = sys::BuildId::of_self() else {
         exit_now(2)
     };
@@ -110,13 +129,21 @@ fn run(data: UnixLink, ctl: UnixLink) -> ! {
     if data.send_all(&out).is_err() {
         exit_now(0)
     }
-    match reader.next(&data) {
+    // The master answers at once; one that never does (it hung, or the descriptors lead
+    // elsewhere) ends this worker after the start timeout plus a margin, never a hang.
+    let deadline = std::time::Instant::now() + handshake + Duration::from_secs(5);
+    match reader.next_before(&data, deadline) {
         Ok(Some(b)) if b[0] == wire::WELCOME => {
             MYID.store(wire::u64_at(b, 1).unwrap_or(0) as usize, Ordering::Relaxed);
         }
         Ok(Some(b)) if b[0] == wire::REJECT => exit_now(3),
-        _ => exit_now(0),
+        Ok(None) => exit_now(0),
+        Ok(Some(_)) | Err(_) => {
+            eprintln!("ptools-workerset: worker got no valid answer to its handshake");
+            exit_now(2)
+        }
     }
+    let mut reader = reader.with_new_cap(cap);
     let data = Arc::new(data);
     let replies = Arc::new(Replies {
         buf: Mutex::new(Vec::with_capacity(64 * 1024)),
@@ -203,12 +230,13 @@ const HOLD: Duration = Duration::from_micros(200);
 
 impl Replies {
     fn push(&self, status: Status, res: &[u8]) {
-        if res.len() >= wire::MAX_FRAME {
-            let m = format!(
-                "result of {} bytes is larger than a frame may be",
-                res.len()
-            );
-            return self.push(Status::EncodeResult, m.as_bytes());
+        // The body is the status byte and the result.
+        let cap = CAP.load(Ordering::Relaxed) - 1;
+        if res.len() > cap && status != Status::TooLarge {
+            let mut m = [0u8; 16];
+            m[..8].copy_from_slice(&(res.len() as u64).to_le_bytes());
+            m[8..].copy_from_slice(&(cap as u64).to_le_bytes());
+            return self.push(Status::TooLarge, &m);
         }
         let mut b = lock(&self.buf);
         let at = wire::append(&mut b, status as u8);
@@ -254,7 +282,7 @@ impl Replies {
 }
 
 fn control(ctl: UnixLink, replies: &Replies) -> ! {
-    let mut reader = FrameReader::new();
+    let mut reader = FrameReader::with_cap(wire::CONTROL_CAP);
     let mut out = Vec::new();
     loop {
         match reader.next(&ctl) {

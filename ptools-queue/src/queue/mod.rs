@@ -269,7 +269,7 @@ impl TaskQueue {
                     ips,
                 }),
                 Err(e)
-                    if e.is_worker_died()
+                    if e.is_worker_lost()
                         || matches!(e, ptools_workerset::Error::UnknownWorker(_)) =>
                 {
                     lock(&self.sh.st).dead.insert(id, Error::Worker(e));
