@@ -168,7 +168,7 @@ impl Inner {
         &self,
         id: usize,
         f: FnRef,
-        encode: &mut dyn FnMut(Vec<u8>) -> std::result::Result<Vec<u8>, postcard::Error>,
+        encode: &mut dyn FnMut(Vec<u8>) -> std::result::Result<Vec<u8>, String>,
         slot: Arc<Slot>,
     ) -> Result<()> {
         if crate::worker::myid() != 1 {
@@ -295,7 +295,7 @@ impl Remote {
     fn submit(
         &self,
         f: FnRef,
-        encode: &mut dyn FnMut(Vec<u8>) -> std::result::Result<Vec<u8>, postcard::Error>,
+        encode: &mut dyn FnMut(Vec<u8>) -> std::result::Result<Vec<u8>, String>,
         slot: Arc<Slot>,
     ) -> Result<()> {
         let mut tx = lock(&self.tx);
@@ -808,7 +808,7 @@ impl Cluster {
         self.inner.submit(
             id,
             FnRef::single(f),
-            &mut |b| postcard::to_extend(&arg, b),
+            &mut |b| crate::codec::encode_into(&arg, b),
             slot.clone(),
         )?;
         Ok(RemoteRef::new(slot))

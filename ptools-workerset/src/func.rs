@@ -124,7 +124,7 @@ unsafe fn trampoline<A: DeserializeOwned, R: Serialize>(
 ) -> Status {
     // SAFETY: the caller promises `f` is a `fn(A) -> R`; fn pointers are address-sized.
     let f: fn(A) -> R = unsafe { std::mem::transmute::<usize, fn(A) -> R>(f) };
-    let a: A = match postcard::from_bytes(arg) {
+    let a: A = match crate::codec::decode(arg) {
         Ok(a) => a,
         Err(e) => return message(out, Status::DecodeArg, &e.to_string()),
     };
@@ -146,7 +146,7 @@ unsafe fn batch_trampoline<A: DeserializeOwned, R: Serialize>(
 ) -> Status {
     // SAFETY: the caller promises `f` is a `fn(A) -> R`; fn pointers are address-sized.
     let f: fn(A) -> R = unsafe { std::mem::transmute::<usize, fn(A) -> R>(f) };
-    let items: Vec<A> = match postcard::from_bytes(arg) {
+    let items: Vec<A> = match crate::codec::decode(arg) {
         Ok(a) => a,
         Err(e) => return message(out, Status::DecodeArg, &e.to_string()),
     };
@@ -158,7 +158,7 @@ unsafe fn batch_trampoline<A: DeserializeOwned, R: Serialize>(
 
 fn encode_into<R: Serialize>(r: &R, out: &mut Vec<u8>) -> Status {
     let start = out.len();
-    match postcard::to_extend(r, std::mem::take(out)) {
+    match crate::codec::encode_into(r, std::mem::take(out)) {
         Ok(v) => {
             *out = v;
             Status::Ok

@@ -120,6 +120,7 @@
 //! links between workers, a later step). Linux only for now.
 
 mod cluster;
+mod codec;
 mod deaths;
 mod error;
 mod func;
@@ -129,6 +130,20 @@ mod sys;
 mod wire;
 mod worker;
 mod workerset;
+
+/// Hooks for the crate's own fault tests; not part of the API.
+#[doc(hidden)]
+pub mod __test_hooks {
+    /// In a worker: writes `bytes` on the data link as they are, past the framing, as a
+    /// worker with corrupt memory might. Fails with `EBADF` outside a worker.
+    ///
+    /// # Errors
+    ///
+    /// The write's own error.
+    pub fn write_raw_to_data_link(bytes: &[u8]) -> std::io::Result<()> {
+        crate::worker::write_raw_to_data_link(bytes)
+    }
+}
 
 /// Cleanup on `SIGINT` and `SIGTERM`: workers this process started are stopped, segments
 /// it created are unlinked, then it dies by the same signal. Shared with ptools-shm (the

@@ -72,7 +72,7 @@ where
             // Keep enough batches for every worker near the end.
             let fair = left.div_ceil(width);
             let len = size.min(fair).max(1);
-            let arg = postcard::to_allocvec(&items[next..next + len])
+            let arg = crate::codec::encode(&items[next..next + len])
                 .map_err(|e| Error::Encode(format!("argument: {e}")))?;
             let slot = Slot::new(0, None);
             let index = batches.len();
@@ -97,7 +97,7 @@ where
         });
         let bytes = slot.take_done()?;
         let v: Vec<R> =
-            postcard::from_bytes(&bytes).map_err(|e| Error::Decode(format!("result: {e}")))?;
+            crate::codec::decode(&bytes).map_err(|e| Error::Decode(format!("result: {e}")))?;
         if v.len() != *len {
             return Err(Error::Decode(format!(
                 "batch of {len} gave {} results",

@@ -237,7 +237,7 @@ impl<R> fmt::Debug for RemoteRef<R> {
 
 fn decode<R: DeserializeOwned>(r: Result<Vec<u8>>) -> Result<R> {
     let bytes = r?;
-    postcard::from_bytes(&bytes).map_err(|e| Error::Decode(format!("result: {e}")))
+    crate::codec::decode(&bytes).map_err(|e| Error::Decode(format!("result: {e}")))
 }
 
 impl<R: DeserializeOwned> RemoteRef<R> {

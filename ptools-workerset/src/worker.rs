@@ -24,6 +24,8 @@ pub(crate) const ENV_FDS: &str = "PTOOLS_WORKER_FD";
 static MYID: AtomicUsize = AtomicUsize::new(1);
 static BUSY: AtomicBool = AtomicBool::new(false);
 static SHUTDOWN: AtomicBool = AtomicBool::new(false);
+/// This worker's data socket (for [`write_raw_to_data_link`]); -1 in the master.
+static DATA_FD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
 /// The link's frame cap, as the master set it.
 static CAP: AtomicUsize = AtomicUsize::new(wire::DEFAULT_MAX_FRAME);
 
@@ -102,6 +104,16 @@ pub(crate) fn enter_if_worker() {
     )
 }
 
+/// Writes `bytes` as they are on this worker's data link, past the framing (tests of the
+/// master's handling of a corrupt stream use it from a remote function).
+pub(crate) fn write_raw_to_data_link(bytes: &[u8]) -> std::io::Result<()> {
+    let fd = DATA_FD.load(Ordering::Relaxed);
+    if fd < 0 {
+        return Err(std::io::Error::from_raw_os_error(libc::EBADF));
+    }
+    sys::send_all(fd, bytes)
+}
+
 fn single_threaded() -> bool {
     std::fs::read_dir("/proc/self/task")
         .map(|d| d.count() == 1)
@@ -144,6 +156,7 @@ fn run(data: UnixLink, ctl: UnixLink, cap: usize, handshake: Duration) -> ! {
         }
     }
     let mut reader = reader.with_new_cap(cap);
+    DATA_FD.store(std::os::fd::AsRawFd::as_raw_fd(&data.0), Ordering::Relaxed);
     let data = Arc::new(data);
     let replies = Arc::new(Replies {
         buf: Mutex::new(Vec::with_capacity(64 * 1024)),

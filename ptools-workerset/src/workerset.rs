@@ -196,7 +196,7 @@ impl WorkerSet {
         R: Serialize + DeserializeOwned,
     {
         let arg =
-            postcard::to_allocvec(&arg).map_err(|e| Error::Encode(format!("argument: {e}")))?;
+            crate::codec::encode(&arg).map_err(|e| Error::Encode(format!("argument: {e}")))?;
         let slot = Slot::new(0, None);
         self.submit(Job {
             f: FnRef::single(f),

@@ -210,3 +210,74 @@ fn ping_is_served_while_busy() {
         Err(Error::UnknownWorker(99))
     ));
 }
+
+/// Serializes as a `u32`, refusing odd values with its own message.
+#[derive(Debug)]
+struct EvenOnly(u32);
+
+impl serde::Serialize for EvenOnly {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0 % 2 == 1 {
+            return Err(serde::ser::Error::custom(format!(
+                "{} is odd, said the encoder",
+                self.0
+            )));
+        }
+        s.serialize_u32(self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for EvenOnly {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<EvenOnly, D::Error> {
+        let n = <u32 as serde::Deserialize>::deserialize(d)?;
+        if n % 4 == 2 {
+            return Err(serde::de::Error::custom(format!(
+                "{n} is 2 mod 4, said the decoder"
+            )));
+        }
+        Ok(EvenOnly(n))
+    }
+}
+
+fn plus(x: EvenOnly) -> EvenOnly {
+    EvenOnly(x.0 + 1)
+}
+
+fn plus_two(x: EvenOnly) -> EvenOnly {
+    EvenOnly(x.0 + 2)
+}
+
+fn times_two(x: EvenOnly) -> EvenOnly {
+    EvenOnly(x.0 * 2)
+}
+
+#[test]
+fn errors_of_the_user_s_serde_impls_keep_their_words() {
+    let c = Cluster::new();
+    let id = c.addprocs(1).unwrap()[0];
+    let expect = |r: Result<EvenOnly, Error>, words: &str| match r {
+        Err(Error::Encode(m) | Error::Decode(m)) => assert!(m.contains(words), "{m}"),
+        other => panic!("expected a codec error with {words:?}, got {other:?}"),
+    };
+    // Encoded in the master, refused there.
+    expect(
+        c.remotecall_fetch(id, plus, EvenOnly(3)),
+        "3 is odd, said the encoder",
+    );
+    // Decoded in the worker, refused there.
+    expect(
+        c.remotecall_fetch(id, plus, EvenOnly(6)),
+        "6 is 2 mod 4, said the decoder",
+    );
+    // The result encoded in the worker, refused there.
+    expect(
+        c.remotecall_fetch(id, plus, EvenOnly(4)),
+        "5 is odd, said the encoder",
+    );
+    // The result decoded in the master, refused there.
+    expect(
+        c.remotecall_fetch(id, plus_two, EvenOnly(8)),
+        "10 is 2 mod 4, said the decoder",
+    );
+    assert_eq!(c.remotecall_fetch(id, times_two, EvenOnly(4)).unwrap().0, 8);
+}
