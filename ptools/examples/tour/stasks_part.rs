@@ -57,8 +57,12 @@ pub(crate) fn run(size: usize) -> Result<(), BoxError> {
 
     let t = Instant::now();
     let cfgs = [ShmCfg::new::<u8>("frame", [size, size, 3])?];
-    // With no workers running, this starts one per core in the default cluster.
-    let mut tasks = stasks::start_stasks(&cfgs, &Prefix::job())?;
+    // With no workers running, start one per core in the default cluster: asked for here,
+    // since `start_stasks` alone would refuse (`Error::NoWorkers`).
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut tasks = stasks::STasks::builder()
+        .addprocs_if_none(cores)
+        .start(&cfgs, &Prefix::job())?;
     let n = stasks::count_stasks(&tasks);
     let workers = tasks.workers().to_vec();
     let result = (|| -> Result<(), BoxError> {

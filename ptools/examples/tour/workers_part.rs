@@ -74,7 +74,7 @@ pub(crate) fn run(size: usize) -> Result<(), BoxError> {
     );
     let result = (|| -> Result<(), BoxError> {
         for mode in [Mode::RoundRobin, Mode::FirstFree] {
-            let set = WorkerSet::new(&ids, mode)?;
+            let set = WorkerSet::with_mode(&ids, mode)?;
             let (picture, took) = render_with(&set, size)?;
             println!(
                 " in {:.0} ms ({:.2}x the sequential {:.0} ms); identical: {}",
