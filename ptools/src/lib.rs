@@ -17,28 +17,30 @@
 //! | [`queue`] | queued tasks: targets, callbacks, recomputable priorities | `ptools-queue` |
 //!
 //! ```
-//! # ptools::workerset::enable_test_support!();
 //! use ptools::prelude::*;
 //!
 //! fn norm((row, n): (usize, usize)) -> f64 {
 //!     (0..n).map(|j| ((row * n + j) as f64).sqrt()).sum()
 //! }
 //!
-//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! // In `main`, the first line is `ptools::workerset::init();` (doc tests use the
-//! // `enable_test_support!` line above instead).
-//! let ids = addprocs(2)?;
-//! let pool = WorkerSet::new(&ids, Mode::FirstFree)?;
-//! let sums = pool.pmap(norm, (0..8).map(|row| (row, 1024)))?;
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     init(); // a worker runs `main` up to here, then serves calls and never returns
+//!     let ids = addprocs(2)?;
+//!     let pool = WorkerSet::new(&ids)?; // first-free
+//!     let sums = pool.pmap(norm, (0..8).map(|row| (row, 1024)))?;
 //!
-//! let cfgs = [ShmCfg::new::<f64>("sums", 8)?];
-//! let mut set = ShmSet::create(&cfgs, &Prefix::job())?;
-//! set.get_mut::<f64>("sums")?.copy_from_slice(&sums);
-//! assert_eq!(set.get::<f64>("sums")?[0], norm((0, 1024)));
-//! # rmprocs(&ids)?;
-//! # Ok(())
-//! # }
+//!     let cfgs = [ShmCfg::new::<f64>("sums", 8)?];
+//!     let mut set = ShmSet::create(&cfgs, &Prefix::job())?;
+//!     set.get_mut::<f64>("sums")?.copy_from_slice(&sums);
+//!     assert_eq!(set.get::<f64>("sums")?[0], norm((0, 1024)));
+//!     rmprocs(&ids)?;
+//!     Ok(())
+//! }
 //! ```
+//!
+//! `main` runs in every worker up to [`init`](workerset::init) (also in the
+//! [`prelude`]): make it the first line. Remote functions are `fn` items or closures
+//! that capture nothing.
 //!
 //! # Features
 //!
@@ -83,7 +85,7 @@ pub mod prelude {
     };
     #[doc(inline)]
     pub use ptools_workerset::{
-        Cluster, Mode, RemoteRef, WorkerSet, addprocs, myid, nprocs, nworkers, pmap, procs,
+        Cluster, Mode, RemoteRef, WorkerSet, addprocs, init, myid, nprocs, nworkers, pmap, procs,
         remotecall, remotecall_fetch, remotecall_wait, rmprocs, workers,
     };
 }
