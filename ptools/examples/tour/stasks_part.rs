@@ -10,7 +10,7 @@ use ptools::stasks::{self, TaskContext};
 use ptools::workerset::rmprocs;
 
 use crate::fractal::julia_at;
-use crate::{BoxError, picture_path, png};
+use crate::{BoxError, picture};
 
 const FRAMES: usize = 6;
 
@@ -22,7 +22,13 @@ fn c_of(frame: usize) -> (f64, f64) {
 
 fn render_row(row: &mut [u8], y: usize, size: usize, frame: usize) {
     for x in 0..size {
-        row[3 * x..3 * x + 3].copy_from_slice(&png::colour(julia_at(x, y, size, c_of(frame), 400)));
+        row[3 * x..3 * x + 3].copy_from_slice(&picture::colour(julia_at(
+            x,
+            y,
+            size,
+            c_of(frame),
+            400,
+        )));
     }
 }
 
@@ -84,8 +90,8 @@ pub(crate) fn run(size: usize) -> Result<(), BoxError> {
         if !same {
             return Err("the server tasks' frame differs from the sequential one".into());
         }
-        let path = picture_path("stasks");
-        png::write_rgb(&path, size as u32, size as u32, image)?;
+        let path = picture::path("stasks");
+        picture::write_rgb(&path, size as u32, size as u32, image)?;
         println!("   picture: {}", path.display());
         Ok(())
     })();
