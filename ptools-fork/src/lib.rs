@@ -94,14 +94,30 @@
 //! fork. The child's own work in pfork (encoding, one `write`, `_exit`) needs the allocator and
 //! the stdout lock for its final flush.
 //!
+//! # Tests
+//!
 //! Under `cargo test` the libtest harness runs each test on a thread of its own, even with
-//! `--test-threads=1` (checked with Rust 1.95), so a test that calls pfork sees at least two
-//! threads and is refused. This crate's own tests therefore run in test binaries without the
-//! libtest harness (`harness = false` and a plain `main` that runs the tests one by one),
-//! single-threaded, under the default policy; one test checks the refusal and the opt-in.
-//! Do the same in your tests, or re-run the test binary for one test in a child process.
-//! (`allow_threads` under libtest also works in practice, but libtest's output capture does
-//! not see what a child prints: the child's copy of the capture buffer is lost.)
+//! `--test-threads=1` (checked with Rust 1.95), so a plain `#[test]` that calls pfork sees
+//! at least two threads and is refused. Write such tests with [`pfork_test!`] instead of
+//! `#[test]`; they work under plain `cargo test` in a normal test file:
+//!
+//! ```
+//! ptools_fork::pfork_test! {
+//!     fn squares_in_children() {
+//!         assert_eq!(ptools_fork::pfork(4, |i| i * i).unwrap(), [0, 1, 4, 9]);
+//!     }
+//! }
+//! # fn main() {}
+//! ```
+//!
+//! The policy is not bent for tests: the generated `#[test]` runs the test binary again,
+//! and in that process the body runs on the main thread before `main` (from a
+//! constructor), while it is the only thread; the test passes or fails with that process
+//! (see [`test_support`]). A body that starts threads and then calls pfork is still refused.
+//! This crate's own tests that need no libtest at all run in test binaries with
+//! `harness = false` and a plain `main`; `tests/libtest.rs` uses [`pfork_test!`].
+//! ([`Pfork::allow_threads`] under libtest also works in practice, but it is the `unsafe`
+//! promise above, and libtest's output capture does not see what a child prints.)
 //!
 //! # Nesting
 //!
@@ -183,6 +199,7 @@ mod frame;
 mod parent;
 mod shm;
 mod sys;
+pub mod test_support;
 
 use std::time::Duration;
 

@@ -16,7 +16,8 @@ fn main() {
 }
 
 /// The server-task part of the tour: runs on the default cluster's workers (starting one
-/// per core if there are none), prints what it does, and leaves nothing behind.
+/// per core, explicitly, if there are none), prints what it does, and leaves nothing
+/// behind.
 pub fn tour_stasks() -> Result<(), Error> {
     /// PTools.jl's `init_task`: task `offset` of `ntasks` writes `myid()` at
     /// `offset:ntasks:end` of both arrays.
@@ -53,7 +54,12 @@ pub fn tour_stasks() -> Result<(), Error> {
         ShmCfg::new::<i32>("svar1", 64 * 1024)?,
         ShmCfg::new::<u8>("svar2", [100, 100])?,
     ];
-    let mut h = ptools_stasks::start_stasks(&cfgs, &Prefix::job())?;
+    // `start_stasks(&cfgs, &prefix)` needs workers already; this asks for one per core
+    // when there are none.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut h = ptools_stasks::STasks::builder()
+        .addprocs_if_none(cores)
+        .start(&cfgs, &Prefix::job())?;
     let n = ptools_stasks::count_stasks(&h);
     println!(
         "{n} server tasks on workers {:?}, arrays under prefix {}",

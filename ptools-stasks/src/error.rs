@@ -23,6 +23,11 @@ pub enum Error {
         /// The number of arguments given.
         got: usize,
     },
+    /// The cluster has no worker to run a server task, and none were asked to be started
+    /// ([`STasksBuilder::addprocs_if_none`](crate::STasksBuilder::addprocs_if_none)).
+    /// Nothing was created. PTools.jl runs the one task in the master then; ptools does
+    /// not (see the crate docs, "Differences from PTools.jl").
+    NoWorkers,
     /// An argument was refused before anything was sent (an empty or duplicate worker
     /// list, the master as a server task, a prefix too long for the group suffix).
     InvalidArgument(String),
@@ -147,6 +152,10 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Stopped => f.write_str("server tasks already stopped"),
+            Error::NoWorkers => f.write_str(
+                "no worker to run a server task: call addprocs(n) first, or ask for them with \
+                 STasks::builder().addprocs_if_none(n)",
+            ),
             Error::CountMismatch { expected, got } => write!(
                 f,
                 "pmap_stasks needs one argument per server task: {expected} tasks, {got} arguments"

@@ -129,12 +129,16 @@
 //! - `task_local_storage(:svar1)` is [`TaskContext::array`]; the typed state is
 //!   [`TaskContext::get`] / [`TaskContext::set`] / [`TaskContext::get_or_insert_with`].
 //! - Task indices are 0-based.
+//! - With no worker, PTools.jl runs the one server task in the master. ptools does not: a
+//!   task in the master would map the group's arrays a second time in a process that
+//!   already holds them (each process maps a segment through one handle only) and would
+//!   run handlers without the isolation of a worker process. Nor does it pick a number of
+//!   workers for the caller: [`start_stasks`] on a cluster with no worker fails with
+//!   [`Error::NoWorkers`] before anything is created, and
+//!   [`STasksBuilder::addprocs_if_none`] says how many to start in that case.
 //!
 //! # Caveats
 //!
-//! - With no worker in the default cluster, [`start_stasks`] first starts one worker per
-//!   available core (`std::thread::available_parallelism`) there; they stay after the
-//!   group stops, as workers of the default cluster do.
 //! - Dropping an [`STasks`] stops it. A master killed with `SIGKILL` runs no destructor:
 //!   its workers exit on their own, and the arrays stay in `/dev/shm` until
 //!   `ptools_shm::remove_stale_shm` (or `ptools shm clean`) removes them.
@@ -158,13 +162,13 @@ pub use mapped::{pmap_shm_create_on, pmap_shm_unlink_on, with_mapped};
 pub use stasks::{Reserve, STasks, STasksBuilder, TaskStatus};
 
 /// Creates the arrays `cfgs` in the master and starts one server task on every worker of
-/// the default cluster; with no worker there, it first starts one per available core.
-/// See [`STasksBuilder::start`] for the options (another cluster, chosen workers,
-/// timeouts).
+/// the default cluster. See [`STasksBuilder::start`] for the options (another cluster,
+/// chosen workers, workers started when there are none, timeouts).
 ///
 /// # Errors
 ///
-/// As [`STasksBuilder::start`], and [`Error::Worker`] when the workers cannot be started.
+/// As [`STasksBuilder::start`]: [`Error::NoWorkers`] when the default cluster has no
+/// worker (start them first with `addprocs`).
 pub fn start_stasks(cfgs: &[ShmCfg], prefix: &Prefix) -> Result<STasks> {
     STasks::builder().start(cfgs, prefix)
 }

@@ -67,6 +67,7 @@ pub enum TaskStatus {
 pub struct STasksBuilder {
     cluster: Option<Cluster>,
     workers: Option<Vec<usize>>,
+    addprocs_if_none: Option<usize>,
     call_timeout: Option<Duration>,
     control_timeout: Duration,
     reserve: Reserve,
@@ -78,6 +79,7 @@ impl Default for STasksBuilder {
         STasksBuilder {
             cluster: None,
             workers: None,
+            addprocs_if_none: None,
             call_timeout: None,
             control_timeout: DEFAULT_CONTROL_TIMEOUT,
             reserve: Reserve::default(),
@@ -95,10 +97,35 @@ impl STasksBuilder {
     }
 
     /// The workers to run one task each, in task order (default: every worker of the
-    /// cluster, ascending; with none, the default cluster first gets one worker per
-    /// available core).
+    /// cluster, ascending).
     pub fn workers(mut self, ids: &[usize]) -> STasksBuilder {
         self.workers = Some(ids.to_vec());
+        self
+    }
+
+    /// When the cluster has no worker (and no [`workers`](Self::workers) are given),
+    /// start `n` there first, instead of failing with [`Error::NoWorkers`]. The workers
+    /// stay in the cluster after the group stops. Default: off, nothing is started behind
+    /// the caller's back. `n = 0` is refused with [`Error::InvalidArgument`].
+    ///
+    /// ```
+    /// ptools_workerset::enable_test_support!();
+    /// use ptools_shm::Prefix;
+    /// use ptools_stasks::STasks;
+    ///
+    /// fn main() -> Result<(), ptools_stasks::Error> {
+    ///     ptools_workerset::init();
+    ///     let cluster = ptools_workerset::Cluster::new(); // no workers yet
+    ///     let h = STasks::builder()
+    ///         .cluster(&cluster)
+    ///         .addprocs_if_none(2)
+    ///         .start(&[], &Prefix::job())?;
+    ///     assert_eq!(h.count(), 2);
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn addprocs_if_none(mut self, n: usize) -> STasksBuilder {
+        self.addprocs_if_none = Some(n);
         self
     }
 
@@ -139,6 +166,9 @@ impl STasksBuilder {
     ///
     /// # Errors
     ///
+    /// [`Error::NoWorkers`] when the cluster has no worker and
+    /// [`addprocs_if_none`](Self::addprocs_if_none) was not given ([`Error::Worker`] when
+    /// those cannot be started);
     /// [`Error::InvalidArgument`] for an empty or duplicate worker list, the master (id 1)
     /// in it, or a prefix that leaves no room for the group suffix; [`Error::Shm`] when
     /// the master cannot create the arrays; [`Error::Attach`], [`Error::WorkerDied`] or
@@ -152,7 +182,7 @@ impl STasksBuilder {
         };
         let workers = match &self.workers {
             Some(w) => w.clone(),
-            None => default_workers(&cluster)?,
+            None => default_workers(&cluster, self.addprocs_if_none)?,
         };
         check_workers(&workers)?;
         let wire = cfgs
@@ -318,13 +348,20 @@ pub enum Reserve {
     None,
 }
 
-fn default_workers(cluster: &Cluster) -> Result<Vec<usize>> {
+/// Every worker of `cluster`; with none, `addprocs_if_none` workers started first, or
+/// [`Error::NoWorkers`] when the caller did not ask for that.
+fn default_workers(cluster: &Cluster, addprocs_if_none: Option<usize>) -> Result<Vec<usize>> {
     let w = cluster.workers();
     if w != [1] {
         return Ok(w);
     }
-    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
-    Ok(cluster.addprocs(n)?)
+    match addprocs_if_none {
+        None => Err(Error::NoWorkers),
+        Some(0) => Err(Error::InvalidArgument(
+            "addprocs_if_none(0) would start no worker".into(),
+        )),
+        Some(n) => Ok(cluster.addprocs(n)?),
+    }
 }
 
 fn check_workers(workers: &[usize]) -> Result<()> {

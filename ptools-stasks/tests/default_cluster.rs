@@ -1,11 +1,13 @@
-//! The free functions on the default cluster: with no worker there, `start_stasks` first
-//! starts one per available core; `pmap_shm_create` maps in every worker of it. One test
+//! The free functions on the default cluster: with no worker there, `start_stasks` fails
+//! unless asked to start some; `pmap_shm_create` maps in every worker of it. One test
 //! only, so nothing else in this binary touches the default cluster concurrently.
 
 ptools_workerset::enable_test_support!();
 
 use ptools_shm::{Prefix, ShmCfg};
-use ptools_stasks::{TaskContext, count_stasks, pmap_stasks, start_stasks, stop_stasks};
+use ptools_stasks::{
+    Error, STasks, TaskContext, count_stasks, pmap_stasks, start_stasks, stop_stasks,
+};
 
 fn whoami(ctx: &mut TaskContext, (): ()) -> (usize, usize) {
     (ctx.task(), ctx.myid())
@@ -17,11 +19,31 @@ fn read_first(prefix: String) -> Result<u16, String> {
 }
 
 #[test]
-fn start_stasks_adds_one_worker_per_core_when_there_is_none() {
+fn start_stasks_starts_workers_only_when_asked() {
     assert_eq!(ptools_workerset::workers(), [1]);
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let cfgs = [ShmCfg::new::<f32>("x", 16).unwrap()];
-    let mut h = start_stasks(&cfgs, &Prefix::job()).unwrap();
+    // No worker and none asked for: a typed error, no worker started, nothing created.
+    let prefix = Prefix::new(format!("{}.nw", Prefix::job().as_str())).unwrap();
+    let err = start_stasks(&cfgs, &prefix).unwrap_err();
+    assert!(matches!(err, Error::NoWorkers), "{err:?}");
+    assert!(err.to_string().contains("addprocs_if_none"), "{err}");
+    assert_eq!(ptools_workerset::workers(), [1]);
+    let left: Vec<_> = std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(prefix.as_str()))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    assert!(matches!(
+        STasks::builder().addprocs_if_none(0).start(&cfgs, &prefix),
+        Err(Error::InvalidArgument(_))
+    ));
+
+    let cores = 2;
+    let mut h = STasks::builder()
+        .addprocs_if_none(cores)
+        .start(&cfgs, &Prefix::job())
+        .unwrap();
     assert_eq!(count_stasks(&h), cores);
     assert_eq!(ptools_workerset::nworkers(), cores);
     let ids = ptools_workerset::workers();

@@ -3,7 +3,7 @@
 //!
 //! Run with `cargo run -p ptools-workerset --example workers`.
 
-use ptools_workerset::{Mode, WorkerSet, addprocs, myid, pmap, remotecall, remotecall_fetch};
+use ptools_workerset::{WorkerSet, addprocs, myid, pmap, remotecall, remotecall_fetch};
 
 fn hello(name: String) -> String {
     format!(
@@ -33,7 +33,7 @@ fn main() -> Result<(), ptools_workerset::Error> {
     let r = remotecall(ids[1], |(a, b): (u64, u64)| a * b, (6, 7))?;
     let on = r.worker();
     println!("6 * 7 = {} (computed on worker {on})", r.fetch()?);
-    let ws = WorkerSet::new(&ids, Mode::FirstFree)?;
+    let ws = WorkerSet::new(&ids)?; // first-free, the default mode
     println!("{}", ws.remotecall_fetch(hello, "set".to_string())?);
     let lens = pmap(collatz_len, 1..=100_000u64)?;
     let (best, len) = lens.iter().enumerate().max_by_key(|(_, l)| **l).unwrap();

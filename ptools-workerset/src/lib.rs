@@ -31,7 +31,8 @@
 //!   `main`) runs at all. This is what makes plain `cargo test` work.
 //!
 //! In worker mode the call never returns: the process serves calls and exits when told to,
-//! or when the master is gone. A program that forgot both lines cannot become a runaway
+//! or when the master is gone. Everything `main` does before [`init()`] runs in every
+//! worker too (a worker is the whole program started again), so make it the first line. A program that forgot both lines cannot become a runaway
 //! master: `addprocs` in a process with `PTOOLS_WORKER_FD` set (meaning it was started as a
 //! worker) fails with [`Error::InvalidArgument`] and says why on stderr, and its master
 //! gives up with [`Error::WorkerStartFailed`] when no handshake comes within the start

@@ -21,8 +21,9 @@ use crate::func::FnRef;
 use crate::pmap;
 use crate::remote_ref::{RemoteRef, Slot};
 
-/// How a [`WorkerSet`] picks a worker for each call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a [`WorkerSet`] picks a worker for each call. The default is
+/// [`FirstFree`](Mode::FirstFree), what [`WorkerSet::new`] and `pmap` use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Mode {
     /// Each call goes to the next worker in the list, whatever it is doing; calls pile up
@@ -30,6 +31,7 @@ pub enum Mode {
     RoundRobin,
     /// Each call goes to a worker that runs nothing from this set; when all are busy,
     /// callers wait in FIFO order. At most one call of the set runs on a worker at a time.
+    #[default]
     FirstFree,
 }
 
@@ -123,12 +125,37 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl WorkerSet {
-    /// A set over workers of the default cluster.
+    /// A set over workers of the default cluster, in the default mode,
+    /// [`Mode::FirstFree`] (PTools.jl's `WorkerSet(ids)`): each call goes to a worker that
+    /// is free.
+    ///
+    /// ```
+    /// ptools_workerset::enable_test_support!();
+    /// use ptools_workerset::{Mode, WorkerSet, addprocs, rmprocs};
+    ///
+    /// fn main() -> Result<(), ptools_workerset::Error> {
+    ///     ptools_workerset::init();
+    ///     let ids = addprocs(2)?;
+    ///     let ws = WorkerSet::new(&ids)?;
+    ///     assert_eq!(ws.mode(), Mode::FirstFree);
+    ///     assert_eq!(ws.pmap(|x: u32| x + 1, 0..3)?, [1, 2, 3]);
+    ///     rmprocs(&ids)
+    /// }
+    /// ```
     ///
     /// # Errors
     ///
     /// As [`with_cluster`](Self::with_cluster).
-    pub fn new(ids: &[usize], mode: Mode) -> Result<WorkerSet> {
+    pub fn new(ids: &[usize]) -> Result<WorkerSet> {
+        WorkerSet::with_cluster(crate::default_cluster(), ids, Mode::default())
+    }
+
+    /// A set over workers of the default cluster in the given mode.
+    ///
+    /// # Errors
+    ///
+    /// As [`with_cluster`](Self::with_cluster).
+    pub fn with_mode(ids: &[usize], mode: Mode) -> Result<WorkerSet> {
         WorkerSet::with_cluster(crate::default_cluster(), ids, mode)
     }
 

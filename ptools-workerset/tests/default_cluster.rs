@@ -25,8 +25,16 @@ fn julia_style_free_functions() {
     assert_eq!(remotecall(ids[0], id, ()).unwrap().fetch().unwrap(), ids[0]);
     remotecall_wait(ids[0], id, ()).unwrap();
     assert_eq!(pmap(|x: i32| -x, [1, 2, 3]).unwrap(), vec![-1, -2, -3]);
-    let ws = WorkerSet::new(&ids, Mode::RoundRobin).unwrap();
+    let ws = WorkerSet::with_mode(&ids, Mode::RoundRobin).unwrap();
     assert_eq!(ws.remotecall_fetch(id, ()).unwrap(), ids[0]);
+    // The one-argument form is first-free, the default mode.
+    let ff = WorkerSet::new(&ids).unwrap();
+    assert_eq!(
+        (ff.mode(), Mode::default()),
+        (Mode::FirstFree, Mode::FirstFree)
+    );
+    assert_eq!(ff.workers(), ids);
+    assert_eq!(ff.remotecall_fetch(id, ()).unwrap(), ids[0]);
     rmprocs(&[ids[0]]).unwrap();
     assert_eq!(workers(), vec![ids[1]]);
     // ids[1] stays up: the atexit handler stops it when the test binary exits.

@@ -122,6 +122,32 @@ fn list_and_clean_a_killed_owners_segment() {
 }
 
 #[test]
+fn clean_needs_a_prefix_or_all() {
+    // Without a scope, nothing is removed: the command asks for `--prefix` or `--all`.
+    let out = ptools(&["shm", "clean"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("--prefix") && text(&out).contains("--all"),
+        "{}",
+        text(&out)
+    );
+    // Both at once is refused too.
+    let out = ptools(&["shm", "clean", "--prefix", "x", "--all"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    // The help says what `--all` reaches.
+    let out = ptools(&["shm", "clean", "--help"]);
+    assert!(
+        text(&out).contains("every stale ptools segment on this machine"),
+        "{}",
+        text(&out)
+    );
+    // A dry run over the whole machine removes nothing and succeeds.
+    let out = ptools(&["shm", "clean", "--all", "--dry-run"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("would remove"), "{}", text(&out));
+}
+
+#[test]
 fn empty_or_malformed_prefixes_are_refused() {
     for bad in ["", "*", "a_b", "../x"] {
         let out = ptools(&["shm", "clean", "--prefix", bad]);

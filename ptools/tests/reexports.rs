@@ -59,6 +59,7 @@ fn workerset_reexports_are_the_facility_items() {
     let _ = p::remotecall::<u8, u8>;
     let _ = p::remotecall_fetch::<u8, u8>;
     let _ = p::remotecall_wait::<u8, u8>;
+    let _: fn() = p::init;
     let _ = p::pmap::<u8, u8, Vec<u8>>;
     let _ = p::Mode::FirstFree;
     assert_eq!(p::myid(), 1, "the test process is the master");

@@ -1,7 +1,7 @@
 //! The example's computation: a Mandelbrot image rendered by forked children straight
-//! into one shared array ([`pfork_shm`]), and a small PNG writer so a person can open it.
+//! into one shared array ([`pfork_shm`]), written as a compressed PNG file a person can open.
 
-use std::io::{self, Write};
+use std::io;
 use std::path::Path;
 
 use ptools_shm::{ShmArray, ShmCfg};
@@ -74,14 +74,13 @@ fn render_row(row: &mut [u8], y: usize, width: usize, height: usize) {
     }
 }
 
-/// Writes an 8-bit grey-scale PNG file (`pixels` row-major, `width` x `height`). The image
-/// data is stored uncompressed (deflate "stored" blocks), which every PNG reader accepts and
-/// needs no compression library.
+/// Writes an 8-bit grey-scale PNG file (`pixels` row-major, `width` x `height`),
+/// compressed with the `png` crate.
 ///
 /// # Errors
 ///
-/// I/O errors; `InvalidInput` if `pixels` is not `width * height` bytes or a side does not
-/// fit PNG's 31 bits.
+/// I/O and encoding errors; `InvalidInput` if `pixels` is not `width * height` bytes or a
+/// side does not fit PNG's 31 bits.
 pub(crate) fn write_png(path: &Path, width: usize, height: usize, pixels: &[u8]) -> io::Result<()> {
     let invalid = |msg| io::Error::new(io::ErrorKind::InvalidInput, msg);
     if pixels.len() != width * height || width == 0 || height == 0 {
@@ -89,78 +88,12 @@ pub(crate) fn write_png(path: &Path, width: usize, height: usize, pixels: &[u8])
     }
     let w = u32::try_from(width).map_err(|_| invalid("width too large"))?;
     let h = u32::try_from(height).map_err(|_| invalid("height too large"))?;
-
-    // Raw scanlines: a filter byte (0, none) before each row.
-    let mut raw = Vec::with_capacity((width + 1) * height);
-    for row in pixels.chunks(width) {
-        raw.push(0);
-        raw.extend_from_slice(row);
-    }
-    // zlib stream of stored deflate blocks (RFC 1950, RFC 1951 section 3.2.4).
-    let mut zlib = vec![0x78, 0x01];
-    let mut blocks = raw.chunks(65_535).peekable();
-    while let Some(block) = blocks.next() {
-        zlib.push(u8::from(blocks.peek().is_none()));
-        let len = block.len() as u16;
-        zlib.extend_from_slice(&len.to_le_bytes());
-        zlib.extend_from_slice(&(!len).to_le_bytes());
-        zlib.extend_from_slice(block);
-    }
-    zlib.extend_from_slice(&adler32(&raw).to_be_bytes());
-
-    let mut ihdr = Vec::with_capacity(13);
-    ihdr.extend_from_slice(&w.to_be_bytes());
-    ihdr.extend_from_slice(&h.to_be_bytes());
-    // Bit depth 8, colour type 0 (grey), deflate, adaptive filtering, no interlace.
-    ihdr.extend_from_slice(&[8, 0, 0, 0, 0]);
-
-    let mut out = io::BufWriter::new(std::fs::File::create(path)?);
-    out.write_all(b"\x89PNG\r\n\x1a\n")?;
-    for (kind, data) in [
-        (b"IHDR", &ihdr[..]),
-        (b"IDAT", &zlib[..]),
-        (b"IEND", &[][..]),
-    ] {
-        let len = u32::try_from(data.len()).map_err(|_| invalid("image too large"))?;
-        out.write_all(&len.to_be_bytes())?;
-        out.write_all(kind)?;
-        out.write_all(data)?;
-        out.write_all(&crc32(kind, data).to_be_bytes())?;
-    }
-    out.flush()
-}
-
-/// CRC-32 (ISO 3309, as PNG uses it) of `kind` followed by `data`.
-fn crc32(kind: &[u8], data: &[u8]) -> u32 {
-    let mut table = [0u32; 256];
-    for (n, entry) in table.iter_mut().enumerate() {
-        let mut c = n as u32;
-        for _ in 0..8 {
-            c = if c & 1 == 1 {
-                0xEDB8_8320 ^ (c >> 1)
-            } else {
-                c >> 1
-            };
-        }
-        *entry = c;
-    }
-    let mut crc = !0u32;
-    for &b in kind.iter().chain(data) {
-        crc = table[((crc ^ u32::from(b)) & 0xFF) as usize] ^ (crc >> 8);
-    }
-    !crc
-}
-
-/// Adler-32 checksum (RFC 1950) of `data`.
-fn adler32(data: &[u8]) -> u32 {
-    let (mut a, mut b) = (1u32, 0u32);
-    for chunk in data.chunks(5552) {
-        for &x in chunk {
-            a += u32::from(x);
-            b += a;
-        }
-        a %= 65_521;
-        b %= 65_521;
-    }
-    (b << 16) | a
+    let file = io::BufWriter::new(std::fs::File::create(path)?);
+    let mut encoder = png::Encoder::new(file, w, h);
+    encoder.set_color(png::ColorType::Grayscale);
+    encoder.set_depth(png::BitDepth::Eight);
+    encoder.set_compression(png::Compression::Balanced);
+    let mut writer = encoder.write_header().map_err(io::Error::other)?;
+    writer.write_image_data(pixels).map_err(io::Error::other)?;
+    writer.finish().map_err(io::Error::other)
 }

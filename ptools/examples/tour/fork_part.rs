@@ -11,7 +11,7 @@ use std::time::Instant;
 use ptools::fork::{pfork, pfork_shm};
 use ptools::shm::ShmCfg;
 
-use crate::{BoxError, cores, picture_path, png};
+use crate::{BoxError, cores, picture};
 
 const MAX_ITER: u32 = 1000;
 
@@ -36,7 +36,7 @@ fn mandelbrot(x: usize, y: usize, w: usize, h: usize) -> f64 {
 
 fn render_row(row: &mut [u8], y: usize, w: usize, h: usize) {
     for x in 0..w {
-        row[3 * x..3 * x + 3].copy_from_slice(&png::colour(mandelbrot(x, y, w, h)));
+        row[3 * x..3 * x + 3].copy_from_slice(&picture::colour(mandelbrot(x, y, w, h)));
     }
 }
 
@@ -93,8 +93,8 @@ pub(crate) fn run(size: usize) -> Result<(), BoxError> {
         100.0 * total as f64 / (w * h) as f64,
         t.elapsed().as_secs_f64() * 1e3
     );
-    let path = picture_path("mandelbrot");
-    png::write_rgb(&path, w as u32, h as u32, image)?;
+    let path = picture::path("mandelbrot");
+    picture::write_rgb(&path, w as u32, h as u32, image)?;
     println!("   picture: {}", path.display());
     drop(set); // unlinks the segment
     Ok(())

@@ -17,17 +17,21 @@
 //! 4. Server tasks: one long-running task per worker keeps a shared frame mapped and its
 //!    own state between calls, rendering an animation frame by frame.
 //! 5. Queued tasks: tiles of a picture go through a priority queue, nearest a focus first;
-//!    halfway, the focus moves and every queued tile's priority is recomputed.
+//!    halfway, the focus moves and every queued tile's priority is recomputed; the picture
+//!    is tinted by the order the tiles came back, so the priorities show.
+//!
+//! The pictures are compressed PNG files in the system's temporary directory, named
+//! `ptools-tour-<run>-<part>.png` with `<run>` unique to the run, so no run overwrites
+//! another's.
 
 mod fork_part;
 mod fractal;
-mod png;
+mod picture;
 mod queue_part;
 mod shm_part;
 mod stasks_part;
 mod workers_part;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -82,10 +86,6 @@ fn parse_size(args: &[String]) -> Result<usize, BoxError> {
 
 pub(crate) fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-pub(crate) fn picture_path(name: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("ptools-tour-{name}.png"))
 }
 
 pub(crate) fn wait_with_timeout(

@@ -10,7 +10,7 @@ use ptools::queue::{self, QueuedWorkerTask, Target};
 use ptools::workerset::{addprocs, myid, rmprocs};
 
 use crate::fractal::julia_at;
-use crate::{BoxError, cores, picture_path, png};
+use crate::{BoxError, cores, picture};
 
 const TILES: usize = 16; // per side
 const C: (f64, f64) = (0.285, 0.013);
@@ -21,7 +21,7 @@ fn render_tile((size, tx, ty): (usize, usize, usize)) -> Vec<u8> {
     let mut rgb = Vec::with_capacity(side * side * 3);
     for y in ty * side..(ty + 1) * side {
         for x in tx * side..(tx + 1) * side {
-            rgb.extend_from_slice(&png::colour(julia_at(x, y, size, C, 800)));
+            rgb.extend_from_slice(&picture::colour(julia_at(x, y, size, C, 800)));
         }
     }
     rgb
@@ -57,17 +57,17 @@ fn tiles(size: usize, ids: &[usize]) -> Result<(), BoxError> {
     println!("   {} workers on host {host}", queue::num_remotes());
 
     let side = size / TILES;
-    let picture = Arc::new(Mutex::new(vec![0u8; size * size * 3]));
+    let canvas = Arc::new(Mutex::new(vec![0u8; size * size * 3]));
     let order = Arc::new(Mutex::new(Vec::new()));
     let first_focus = (TILES / 4, TILES / 4);
     let t = Instant::now();
     q.pause(); // queue everything first, so the priorities decide the order
     for ty in 0..TILES {
         for tx in 0..TILES {
-            let (picture, order) = (picture.clone(), order.clone());
+            let (canvas, order) = (canvas.clone(), order.clone());
             let done = move |(_, tx, ty): (usize, usize, usize), r: queue::Result<Vec<u8>>| {
                 let Ok(rgb) = r else { return };
-                let mut p = picture.lock().unwrap_or_else(|e| e.into_inner());
+                let mut p = canvas.lock().unwrap_or_else(|e| e.into_inner());
                 for (row, line) in rgb.chunks(side * 3).enumerate() {
                     let at = ((ty * side + row) * size + tx * side) * 3;
                     p[at..at + side * 3].copy_from_slice(line);
@@ -142,9 +142,49 @@ fn tiles(size: usize, ids: &[usize]) -> Result<(), BoxError> {
     );
     println!("   the all-workers task ran on {everyone:?} (workers {ids:?})");
     println!("   {:?}", q.counts());
-    let path = picture_path("queue");
-    let picture = picture.lock().unwrap_or_else(|e| e.into_inner());
-    png::write_rgb(&path, size as u32, size as u32, &picture)?;
-    println!("   picture: {}", path.display());
+    let path = picture::path("queue");
+    let mut canvas = canvas.lock().unwrap_or_else(|e| e.into_inner());
+    shade_by_order(&mut canvas, size, &order[..], [first_focus, second_focus]);
+    picture::write_rgb(&path, size as u32, size as u32, &canvas)?;
+    println!(
+        "   picture: {} (tiles tinted by the order they came back: bright first, dark last; \
+         the two foci framed)",
+        path.display()
+    );
     Ok(())
+}
+
+/// Makes the order visible in the picture: each tile is tinted from bright yellow (came
+/// back first) to dark blue (last), half and half with the fractal, and the tiles of the
+/// two foci get a white frame.
+fn shade_by_order(
+    rgb: &mut [u8],
+    size: usize,
+    order: &[(usize, usize)],
+    foci: [(usize, usize); 2],
+) {
+    let side = size / TILES;
+    let last = order.len().saturating_sub(1).max(1) as f64;
+    for (rank, &(tx, ty)) in order.iter().enumerate() {
+        let t = rank as f64 / last;
+        let tint = [
+            (255.0 * (1.0 - t) + 20.0 * t) as u8,
+            (220.0 * (1.0 - t) + 30.0 * t) as u8,
+            (40.0 * (1.0 - t) + 120.0 * t) as u8,
+        ];
+        let framed = foci.contains(&(tx, ty));
+        for y in 0..side {
+            for x in 0..side {
+                let at = ((ty * side + y) * size + tx * side + x) * 3;
+                let edge = x < 2 || y < 2 || x + 2 >= side || y + 2 >= side;
+                for c in 0..3 {
+                    rgb[at + c] = if framed && edge {
+                        255
+                    } else {
+                        ((u16::from(rgb[at + c]) + u16::from(tint[c])) / 2) as u8
+                    };
+                }
+            }
+        }
+    }
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use ptools::shm::{Prefix, ShmArray, ShmCfg, ShmSet};
 
 use crate::fractal::julia_rows;
-use crate::{BoxError, picture_path, png, wait_with_timeout};
+use crate::{BoxError, picture, wait_with_timeout};
 
 /// The argument that makes the tour the second process of this part.
 pub(crate) const SHM_CHILD: &str = "--tour-shm-child";
@@ -74,9 +74,9 @@ pub(crate) fn run(size: usize) -> Result<(), BoxError> {
         return Err("the shared array differs from the sequential result".into());
     }
 
-    let rgb: Vec<u8> = field.iter().flat_map(|&v| png::colour(v)).collect();
-    let path = picture_path("julia");
-    png::write_rgb(&path, size as u32, size as u32, &rgb)?;
+    let rgb: Vec<u8> = field.iter().flat_map(|&v| picture::colour(v)).collect();
+    let path = picture::path("julia");
+    picture::write_rgb(&path, size as u32, size as u32, &rgb)?;
     println!("   picture: {}", path.display());
     drop(set); // unlinks the segment
     Ok(())

@@ -10,7 +10,7 @@ use ptools::stasks::{self, TaskContext};
 use ptools::workerset::rmprocs;
 
 use crate::fractal::julia_at;
-use crate::{BoxError, picture_path, png};
+use crate::{BoxError, picture};
 
 const FRAMES: usize = 6;
 
@@ -22,7 +22,13 @@ fn c_of(frame: usize) -> (f64, f64) {
 
 fn render_row(row: &mut [u8], y: usize, size: usize, frame: usize) {
     for x in 0..size {
-        row[3 * x..3 * x + 3].copy_from_slice(&png::colour(julia_at(x, y, size, c_of(frame), 400)));
+        row[3 * x..3 * x + 3].copy_from_slice(&picture::colour(julia_at(
+            x,
+            y,
+            size,
+            c_of(frame),
+            400,
+        )));
     }
 }
 
@@ -57,8 +63,12 @@ pub(crate) fn run(size: usize) -> Result<(), BoxError> {
 
     let t = Instant::now();
     let cfgs = [ShmCfg::new::<u8>("frame", [size, size, 3])?];
-    // With no workers running, this starts one per core in the default cluster.
-    let mut tasks = stasks::start_stasks(&cfgs, &Prefix::job())?;
+    // With no workers running, start one per core in the default cluster: asked for here,
+    // since `start_stasks` alone would refuse (`Error::NoWorkers`).
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut tasks = stasks::STasks::builder()
+        .addprocs_if_none(cores)
+        .start(&cfgs, &Prefix::job())?;
     let n = stasks::count_stasks(&tasks);
     let workers = tasks.workers().to_vec();
     let result = (|| -> Result<(), BoxError> {
@@ -80,8 +90,8 @@ pub(crate) fn run(size: usize) -> Result<(), BoxError> {
         if !same {
             return Err("the server tasks' frame differs from the sequential one".into());
         }
-        let path = picture_path("stasks");
-        png::write_rgb(&path, size as u32, size as u32, image)?;
+        let path = picture::path("stasks");
+        picture::write_rgb(&path, size as u32, size as u32, image)?;
         println!("   picture: {}", path.display());
         Ok(())
     })();

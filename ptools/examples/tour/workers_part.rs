@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use ptools::workerset::{Mode, RemoteRef, WorkerSet, addprocs, rmprocs};
 
 use crate::fractal::julia_at;
-use crate::{BoxError, cores, picture_path, png};
+use crate::{BoxError, cores, picture};
 
 const C: (f64, f64) = (-0.7269, 0.1889);
 const MAX_ITER: u32 = 600;
@@ -19,7 +19,7 @@ fn render_band((size, y0, y1): (usize, usize, usize)) -> Vec<u8> {
     let mut rgb = Vec::with_capacity((y1 - y0) * size * 3);
     for y in y0..y1 {
         for x in 0..size {
-            rgb.extend_from_slice(&png::colour(julia_at(x, y, size, C, MAX_ITER)));
+            rgb.extend_from_slice(&picture::colour(julia_at(x, y, size, C, MAX_ITER)));
         }
     }
     rgb
@@ -74,7 +74,7 @@ pub(crate) fn run(size: usize) -> Result<(), BoxError> {
     );
     let result = (|| -> Result<(), BoxError> {
         for mode in [Mode::RoundRobin, Mode::FirstFree] {
-            let set = WorkerSet::new(&ids, mode)?;
+            let set = WorkerSet::with_mode(&ids, mode)?;
             let (picture, took) = render_with(&set, size)?;
             println!(
                 " in {:.0} ms ({:.2}x the sequential {:.0} ms); identical: {}",
@@ -92,8 +92,8 @@ pub(crate) fn run(size: usize) -> Result<(), BoxError> {
     // Stop the workers whatever happened above.
     rmprocs(&ids)?;
     result?;
-    let path = picture_path("workers");
-    png::write_rgb(&path, size as u32, size as u32, &baseline)?;
+    let path = picture::path("workers");
+    picture::write_rgb(&path, size as u32, size as u32, &baseline)?;
     println!("   picture: {}", path.display());
     Ok(())
 }

@@ -2,13 +2,16 @@
 //!
 //! ```text
 //! ptools shm list [--prefix P]             our segments: size, element type, dims, owner, alive
-//! ptools shm clean [--prefix P] [--dry-run] remove segments whose owner is dead
+//! ptools shm clean (--prefix P | --all) [--dry-run]
+//!                                           remove segments whose owner is dead
 //! ptools bench [--rounds N]                 the headline ratios on this machine, quickly
 //! ```
 //!
 //! Only objects named `ptools_*` that carry a ptools header are listed or removed; a
 //! segment whose owner is alive is never removed. A prefix matches exactly (no patterns),
-//! and must be a valid prefix: an empty or malformed one is refused.
+//! and must be a valid prefix: an empty or malformed one is refused. `clean` acts on the
+//! whole machine (every user's job that left segments it may remove) unless given a
+//! prefix, so it asks for that choice to be spelled out: `--prefix P` or `--all`.
 
 mod bench;
 
@@ -49,11 +52,16 @@ enum ShmCommand {
         #[arg(long)]
         prefix: Option<String>,
     },
-    /// Remove the segments whose owner process is dead.
+    /// Remove the segments whose owner process is dead: those of one prefix (`--prefix P`),
+    /// or every stale ptools segment on this machine (`--all`). One of the two is required.
+    #[command(group(clap::ArgGroup::new("scope").required(true).args(["prefix", "all"])))]
     Clean {
         /// Only segments with exactly this prefix.
         #[arg(long)]
         prefix: Option<String>,
+        /// Every stale ptools segment of the machine, whatever job or prefix left it.
+        #[arg(long)]
+        all: bool,
         /// Show what would be removed, remove nothing.
         #[arg(long)]
         dry_run: bool,
@@ -91,7 +99,13 @@ fn shm(cmd: ShmCommand) -> Result<(), ptools::shm::ShmError> {
                 .collect();
             print_table(&found);
         }
-        ShmCommand::Clean { prefix, dry_run } => {
+        ShmCommand::Clean {
+            prefix,
+            all,
+            dry_run,
+        } => {
+            // clap's required group gives exactly one of the two.
+            debug_assert!(all != prefix.is_some());
             let prefix = parse_prefix(prefix)?;
             let verb;
             let gone = if dry_run {
