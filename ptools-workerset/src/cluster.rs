@@ -879,8 +879,9 @@ fn check_master() -> Result<()> {
     if crate::worker::forgot_init() {
         eprintln!(
             "ptools-workerset: this process was started as a worker but never entered worker \
-             mode; call ptools_workerset::init() (ptools::workerset::init() through the facade) first in \
-             main, or enable_test_support!() in a test binary"
+             mode: main runs in every worker up to init(), so call ptools::workerset::init() \
+             (ptools_workerset::init() without the facade) first in main, or put \
+             ptools::workerset::enable_test_support!(); at the top of a test file"
         );
         return Err(Error::InvalidArgument(
             "this process is an uninitialised worker: it must not start workers".into(),

@@ -128,6 +128,7 @@ use Target::{BeatPeer, MaxTime, MinRate, Ratio, Reported};
 // The bench binaries: (package, `[[bench]]` name).
 const RT: (&str, &str) = ("ptools-workerset", "round_trip");
 const TP: (&str, &str) = ("ptools-workerset", "throughput");
+const DEATH: (&str, &str) = ("ptools-workerset", "death_latency");
 const FORK: (&str, &str) = ("ptools-fork", "pfork");
 const FORK_IL: (&str, &str) = ("ptools-fork", "pfork_interleaved");
 const SHM: (&str, &str) = ("ptools-shm", "shm_cycle");
@@ -141,6 +142,10 @@ const Q: (&str, &str) = ("ptools-queue", "queue");
 #[rustfmt::skip]
 pub(crate) const SCENARIOS: &[Scenario] = &[
     crit("remotecall_fetch round trip (u64)", RT, "round_trip/remotecall_fetch_u64", Some("round_trip/raw_socketpair_u64"), Ratio(1.5), Some("py_processpool_round_trip"), P::Time),
+    printed("SIGKILL to WorkerDied, busy worker, p50", DEATH, "death_latency/worker/p50", Some("death_latency/raw_pidfd/p50"), Reported, None, P::None),
+    printed("SIGKILL to WorkerDied, busy worker, p99", DEATH, "death_latency/worker/p99", Some("death_latency/raw_pidfd/p99"), Reported, None, P::None),
+    printed("SIGKILL to WorkerDied, a helper holds the sockets, p50", DEATH, "death_latency/helper_holds/p50", Some("death_latency/raw_pidfd/p50"), Reported, None, P::None),
+    printed("SIGKILL to WorkerDied, a helper holds the sockets, p99", DEATH, "death_latency/helper_holds/p99", Some("death_latency/raw_pidfd/p99"), Reported, None, P::None),
     crit("first-free throughput, 2 workers, 2 callers", TP, "dispatch/first_free_2_workers/2", None, MinRate(50_000.0), Some("py_pool_map_chunksize1"), P::Rate),
     crit("first-free throughput, 2 workers, 8 callers", TP, "dispatch/first_free_2_workers/8", None, MinRate(50_000.0), Some("py_pool_map_chunksize1"), P::Rate),
     crit("pipelined remotecall, 2 workers", TP, "dispatch/pipelined_remotecall_2_workers", None, MinRate(200_000.0), None, P::Rate),

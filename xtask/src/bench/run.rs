@@ -117,10 +117,26 @@ pub(crate) fn run_bench(package: &str, bench: &str, quick: bool) -> Result<Bench
 /// - `pfork_interleaved` (ptools-fork) prints, per n,
 ///   `n= 8  raw p10 A p50 B   ptools p10 C p50 D   ratio ...` in microseconds; the ids are
 ///   `pfork_interleaved/{raw,ptools}/<n>` and the figure is p50.
+/// - `death_latency` (ptools-workerset) prints `death <variant> p50 <µs> p99 <µs>`; the ids
+///   are `death_latency/<variant>/{p50,p99}`.
 /// - `interleaved` (ptools-stasks) prints, per variant,
 ///   `  stasks/2    median  512.3 ms   min ...`; the ids are `fill256_interleaved/<first
 ///   word of the variant>` (`raw_memset`, `stasks/1`, `stasks/2`, `python`, ...).
 pub(crate) fn printed_figures(bench: &str, line: &str) -> Vec<(String, f64)> {
+    if bench == "death_latency" {
+        // `death <variant> p50 <µs> p99 <µs>`
+        let t: Vec<&str> = line.split_whitespace().collect();
+        return match t.as_slice() {
+            ["death", variant, "p50", p50, "p99", p99] => [("p50", p50), ("p99", p99)]
+                .into_iter()
+                .filter_map(|(q, v)| {
+                    let us = v.parse::<f64>().ok()?;
+                    Some((format!("death_latency/{variant}/{q}"), us * 1e3))
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+    }
     if bench == "interleaved" {
         let t: Vec<&str> = line.split_whitespace().collect();
         let Some(i) = t.iter().position(|w| *w == "median") else {
