@@ -58,8 +58,25 @@
 //! - A worker that dies (killed, abort, segfault, exit) fails every call pending on it, and
 //!   every later call to its id, with [`Error::WorkerDied`] carrying the exit code or signal;
 //!   it leaves `procs()` and every [`WorkerSet`]. Other workers are not affected.
+//! - A worker's death is seen through its pidfd, not only through its sockets: a worker
+//!   that forked a helper (which keeps its sockets open) and is then killed is reported
+//!   [`Error::WorkerDied`] within milliseconds all the same (the `death_latency` bench
+//!   measures it). Each worker is killed at most once and reaped exactly once, through its
+//!   pidfd, never by a pid that may have been reused.
 //! - Arguments and results that fail to encode or decode give [`Error::Encode`] /
-//!   [`Error::Decode`]; the link stays usable.
+//!   [`Error::Decode`] with the message of the serde impl that failed; the link stays
+//!   usable. One over the cluster's frame cap
+//!   ([`ClusterBuilder::max_frame_bytes`], 1 GiB by default) gives
+//!   [`Error::ArgumentTooLarge`] (nothing sent) or [`Error::ResultTooLarge`] (raised by the
+//!   worker before it sends); the link stays usable.
+//! - No byte from a worker is trusted: a frame's length is checked against the cap before
+//!   any buffer grows, and buffers grow only with the bytes that arrived. A worker that
+//!   sends something that is not a frame (a bad length, an unknown kind, a reply to no
+//!   call) is killed and reaped, and every call on it fails with [`Error::Protocol`] naming
+//!   the cause. During start-up every read honours the start timeout and the handshake
+//!   frame is capped at 4 KiB, so a program that writes junk or half a frame and goes silent
+//!   fails `addprocs` in time with [`Error::WorkerStartFailed`]. A worker started by hand
+//!   with descriptors that are not its sockets says so on one line and exits with code 2.
 //! - Workers never outlive the master: a worker exits when its control link reaches end of
 //!   stream (the master is gone), and `PR_SET_PDEATHSIG(SIGKILL)` kills one stuck in a call.
 //!   Workers are forked from one long-lived thread of this crate, because the death signal
@@ -90,7 +107,8 @@
 //!   the master answers `WELCOME(id)` or `REJECT` (the worker then exits with code 3);
 //! - master to worker: `CALL(function offset, trampoline offset, postcard argument)`;
 //! - worker to master: one reply per call, in call order: `OK(result)`,
-//!   `PANIC(message, location)`, `DECODE(message)` (argument) or `ENCODE(message)` (result).
+//!   `PANIC(message, location)`, `DECODE(message)` (argument), `ENCODE(message)` (result)
+//!   or `TOO_LARGE(length, cap)` (a result over the frame cap, not sent).
 //!
 //! Replies need no call id: a worker runs calls one at a time in arrival order, so the
 //! n-th reply answers the n-th call, and the master keeps a FIFO of completion slots per
