@@ -1,4 +1,4 @@
-//! `cargo xtask`: the project's own tooling, std only.
+//! `cargo xtask`: the project's own tooling (std, plus `serde_json` for criterion's files).
 //!
 //! - `cargo xtask ci`: everything CI checks, in the order CI checks it, stopping at the first
 //!   failure. `.ci/run` calls only this, so a local run and a CI run are the same run.
