@@ -7,7 +7,7 @@
 //! (the single-configuration CI before it took 6-7). What costs is compiling, not running:
 //! the whole test suite runs in about 25 s, building it takes minutes. Measured: a run from
 //! an empty target dir took 439 s on 2 cores shared with other builds (clippy on all
-//! workspace features 51 s, the 17 per-crate clippy rows 29 s together, the 7 per-crate
+//! workspace features 51 s, the 17 per-crate clippy rows 27 s together, the 7 per-crate
 //! test rows 66 s, the workspace's tests 69 s, benches built 72 s, release tests 93 s,
 //! nightly check 33 s). So:
 //!
