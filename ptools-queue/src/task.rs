@@ -127,6 +127,7 @@ where
     }
 
     /// Sets the priority: lower runs first (NaN is refused when the task is queued).
+    #[must_use = "`priority` consumes the task and returns it with the new priority"]
     pub fn priority(mut self, p: f64) -> Self {
         self.priority = p;
         self

@@ -370,6 +370,7 @@ impl fmt::Debug for ShmSet {
 /// # Ok::<(), ptools_shm::ShmError>(())
 /// ```
 #[derive(Clone, Debug)]
+#[must_use = "a ShmBuilder does nothing until `create` or `attach` is called"]
 pub struct ShmBuilder {
     prefix: Prefix,
     reserve: bool,

@@ -64,6 +64,7 @@ pub enum TaskStatus {
 /// # }
 /// ```
 #[derive(Debug, Clone)]
+#[must_use = "an STasksBuilder does nothing until `start` is called"]
 pub struct STasksBuilder {
     cluster: Option<Cluster>,
     workers: Option<Vec<usize>>,

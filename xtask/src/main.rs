@@ -1,20 +1,23 @@
-//! `cargo xtask`: the project's own tooling, std only.
+//! `cargo xtask`: the project's own tooling (std, plus `serde_json` for criterion's files).
 //!
 //! - `cargo xtask ci`: everything CI checks, in the order CI checks it, stopping at the first
-//!   failure. `.ci/run` calls only this, so a local run and a CI run are the same run.
+//!   failure: the matrix of `ci::MATRIX` (every crate alone with every feature combination,
+//!   debug and release, docs, examples, other toolchains and targets where installed).
+//!   `.ci/run` calls only this, so a local run and a CI run are the same run.
 //!
 //! The leak check around the run is the part no off-the-shelf tool does: ptools creates
 //! shared-memory segments and processes, and a run that leaves either behind has a bug even
 //! when every test passed.
 
 mod bench;
+mod ci;
 mod leaks;
 #[cfg(test)]
 mod tidy;
 
 use std::env;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 use std::time::Instant;
 
 fn main() -> ExitCode {
@@ -42,8 +45,10 @@ fn print_help() {
     println!(
         "cargo xtask TASK\n\n\
          Tasks:\n  \
-         ci     fmt, clippy, tests (default / all / no default features), doc tests, docs,\n         \
-         examples, benches compiled, Miri when installed, then the leak check\n  \
+         ci     the CI matrix (xtask/src/ci.rs): fmt; clippy on every crate alone with every\n         \
+         feature combination; each crate's tests alone, the workspace's with all features,\n         \
+         the suite in release; docs; examples; benches compiled; MSRV, nightly, Miri and\n         \
+         other targets when installed (else SKIPPED); then the leak check\n  \
          bench  run the benches (--quick, --peers, --no-run) and write BENCHMARKS.md"
     );
 }
@@ -58,30 +63,6 @@ fn root() -> PathBuf {
 
 fn cargo() -> String {
     env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
-}
-
-/// Echoes and runs one cargo command from the workspace root.
-fn run(args: &[&str], envs: &[(&str, &str)]) -> Result<(), String> {
-    let shown: Vec<String> = envs
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .chain(std::iter::once("cargo".to_owned()))
-        .chain(args.iter().map(|a| (*a).to_owned()))
-        .collect();
-    println!("\n$ {}", shown.join(" "));
-    let started = Instant::now();
-    let status = Command::new(cargo())
-        .args(args)
-        .envs(envs.iter().copied())
-        .current_dir(root())
-        .status()
-        .map_err(|e| format!("cannot run cargo: {e}"))?;
-    println!("  ({:.1} s)", started.elapsed().as_secs_f64());
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("`{}` failed with {status}", shown.join(" ")))
-    }
 }
 
 /// Every example of every workspace member, as (package, example name). Members live one
@@ -119,7 +100,7 @@ fn ci() -> Result<(), String> {
         .unwrap_or_else(|_| root().join("target"));
     let before = leaks::Snapshot::take(&target);
 
-    let outcome = ci_steps();
+    let outcome = ci::run_matrix(&target);
     // The leak check runs whatever happened above: a failed test is the likeliest one to
     // leave a segment or a process behind, and that is worth knowing too.
     let leaked = leaks::check(&before, &target);
@@ -130,91 +111,6 @@ fn ci() -> Result<(), String> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
-}
-
-fn ci_steps() -> Result<(), String> {
-    run(&["fmt", "--all", "--check"], &[])?;
-    run(
-        &[
-            "clippy",
-            "--workspace",
-            "--all-targets",
-            "--",
-            "-D",
-            "warnings",
-        ],
-        &[],
-    )?;
-    run(
-        &[
-            "clippy",
-            "--workspace",
-            "--all-targets",
-            "--all-features",
-            "--",
-            "-D",
-            "warnings",
-        ],
-        &[],
-    )?;
-    // `cargo test` runs unit, integration and doc tests together.
-    run(&["test", "--workspace"], &[])?;
-    run(&["test", "--workspace", "--all-features"], &[])?;
-    run(&["test", "--workspace", "--no-default-features"], &[])?;
-    run(
-        &["doc", "--workspace", "--no-deps", "--all-features"],
-        &[("RUSTDOCFLAGS", "-D warnings")],
-    )?;
-    for (package, example) in examples() {
-        run(&["run", "--package", &package, "--example", &example], &[])?;
-    }
-    run(&["bench", "--workspace", "--no-run"], &[])?;
-    macos_check()?;
-    miri()
-}
-
-/// Type-checks the crates meant for macOS too, when the toolchain has the target (nothing
-/// runs there: CI is Linux). The worker runtime and the crates above it are Linux-only.
-fn macos_check() -> Result<(), String> {
-    const TARGET: &str = "x86_64-apple-darwin";
-    let installed = Command::new("rustup")
-        .args(["target", "list", "--installed"])
-        .output()
-        .is_ok_and(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .any(|l| l == TARGET)
-        });
-    if !installed {
-        println!("\n(skipping the macOS type-check: target {TARGET} is not installed)");
-        return Ok(());
-    }
-    run(
-        &[
-            "check",
-            "--target",
-            TARGET,
-            "--package",
-            "ptools-shm",
-            "--package",
-            "ptools-fork",
-        ],
-        &[],
-    )
-}
-
-/// Miri on the modules that do pointer and layout work without system calls, when the
-/// toolchain has it (it is a nightly component, so CI usually skips this step and says so).
-fn miri() -> Result<(), String> {
-    let has_miri = Command::new(cargo())
-        .args(["miri", "--version"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !has_miri {
-        println!("\n(skipping Miri: `cargo miri` is not installed on this toolchain)");
-        return Ok(());
-    }
-    run(&["miri", "test", "--package", "ptools-shm", "--lib"], &[])
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! Repository hygiene, checked as a test: every Rust source opens with a `//!` doc comment,
-//! and no debugging leftovers or placeholders are committed.
+//! no debugging leftovers or placeholders are committed, and every published crate ships
+//! the license files and docs.rs metadata.
 
 use std::path::{Path, PathBuf};
 
@@ -58,4 +59,54 @@ fn no_debugging_leftovers_or_placeholders() {
         }
     }
     assert!(hits.is_empty(), "leftovers: {hits:?}");
+}
+
+/// The workspace members that are published: every member folder but xtask.
+fn published_crates() -> Vec<PathBuf> {
+    let text = std::fs::read_to_string(crate::root().join("Cargo.toml")).unwrap_or_default();
+    let members: Vec<PathBuf> = text
+        .lines()
+        .map(str::trim)
+        .filter_map(|l| l.strip_prefix('"')?.strip_suffix("\","))
+        .filter(|m| *m != "xtask")
+        .map(|m| crate::root().join(m))
+        .collect();
+    assert!(members.len() >= 7, "read the members: {members:?}");
+    members
+}
+
+#[test]
+fn every_published_crate_ships_both_licenses() {
+    // cargo packages only files inside the crate's folder, so each crate keeps a copy of
+    // the root's license files; this keeps the copies identical to the root's.
+    let root = crate::root();
+    for name in ["LICENSE-MIT", "LICENSE-APACHE"] {
+        let original = std::fs::read(root.join(name)).expect(name);
+        for krate in published_crates() {
+            let copy = std::fs::read(krate.join(name)).unwrap_or_default();
+            assert!(
+                copy == original,
+                "{} differs from the root's {name}: `cp {name} {}/`",
+                krate.join(name).display(),
+                krate.display()
+            );
+        }
+    }
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap_or_default();
+    assert!(manifest.contains("license = \"MIT OR Apache-2.0\""));
+}
+
+#[test]
+fn every_published_crate_has_docs_rs_metadata() {
+    for krate in published_crates() {
+        let manifest = std::fs::read_to_string(krate.join("Cargo.toml")).unwrap_or_default();
+        assert!(
+            manifest.contains(
+                "[package.metadata.docs.rs]\nall-features = true\n\
+                 targets = [\"x86_64-unknown-linux-gnu\"]\n"
+            ),
+            "{}: no docs.rs metadata",
+            krate.display()
+        );
+    }
 }

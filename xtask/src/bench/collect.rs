@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::SystemTime;
 
-use super::json::Json;
+use super::json::{Benchmark, ConfidenceInterval, Estimates};
 use super::{Figure, Measured, PeerFigure, Row, SCENARIOS, Source, bench_exists};
 
 /// Reads one criterion result; `fresh_since` rejects results older than this run.
@@ -24,33 +24,24 @@ pub(crate) fn read_measured(
         return Err("no result from this run (only an older one)".to_owned());
     }
     let text = std::fs::read_to_string(&est).map_err(|e| e.to_string())?;
-    let estimates = Json::parse(&text)?;
-    let median_ns = estimates
-        .path(&["median", "point_estimate"])
-        .and_then(Json::as_f64)
-        .ok_or("estimates.json has no median")?;
-    let bound = |b: &str| {
-        estimates
-            .path(&["median", "confidence_interval", b])
-            .and_then(Json::as_f64)
-    };
-    let spread = match (bound("lower_bound"), bound("upper_bound")) {
-        (Some(lo), Some(hi)) if median_ns > 0.0 => Some((hi - lo) / 2.0 / median_ns),
+    let median = Estimates::parse(&text)?.median;
+    let median_ns = median.point_estimate;
+    let spread = match median.confidence_interval {
+        Some(ConfidenceInterval {
+            lower_bound: Some(lo),
+            upper_bound: Some(hi),
+        }) if median_ns > 0.0 => Some((hi - lo) / 2.0 / median_ns),
         _ => None,
     };
-    let bench = std::fs::read_to_string(dir.join("benchmark.json"))
+    // No `benchmark.json`, or one that does not read: the row simply has no throughput.
+    let throughput = std::fs::read_to_string(dir.join("benchmark.json"))
         .ok()
-        .and_then(|t| Json::parse(&t).ok());
-    let throughput = |kind: &str| {
-        bench
-            .as_ref()
-            .and_then(|b| b.path(&["throughput", kind]))
-            .and_then(Json::as_f64)
-    };
+        .and_then(|t| Benchmark::parse(&t).ok())
+        .and_then(|b| b.throughput);
     Ok(Measured {
         median_ns,
-        elements: throughput("Elements"),
-        bytes: throughput("Bytes"),
+        elements: throughput.as_ref().and_then(|t| t.elements),
+        bytes: throughput.as_ref().and_then(|t| t.bytes),
         spread,
     })
 }

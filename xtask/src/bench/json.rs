@@ -1,258 +1,144 @@
-//! A small JSON reader, enough for criterion's `estimates.json` and `benchmark.json`
-//! (xtask stays std only, so no serde). It parses the whole grammar but keeps numbers as
-//! `f64`, which is all criterion writes.
+//! criterion's result files, read with `serde_json`: `estimates.json` (the median and its
+//! confidence interval) and `benchmark.json` (the throughput, if any).
+//!
+//! Only the fields the report uses are declared; serde skips the others, so a criterion
+//! that writes more still reads. Numbers are `f64`, which is all criterion writes (its
+//! throughput counts are integers, which read as `f64` too).
 
-/// A parsed JSON value.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Json {
-    Null,
-    Bool(bool),
-    Num(f64),
-    Str(String),
-    Arr(Vec<Json>),
-    Obj(Vec<(String, Json)>),
+use serde::Deserialize;
+
+/// `estimates.json`: of all the estimates criterion writes, the median.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub(crate) struct Estimates {
+    pub(crate) median: Estimate,
 }
 
-impl Json {
-    /// Parses one JSON document (surrounding white space allowed).
-    pub(crate) fn parse(text: &str) -> Result<Json, String> {
-        let mut p = Parser {
-            s: text.as_bytes(),
-            i: 0,
-        };
-        let v = p.value()?;
-        p.ws();
-        if p.i != p.s.len() {
-            return Err(format!("trailing characters at byte {}", p.i));
-        }
-        Ok(v)
-    }
+/// One estimate: the point and, if criterion wrote it, its confidence interval.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub(crate) struct Estimate {
+    pub(crate) point_estimate: f64,
+    #[serde(default)]
+    pub(crate) confidence_interval: Option<ConfidenceInterval>,
+}
 
-    /// The member `key` of an object.
-    pub(crate) fn get(&self, key: &str) -> Option<&Json> {
-        match self {
-            Json::Obj(members) => members.iter().find(|(k, _)| k == key).map(|(_, v)| v),
-            _ => None,
-        }
-    }
+/// The bounds of a confidence interval; each one may be missing.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub(crate) struct ConfidenceInterval {
+    pub(crate) lower_bound: Option<f64>,
+    pub(crate) upper_bound: Option<f64>,
+}
 
-    /// Follows a path of object keys.
-    pub(crate) fn path(&self, keys: &[&str]) -> Option<&Json> {
-        keys.iter().try_fold(self, |v, k| v.get(k))
-    }
+/// `benchmark.json`: the throughput, `null` or absent when the bench declared none.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub(crate) struct Benchmark {
+    #[serde(default)]
+    pub(crate) throughput: Option<Throughput>,
+}
 
-    pub(crate) fn as_f64(&self) -> Option<f64> {
-        match self {
-            Json::Num(n) => Some(*n),
-            _ => None,
-        }
+/// criterion's `Throughput` enum as serde writes it, `{"Elements": n}` or `{"Bytes": n}`.
+/// The other kinds (`Bits`, `BytesDecimal`, ...) leave both fields `None`: the report has
+/// no column for them.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub(crate) struct Throughput {
+    #[serde(rename = "Elements")]
+    pub(crate) elements: Option<f64>,
+    #[serde(rename = "Bytes")]
+    pub(crate) bytes: Option<f64>,
+}
+
+impl Estimates {
+    /// Parses an `estimates.json`; the error names the file and what was wrong.
+    pub(crate) fn parse(text: &str) -> Result<Estimates, String> {
+        serde_json::from_str(text).map_err(|e| format!("estimates.json: {e}"))
     }
 }
 
-struct Parser<'a> {
-    s: &'a [u8],
-    i: usize,
-}
-
-impl Parser<'_> {
-    fn ws(&mut self) {
-        while self.i < self.s.len() && self.s[self.i].is_ascii_whitespace() {
-            self.i += 1;
-        }
-    }
-
-    fn err<T>(&self, what: &str) -> Result<T, String> {
-        Err(format!("{what} at byte {}", self.i))
-    }
-
-    fn eat(&mut self, b: u8) -> Result<(), String> {
-        self.ws();
-        if self.s.get(self.i) == Some(&b) {
-            self.i += 1;
-            Ok(())
-        } else {
-            self.err(&format!("expected `{}`", b as char))
-        }
-    }
-
-    fn value(&mut self) -> Result<Json, String> {
-        self.ws();
-        match self.s.get(self.i) {
-            Some(b'{') => self.object(),
-            Some(b'[') => self.array(),
-            Some(b'"') => self.string().map(Json::Str),
-            Some(b't') => self.word("true", Json::Bool(true)),
-            Some(b'f') => self.word("false", Json::Bool(false)),
-            Some(b'n') => self.word("null", Json::Null),
-            Some(b'-' | b'0'..=b'9') => self.number(),
-            _ => self.err("expected a value"),
-        }
-    }
-
-    fn word(&mut self, w: &str, v: Json) -> Result<Json, String> {
-        if self.s[self.i..].starts_with(w.as_bytes()) {
-            self.i += w.len();
-            Ok(v)
-        } else {
-            self.err("unknown word")
-        }
-    }
-
-    fn number(&mut self) -> Result<Json, String> {
-        let start = self.i;
-        while self.i < self.s.len()
-            && matches!(
-                self.s[self.i],
-                b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9'
-            )
-        {
-            self.i += 1;
-        }
-        let text = std::str::from_utf8(&self.s[start..self.i]).unwrap_or("");
-        match text.parse() {
-            Ok(n) => Ok(Json::Num(n)),
-            Err(_) => self.err("bad number"),
-        }
-    }
-
-    fn string(&mut self) -> Result<String, String> {
-        self.eat(b'"')?;
-        let mut out = Vec::new();
-        loop {
-            let Some(&b) = self.s.get(self.i) else {
-                return self.err("unterminated string");
-            };
-            self.i += 1;
-            match b {
-                b'"' => break,
-                b'\\' => {
-                    let Some(&e) = self.s.get(self.i) else {
-                        return self.err("unterminated escape");
-                    };
-                    self.i += 1;
-                    let c = match e {
-                        b'n' => '\n',
-                        b't' => '\t',
-                        b'r' => '\r',
-                        b'b' => '\u{8}',
-                        b'f' => '\u{c}',
-                        b'u' => {
-                            let hex = self.s.get(self.i..self.i + 4).unwrap_or(b"");
-                            let code = std::str::from_utf8(hex)
-                                .ok()
-                                .and_then(|h| u32::from_str_radix(h, 16).ok());
-                            self.i += 4;
-                            // Surrogate pairs never occur in criterion's ids; keep a marker.
-                            code.and_then(char::from_u32).unwrap_or('\u{fffd}')
-                        }
-                        other => other as char,
-                    };
-                    let mut buf = [0; 4];
-                    out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-                }
-                _ => out.push(b),
-            }
-        }
-        String::from_utf8(out).or_else(|_| self.err("invalid UTF-8 in string"))
-    }
-
-    fn array(&mut self) -> Result<Json, String> {
-        self.eat(b'[')?;
-        let mut items = Vec::new();
-        self.ws();
-        if self.s.get(self.i) == Some(&b']') {
-            self.i += 1;
-            return Ok(Json::Arr(items));
-        }
-        loop {
-            items.push(self.value()?);
-            self.ws();
-            match self.s.get(self.i) {
-                Some(b',') => self.i += 1,
-                Some(b']') => {
-                    self.i += 1;
-                    return Ok(Json::Arr(items));
-                }
-                _ => return self.err("expected `,` or `]`"),
-            }
-        }
-    }
-
-    fn object(&mut self) -> Result<Json, String> {
-        self.eat(b'{')?;
-        let mut members = Vec::new();
-        self.ws();
-        if self.s.get(self.i) == Some(&b'}') {
-            self.i += 1;
-            return Ok(Json::Obj(members));
-        }
-        loop {
-            self.ws();
-            let k = self.string()?;
-            self.eat(b':')?;
-            members.push((k, self.value()?));
-            self.ws();
-            match self.s.get(self.i) {
-                Some(b',') => self.i += 1,
-                Some(b'}') => {
-                    self.i += 1;
-                    return Ok(Json::Obj(members));
-                }
-                _ => return self.err("expected `,` or `}`"),
-            }
-        }
+impl Benchmark {
+    /// Parses a `benchmark.json`; the error names the file and what was wrong.
+    pub(crate) fn parse(text: &str) -> Result<Benchmark, String> {
+        serde_json::from_str(text).map_err(|e| format!("benchmark.json: {e}"))
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::Json;
+    use super::{Benchmark, ConfidenceInterval, Estimates, Throughput};
 
     /// Verbatim from a criterion 0.8 run (`fill/ptools/256MiB/new/estimates.json`).
     const ESTIMATES: &str = r#"{"mean":{"confidence_interval":{"confidence_level":0.95,"lower_bound":414579634.91,"upper_bound":500604560.1312499},"point_estimate":454347854.75,"standard_error":22183857.28933658},"median":{"confidence_interval":{"confidence_level":0.95,"lower_bound":397296833.0,"upper_bound":512345483.25},"point_estimate":435033346.5,"standard_error":24298820.185600795},"median_abs_dev":{"confidence_interval":{"confidence_level":0.95,"lower_bound":10898424.502064288,"upper_bound":115091580.99076599},"point_estimate":51774507.86296874,"standard_error":25369765.58059726},"slope":null,"std_dev":{"confidence_interval":{"confidence_level":0.95,"lower_bound":25879677.881968323,"upper_bound":92696720.91396227},"point_estimate":73937612.71076661,"standard_error":17119067.63080091}}"#;
 
     #[test]
     fn reads_the_median_not_the_median_abs_dev() {
-        let v = Json::parse(ESTIMATES).unwrap();
-        let median = v.path(&["median", "point_estimate"]).and_then(Json::as_f64);
-        assert_eq!(median, Some(435033346.5));
-        assert_eq!(v.get("slope"), Some(&Json::Null));
+        let e = Estimates::parse(ESTIMATES).unwrap();
+        assert_eq!(e.median.point_estimate, 435033346.5);
+        assert_eq!(
+            e.median.confidence_interval,
+            Some(ConfidenceInterval {
+                lower_bound: Some(397296833.0),
+                upper_bound: Some(512345483.25),
+            })
+        );
     }
 
     #[test]
-    fn reads_throughput_and_escapes() {
-        let v = Json::parse(
-            r#" {"full_id":"a\/b \"c\" \u00e9","throughput":{"Elements":1000000},"x":[1,-2.5e3,true,[]] } "#,
+    fn a_median_without_interval_or_bounds_still_reads() {
+        let e = Estimates::parse(r#"{"median":{"point_estimate":12.5}}"#).unwrap();
+        assert_eq!(e.median.point_estimate, 12.5);
+        assert_eq!(e.median.confidence_interval, None);
+        let e = Estimates::parse(
+            r#"{"median":{"point_estimate":1,"confidence_interval":{"lower_bound":0.5}}}"#,
         )
         .unwrap();
-        assert_eq!(v.get("full_id"), Some(&Json::Str("a/b \"c\" é".into())));
+        let ci = e.median.confidence_interval.unwrap();
+        assert_eq!((ci.lower_bound, ci.upper_bound), (Some(0.5), None));
+    }
+
+    #[test]
+    fn reads_throughput_and_skips_what_it_does_not_use() {
+        // The shape criterion 0.8 writes, with escapes in the id.
+        let b = Benchmark::parse(
+            r#" {"group_id":"fill","function_id":null,"value_str":"a\/b \"c\" \u00e9","full_id":"fill/x","directory_name":"fill/x","title":"fill/x","throughput":{"Elements":1000000},"x":[1,-2.5e3,true,[]]} "#,
+        )
+        .unwrap();
         assert_eq!(
-            v.path(&["throughput", "Elements"]).and_then(Json::as_f64),
-            Some(1e6)
+            b.throughput,
+            Some(Throughput {
+                elements: Some(1e6),
+                bytes: None,
+            })
         );
+        let b = Benchmark::parse(r#"{"throughput":{"Bytes":4096}}"#).unwrap();
+        assert_eq!(b.throughput.and_then(|t| t.bytes), Some(4096.0));
+        for none in [r#"{"throughput":null}"#, "{}"] {
+            assert_eq!(Benchmark::parse(none).unwrap().throughput, None, "{none}");
+        }
+        // A kind the report has no column for reads as neither.
+        let bits = Benchmark::parse(r#"{"throughput":{"Bits":8}}"#).unwrap();
         assert_eq!(
-            v.get("x"),
-            Some(&Json::Arr(vec![
-                Json::Num(1.0),
-                Json::Num(-2500.0),
-                Json::Bool(true),
-                Json::Arr(vec![])
-            ]))
+            bits.throughput,
+            Some(Throughput {
+                elements: None,
+                bytes: None,
+            })
         );
     }
 
     #[test]
-    fn rejects_broken_documents() {
+    fn rejects_broken_documents_and_a_missing_median() {
         for bad in [
             "",
             "{",
             r#"{"a":}"#,
             "[1,]",
-            r#"{"a":1} x"#,
+            r#"{"median":{"point_estimate":1}} x"#,
             r#""open"#,
             "nul",
+            "{}",
+            r#"{"median":null}"#,
+            r#"{"median":{"point_estimate":"fast"}}"#,
         ] {
-            assert!(Json::parse(bad).is_err(), "{bad:?} parsed");
+            let err = Estimates::parse(bad).expect_err(bad);
+            assert!(err.starts_with("estimates.json: "), "{err}");
         }
     }
 }
