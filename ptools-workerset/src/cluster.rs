@@ -26,6 +26,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Options for a [`Cluster`].
 #[derive(Debug, Clone)]
+#[must_use = "a ClusterBuilder does nothing until `build` is called"]
 pub struct ClusterBuilder {
     program: Option<PathBuf>,
     args: Vec<OsString>,

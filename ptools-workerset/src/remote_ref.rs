@@ -221,6 +221,7 @@ impl Slot {
 /// The result is taken by [`fetch`](Self::fetch) (or `.await`, or a successful
 /// [`try_fetch`](Self::try_fetch) / [`fetch_timeout`](Self::fetch_timeout)); a second take
 /// gives [`Error::AlreadyFetched`]. Dropping a `RemoteRef` does not cancel the call.
+#[must_use = "a RemoteRef is the only way to the call's result and error; dropping it does not cancel the call"]
 pub struct RemoteRef<R> {
     slot: Arc<Slot>,
     _r: PhantomData<fn() -> R>,
