@@ -1,5 +1,6 @@
 //! Internal to ptools: process-wide state that more than one ptools crate needs and only
-//! one may own. Not a public API; use it through `ptools-shm` and `ptools-workerset`.
+//! one may own, and the process handle that more than one crate needs. Not a public API;
+//! use it through `ptools-shm`, `ptools-fork` and `ptools-workerset`.
 //!
 //! Today that is the signal state: on `SIGINT` and `SIGTERM` a ptools program unlinks the
 //! shared-memory segments it created and stops the workers it started, then dies by the
@@ -7,9 +8,15 @@
 //! started by `ptools-workerset`, but a signal has one handler per process: it lives here,
 //! so two crates never fight over it.
 //!
-//! This crate depends on nothing of ours; `ptools-shm` and `ptools-workerset` depend on it.
+//! The other is the owned handle of a child process ([`process`]): pidfd, killed at most
+//! once, reaped exactly once. pfork's children (`ptools-fork`) and the workers
+//! (`ptools-workerset`) both use it, and neither crate may depend on the other.
+//!
+//! This crate depends on nothing of ours; `ptools-shm`, `ptools-fork` and `ptools-workerset`
+//! depend on it.
 
 #[cfg(not(unix))]
 compile_error!("ptools-sys supports Unix only (as ptools-shm and ptools-workerset do)");
 
+pub mod process;
 pub mod signals;

@@ -354,6 +354,17 @@ pub fn forget_process(pid: i32) {
     }
 }
 
+/// Whether `pid` is live in this process's table (for tests).
+#[cfg(test)]
+pub(crate) fn is_registered(pid: i32) -> bool {
+    let me = getpid();
+    PROCS.iter().any(|s| {
+        s.state.load(Ordering::Acquire) == LIVE
+            && s.pid.load(Ordering::Relaxed) == pid
+            && s.owner.load(Ordering::Relaxed) == me
+    })
+}
+
 #[cfg(any(target_os = "linux", target_os = "android"))]
 fn pidfd_open(pid: i32) -> io::Result<i32> {
     // SAFETY: pidfd_open(2) with integer arguments; the descriptor it returns is
