@@ -99,152 +99,46 @@ pub(crate) fn poll_readable(fd: RawFd, timeout: Duration) -> io::Result<bool> {
     }
 }
 
-/// One child process, owned: signalled through its pidfd (so never a pid that the system
-/// may have given to another process since), killed at most once, reaped exactly once.
+/// One worker process, owned: the shared handle of `ptools_sys::process` (pidfd, killed at
+/// most once, reaped exactly once, killed and reaped on drop), with the status in this
+/// crate's public [`Termination`]. A worker always has a pidfd (see [`spawn_worker`]).
 ///
 /// Its death is visible as the pidfd turning readable, whoever holds the process's sockets
 /// (a helper the worker forked keeps them open; the pidfd does not care).
 #[derive(Debug)]
 pub(crate) struct Process {
-    pid: i32,
-    pidfd: OwnedFd,
-    state: std::sync::Mutex<ProcState>,
-}
-
-#[derive(Debug, Default)]
-struct ProcState {
-    killed: bool,
-    reaped: Option<Termination>,
+    inner: ptools_sys::process::Process,
+    pidfd: RawFd,
 }
 
 impl Process {
-    /// Takes ownership of `pid`, a child of this process that nobody has reaped.
-    fn adopt(pid: i32) -> io::Result<Process> {
-        // SAFETY: raw syscall with integer arguments; `pid` is our unreaped child, so it
-        // cannot have been reused, and the descriptor returned is ours alone.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Process {
-            pid,
-            // SAFETY: the kernel just returned this open descriptor; nothing else owns it.
-            pidfd: unsafe { OwnedFd::from_raw_fd(fd as RawFd) },
-            state: std::sync::Mutex::new(ProcState::default()),
-        })
-    }
-
     /// The process id (for messages and for the user; never used to signal or wait).
     pub(crate) fn pid(&self) -> i32 {
-        self.pid
+        self.inner.pid()
     }
 
-    /// The pidfd, readable once the process has ended.
+    /// The pidfd, readable once the process has ended; open as long as `self` lives.
     pub(crate) fn pidfd(&self) -> RawFd {
-        self.pidfd.as_raw_fd()
-    }
-
-    fn state(&self) -> std::sync::MutexGuard<'_, ProcState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.pidfd
     }
 
     /// Sends `SIGKILL`, once: later calls, and calls after the reap, do nothing.
     pub(crate) fn kill(&self) {
-        let mut st = self.state();
-        if st.killed || st.reaped.is_some() {
-            return;
-        }
-        st.killed = true;
-        // SAFETY: raw syscall on our own pidfd; it names exactly this process even after it
-        // ends, so the signal can never reach another one. ESRCH (already ended) is fine.
-        unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                self.pidfd.as_raw_fd(),
-                libc::SIGKILL,
-                std::ptr::null::<libc::siginfo_t>(),
-                0,
-            )
-        };
-    }
-
-    /// Reaps the process if it has ended; `None` while it runs. The status is kept, so
-    /// every later call returns it again without a second wait.
-    pub(crate) fn try_wait(&self) -> Option<Termination> {
-        let mut st = self.state();
-        if let Some(t) = st.reaped {
-            return Some(t);
-        }
-        // SAFETY: `siginfo_t` is plain data for which all zeroes is a valid value.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        loop {
-            // SAFETY: waitid on our own pidfd with a valid out-parameter.
-            let r = unsafe {
-                libc::waitid(
-                    libc::P_PIDFD,
-                    self.pidfd.as_raw_fd() as libc::id_t,
-                    &mut info,
-                    libc::WEXITED | libc::WNOHANG,
-                )
-            };
-            if r == 0 {
-                break;
-            }
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            // ECHILD: reaped elsewhere (a user's `waitpid(-1)`); the status is lost.
-            st.reaped = Some(Termination::Unknown);
-            ptools_sys::signals::forget_process(self.pid);
-            return st.reaped;
-        }
-        // SAFETY: waitid filled `info` for a child event (or left it zeroed: still running).
-        let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
-        if pid == 0 {
-            return None;
-        }
-        let t = match info.si_code {
-            libc::CLD_EXITED => Termination::Exited(status),
-            libc::CLD_KILLED | libc::CLD_DUMPED => Termination::Signaled(status),
-            _ => Termination::Unknown,
-        };
-        st.reaped = Some(t);
-        // Reaped: out of the signal handler's table.
-        ptools_sys::signals::forget_process(self.pid);
-        Some(t)
+        self.inner.kill();
     }
 
     /// Reaps the process: waits up to `grace` for it to end, then kills it and waits.
     pub(crate) fn reap(&self, grace: Duration) -> Termination {
-        let deadline = Instant::now() + grace;
-        loop {
-            if let Some(t) = self.try_wait() {
-                return t;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            let _ = poll_readable(self.pidfd(), left);
-        }
-        self.kill();
-        loop {
-            if let Some(t) = self.try_wait() {
-                return t;
-            }
-            // SIGKILL ends it; the bound only keeps a missed wake-up from costing more.
-            let _ = poll_readable(self.pidfd(), Duration::from_millis(100));
-        }
+        termination(self.inner.reap(grace))
     }
 }
 
-impl Drop for Process {
-    fn drop(&mut self) {
-        // Never leave a zombie: a handle dropped unreaped (an error path) kills and reaps.
-        if self.state().reaped.is_none() {
-            self.reap(Duration::ZERO);
-        }
+fn termination(s: ptools_sys::process::ExitStatus) -> Termination {
+    use ptools_sys::process::ExitStatus;
+    match s {
+        ExitStatus::Exited(c) => Termination::Exited(c),
+        ExitStatus::Signaled { signal, .. } => Termination::Signaled(signal),
+        ExitStatus::Unknown => Termination::Unknown,
     }
 }
 
@@ -429,15 +323,15 @@ pub(crate) fn spawn_worker(
     let pid = child.id() as i32;
     // `Child` does not reap on drop; from here the process is the handle's.
     drop(child);
-    let proc = Process::adopt(pid).inspect_err(|_| {
-        // No pidfd (a kernel before 5.3): the child cannot be watched, so it must not run.
-        // SAFETY: `pid` is our unreaped child; waitpid below reaps it at once.
-        unsafe {
-            libc::kill(pid, libc::SIGKILL);
-            libc::waitpid(pid, std::ptr::null_mut(), 0);
-        }
-    })?;
+    // No pidfd (a kernel before 5.3): the child cannot be watched, so it must not run;
+    // `adopt_with_pidfd` then kills and reaps it.
+    let mut proc = ptools_sys::process::Child::adopt_with_pidfd(pid)?;
     // SIGINT/SIGTERM cleanup stops it (by pidfd) until it is reaped.
-    ptools_sys::signals::register_process(pid);
-    Ok(proc)
+    proc.register_with_signals();
+    let inner = ptools_sys::process::Process::new(proc);
+    let pidfd = inner
+        .pidfd()
+        .map(|fd| fd.as_raw_fd())
+        .ok_or_else(|| io::Error::from(io::ErrorKind::Unsupported))?;
+    Ok(Process { inner, pidfd })
 }
