@@ -1,13 +1,16 @@
 //! The parent's side of a run: fork up to `max_alive` children, read every pipe as data
 //! arrives (one `poll` over all pipes and pidfds, so no child ever blocks on a full pipe),
-//! reap each child by its own pid, enforce the timeout, and turn what came back into one
-//! outcome per child.
+//! reap each child through its own handle (`ptools_sys::process::Child`: by pidfd, killed
+//! at most once, reaped exactly once, killed and reaped if dropped early), enforce the
+//! timeout, and turn what came back into one outcome per child.
 //!
 //! A child is finished when it has been reaped *and* its pipe has been read to the end or,
 //! after reaping, drained of what is there: a grandchild that inherited the write end can
 //! keep the pipe open, but everything the child wrote is in the pipe once it is a zombie.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+use ptools_sys::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -15,7 +18,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::ChildError;
 use crate::frame::{self, Progress, Reader, Received};
-use crate::sys::{self, Exit};
+use crate::sys;
 use crate::{Pfork, child};
 
 /// Poll tick when a child has no pidfd (macOS, Linux before 5.3): how often its exit is
@@ -34,13 +37,12 @@ enum Killed {
 /// A child that has been forked and not yet finished.
 struct Running {
     index: usize,
-    pid: sys::pid_t,
+    /// The process: its pidfd (readable when it has ended; `None` without pidfd support)
+    /// and, once reaped, its status.
+    proc: Child,
     /// Read end of the child's pipe; `None` once read to the end.
     pipe: Option<OwnedFd>,
-    /// Becomes readable when the child has ended; `None` without pidfd support.
-    pidfd: Option<OwnedFd>,
     reader: Reader,
-    status: Option<sys::WaitStatus>,
     killed: Option<Killed>,
     /// The last poll saw data (or end of file) on the pipe.
     pipe_ready: bool,
@@ -57,8 +59,8 @@ enum Ready {
 
 impl Running {
     fn kill(&mut self, why: Killed) {
-        if self.status.is_none() && self.killed.is_none() {
-            sys::kill_child(self.pid, self.pidfd.as_ref().map(AsFd::as_fd));
+        if self.proc.status().is_none() && self.killed.is_none() {
+            self.proc.kill();
             self.killed = Some(why);
         }
     }
@@ -77,7 +79,7 @@ impl Running {
     }
 
     fn finished(&self) -> bool {
-        self.status.is_some() && self.pipe.is_none()
+        self.proc.status().is_some() && self.pipe.is_none()
     }
 }
 
@@ -133,7 +135,7 @@ where
         // A killed child, or one without a pidfd, is checked with waitpid on a short tick.
         if alive
             .iter()
-            .any(|c| c.pidfd.is_none() || c.killed.is_some())
+            .any(|c| c.proc.pidfd().is_none() || c.killed.is_some())
         {
             wait_ms = if wait_ms < 0 {
                 ms_ceil(TICK)
@@ -153,7 +155,7 @@ where
                 });
                 owners.push((k, Ready::Pipe));
             }
-            if let (Some(fd), None) = (&c.pidfd, c.status) {
+            if let (Some(fd), None) = (c.proc.pidfd(), c.proc.status()) {
                 pollfds.push(libc::pollfd {
                     fd: fd.as_raw_fd(),
                     events: libc::POLLIN,
@@ -190,19 +192,15 @@ where
             if std::mem::take(&mut c.pipe_ready) {
                 c.read_pipe();
             }
-            let check =
-                std::mem::take(&mut c.exit_ready) || c.pidfd.is_none() || c.killed.is_some();
-            if c.status.is_none() && check {
-                match sys::try_wait(c.pid) {
-                    Ok(Some(status)) => c.status = Some(status),
-                    Ok(None) => {}
-                    // ECHILD: someone else reaped the child (SIGCHLD set to SIG_IGN, or a
-                    // waitpid(-1) elsewhere). Its exit status is lost; the outcome is then
-                    // decided from its frame alone, as after a clean exit.
-                    Err(_) => c.status = Some(0),
-                }
+            let check = std::mem::take(&mut c.exit_ready)
+                || c.proc.pidfd().is_none()
+                || c.killed.is_some();
+            if c.proc.status().is_none() && check {
+                // Reaped once; a child someone else reaped (SIGCHLD set to SIG_IGN, or a
+                // waitpid(-1) elsewhere) counts as reaped with `ExitStatus::Unknown`.
+                c.proc.try_wait();
             }
-            if c.status.is_some() && c.pipe.is_some() {
+            if c.proc.status().is_some() && c.pipe.is_some() {
                 // Reaped: all the child wrote is in the pipe. Take it, and stop waiting for
                 // an end of file that a grandchild holding the write end could delay.
                 c.read_pipe();
@@ -244,14 +242,12 @@ where
         }
         sys::Forked::Parent(pid) => {
             drop(write);
-            let pidfd = sys::pidfd_open(pid);
+            // The child's only handle from here: one pidfd_open, as before.
             Ok(Running {
                 index,
-                pid,
+                proc: Child::adopt(pid),
                 pipe: Some(read),
-                pidfd,
                 reader: Reader::new(max),
-                status: None,
                 killed: None,
                 pipe_ready: false,
                 exit_ready: false,
@@ -264,7 +260,7 @@ where
 fn outcome<R: DeserializeOwned>(c: Running) -> Result<R, ChildError> {
     decide(
         c.killed,
-        c.status.unwrap_or(0),
+        c.proc.status().unwrap_or(ExitStatus::Unknown),
         c.reader.received(),
         c.reader.cap(),
     )
@@ -276,7 +272,7 @@ fn outcome<R: DeserializeOwned>(c: Running) -> Result<R, ChildError> {
 /// then the result, or why there is none.
 fn decide<R: DeserializeOwned>(
     killed: Option<Killed>,
-    status: sys::WaitStatus,
+    status: ExitStatus,
     received: Received<'_>,
     cap: u64,
 ) -> Result<R, ChildError> {
@@ -318,12 +314,17 @@ fn decide<R: DeserializeOwned>(
         }
         _ => {}
     }
-    match sys::decode_status(status) {
-        Exit::Signal(signal, core_dumped) => Err(ChildError::Signaled {
+    match status {
+        ExitStatus::Signaled {
+            signal,
+            core_dumped,
+        } => Err(ChildError::Signaled {
             signal,
             core_dumped,
         }),
-        Exit::Code(0) => match received {
+        // Unknown: someone else reaped the child and its status is lost; the outcome is
+        // then decided from its frame alone, as after a clean exit.
+        ExitStatus::Exited(0) | ExitStatus::Unknown => match received {
             Received::Frame {
                 tag: frame::TAG_OK,
                 payload,
@@ -334,7 +335,7 @@ fn decide<R: DeserializeOwned>(
                 Err(ChildError::NoResult)
             }
         },
-        Exit::Code(code) => Err(ChildError::Exited { code }),
+        ExitStatus::Exited(code) => Err(ChildError::Exited { code }),
     }
 }
 
@@ -356,30 +357,18 @@ fn ms_ceil(d: Duration) -> libc::c_int {
 mod test {
     use super::*;
 
-    /// Wait statuses in the traditional encoding Linux and macOS share (`<sys/wait.h>`).
-    fn exited(code: i32) -> sys::WaitStatus {
-        code << 8
+    fn exited(code: i32) -> ExitStatus {
+        ExitStatus::Exited(code)
     }
-    fn signaled(signal: i32, core: bool) -> sys::WaitStatus {
-        signal | if core { 0x80 } else { 0 }
+    fn signaled(signal: i32, core_dumped: bool) -> ExitStatus {
+        ExitStatus::Signaled {
+            signal,
+            core_dumped,
+        }
     }
 
     fn ok_frame(v: u32) -> Vec<u8> {
         postcard::to_allocvec(&v).unwrap()
-    }
-
-    #[test]
-    fn statuses_decode() {
-        assert_eq!(sys::decode_status(exited(0)), Exit::Code(0));
-        assert_eq!(sys::decode_status(exited(101)), Exit::Code(101));
-        assert_eq!(
-            sys::decode_status(signaled(libc::SIGKILL, false)),
-            Exit::Signal(libc::SIGKILL, false)
-        );
-        assert_eq!(
-            sys::decode_status(signaled(libc::SIGSEGV, true)),
-            Exit::Signal(libc::SIGSEGV, true)
-        );
     }
 
     #[test]

@@ -9,9 +9,6 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 pub(crate) use libc::pid_t;
 
-/// Exit status of a child as `waitpid` reports it (the raw `int`).
-pub(crate) type WaitStatus = libc::c_int;
-
 /// What `fork` returned, seen from each side.
 pub(crate) enum Forked {
     /// We are the new child process.
@@ -193,80 +190,6 @@ pub(crate) fn poll(fds: &mut [libc::pollfd], timeout_ms: libc::c_int) -> io::Res
     Ok(n.unsigned_abs() as usize)
 }
 
-/// `waitpid(pid, WNOHANG)`: the status if the child `pid` has ended (and is now reaped),
-/// `None` if it still runs. `EINTR` is retried.
-pub(crate) fn try_wait(pid: pid_t) -> io::Result<Option<WaitStatus>> {
-    wait(pid, libc::WNOHANG)
-}
-
-fn wait(pid: pid_t, flags: libc::c_int) -> io::Result<Option<WaitStatus>> {
-    let mut status: libc::c_int = 0;
-    loop {
-        // SAFETY: `status` is a valid, writable int; `pid` is our own unreaped child, so the
-        // pid cannot have been reused by an unrelated process.
-        let rc = unsafe { libc::waitpid(pid, &mut status, flags) };
-        if rc == pid {
-            return Ok(Some(status));
-        }
-        if rc == 0 {
-            return Ok(None);
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
-        }
-    }
-}
-
-/// Sends `SIGKILL` to our own child `pid`, through its pidfd when there is one: a pidfd names
-/// the process itself, so the signal cannot reach another process that reused the pid after
-/// someone else reaped ours (see [`try_wait`]'s callers on `ECHILD`).
-pub(crate) fn kill_child(pid: pid_t, pidfd: Option<BorrowedFd<'_>>) {
-    #[cfg(target_os = "linux")]
-    if let Some(pidfd) = pidfd {
-        // SAFETY: pidfd_send_signal(2) takes a pidfd, a signal, a null siginfo (allowed: the
-        // kernel fills it as kill does) and zero flags.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                pidfd.as_raw_fd(),
-                libc::SIGKILL,
-                std::ptr::null::<libc::siginfo_t>(),
-                0,
-            )
-        };
-        // ESRCH means the process is gone: falling back to kill(pid) could then hit a
-        // process that reused the pid. Fall back only where the call does not exist.
-        if rc == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ENOSYS) {
-            return;
-        }
-    }
-    let _ = pidfd;
-    // SAFETY: kill takes no pointers. `pid` is our child and not yet reaped by us; the only
-    // failure is ESRCH for a child that has already ended, which the reaping that always
-    // follows handles.
-    let _ = unsafe { libc::kill(pid, libc::SIGKILL) };
-}
-
-/// Opens a pidfd for our child `pid` (Linux 5.3+): it polls readable once the child has ended,
-/// which lets the poll loop wake exactly when a child can be reaped. `None` where pidfds are
-/// not available (older kernels, macOS); the caller then falls back to a polling tick.
-pub(crate) fn pidfd_open(pid: pid_t) -> Option<OwnedFd> {
-    #[cfg(target_os = "linux")]
-    {
-        // SAFETY: pidfd_open(2) takes a pid and flags, no pointers; `pid` is our unreaped child.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-        let fd = RawFd::try_from(fd).ok().filter(|fd| *fd >= 0)?;
-        // SAFETY: the kernel just returned this descriptor (close-on-exec); nothing else owns it.
-        Some(unsafe { OwnedFd::from_raw_fd(fd) })
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = pid;
-        None
-    }
-}
-
 /// The calling process's pid.
 pub(crate) fn getpid() -> pid_t {
     // SAFETY: getpid has no preconditions and cannot fail.
@@ -389,25 +312,4 @@ pub(crate) fn signal_name(signal: i32) -> String {
         _ => return format!("signal {signal}"),
     };
     name.to_owned()
-}
-
-/// Decoded wait status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Exit {
-    /// Exited with this code.
-    Code(i32),
-    /// Ended by this signal; whether it dumped core.
-    Signal(i32, bool),
-}
-
-/// Decodes a raw wait status (`WIFEXITED` and friends).
-pub(crate) fn decode_status(status: WaitStatus) -> Exit {
-    if libc::WIFEXITED(status) {
-        Exit::Code(libc::WEXITSTATUS(status))
-    } else if libc::WIFSIGNALED(status) {
-        Exit::Signal(libc::WTERMSIG(status), libc::WCOREDUMP(status))
-    } else {
-        // Stopped or continued statuses are not reported without WUNTRACED/WCONTINUED.
-        Exit::Code(status)
-    }
 }
