@@ -51,9 +51,11 @@
 //! payload) into its pipe and leaves with `_exit`: no destructor or `atexit` handler of the
 //! parent's state runs in a child, and nothing the parent buffered is printed twice. The
 //! parent reads all pipes at once as data arrives (`poll`), so no child blocks on a full pipe,
-//! and reaps each child by its own pid (woken by a pidfd on Linux 5.3 and later); it never
-//! calls `wait(-1)`, so it never reaps a child that is not its own, and it kills (on timeout)
-//! through the pidfd, so it never signals a process that reused a child's pid.
+//! and reaps each child exactly once through its own handle (by its pidfd on Linux 5.3 and
+//! later, which also wakes the poll; by its pid, while unreaped, elsewhere); it never calls
+//! `wait(-1)`, so it never reaps a child that is not its own, and it kills (on timeout) at
+//! most once and never after the reap, so it never signals a process that reused a child's
+//! pid.
 //!
 //! # Shared arrays
 //!

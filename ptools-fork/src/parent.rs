@@ -192,9 +192,8 @@ where
             if std::mem::take(&mut c.pipe_ready) {
                 c.read_pipe();
             }
-            let check = std::mem::take(&mut c.exit_ready)
-                || c.proc.pidfd().is_none()
-                || c.killed.is_some();
+            let check =
+                std::mem::take(&mut c.exit_ready) || c.proc.pidfd().is_none() || c.killed.is_some();
             if c.proc.status().is_none() && check {
                 // Reaped once; a child someone else reaped (SIGCHLD set to SIG_IGN, or a
                 // waitpid(-1) elsewhere) counts as reaped with `ExitStatus::Unknown`.

@@ -25,7 +25,7 @@
 //! watchdog and the cluster).
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::Mutex;
 #[cfg(target_os = "linux")]
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -329,6 +329,7 @@ fn poll_in(fd: RawFd, ms: libc::c_int) -> bool {
 
 #[cfg(target_os = "linux")]
 fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
+    use std::os::fd::FromRawFd;
     // SAFETY: pidfd_open(2) takes a pid and flags, no pointers; `pid` is our unreaped child,
     // so it names that process and no other.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
