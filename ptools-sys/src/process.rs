@@ -480,8 +480,12 @@ fn ended(pid: libc::pid_t, pidfd: Option<RawFd>) -> bool {
             libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
         )
     };
-    // SAFETY: on success waitid filled `info`, or left it zeroed (still running).
-    r == 0 && unsafe { info.si_pid() } != 0
+    if r != 0 {
+        // ECHILD: someone else reaped it, so it has ended.
+        return io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD);
+    }
+    // SAFETY: waitid succeeded and filled `info`, or left it zeroed (still running).
+    unsafe { info.si_pid() != 0 }
 }
 
 #[cfg(test)]
@@ -606,6 +610,22 @@ mod tests {
             assert_eq!(c.reap(Duration::from_secs(60)), ExitStatus::Exited(7));
             assert!(!c.kill());
             assert!(!c.was_killed());
+        });
+    }
+
+    #[test]
+    fn a_child_reaped_behind_the_handle_is_unknown_and_never_signalled() {
+        each_kind(exit_7, |mut c| {
+            let mut status = 0;
+            // SAFETY: waitpid with a valid out-parameter on our own child: what a program
+            // calling waitpid(-1) would do behind the handle's back.
+            let rc = unsafe { libc::waitpid(c.pid(), &mut status, 0) };
+            assert_eq!(rc, c.pid());
+            // Its pid may belong to another process now: the handle must not use it.
+            assert!(c.has_ended());
+            assert_eq!(c.try_wait(), Some(ExitStatus::Unknown));
+            assert!(!c.kill());
+            assert_eq!(c.reap(Duration::ZERO), ExitStatus::Unknown);
         });
     }
 
