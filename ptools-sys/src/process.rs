@@ -183,15 +183,7 @@ impl Child {
     /// Reaps the process: waits up to `grace` for it to end, then kills it and waits.
     pub fn reap(&mut self, grace: Duration) -> ExitStatus {
         let fd = self.pidfd.as_ref().map(AsRawFd::as_raw_fd);
-        let this = std::cell::RefCell::new(self);
-        reap_with(
-            grace,
-            fd,
-            || this.borrow_mut().try_wait(),
-            || {
-                this.borrow_mut().kill();
-            },
-        )
+        reap_with(grace, fd, self)
     }
 }
 
@@ -262,25 +254,39 @@ impl Process {
 
     /// See [`Child::reap`]; the lock is not held while waiting.
     pub fn reap(&self, grace: Duration) -> ExitStatus {
-        reap_with(
-            grace,
-            self.pidfd,
-            || self.try_wait(),
-            || {
-                self.kill();
-            },
-        )
+        let mut this = self;
+        reap_with(grace, self.pidfd, &mut this)
     }
 }
 
-/// Waits up to `grace` for the process to end (by `try_wait`), then `kill`s it and waits.
-fn reap_with(
-    grace: Duration,
-    pidfd: Option<RawFd>,
-    mut try_wait: impl FnMut() -> Option<ExitStatus>,
-    kill: impl FnOnce(),
-) -> ExitStatus {
-    if let Some(s) = try_wait() {
+/// What [`reap_with`] needs of a handle: the two steps, each taking what lock it needs.
+trait Steps {
+    fn try_wait(&mut self) -> Option<ExitStatus>;
+    fn kill(&mut self);
+}
+
+impl Steps for Child {
+    fn try_wait(&mut self) -> Option<ExitStatus> {
+        Child::try_wait(self)
+    }
+    fn kill(&mut self) {
+        Child::kill(self);
+    }
+}
+
+impl Steps for &Process {
+    fn try_wait(&mut self) -> Option<ExitStatus> {
+        Process::try_wait(self)
+    }
+    fn kill(&mut self) {
+        Process::kill(self);
+    }
+}
+
+/// Waits up to `grace` for the process to end, then kills it and waits; the pidfd (if any)
+/// only to sleep on, the lock (if any) only inside each step.
+fn reap_with(grace: Duration, pidfd: Option<RawFd>, h: &mut impl Steps) -> ExitStatus {
+    if let Some(s) = h.try_wait() {
         return s;
     }
     if !grace.is_zero() {
@@ -291,14 +297,14 @@ fn reap_with(
                 break;
             }
             wait_for_end(pidfd, left);
-            if let Some(s) = try_wait() {
+            if let Some(s) = h.try_wait() {
                 return s;
             }
         }
     }
-    kill();
+    h.kill();
     loop {
-        if let Some(s) = try_wait() {
+        if let Some(s) = h.try_wait() {
             return s;
         }
         wait_for_end(pidfd, AFTER_KILL);
