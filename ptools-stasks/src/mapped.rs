@@ -70,9 +70,12 @@ pub fn pmap_shm_create_on(cluster: &Cluster, cfgs: &[ShmCfg], prefix: &Prefix) -
                 id,
                 message,
             },
-            Ok(Err(Fault::NotRegistered | Fault::Unsupported | Fault::OutOfSpace { .. })) => {
-                Error::NotRegistered { task: i, id }
-            }
+            Ok(Err(
+                Fault::NotRegistered
+                | Fault::Unsupported
+                | Fault::OutOfSpace { .. }
+                | Fault::ForeignHandler,
+            )) => Error::NotRegistered { task: i, id },
             Err(e) => Error::from_worker(i, id, e),
         };
         first.get_or_insert(e);

@@ -146,6 +146,36 @@ fn checked_offset(addr: usize) -> Result<u64> {
     }
 }
 
+/// A place in the executable's own code, measured the way remote functions travel: to
+/// send a function pointer of another shape than `fn(A) -> R` (as ptools-stasks does for
+/// its handlers) inside the argument of a remote call.
+///
+/// Making one checks that the address lies in the executable's own code; turning it back
+/// into an address in another process is meaningful only when that process runs the same
+/// executable (every worker does: the handshake checks it). Turning the address into a
+/// function pointer is the receiver's `unsafe` business: nothing here vouches for the
+/// pointer's type, and a `CodeOffset` decoded from bytes can be any offset at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+pub struct CodeOffset(u64);
+
+impl CodeOffset {
+    /// The offset of the code at `addr` (a function pointer cast to `usize`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ForeignFunction`] when `addr` does not lie in the executable's own code.
+    pub fn of(addr: usize) -> Result<CodeOffset> {
+        checked_offset(addr).map(CodeOffset)
+    }
+
+    /// The address in this process, or `None` when it would not lie in the executable's
+    /// own code (so not a function of this image whatever the sender meant).
+    pub fn addr(self) -> Option<usize> {
+        let a = address(self.0);
+        in_executable(a).then_some(a)
+    }
+}
+
 impl FnRef {
     /// The reference for calling `f` on one argument.
     ///
@@ -363,6 +393,19 @@ mod tests {
         static DATA: u8 = 0;
         assert!(!in_executable(&raw const DATA as usize));
         assert!(!in_executable(0));
+    }
+
+    #[test]
+    fn code_offsets_round_trip_and_refuse_data() {
+        let f = add as fn((u32, u32)) -> u32 as usize;
+        assert_eq!(CodeOffset::of(f).unwrap().addr(), Some(f));
+        static DATA: u8 = 0;
+        let d = &raw const DATA as usize;
+        assert!(matches!(
+            CodeOffset::of(d),
+            Err(Error::ForeignFunction { addr }) if addr == d
+        ));
+        assert_eq!(CodeOffset(offset(d)).addr(), None);
     }
 
     #[test]
