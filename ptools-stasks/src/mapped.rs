@@ -128,6 +128,11 @@ pub fn pmap_shm_unlink_on(cluster: &Cluster, cfgs: &[ShmCfg], prefix: &Prefix) -
 /// uses the `ShmSet` that `pmap_shm_create` returned). `f` must not call `with_mapped`
 /// itself: the mappings of the process are locked while it runs.
 ///
+/// The `&mut` that `f` gets is exclusive in this process only: the master and every other
+/// worker map the same memory, and ptools-shm's contract (its crate docs, "Safety
+/// model") is the caller's to keep: while one process writes an element, no other reads
+/// or writes it.
+///
 /// # Errors
 ///
 /// [`Error::Shm`] with `ShmError::NoSuchArray` when no array of that name is mapped here

@@ -484,7 +484,8 @@ impl STasks {
         self.arrays.as_mut().ok_or(Error::Stopped)
     }
 
-    /// The array `name` in the master.
+    /// The array `name` in the master. Read results after [`pmap`](Self::pmap) returned:
+    /// while it runs, the tasks may be writing (ptools-shm's crate docs, "Safety model").
     ///
     /// # Errors
     ///
