@@ -52,8 +52,9 @@ const fn check_layout<T: ShmElem>() {
 ///   this process, but another process mapping the segment may write it at the same time.
 ///   The rule ptools follows, and asks of its users: while one process writes an element,
 ///   no other process reads or writes it; hand data over at points where the reader
-///   waits for the writer (a finished call, a reaped child). Elements are plain numbers,
-///   so breaking the rule yields wrong numbers, not dangling pointers.
+///   waits for the writer (a finished call, a reaped child). Breaking it is a data race,
+///   undefined behaviour even for plain numbers (never index with a value another
+///   process may be writing); see the crate's [safety model](crate#safety-model).
 /// - **Do not shrink a segment from outside.** A process that truncates the object
 ///   (`ftruncate`, or writing the file in `/dev/shm`) makes every process that maps it
 ///   die with `SIGBUS` on its next access; no library can prevent that.
@@ -68,6 +69,9 @@ pub struct ShmArray<T: ShmElem> {
 impl<T: ShmElem> ShmArray<T> {
     /// Creates the array `cfg` under `prefix`, with the defaults of [`ShmBuilder`].
     ///
+    /// Safe, but other processes that attach write the same memory: the crate's
+    /// [safety model](crate#safety-model) states what they and this process must keep.
+    ///
     /// # Errors
     ///
     /// See [`ShmSet::create`]; also [`ShmError::TypeMismatch`] when `cfg` is for another
@@ -78,6 +82,9 @@ impl<T: ShmElem> ShmArray<T> {
 
     /// Attaches to the existing array `cfg` under `prefix`. Never waits: a segment still
     /// being created is [`ShmError::NotReady`] (see [`ShmSet::attach`]).
+    ///
+    /// Safe, but the creator and other attached processes may write the same memory: the
+    /// crate's [safety model](crate#safety-model) states what they and this process must keep.
     ///
     /// # Errors
     ///
@@ -137,18 +144,28 @@ impl<T: ShmElem> ShmArray<T> {
     }
 
     /// The elements as a slice.
+    ///
+    /// Contract (not checked): while the slice lives, no other process writes the
+    /// elements this process reads through it; see the crate's [safety model](crate#safety-model).
     pub fn as_slice(&self) -> &[T] {
         // SAFETY: the data area holds `len` elements of T (checked against the header and
         // the object size at create/attach); it is 128-byte aligned, enough for any
         // ShmElem (align <= 8); any bit pattern is a valid T (ShmElem's contract); the
-        // mapping lives as long as `self`.
+        // mapping lives as long as `self`; within this process no `&mut` to it exists
+        // while `&self` is borrowed (one handle per segment). That no *other* process
+        // writes it meanwhile is the documented contract (crate docs, "Safety model"),
+        // not something this code can keep.
         unsafe { std::slice::from_raw_parts(self.seg.data_ptr().cast::<T>(), self.seg.len()) }
     }
 
     /// The elements as a mutable slice.
+    ///
+    /// Exclusive within this process. Contract (not checked): while the slice lives, no
+    /// other process reads or writes the elements this process writes through it; see the
+    /// crate's [safety model](crate#safety-model).
     pub fn as_mut_slice(&mut self) -> &mut [T] {
         // SAFETY: as in `as_slice`, and `&mut self` makes the borrow exclusive within
-        // this process (see the type's Caveats for other processes).
+        // this process; other processes are again the documented contract only.
         unsafe { std::slice::from_raw_parts_mut(self.seg.data_ptr().cast::<T>(), self.seg.len()) }
     }
 
@@ -165,14 +182,16 @@ impl<T: ShmElem> ShmArray<T> {
         self.seg.set_keep(keep);
     }
 
-    /// An `ndarray` view with the array's dims.
+    /// An `ndarray` view with the array's dims; the contract of
+    /// [`as_slice`](Self::as_slice).
     #[cfg(feature = "ndarray")]
     pub fn view(&self) -> ndarray::ArrayViewD<'_, T> {
         ndarray::ArrayViewD::from_shape(self.dims(), self.as_slice())
             .expect("dims and length agree by construction")
     }
 
-    /// A mutable `ndarray` view with the array's dims.
+    /// A mutable `ndarray` view with the array's dims; the contract of
+    /// [`as_mut_slice`](Self::as_mut_slice).
     #[cfg(feature = "ndarray")]
     pub fn view_mut(&mut self) -> ndarray::ArrayViewMutD<'_, T> {
         let dims = self.dims().to_vec();
@@ -189,6 +208,7 @@ fn type_mismatch<T: ShmElem>(seg: &Segment) -> ShmError {
     }
 }
 
+/// [`ShmArray::as_slice`], with its contract.
 impl<T: ShmElem> Deref for ShmArray<T> {
     type Target = [T];
     fn deref(&self) -> &[T] {
@@ -196,6 +216,7 @@ impl<T: ShmElem> Deref for ShmArray<T> {
     }
 }
 
+/// [`ShmArray::as_mut_slice`], with its contract.
 impl<T: ShmElem> DerefMut for ShmArray<T> {
     fn deref_mut(&mut self) -> &mut [T] {
         self.as_mut_slice()
@@ -243,7 +264,8 @@ pub struct ShmSet {
 impl ShmSet {
     /// Creates every array of `cfgs` under `prefix`: exclusively (a name held by a live
     /// owner is an error; one left by a dead owner is replaced), mode 0600, pages reserved.
-    /// See [`ShmBuilder`] for the options.
+    /// See [`ShmBuilder`] for the options. Processes that attach write the same memory:
+    /// see the crate's [safety model](crate#safety-model).
     ///
     /// # Errors
     ///
@@ -255,7 +277,9 @@ impl ShmSet {
         ShmBuilder::new().prefix(prefix.clone()).create(cfgs)
     }
 
-    /// Attaches to every array of `cfgs` under `prefix`, checking each header.
+    /// Attaches to every array of `cfgs` under `prefix`, checking each header. The creator
+    /// and other attached processes may write the same memory: see the crate's
+    /// [safety model](crate#safety-model).
     ///
     /// Attaching never waits. A segment whose creator is still at work (it holds the
     /// segment's lock, or has just opened the name and not yet sized it) is
@@ -285,7 +309,7 @@ impl ShmSet {
             })
     }
 
-    /// The array `name`, typed.
+    /// The array `name`, typed; its slice has the contract of [`ShmArray::as_slice`].
     ///
     /// # Errors
     ///
@@ -296,7 +320,8 @@ impl ShmSet {
         ShmArray::ref_from(&self.segments[i])
     }
 
-    /// The array `name`, typed and mutable.
+    /// The array `name`, typed and mutable; its slice has the contract of
+    /// [`ShmArray::as_mut_slice`].
     ///
     /// # Errors
     ///

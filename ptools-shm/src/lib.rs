@@ -34,18 +34,55 @@
 //! [`ShmError::DimsMismatch`]), never a mis-typed view. Element types are the primitive
 //! numbers, behind the `unsafe` marker trait [`ShmElem`].
 //!
-//! # What is safe, and the one rule
+//! # Safety model
 //!
-//! Creating and attaching are safe functions, and the slices they give are checked for
-//! type, length and alignment. Within one process the borrow checker's rules hold: a
-//! process maps each segment through one handle only (a second attach is
-//! [`ShmError::AlreadyMapped`]), so no `&mut [T]` ever overlaps another slice. What the
-//! compiler cannot see is other processes. The rule ptools keeps, and asks of its users:
-//! **while one process writes an element, no other process reads or writes it**; data
-//! changes hands where the reader waits for the writer (a call that returned, a child
-//! that was reaped). Elements are plain numbers, so a broken rule gives wrong numbers,
-//! not dangling pointers. A process that shrinks a segment from outside (truncating the
-//! file in `/dev/shm`) makes every process mapping it die with `SIGBUS`.
+//! **The choice.** Creating and attaching are safe functions, and so are the slices and
+//! views they give ([`ShmArray::as_slice`], [`ShmArray::as_mut_slice`], `Deref`,
+//! [`ShmSet::get`], [`ShmSet::get_mut`], the `ndarray` views). This is a deliberate,
+//! documented exception to "safe code cannot cause undefined behaviour": memory that
+//! other processes map is outside what the compiler can check, and ptools states the
+//! contract here instead of making every attach `unsafe` (as `memmap2` makes `map`).
+//!
+//! **What is checked, within one process.** Slices are checked for type,
+//! length and alignment against the segment's header when it is mapped; lengths, dims and
+//! the base pointer live in the handle (this process's memory), never re-read from the
+//! shared pages; elements are [`ShmElem`] plain numbers, for which every bit pattern is
+//! valid. A process maps each segment through one handle only (a second attach is
+//! [`ShmError::AlreadyMapped`]), so the borrow checker's rules hold between this
+//! process's slices: no `&mut [T]` ever overlaps another slice of the same process.
+//!
+//! **The contract, for what it cannot see: other processes.** While one process writes an
+//! element, no other process reads or writes that element. Data changes hands only where
+//! the reader waits for the writer through the kernel: a remote call whose reply was
+//! read, a child that was reaped or whose frame was read, a `pmap_stasks` that returned.
+//! ptools' own code keeps the rule: it never writes an array's elements (a new segment's
+//! pages are zero when it is published as ready; reserving and pre-faulting pages leaves
+//! their contents alone), and its calls and forks hand data over only at such waits.
+//! User code that writes the same element from two processes between waits breaks it. To
+//! signal through the memory itself, use atomics on raw pointers
+//! (`AtomicU64::from_ptr(a.as_mut_ptr())`) while no slice over those elements is alive;
+//! plain and volatile accesses do not synchronize.
+//!
+//! **What breaking it means.** A data race, which Rust defines as undefined behaviour,
+//! however plain the elements are: the compiler may assume that memory behind a live
+//! `&[T]` does not change and that memory behind a `&mut [T]` is not observed by anyone
+//! else, so it may read an element twice and get two values, or keep a stale one across a
+//! loop. In particular a value another process may be writing must never be used as an
+//! index or a length: the bounds check and the access may see different values. The
+//! library's own memory safety does not rest on element values (none is ever a length or
+//! a pointer), so a race cannot corrupt a handle, but it is still UB in the racing code.
+//!
+//! **Why safe, and not `unsafe` constructors.** The accesses that matter are the reads and
+//! writes between waits, in user code, not the attach: an `unsafe` attach would put the
+//! same unverifiable promise on every worker's, server task's and child's start-up
+//! without making one access checkable, and creation would need it too (attachers write
+//! the creator's pages). memmap2's `map` is `unsafe` because any process may modify or
+//! truncate an ordinary file; ptools' segments are created exclusively, mode 0600, under a
+//! job-unique [`Prefix`] unless a program chooses a shared one, so only processes of the
+//! same user that know the name can touch them, the same trust as `ptrace` and `/proc/<pid>/mem`, which Rust's guarantees
+//! do not cover either. A process that shrinks a segment from outside (truncating the
+//! file in `/dev/shm`) makes every process mapping it die with `SIGBUS`; no API can
+//! prevent that.
 //!
 //! # Creation
 //!

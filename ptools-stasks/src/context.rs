@@ -125,6 +125,17 @@ impl fmt::Debug for TaskLocalStorage {
 /// The storage and the mappings live in the worker from
 /// [`start_stasks`](crate::start_stasks) to [`stop_stasks`](crate::stop_stasks); each call
 /// of [`pmap_stasks`](crate::pmap_stasks) gets the same context back.
+///
+/// # Shared arrays
+///
+/// [`arrays_mut`](Self::arrays_mut) and [`array_mut`](Self::array_mut) give a `&mut` over
+/// the *whole* of each array, exclusive in this worker only: the other tasks of the group
+/// run at the same time, in other processes, over the same memory. The handlers must
+/// keep ptools-shm's contract (its crate docs, "Safety model"): while one task writes an
+/// element, no other task reads or writes it, and the master reads the results after
+/// `pmap_stasks` has returned (its `array_mut` needs `&mut STasks`, which no running
+/// `pmap` leaves). A data race here is undefined behaviour even for plain numbers; the
+/// usual pattern is that task `i` writes only its own part (rows `i`, a share).
 pub struct TaskContext {
     pub(crate) group: u64,
     pub(crate) task: usize,
@@ -189,12 +200,13 @@ impl TaskContext {
         self.storage.get_or_insert_with(key, make)
     }
 
-    /// The group's arrays, mapped in this worker.
+    /// The group's arrays, mapped in this worker (see [Shared arrays](Self#shared-arrays)).
     pub fn arrays(&self) -> &ShmSet {
         &self.arrays
     }
 
-    /// The group's arrays, mutably.
+    /// The group's arrays, mutably: exclusive in this worker, not across the group's tasks
+    /// (see [Shared arrays](Self#shared-arrays)).
     pub fn arrays_mut(&mut self) -> &mut ShmSet {
         &mut self.arrays
     }
@@ -208,7 +220,8 @@ impl TaskContext {
         self.arrays.get(name)
     }
 
-    /// The array `name`, mutably.
+    /// The array `name`, mutably: exclusive in this worker, not across the group's tasks
+    /// (see [Shared arrays](Self#shared-arrays)).
     ///
     /// # Errors
     ///

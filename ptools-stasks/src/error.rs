@@ -79,7 +79,8 @@ pub enum Error {
     },
     /// Creating, attaching or unlinking arrays in the master failed.
     Shm(ShmError),
-    /// Another failure of the worker runtime (encode, decode, start, unknown worker).
+    /// Another failure of the worker runtime (encode, decode, start, unknown worker, a
+    /// handler outside the executable's own code).
     Worker {
         /// The task index, when the failure concerns one task.
         task: Option<usize>,

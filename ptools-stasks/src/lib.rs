@@ -47,27 +47,19 @@
 //!
 //! A handler is a `fn` item or a closure that captures nothing, of the shape
 //! `fn(&mut TaskContext, A) -> R`, with `A` and `R` serde types (several arguments: a
-//! tuple). ptools-workerset sends only `fn(A) -> R` pointers, so the handler travels in
-//! the *type* of the remote function instead: the master sends
-//! `run::<F, A, R>: fn((u64, A)) -> Result<R, Fault>` (the `u64` is the group), and that
-//! function, monomorphised on the handler's own type `F`, re-creates the handler inside
-//! the worker. This is sound only because `F` is zero-sized, which is checked at compile
-//! time; a fn pointer or a capturing closure is a compile error:
+//! tuple). The handler travels as a function pointer: the master sends the remote function
+//! `run::<A, R>` (through ptools-workerset, as any remote call) with an argument that
+//! carries the group, the handler's place in the executable's code
+//! ([`ptools_workerset::CodeOffset`], checked to lie in the executable's own code), and
+//! `A`; the worker turns the offset back into the same `fn` (the handshake proved it runs
+//! the same executable) and calls it with the task's context.
 //!
-//! ```compile_fail
-//! # use ptools_stasks::{STasks, TaskContext};
-//! fn twice(_: &mut TaskContext, x: u32) -> u32 { x * 2 }
-//! fn call(h: &STasks) {
-//!     let f: fn(&mut TaskContext, u32) -> u32 = twice; // a pointer: not zero-sized
-//!     let _ = ptools_stasks::pmap_stasks(h, f, [1, 2]);
-//! }
-//! # fn main() { let _ = call as fn(&STasks); }
-//! ```
-//!
-//! Why not a change to ptools-workerset (sending a pointer to a `fn(&mut TaskContext, A)
-//! -> R` as data): the handler's identity would then be checked twice, and workerset
-//! would need a public "encode this fn" API. Monomorphising keeps ptools-workerset
-//! unchanged and costs nothing per call.
+//! The handler is never re-created from its type. Earlier versions did that for any
+//! zero-sized `Copy` handler type, which let a closure capturing a zero-sized capability
+//! token (a type with a private constructor) run in a worker that never held the token.
+//! Now only what coerces to a `fn` pointer is accepted: fn items and closures that
+//! capture nothing. A closure that captures anything is a compile error (see
+//! [`pmap_stasks`]).
 //!
 //! # The worker side
 //!
@@ -181,14 +173,59 @@ pub fn count_stasks(h: &STasks) -> usize {
 /// Runs the handler `f` in every server task of `h`, task `i` getting the `i`-th of
 /// `args` (exactly one per task), in parallel; returns the results in task order.
 ///
+/// `f` is a `fn` item or a closure that captures nothing: it travels to the workers as a
+/// function pointer. A closure that captures anything, even a zero-sized value, does not
+/// coerce to one and is rejected at compile time; so a closure holding a zero-sized
+/// capability token cannot be re-created in a worker that never received the token:
+///
+/// ```compile_fail,E0308
+/// mod cap {
+///     /// A capability only `grant` hands out.
+///     #[derive(Clone, Copy)]
+///     pub struct Token(());
+///     pub fn grant() -> Token {
+///         Token(())
+///     }
+/// }
+///
+/// fn send(h: &ptools_stasks::STasks) {
+///     let token = cap::grant();
+///     let _ = ptools_stasks::pmap_stasks(
+///         h,
+///         move |_ctx: &mut ptools_stasks::TaskContext, x: u32| {
+///             let _held = token;
+///             x
+///         },
+///         [1u32],
+///     );
+/// }
+/// # fn main() {}
+/// ```
+///
+/// The same call with a closure that captures nothing compiles:
+///
+/// ```
+/// fn send(h: &ptools_stasks::STasks) {
+///     let _ = ptools_stasks::pmap_stasks(
+///         h,
+///         |ctx: &mut ptools_stasks::TaskContext, x: u32| x + ctx.task() as u32,
+///         [1u32],
+///     );
+/// }
+/// # fn main() {}
+/// ```
+///
 /// # Errors
 ///
 /// [`PmapError::Refused`] before anything is sent ([`Error::CountMismatch`],
-/// [`Error::Stopped`]); [`PmapError::Failed`] with every task's outcome when a task
+/// [`Error::Stopped`], [`Error::Worker`] when `f` is not in the executable's own code); [`PmapError::Failed`] with every task's outcome when a task
 /// fails. See [`STasks::pmap`].
-pub fn pmap_stasks<F, A, R, I>(h: &STasks, f: F, args: I) -> Result<Vec<R>, PmapError<R>>
+pub fn pmap_stasks<A, R, I>(
+    h: &STasks,
+    f: fn(&mut TaskContext, A) -> R,
+    args: I,
+) -> Result<Vec<R>, PmapError<R>>
 where
-    F: Fn(&mut TaskContext, A) -> R + Copy + Send + 'static,
     A: Serialize + DeserializeOwned,
     R: Serialize + DeserializeOwned,
     I: IntoIterator<Item = A>,

@@ -70,9 +70,12 @@ pub fn pmap_shm_create_on(cluster: &Cluster, cfgs: &[ShmCfg], prefix: &Prefix) -
                 id,
                 message,
             },
-            Ok(Err(Fault::NotRegistered | Fault::Unsupported | Fault::OutOfSpace { .. })) => {
-                Error::NotRegistered { task: i, id }
-            }
+            Ok(Err(
+                Fault::NotRegistered
+                | Fault::Unsupported
+                | Fault::OutOfSpace { .. }
+                | Fault::ForeignHandler,
+            )) => Error::NotRegistered { task: i, id },
             Err(e) => Error::from_worker(i, id, e),
         };
         first.get_or_insert(e);
@@ -124,6 +127,11 @@ pub fn pmap_shm_unlink_on(cluster: &Cluster, cfgs: &[ShmCfg], prefix: &Prefix) -
 /// [`pmap_shm_create`](crate::pmap_shm_create) mapped here under `prefix` (the master
 /// uses the `ShmSet` that `pmap_shm_create` returned). `f` must not call `with_mapped`
 /// itself: the mappings of the process are locked while it runs.
+///
+/// The `&mut` that `f` gets is exclusive in this process only: the master and every other
+/// worker map the same memory, and ptools-shm's contract (its crate docs, "Safety
+/// model") is the caller's to keep: while one process writes an element, no other reads
+/// or writes it.
 ///
 /// # Errors
 ///

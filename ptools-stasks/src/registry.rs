@@ -4,10 +4,11 @@
 //! Everything here runs inside a worker, called through `ptools-workerset` remote calls.
 
 use std::collections::HashMap;
-use std::ptr::NonNull;
+use std::marker::PhantomData;
 use std::sync::{Mutex, MutexGuard};
 
 use ptools_shm::{ElemType, Prefix, ShmBuilder, ShmCfg, ShmElem, ShmSet};
+use ptools_workerset::CodeOffset;
 use serde::{Deserialize, Serialize};
 
 use crate::context::{TaskContext, TaskLocalStorage};
@@ -72,6 +73,9 @@ pub(crate) enum Fault {
         /// The bytes this task tried to reserve.
         bytes: u64,
     },
+    /// The handler's offset does not lie in this executable's code (never made by a
+    /// master running this build).
+    ForeignHandler,
 }
 
 enum Slot {
@@ -220,45 +224,69 @@ fn checkout(group: u64) -> Option<Checkout> {
     }
 }
 
-/// Remote function: runs the handler of type `F` on `arg` in the task of `group`.
+/// A handler call on the wire: the group, the handler as a place in the executable's
+/// code, and its argument.
 ///
-/// `F` is the handler's own type, a zero-sized fn item or non-capturing closure type;
-/// monomorphising this function on it is how the handler travels: the master sends
-/// `run::<F, A, R>` as a plain `fn((u64, A)) -> Result<R, Fault>` through ptools-workerset.
-pub(crate) fn run<F, A, R>((group, arg): (u64, A)) -> Result<R, Fault>
-where
-    F: Fn(&mut TaskContext, A) -> R + Copy + Send + 'static,
-{
-    let f = conjure::<F>();
+/// The fields are private and [`Call::new`] takes the handler as a
+/// `fn(&mut TaskContext, A) -> R`, so every `Call<A, R>` this crate makes names a function
+/// of exactly that type. The worker decodes one only from its master's bytes (the same
+/// trust the worker loop gives the master's function offsets).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Call<A, R> {
+    group: u64,
+    handler: CodeOffset,
+    arg: A,
+    #[serde(skip)]
+    result: PhantomData<fn() -> R>,
+}
+
+impl<A, R> Call<A, R> {
+    /// The call of `handler` on `arg` in the task of `group`.
+    ///
+    /// # Errors
+    ///
+    /// [`ptools_workerset::Error::ForeignFunction`] when `handler` does not lie in the
+    /// executable's own code (a worker could not find it).
+    pub(crate) fn new(
+        group: u64,
+        handler: fn(&mut TaskContext, A) -> R,
+        arg: A,
+    ) -> ptools_workerset::Result<Call<A, R>> {
+        Ok(Call {
+            group,
+            handler: CodeOffset::of(handler as usize)?,
+            arg,
+            result: PhantomData,
+        })
+    }
+}
+
+/// Remote function: runs the call's handler on its argument in the task of its group.
+///
+/// The handler travels as a plain function pointer, never as a type to re-create: only a
+/// `fn` item or a closure that captures nothing coerces to one, so a closure that captures
+/// a zero-sized token cannot be run in a worker that never held the token.
+pub(crate) fn run<A, R>(call: Call<A, R>) -> Result<R, Fault> {
+    let Call {
+        group,
+        handler,
+        arg,
+        result: _,
+    } = call;
+    let addr = handler.addr().ok_or(Fault::ForeignHandler)?;
+    // SAFETY: `Call`s are made only by `Call::new` in the master, from a
+    // `fn(&mut TaskContext, A) -> R` for exactly this `A` and `R` (the master sends
+    // `run::<A, R>` with it), as an offset into the executable's code; the handshake proved
+    // that this worker runs the same executable, so the offset names the same function
+    // here, and `addr` was checked to lie in this image's code. Fn pointers are
+    // address-sized.
+    let f = unsafe { std::mem::transmute::<usize, fn(&mut TaskContext, A) -> R>(addr) };
     let mut c = checkout(group).ok_or(Fault::NotRegistered)?;
     let ctx = c
         .ctx
         .as_deref_mut()
         .expect("a checkout holds its context until dropped");
     Ok(f(ctx, arg))
-}
-
-/// Checked at compile time for every handler type: only a zero-sized handler can be
-/// re-created in the worker.
-pub(crate) const fn assert_zero_sized<F>() {
-    assert!(
-        size_of::<F>() == 0,
-        "a server-task handler must be a fn item or a closure that captures nothing \
-         (a zero-sized type); fn pointers and capturing closures cannot be sent"
-    );
-}
-
-/// A value of the zero-sized handler type `F`, made from nothing.
-fn conjure<F: Copy + 'static>() -> F {
-    const { assert_zero_sized::<F>() };
-    // SAFETY: `F` is zero-sized (asserted at compile time just above), so a value of it
-    // has no bytes, and reading one from a dangling but non-null, aligned pointer is
-    // valid (std::ptr docs: for zero-sized types any such pointer is valid for reads).
-    // The value is not forged: the master held a value of `F` when it sent `run::<F, ..>`
-    // (`pmap_stasks` takes one), `F: Copy` allows any number of copies of it to exist,
-    // and a copy of a zero-sized value is exactly this read. On stable Rust only fn items
-    // and closures implement `Fn`, so `F` carries no invariant beyond its type.
-    unsafe { NonNull::<F>::dangling().as_ptr().read() }
 }
 
 /// The arrays mapped by [`pmap_shm_create`](crate::pmap_shm_create) in this process:
@@ -338,14 +366,20 @@ mod tests {
     }
 
     #[test]
-    fn conjured_handlers_behave_like_the_original() {
-        fn twice(x: u32) -> u32 {
+    fn calls_carry_their_handler() {
+        fn twice(_: &mut super::TaskContext, x: u32) -> u32 {
             x * 2
         }
-        fn call<F: Fn(u32) -> u32 + Copy + 'static>(_: F, x: u32) -> u32 {
-            super::conjure::<F>()(x)
-        }
-        assert_eq!(call(twice, 21), 42);
-        assert_eq!(call(|x| x + 1, 1), 2);
+        let call = super::Call::new(7, twice, 21).unwrap();
+        let bytes = postcard::to_allocvec(&call).unwrap();
+        let back: super::Call<u32, u32> = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(back.group, 7);
+        assert_eq!(back.arg, 21);
+        assert_eq!(
+            back.handler.addr(),
+            Some(twice as fn(&mut super::TaskContext, u32) -> u32 as usize)
+        );
+        // No task of group 7 here: the handler is found, the task is not.
+        assert!(matches!(super::run(back), Err(super::Fault::NotRegistered)));
     }
 }

@@ -7,13 +7,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ptools_shm::{Prefix, ShmArray, ShmBuilder, ShmCfg, ShmElem, ShmError, ShmSet};
-use ptools_workerset::{Cluster, RemoteRef, Termination};
+use ptools_workerset::{Cluster, CodeOffset, RemoteRef, Termination};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::context::TaskContext;
 use crate::error::{Error, PmapError, Result};
-use crate::registry::{self, Fault, StartMsg, WireCfg};
+use crate::registry::{self, Call, Fault, StartMsg, WireCfg};
 
 /// Group ids, unique within this master process (a worker belongs to one master, so
 /// they are unique within every worker too).
@@ -262,7 +262,10 @@ impl STasksBuilder {
             let e = match out {
                 Ok(Ok(())) => continue,
                 Ok(Err(Fault::Attach(message))) => Error::Attach { task, id, message },
-                Ok(Err(Fault::NotRegistered)) => Error::NotRegistered { task, id },
+                // `register` reports no `ForeignHandler`: it runs no handler.
+                Ok(Err(Fault::NotRegistered | Fault::ForeignHandler)) => {
+                    Error::NotRegistered { task, id }
+                }
                 Ok(Err(Fault::OutOfSpace { name, bytes })) => {
                     Error::Shm(ShmError::OutOfSpace { name, bytes })
                 }
@@ -481,7 +484,8 @@ impl STasks {
         self.arrays.as_mut().ok_or(Error::Stopped)
     }
 
-    /// The array `name` in the master.
+    /// The array `name` in the master. Read results after [`pmap`](Self::pmap) returned:
+    /// while it runs, the tasks may be writing (ptools-shm's crate docs, "Safety model").
     ///
     /// # Errors
     ///
@@ -586,21 +590,26 @@ impl STasks {
     ///
     /// # Errors
     ///
-    /// [`PmapError::Refused`] with [`Error::Stopped`] or [`Error::CountMismatch`] before
-    /// anything is sent; otherwise [`PmapError::Failed`] with every task's outcome when
+    /// [`PmapError::Refused`] with [`Error::Stopped`], [`Error::CountMismatch`] or
+    /// [`Error::Worker`] with [`ForeignFunction`](ptools_workerset::Error::ForeignFunction)
+    /// (`f` is not in the executable's own code) before anything is sent; otherwise [`PmapError::Failed`] with every task's outcome when
     /// at least one task failed ([`Error::TaskPanic`], [`Error::WorkerDied`],
     /// [`Error::Timeout`], [`Error::Worker`] for encode or decode failures).
-    pub fn pmap<F, A, R, I>(&self, f: F, args: I) -> Result<Vec<R>, PmapError<R>>
+    pub fn pmap<A, R, I>(
+        &self,
+        f: fn(&mut TaskContext, A) -> R,
+        args: I,
+    ) -> Result<Vec<R>, PmapError<R>>
     where
-        F: Fn(&mut TaskContext, A) -> R + Copy + Send + 'static,
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
         I: IntoIterator<Item = A>,
     {
-        const { registry::assert_zero_sized::<F>() };
-        let _ = f;
         if self.is_stopped() {
             return Err(PmapError::Refused(Error::Stopped));
+        }
+        if let Err(e) = CodeOffset::of(f as usize) {
+            return Err(PmapError::Refused(e.into()));
         }
         let args: Vec<A> = args.into_iter().collect();
         if args.len() != self.count() {
@@ -609,7 +618,7 @@ impl STasks {
                 got: args.len(),
             }));
         }
-        let remote: fn((u64, A)) -> std::result::Result<R, Fault> = registry::run::<F, A, R>;
+        let remote: fn(Call<A, R>) -> std::result::Result<R, Fault> = registry::run::<A, R>;
         let deadline = self.call_timeout.map(|t| Instant::now() + t);
         // Send every call before waiting for any: the tasks run in parallel.
         let refs: Vec<Result<RemoteRef<std::result::Result<R, Fault>>>> = args
@@ -619,8 +628,9 @@ impl STasks {
                 if let Some(e) = self.died_error(task) {
                     return Err(e);
                 }
+                let call = Call::new(self.group, f, arg).map_err(|e| self.task_error(task, e))?;
                 self.cluster
-                    .remotecall(self.workers[task], remote, (self.group, arg))
+                    .remotecall(self.workers[task], remote, call)
                     .map_err(|e| self.task_error(task, e))
             })
             .collect();
@@ -633,10 +643,18 @@ impl STasks {
                     self.fetch(task, r, left)
                 })
                 .and_then(|res| {
-                    // `run` reports no other fault than a missing registration.
-                    res.map_err(|_: Fault| Error::NotRegistered {
-                        task,
-                        id: self.workers[task],
+                    res.map_err(|fault| match fault {
+                        // The worker found no code at the handler's offset (the master
+                        // checked it lies in this executable's code, so never expected).
+                        Fault::ForeignHandler => Error::Worker {
+                            task: Some(task),
+                            source: ptools_workerset::Error::ForeignFunction { addr: f as usize },
+                        },
+                        // `run` reports no other fault than a missing registration.
+                        _ => Error::NotRegistered {
+                            task,
+                            id: self.workers[task],
+                        },
                     })
                 })
             })

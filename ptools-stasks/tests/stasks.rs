@@ -203,6 +203,13 @@ fn closures_that_capture_nothing_are_handlers() {
     )
     .unwrap();
     assert_eq!(out, [10, 21]);
+    // A handler chosen at run time travels as a plain fn pointer too.
+    let handlers: [fn(&mut TaskContext, u32) -> u32; 2] =
+        [|_, x| x + 1, |ctx, x| x * 100 + ctx.task() as u32];
+    for (i, f) in handlers.into_iter().enumerate() {
+        let out = pmap_stasks(&h, f, [3, 4]).unwrap();
+        assert_eq!(out, if i == 0 { [4, 5] } else { [300, 401] });
+    }
 }
 
 #[test]

@@ -798,7 +798,8 @@ impl Cluster {
     /// # Errors
     ///
     /// [`Error::Encode`] if `arg` fails to encode; [`Error::UnknownWorker`] or
-    /// [`Error::WorkerDied`] if `id` is not a live worker. Everything that happens later is
+    /// [`Error::WorkerDied`] if `id` is not a live worker; [`Error::ForeignFunction`] if `f`
+    /// is not in the executable's own code. Everything that happens later is
     /// reported by the [`RemoteRef`].
     pub fn remotecall<A, R>(&self, id: usize, f: fn(A) -> R, arg: A) -> Result<RemoteRef<R>>
     where
@@ -808,7 +809,7 @@ impl Cluster {
         let slot = Slot::new(id, None);
         self.inner.submit(
             id,
-            FnRef::single(f),
+            FnRef::single(f)?,
             &mut |b| crate::codec::encode_into(&arg, b),
             slot.clone(),
         )?;

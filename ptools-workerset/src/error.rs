@@ -99,6 +99,13 @@ pub enum Error {
         /// The largest result the cap allows.
         cap: u64,
     },
+    /// The function given for a remote call does not lie in the executable's own code (it
+    /// belongs to a shared library, say), so a worker could not find it at the same place.
+    /// Nothing was sent.
+    ForeignFunction {
+        /// The function's address in this process.
+        addr: usize,
+    },
     /// An operating-system call failed.
     Io(Arc<std::io::Error>),
 }
@@ -149,6 +156,12 @@ impl fmt::Display for Error {
                 f,
                 "result of {len} bytes on worker {id} is over the frame cap of {cap} bytes"
             ),
+            Error::ForeignFunction { addr } => {
+                write!(
+                    f,
+                    "function at {addr:#x} is not in the executable's own code"
+                )
+            }
             Error::Io(e) => write!(f, "i/o error: {e}"),
         }
     }

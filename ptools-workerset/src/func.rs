@@ -6,13 +6,21 @@
 //! `trampoline::<A, R>` (monomorphised in the master, so it exists in the worker's identical
 //! image too) travels the same way. The handshake proves that master and worker run the
 //! very same file, so the worker can turn the offsets back into pointers.
+//!
+//! That only holds for code in the executable's own image: a function of a shared library
+//! (one `dlopen`ed at run time, say) lies wherever the loader put that library, and its
+//! offset from the anchor means nothing in another process. So the master checks, before
+//! anything is sent, that both addresses lie in the executable's own code, and refuses any
+//! other with [`Error::ForeignFunction`].
 
 use std::cell::RefCell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Once;
+use std::sync::{Once, OnceLock};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
 
 /// The fixed point every offset is measured from.
 #[inline(never)]
@@ -79,21 +87,119 @@ fn address(off: u64) -> usize {
     anchor_addr().wrapping_add(off as usize)
 }
 
+/// The executable's own code as `[start, start + len)`: from the lowest to the highest
+/// address of its executable `PT_LOAD` segments. `(0, 0)` (nothing passes) when it could
+/// not be found.
+static TEXT: OnceLock<(usize, usize)> = OnceLock::new();
+
+/// True when `addr` lies in the executable's own code (one subtraction, one comparison
+/// once the range is known).
+pub(crate) fn in_executable(addr: usize) -> bool {
+    let &(start, len) = TEXT.get_or_init(executable_text);
+    addr.wrapping_sub(start) < len
+}
+
+/// Reads the main program's executable segments: `dl_iterate_phdr` visits it first.
+fn executable_text() -> (usize, usize) {
+    unsafe extern "C" fn first(
+        info: *mut libc::dl_phdr_info,
+        _size: usize,
+        data: *mut libc::c_void,
+    ) -> libc::c_int {
+        // SAFETY: `data` is the `&mut (usize, usize)` passed below, alive for the call;
+        // `info` is the loader's description of an object, valid during the callback.
+        let (out, info) = unsafe { (&mut *data.cast::<(usize, usize)>(), &*info) };
+        let phdrs: &[libc::Elf64_Phdr] = if info.dlpi_phdr.is_null() {
+            &[]
+        } else {
+            // SAFETY: the loader describes `dlpi_phnum` program headers at `dlpi_phdr`.
+            unsafe { std::slice::from_raw_parts(info.dlpi_phdr, usize::from(info.dlpi_phnum)) }
+        };
+        let base = info.dlpi_addr as usize;
+        let (mut lo, mut hi) = (usize::MAX, 0usize);
+        for ph in phdrs {
+            if ph.p_type == libc::PT_LOAD && ph.p_flags & libc::PF_X != 0 {
+                let start = base.wrapping_add(ph.p_vaddr as usize);
+                lo = lo.min(start);
+                hi = hi.max(start.saturating_add(ph.p_memsz as usize));
+            }
+        }
+        if lo < hi {
+            *out = (lo, hi - lo);
+        }
+        // Stop after the first object: the main program.
+        1
+    }
+    let mut out = (0usize, 0usize);
+    // SAFETY: `first` only reads what the loader hands it and writes `out`, which outlives
+    // the call.
+    unsafe { libc::dl_iterate_phdr(Some(first), (&raw mut out).cast()) };
+    out
+}
+
+/// `addr` as an offset from the anchor, if it lies in the executable's own code.
+fn checked_offset(addr: usize) -> Result<u64> {
+    if in_executable(addr) {
+        Ok(offset(addr))
+    } else {
+        Err(Error::ForeignFunction { addr })
+    }
+}
+
+/// A place in the executable's own code, measured the way remote functions travel: to
+/// send a function pointer of another shape than `fn(A) -> R` (as ptools-stasks does for
+/// its handlers) inside the argument of a remote call.
+///
+/// Making one checks that the address lies in the executable's own code; turning it back
+/// into an address in another process is meaningful only when that process runs the same
+/// executable (every worker does: the handshake checks it). Turning the address into a
+/// function pointer is the receiver's `unsafe` business: nothing here vouches for the
+/// pointer's type, and a `CodeOffset` decoded from bytes can be any offset at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+pub struct CodeOffset(u64);
+
+impl CodeOffset {
+    /// The offset of the code at `addr` (a function pointer cast to `usize`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ForeignFunction`] when `addr` does not lie in the executable's own code.
+    pub fn of(addr: usize) -> Result<CodeOffset> {
+        checked_offset(addr).map(CodeOffset)
+    }
+
+    /// The address in this process, or `None` when it would not lie in the executable's
+    /// own code (so not a function of this image whatever the sender meant).
+    pub fn addr(self) -> Option<usize> {
+        let a = address(self.0);
+        in_executable(a).then_some(a)
+    }
+}
+
 impl FnRef {
     /// The reference for calling `f` on one argument.
-    pub(crate) fn single<A: DeserializeOwned, R: Serialize>(f: fn(A) -> R) -> FnRef {
-        FnRef {
-            f_off: offset(f as usize),
-            tramp_off: offset(trampoline::<A, R> as Tramp as usize),
-        }
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ForeignFunction`] when `f` (or the trampoline) lies outside the
+    /// executable's own code.
+    pub(crate) fn single<A: DeserializeOwned, R: Serialize>(f: fn(A) -> R) -> Result<FnRef> {
+        Ok(FnRef {
+            f_off: checked_offset(f as usize)?,
+            tramp_off: checked_offset(trampoline::<A, R> as Tramp as usize)?,
+        })
     }
 
     /// The reference for calling `f` on each element of a `Vec<A>` (a `pmap` batch).
-    pub(crate) fn batch<A: DeserializeOwned, R: Serialize>(f: fn(A) -> R) -> FnRef {
-        FnRef {
-            f_off: offset(f as usize),
-            tramp_off: offset(batch_trampoline::<A, R> as Tramp as usize),
-        }
+    ///
+    /// # Errors
+    ///
+    /// As for [`FnRef::single`].
+    pub(crate) fn batch<A: DeserializeOwned, R: Serialize>(f: fn(A) -> R) -> Result<FnRef> {
+        Ok(FnRef {
+            f_off: checked_offset(f as usize)?,
+            tramp_off: checked_offset(batch_trampoline::<A, R> as Tramp as usize)?,
+        })
     }
 
     /// Runs the call in this process.
@@ -249,7 +355,7 @@ mod tests {
 
     #[test]
     fn local_invoke_round_trips() {
-        let r = FnRef::single(add);
+        let r = FnRef::single(add).unwrap();
         let mut out = Vec::new();
         let arg = postcard::to_allocvec(&(2u32, 3u32)).unwrap();
         // SAFETY: made by `FnRef::single` in this process.
@@ -260,7 +366,7 @@ mod tests {
 
     #[test]
     fn closures_coerce_and_panics_are_caught() {
-        let r = FnRef::batch::<u8, u8>(|x| x * 2);
+        let r = FnRef::batch::<u8, u8>(|x| x * 2).unwrap();
         let mut out = Vec::new();
         let arg = postcard::to_allocvec(&vec![1u8, 2, 3]).unwrap();
         // SAFETY: made by `FnRef::batch` in this process.
@@ -272,7 +378,7 @@ mod tests {
 
         let mut out = Vec::new();
         // SAFETY: made by `FnRef::single` in this process.
-        let s = unsafe { FnRef::single(boom).invoke(&[], &mut out) };
+        let s = unsafe { FnRef::single(boom).unwrap().invoke(&[], &mut out) };
         assert_eq!(s, Status::Panic);
         let (m, l) = decode_panic(&out);
         assert_eq!(m, "boom");
@@ -280,10 +386,33 @@ mod tests {
     }
 
     #[test]
+    fn the_executables_code_is_found() {
+        assert!(in_executable(anchor_addr()));
+        assert!(in_executable(add as fn((u32, u32)) -> u32 as usize));
+        // Data is not code.
+        static DATA: u8 = 0;
+        assert!(!in_executable(&raw const DATA as usize));
+        assert!(!in_executable(0));
+    }
+
+    #[test]
+    fn code_offsets_round_trip_and_refuse_data() {
+        let f = add as fn((u32, u32)) -> u32 as usize;
+        assert_eq!(CodeOffset::of(f).unwrap().addr(), Some(f));
+        static DATA: u8 = 0;
+        let d = &raw const DATA as usize;
+        assert!(matches!(
+            CodeOffset::of(d),
+            Err(Error::ForeignFunction { addr }) if addr == d
+        ));
+        assert_eq!(CodeOffset(offset(d)).addr(), None);
+    }
+
+    #[test]
     fn bad_argument_is_reported() {
         let mut out = Vec::new();
         // SAFETY: made by `FnRef::single` in this process.
-        let s = unsafe { FnRef::single(add).invoke(&[0xff], &mut out) };
+        let s = unsafe { FnRef::single(add).unwrap().invoke(&[0xff], &mut out) };
         assert_eq!(s, Status::DecodeArg);
     }
 }

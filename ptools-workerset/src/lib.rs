@@ -181,6 +181,7 @@ use serde::de::DeserializeOwned;
 
 pub use cluster::{Cluster, ClusterBuilder};
 pub use error::{Error, Result, Termination};
+pub use func::CodeOffset;
 pub use remote_ref::RemoteRef;
 pub use workerset::{Mode, WorkerSet};
 

@@ -51,7 +51,7 @@ where
     if n == 0 {
         return Ok(Vec::new());
     }
-    let fref = FnRef::batch(f);
+    let fref = FnRef::batch(f)?;
     let width = set.width();
     let (tx, rx) = mpsc::channel::<usize>();
     // Per batch: its range, slot and start time.

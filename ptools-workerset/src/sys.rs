@@ -204,22 +204,33 @@ pub(crate) fn die_with_parent(parent: i32) -> bool {
     unsafe { libc::getppid() == parent }
 }
 
-/// Marks every descriptor from 3 up close-on-exec, except those in `keep` (sorted).
+/// Marks every descriptor from 3 up close-on-exec, except those in `keep` (sorted); on a
+/// kernel without `CLOSE_RANGE_CLOEXEC` (before 5.11) only those below 65,536.
 ///
-/// Called between fork and exec: async-signal-safe calls only.
+/// Called between fork and exec: no allocation, no locks, only system calls (a loop and
+/// integer arithmetic besides).
 fn cloexec_all_but(keep: &[RawFd]) {
     let mut lo: libc::c_uint = 3;
     for &k in keep {
-        let k = k as libc::c_uint;
+        let Ok(k) = libc::c_uint::try_from(k) else {
+            continue;
+        };
+        // A kept descriptor below `lo` (stdio, or a duplicate) must not move `lo` back.
+        if k < lo {
+            continue;
+        }
         if k > lo {
             cloexec_range(lo, k - 1);
         }
-        lo = k + 1;
+        lo = k.saturating_add(1);
     }
     cloexec_range(lo, libc::c_uint::MAX);
 }
 
 fn cloexec_range(lo: libc::c_uint, hi: libc::c_uint) {
+    if lo > hi {
+        return;
+    }
     // close_range(2) with CLOSE_RANGE_CLOEXEC (Linux 5.11): std's own exec-error pipe is
     // close-on-exec already, so this never disturbs `Command`.
     // SAFETY: raw syscall with integer arguments; async-signal-safe.
@@ -234,11 +245,52 @@ fn cloexec_range(lo: libc::c_uint, hi: libc::c_uint) {
     if r == 0 {
         return;
     }
-    // Older kernels: mark each descriptor up to a sane bound.
+    // Older kernels: mark each descriptor up to a bound (a descriptor above it, possible
+    // only with a raised RLIMIT_NOFILE, stays inheritable there).
     let hi = hi.min(65_535);
     for fd in lo..=hi {
         // SAFETY: fcntl on a descriptor that may not be open; EBADF is harmless.
         unsafe { libc::fcntl(fd as RawFd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+}
+
+#[cfg(test)]
+mod cloexec_tests {
+    use super::cloexec_all_but;
+    use std::os::fd::{AsRawFd, OwnedFd};
+
+    fn cloexec(fd: i32) -> bool {
+        // SAFETY: F_GETFD on an open descriptor of this test.
+        let f = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        assert!(f >= 0);
+        f & libc::FD_CLOEXEC != 0
+    }
+
+    fn inheritable_pipe() -> (OwnedFd, OwnedFd) {
+        let (r, w) = std::io::pipe().unwrap();
+        let (r, w): (OwnedFd, OwnedFd) = (r.into(), w.into());
+        for fd in [r.as_raw_fd(), w.as_raw_fd()] {
+            // SAFETY: clears FD_CLOEXEC on a descriptor this test owns.
+            assert_eq!(unsafe { libc::fcntl(fd, libc::F_SETFD, 0) }, 0);
+        }
+        (r, w)
+    }
+
+    /// Marks this test process's descriptors close-on-exec: harmless here (the unit tests
+    /// start no process that inherits descriptors).
+    #[test]
+    fn kept_descriptors_stay_inheritable_even_after_a_low_one() {
+        let (a, b) = inheritable_pipe();
+        let (c, d) = inheritable_pipe();
+        let mut keep = [1, b.as_raw_fd(), d.as_raw_fd()];
+        keep.sort_unstable();
+        cloexec_all_but(&keep);
+        assert!(!cloexec(b.as_raw_fd()));
+        assert!(!cloexec(d.as_raw_fd()));
+        assert!(cloexec(a.as_raw_fd()));
+        assert!(cloexec(c.as_raw_fd()));
+        // Stdio is never touched, kept or not.
+        assert!(!cloexec(2));
     }
 }
 
@@ -280,7 +332,8 @@ pub(crate) struct WorkerLimits {
 }
 
 /// Starts `program` as a worker holding `data` and `ctl` (the child ends of two socket
-/// pairs); every other descriptor but stdio is closed at exec.
+/// pairs); every other descriptor but stdio is closed at exec (on kernels before 5.11:
+/// every other one below 65,536, see [`cloexec_all_but`]).
 pub(crate) fn spawn_worker(
     program: &Path,
     args: &[OsString],
@@ -303,8 +356,13 @@ pub(crate) fn spawn_worker(
         .stdin(Stdio::null());
     let mut keep = [d, c];
     keep.sort_unstable();
-    // SAFETY: the closure runs between fork and exec and makes only async-signal-safe
-    // calls (prctl, getppid, fcntl, close_range); it allocates nothing.
+    // SAFETY: the closure runs in the child between fork and exec, where only one thread
+    // exists and another thread's lock (malloc's, say) may be held forever. It takes no
+    // lock and allocates nothing: `keep` is a copied array; it calls only the thin libc
+    // wrappers of prctl, getppid, fcntl and syscall(close_range), which neither allocate
+    // nor lock; `io::Error::last_os_error` and `from_raw_os_error` only hold an errno
+    // number (no box), and std reports the error through its own pipe without allocating.
+    // Each fcntl is on an integer descriptor: one that is not open gives EBADF, no UB.
     unsafe {
         cmd.pre_exec(move || {
             if !die_with_parent(master) {

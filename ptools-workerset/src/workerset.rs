@@ -216,7 +216,8 @@ impl WorkerSet {
     ///
     /// # Errors
     ///
-    /// [`Error::Encode`]; [`Error::NoWorkers`] when no worker of the set is alive.
+    /// [`Error::Encode`]; [`Error::NoWorkers`] when no worker of the set is alive;
+    /// [`Error::ForeignFunction`] when `f` is not in the executable's own code.
     pub fn remotecall<A, R>(&self, f: fn(A) -> R, arg: A) -> Result<RemoteRef<R>>
     where
         A: Serialize + DeserializeOwned,
@@ -226,7 +227,7 @@ impl WorkerSet {
             crate::codec::encode(&arg).map_err(|e| Error::Encode(format!("argument: {e}")))?;
         let slot = Slot::new(0, None);
         self.submit(Job {
-            f: FnRef::single(f),
+            f: FnRef::single(f)?,
             arg,
             slot: slot.clone(),
         })?;
@@ -267,7 +268,8 @@ impl WorkerSet {
     /// # Errors
     ///
     /// The first failure of any batch ([`Error::RemotePanic`], [`Error::WorkerDied`], ...);
-    /// the batches still running then finish unobserved.
+    /// the batches still running then finish unobserved. [`Error::ForeignFunction`], before
+    /// anything is sent, when `f` is not in the executable's own code.
     pub fn pmap<A, R, I>(&self, f: fn(A) -> R, items: I) -> Result<Vec<R>>
     where
         A: Serialize + DeserializeOwned,
