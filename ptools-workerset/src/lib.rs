@@ -179,7 +179,7 @@ use std::sync::OnceLock;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use cluster::{Cluster, ClusterBuilder};
+pub use cluster::{Cluster, ClusterBuilder, WorkerStatus};
 pub use error::{Error, Result, Termination};
 pub use remote_ref::RemoteRef;
 pub use workerset::{Mode, WorkerSet};

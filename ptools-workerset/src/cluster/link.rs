@@ -1,6 +1,7 @@
 //! One worker's link, seen from the master: sending calls, reading replies, completing
 //! slots, and the reader thread. See `PROTOCOL.md` for who reads and writes when.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
@@ -15,6 +16,9 @@ use crate::wire::{self, FrameReader, Link, UnixLink};
 
 pub(super) struct Pending {
     pub(super) queue: VecDeque<Arc<Slot>>,
+    /// Calls made on the read side (by a completion hook), waiting for the sender thread
+    /// to write them: the read side never writes (see `PROTOCOL.md`).
+    pub(super) outbox: VecDeque<(Vec<u8>, Arc<Slot>)>,
     /// Why the worker is gone, once it is: what every later call on it fails with.
     pub(super) dead: Option<Error>,
 }
@@ -39,22 +43,85 @@ pub(crate) struct Remote {
     /// reader thread, or a caller of `remotecall_fetch` waiting for its own reply (see
     /// [`Remote::drive`]).
     pub(super) rx: Mutex<FrameReader>,
-    /// Callers currently driving the read side.
+    /// Callers currently driving the read side (or about to: see
+    /// [`Remote::call_and_drive`]).
     pub(super) drivers: AtomicUsize,
-    /// Where the reader thread sleeps while callers drive.
-    pub(super) idle: Mutex<()>,
+    /// Where the reader thread sleeps while callers drive; woken by [`Remote::kick`].
+    pub(super) idle: Mutex<Park>,
     pub(super) idle_cv: Condvar,
+    /// Wakes the sender thread when the outbox gets a frame or the worker is gone.
+    pub(super) out_cv: Condvar,
+}
+
+/// The reader thread's parking state, under `Remote::idle`.
+#[derive(Default)]
+pub(super) struct Park {
+    /// The reader sleeps on `idle_cv`.
+    parked: bool,
+    /// Set by [`Remote::kick`]: the reader must look again.
+    kicked: bool,
+}
+
+/// A belt only: every wake-up the reader needs is notified (see `PROTOCOL.md`); this
+/// bounds the cost of a bug in that reasoning to a delay instead of a hang.
+const PARK_BELT: Duration = Duration::from_secs(1);
+
+thread_local! {
+    /// True on a thread that holds some link's read side (a reader thread, or a caller
+    /// inside [`Drive::drive`]): a call made here, by a completion hook, is queued for the
+    /// link's sender thread instead of written, so a read side never blocks in a write.
+    static READ_SIDE: Cell<bool> = const { Cell::new(false) };
 }
 
 impl Remote {
+    /// Sends a call; the slot gets the outcome. On a read side (a completion hook) the
+    /// frame is queued for the sender thread instead of written.
     pub(super) fn submit(
         &self,
         f: FnRef,
         encode: &mut dyn FnMut(Vec<u8>) -> std::result::Result<Vec<u8>, String>,
         slot: Arc<Slot>,
     ) -> Result<()> {
+        if READ_SIDE.get() {
+            return self.submit_deferred(f, encode, slot);
+        }
         let mut tx = lock(&self.tx);
-        let mut buf = std::mem::take(&mut *tx);
+        let buf = std::mem::take(&mut *tx);
+        let buf = self.frame(buf, f, encode)?;
+        let kick = {
+            let mut p = lock(&self.pending);
+            if let Some(why) = p.dead.clone() {
+                drop(p);
+                *tx = buf;
+                drop(tx);
+                slot.complete(Err(why));
+                return Ok(());
+            }
+            p.queue.push_back(slot);
+            // Read under `pending`, the lock under which a leaving driver looks at the
+            // queue: either it sees this call, or this sees it gone.
+            self.drivers.load(Ordering::SeqCst) == 0
+        };
+        if kick {
+            // Nobody drives: the reader must read the reply.
+            self.kick();
+        }
+        // A failed write means the worker is gone: its reader sees the end of the stream
+        // and fails the slot just queued, with the exit status.
+        let _ = self.data.send_all(&buf);
+        if buf.capacity() <= 1 << 20 {
+            *tx = buf;
+        }
+        Ok(())
+    }
+
+    /// The frame of a call, built in `buf`.
+    fn frame(
+        &self,
+        mut buf: Vec<u8>,
+        f: FnRef,
+        encode: &mut dyn FnMut(Vec<u8>) -> std::result::Result<Vec<u8>, String>,
+    ) -> Result<Vec<u8>> {
         wire::begin(&mut buf, wire::CALL);
         buf.extend_from_slice(&f.f_off.to_le_bytes());
         buf.extend_from_slice(&f.tramp_off.to_le_bytes());
@@ -68,24 +135,74 @@ impl Remote {
             });
         }
         wire::finish(&mut buf);
-        {
-            let mut p = lock(&self.pending);
-            if let Some(why) = p.dead.clone() {
-                drop(p);
-                *tx = buf;
-                drop(tx);
-                slot.complete(Err(why));
-                return Ok(());
-            }
-            p.queue.push_back(slot);
+        Ok(buf)
+    }
+
+    /// A call made on a read side: queued for the sender thread, which writes it.
+    fn submit_deferred(
+        &self,
+        f: FnRef,
+        encode: &mut dyn FnMut(Vec<u8>) -> std::result::Result<Vec<u8>, String>,
+        slot: Arc<Slot>,
+    ) -> Result<()> {
+        let buf = self.frame(Vec::new(), f, encode)?;
+        let mut p = lock(&self.pending);
+        if let Some(why) = p.dead.clone() {
+            drop(p);
+            slot.complete(Err(why));
+            return Ok(());
         }
-        // A failed write means the worker is gone: its reader sees the end of the stream
-        // and fails the slot just queued, with the exit status.
-        let _ = self.data.send_all(&buf);
-        if buf.capacity() <= 1 << 20 {
-            *tx = buf;
-        }
+        p.outbox.push_back((buf, slot));
+        drop(p);
+        self.out_cv.notify_one();
         Ok(())
+    }
+
+    /// The sender thread: writes the calls queued on read sides, in order, until the
+    /// worker is gone. It holds the write side like any caller, never the read side, so a
+    /// write blocked on a full socket never stops replies from being read.
+    pub(super) fn send_loop(self: Arc<Self>) {
+        loop {
+            {
+                let p = lock(&self.pending);
+                let p = self
+                    .out_cv
+                    .wait_while(p, |p| p.outbox.is_empty() && p.dead.is_none())
+                    .unwrap_or_else(|p| p.into_inner());
+                if p.dead.is_some() {
+                    // The reader failed what the outbox held when it set `dead`.
+                    return;
+                }
+            }
+            let tx = lock(&self.tx);
+            let (buf, kick) = {
+                let mut p = lock(&self.pending);
+                let Some((buf, slot)) = p.outbox.pop_front() else {
+                    continue;
+                };
+                if let Some(why) = p.dead.clone() {
+                    drop(p);
+                    slot.complete(Err(why));
+                    continue;
+                }
+                p.queue.push_back(slot);
+                (buf, self.drivers.load(Ordering::SeqCst) == 0)
+            };
+            if kick {
+                self.kick();
+            }
+            let _ = self.data.send_all(&buf);
+            drop(tx);
+        }
+    }
+
+    /// Wakes the reader thread if it is parked, so it looks at the link again.
+    pub(super) fn kick(&self) {
+        let mut g = lock(&self.idle);
+        if g.parked {
+            g.kicked = true;
+            self.idle_cv.notify_one();
+        }
     }
 
     /// Completes the oldest pending slot with a reply; the cause on a protocol error.
@@ -116,9 +233,43 @@ impl Drive for Remote {
     /// to other calls that arrive first are completed here as well, in order.
     fn drive(&self, slot: &Slot) {
         self.drivers.fetch_add(1, Ordering::SeqCst);
+        self.drive_registered(slot);
+    }
+}
+
+impl Remote {
+    /// Calls `f` and reads replies on this thread until its slot is complete: the
+    /// caller counts as a driver from before the call is queued, so the parked reader
+    /// thread is not woken for it (the `remotecall_fetch` fast path).
+    pub(super) fn call_and_drive(
+        &self,
+        f: FnRef,
+        encode: &mut dyn FnMut(Vec<u8>) -> std::result::Result<Vec<u8>, String>,
+        slot: &Arc<Slot>,
+    ) -> Result<()> {
+        if READ_SIDE.get() {
+            // A hook cannot drive (it holds a read side): queue it, the caller waits.
+            return self.submit(f, encode, slot.clone());
+        }
+        self.drivers.fetch_add(1, Ordering::SeqCst);
+        match self.submit(f, encode, slot.clone()) {
+            Ok(()) => {
+                self.drive_registered(slot);
+                Ok(())
+            }
+            Err(e) => {
+                self.leave(false);
+                Err(e)
+            }
+        }
+    }
+
+    /// `drive` for a caller already counted in `drivers`; leaves when done.
+    fn drive_registered(&self, slot: &Slot) {
         let mut ended = false;
         {
             let mut rx = lock(&self.rx);
+            READ_SIDE.set(true);
             while !slot.is_ready() {
                 let r = rx.next(&*self.data);
                 let cause = match r {
@@ -135,13 +286,19 @@ impl Drive for Remote {
                 ended = true;
                 break;
             }
+            READ_SIDE.set(false);
         }
+        self.leave(ended);
+    }
+
+    /// A driver is done with the read side: the last one hands it back to the reader
+    /// thread when there is something to read (replies still to come, or the end).
+    fn leave(&self, ended: bool) {
         let left = self.drivers.fetch_sub(1, Ordering::SeqCst) - 1;
+        // `pending` is read after the decrement and under its lock: a call queued
+        // meanwhile either shows here or saw `drivers == 0` and kicked (see `submit`).
         if left == 0 && (ended || !lock(&self.pending).queue.is_empty()) {
-            // Hand the read side back to the reader thread: it notices the death (the
-            // end of the stream stays readable) or reads the replies still to come.
-            let _g = lock(&self.idle);
-            self.idle_cv.notify_all();
+            self.kick();
         }
     }
 }
@@ -150,17 +307,26 @@ impl Remote {
     /// The reader thread: reads replies whenever no caller drives the read side, until
     /// the worker is gone; then reaps it and fails what was pending.
     pub(super) fn read_loop(self: Arc<Self>, cluster: Weak<Inner>) {
+        // This thread never writes the data link: calls made by hooks here are queued.
+        READ_SIDE.set(true);
         'outer: loop {
-            if self.drivers.load(Ordering::SeqCst) > 0 {
-                let g = lock(&self.idle);
-                // Bounded, so a missed notification costs a millisecond, never a hang.
-                let _ = self
-                    .idle_cv
-                    .wait_timeout_while(g, Duration::from_millis(1), |_| {
-                        self.drivers.load(Ordering::SeqCst) > 0
-                    })
-                    .unwrap_or_else(|p| p.into_inner());
-                continue;
+            {
+                let mut g = lock(&self.idle);
+                if self.drivers.load(Ordering::SeqCst) > 0 {
+                    // Parked until kicked: by the last driver when replies are still to
+                    // come or the link ended, by a call queued with no driver, or by the
+                    // death watcher. It stays parked between the calls of a caller that
+                    // drives its own replies, so that fast path wakes nobody.
+                    g.parked = true;
+                    g.kicked = false;
+                    let (mut g, _) = self
+                        .idle_cv
+                        .wait_timeout_while(g, PARK_BELT, |p| !p.kicked)
+                        .unwrap_or_else(|p| p.into_inner());
+                    g.parked = false;
+                    g.kicked = false;
+                    continue;
+                }
             }
             match self.data.wait_readable(Duration::from_secs(3600)) {
                 Ok(true) => {}
@@ -208,18 +374,26 @@ impl Remote {
                 termination: t,
             },
         };
-        let failed = {
+        let failed: Vec<Arc<Slot>> = {
             let mut p = lock(&self.pending);
             p.dead = Some(why.clone());
-            std::mem::take(&mut p.queue)
+            let mut v: Vec<_> = std::mem::take(&mut p.queue).into();
+            v.extend(std::mem::take(&mut p.outbox).into_iter().map(|(_, s)| s));
+            v
         };
-        if let Some(c) = cluster.upgrade() {
+        self.out_cv.notify_all();
+        let cluster = cluster.upgrade();
+        if let Some(c) = &cluster {
             c.died(self.id, why.clone());
         }
         *lock(&self.ended) = Some(t);
         self.ended_cv.notify_all();
         for s in failed {
             s.complete(Err(why.clone()));
+        }
+        if let Some(c) = cluster {
+            // Once per worker (this loop ends once), after its calls have failed.
+            c.exited(self.id, &why);
         }
     }
 }

@@ -1,12 +1,14 @@
 //! The master side: the public [`Cluster`] API and its builder.
 //!
-//! The parts, by concern (the wire protocol and its invariants: `PROTOCOL.md` beside
-//! this file):
+//! The parts, by concern (who reads and writes the links when, and the invariants:
+//! `PROTOCOL.md` beside this file, included below):
 //!
 //! - `spawn`: starting worker processes and the handshake;
 //! - `link`: one worker's link, [`link::Remote`]: sending calls, reading replies,
 //!   completing slots, the reader thread and the hand-off of the read side to callers;
 //! - `shutdown`: stopping workers (`rmprocs`, dropping the cluster).
+//!
+#![doc = include_str!("PROTOCOL.md")]
 
 mod link;
 mod shutdown;
@@ -140,6 +142,24 @@ pub(crate) struct Inner {
     /// Workers that died or were removed, and how they ended.
     gone: Mutex<HashMap<usize, Error>>,
     local: Mutex<Option<mpsc::Sender<LocalJob>>>,
+    /// Called once for each worker that dies or is removed (see `on_worker_exit`).
+    exit_hooks: RwLock<Vec<ExitHook>>,
+}
+
+type ExitHook = Arc<dyn Fn(usize, &Error) + Send + Sync>;
+
+/// What a [`Cluster`] knows of a worker, without asking it: see
+/// [`Cluster::worker_status`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum WorkerStatus {
+    /// The master (id 1), or a worker whose death has not been noticed.
+    Alive,
+    /// The worker died or was removed; the error is what its calls failed with:
+    /// [`Error::WorkerDied`] (with how it ended) or [`Error::Protocol`].
+    Gone(Error),
+    /// No worker of this cluster ever had this id.
+    Unknown,
 }
 
 struct LocalJob {
@@ -156,6 +176,7 @@ impl Inner {
             workers: RwLock::new(BTreeMap::new()),
             gone: Mutex::new(HashMap::new()),
             local: Mutex::new(None),
+            exit_hooks: RwLock::new(Vec::new()),
         }
     }
 
@@ -216,6 +237,35 @@ impl Inner {
         match lock(&self.gone).get(&id) {
             Some(e) => e.clone(),
             None => Error::UnknownWorker(id),
+        }
+    }
+
+    /// Runs the exit hooks for worker `id` (its reader thread, once, after its calls
+    /// have failed).
+    pub(super) fn exited(&self, id: usize, why: &Error) {
+        let hooks: Vec<ExitHook> = self
+            .exit_hooks
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for h in hooks {
+            h(id, why);
+        }
+    }
+
+    fn status(&self, id: usize) -> WorkerStatus {
+        if id == 1 {
+            return WorkerStatus::Alive;
+        }
+        if let Some(w) = self.get(id) {
+            return match &lock(&w.pending).dead {
+                None => WorkerStatus::Alive,
+                Some(e) => WorkerStatus::Gone(e.clone()),
+            };
+        }
+        match lock(&self.gone).get(&id) {
+            Some(e) => WorkerStatus::Gone(e.clone()),
+            None => WorkerStatus::Unknown,
         }
     }
 
@@ -355,6 +405,69 @@ impl Cluster {
         self.inner.get(id).map(|w| w.proc.pid())
     }
 
+    /// What the cluster knows of worker `id`, from its own records: no I/O, no waiting.
+    ///
+    /// A death is known once the worker's reader has noticed it (the end of its link or
+    /// of its process); [`on_worker_exit`](Self::on_worker_exit) says when that happens.
+    ///
+    /// ```
+    /// ptools_workerset::enable_test_support!();
+    /// use ptools_workerset::{Cluster, Error, WorkerStatus};
+    ///
+    /// # fn main() -> Result<(), Error> {
+    /// let c = Cluster::new();
+    /// let id = c.addprocs(1)?[0];
+    /// assert!(matches!(c.worker_status(id), WorkerStatus::Alive));
+    /// c.rmprocs(&[id])?;
+    /// assert!(matches!(
+    ///     c.worker_status(id),
+    ///     WorkerStatus::Gone(Error::WorkerDied { .. })
+    /// ));
+    /// assert!(matches!(c.worker_status(999), WorkerStatus::Unknown));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn worker_status(&self, id: usize) -> WorkerStatus {
+        self.inner.status(id)
+    }
+
+    /// Calls `hook(id, why)` once for every worker of this cluster that dies or is
+    /// removed from now on, after every call pending on it has failed with `why` (so
+    /// [`worker_status`](Self::worker_status) already says [`WorkerStatus::Gone`]). A
+    /// worker that was already gone when the hook was added is not reported: look at
+    /// `worker_status` after adding it.
+    ///
+    /// The hook runs on the worker's reader thread: keep it short and do not wait on a
+    /// call there (notify a thread instead). Hooks last as long as the cluster; one that
+    /// holds a [`Weak`](std::sync::Weak) to its owner costs nothing once the owner is gone.
+    ///
+    /// ```
+    /// ptools_workerset::enable_test_support!();
+    /// use ptools_workerset::Cluster;
+    /// use std::sync::mpsc;
+    ///
+    /// # fn main() -> Result<(), ptools_workerset::Error> {
+    /// let c = Cluster::new();
+    /// let (tx, rx) = mpsc::channel();
+    /// let tx = std::sync::Mutex::new(tx);
+    /// c.on_worker_exit(move |id, why| {
+    ///     let _ = tx.lock().unwrap().send((id, why.clone()));
+    /// });
+    /// let id = c.addprocs(1)?[0];
+    /// c.rmprocs(&[id])?;
+    /// let (gone, _why) = rx.recv().unwrap();
+    /// assert_eq!(gone, id);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn on_worker_exit(&self, hook: impl Fn(usize, &Error) + Send + Sync + 'static) {
+        self.inner
+            .exit_hooks
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Arc::new(hook));
+    }
+
     /// Sends a ping on worker `id`'s control link and waits for the answer; works while the
     /// worker is busy in a call. Returns the round-trip time.
     ///
@@ -427,6 +540,20 @@ impl Cluster {
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
     {
+        if id != 1 && crate::worker::myid() == 1 {
+            // The fast path: this thread reads its own reply; nobody else is woken.
+            let w = self
+                .inner
+                .get(id)
+                .ok_or_else(|| self.inner.gone_error(id))?;
+            let slot = Slot::new(id, None);
+            w.call_and_drive(
+                FnRef::single(f),
+                &mut |b| crate::codec::encode_into(&arg, b),
+                &slot,
+            )?;
+            return RemoteRef::new(slot).fetch();
+        }
         self.remotecall(id, f, arg)?.fetch()
     }
 

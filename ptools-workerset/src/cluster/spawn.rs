@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use super::link::{Pending, Remote};
+use super::link::{Park, Pending, Remote};
 use super::{Cluster, lock};
 use crate::error::{Error, Result};
 use crate::sys;
@@ -140,14 +140,16 @@ impl Cluster {
                 tx: Mutex::new(Vec::with_capacity(4096)),
                 pending: Mutex::new(Pending {
                     queue: VecDeque::new(),
+                    outbox: VecDeque::new(),
                     dead: None,
                 }),
                 ended: Mutex::new(None),
                 ended_cv: Condvar::new(),
                 rx: Mutex::new(s.reader.with_new_cap(cap)),
                 drivers: AtomicUsize::new(0),
-                idle: Mutex::new(()),
+                idle: Mutex::new(Park::default()),
                 idle_cv: Condvar::new(),
+                out_cv: Condvar::new(),
             });
             self.inner
                 .workers
@@ -159,18 +161,29 @@ impl Cluster {
             let spawned = std::thread::Builder::new()
                 .name(format!("ptools-reader-{}", s.id))
                 .spawn(move || r2.read_loop(weak));
-            let link = Arc::downgrade(&remote.data);
-            let watched = spawned.map(drop).and_then(|()| {
-                crate::deaths::watch(
-                    remote.proc.clone(),
-                    Box::new(move || {
-                        // Wakes whoever reads the link; the reader then reaps.
-                        if let Some(l) = link.upgrade() {
-                            l.shutdown();
-                        }
-                    }),
-                )
-            });
+            let link = Arc::downgrade(&remote);
+            let watched = spawned
+                .map(drop)
+                .and_then(|()| {
+                    crate::deaths::watch(
+                        remote.proc.clone(),
+                        Box::new(move || {
+                            // Wakes whoever reads the link (the reader thread even when it
+                            // is parked); the reader then reaps.
+                            if let Some(l) = link.upgrade() {
+                                l.data.shutdown();
+                                l.kick();
+                            }
+                        }),
+                    )
+                })
+                .and_then(|()| {
+                    let r3 = remote.clone();
+                    std::thread::Builder::new()
+                        .name(format!("ptools-sender-{}", s.id))
+                        .spawn(move || r3.send_loop())
+                        .map(drop)
+                });
             if let Err(e) = watched {
                 // Without a reader or a watch a death could go unseen: take it down. The
                 // reader, if it runs, sees the end of the stream and reaps.
@@ -180,6 +193,7 @@ impl Cluster {
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(&s.id);
                 remote.data.shutdown();
+                remote.kick();
                 remote.proc.kill();
                 remote.proc.reap(Duration::from_secs(5));
                 return Err(e.into());
