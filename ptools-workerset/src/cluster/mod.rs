@@ -435,7 +435,8 @@ impl Cluster {
     /// removed from now on, after every call pending on it has failed with `why` (so
     /// [`worker_status`](Self::worker_status) already says [`WorkerStatus::Gone`]). A
     /// worker that was already gone when the hook was added is not reported: look at
-    /// `worker_status` after adding it.
+    /// `worker_status` after adding it. Workers stopped by dropping the last handle on
+    /// the cluster are not reported (nothing could observe them).
     ///
     /// The hook runs on the worker's reader thread: keep it short and do not wait on a
     /// call there (notify a thread instead). Hooks last as long as the cluster; one that
