@@ -227,7 +227,8 @@ impl Remote {
 impl Drive for Remote {
     /// Reads replies on the caller's thread until `slot` is complete (or the link ends).
     ///
-    /// This is the fast path of `remotecall_fetch`: the reply wakes the caller directly,
+    /// This is the fast path of waiting (and of `remotecall_fetch`, through
+    /// [`Remote::call_and_drive`]): the reply wakes the caller directly,
     /// as in a plain socket ping-pong, instead of waking the reader thread which would then
     /// wake the caller (two wake-ups per reply on a busy machine cost about 10 us). Replies
     /// to other calls that arrive first are completed here as well, in order.
@@ -269,7 +270,8 @@ impl Remote {
         let mut ended = false;
         {
             let mut rx = lock(&self.rx);
-            READ_SIDE.set(true);
+            // Restored after: a hook on another read side may wait here for its own call.
+            let outer = READ_SIDE.replace(true);
             while !slot.is_ready() {
                 let r = rx.next(&*self.data);
                 let cause = match r {
@@ -286,7 +288,7 @@ impl Remote {
                 ended = true;
                 break;
             }
-            READ_SIDE.set(false);
+            READ_SIDE.set(outer);
         }
         self.leave(ended);
     }
