@@ -90,7 +90,8 @@
 //!   ([`Error::is_worker_died`]); a task that was taken but could not be sent goes back to
 //!   the queue; entries that only the dead worker could run fail with its death; any-worker
 //!   entries go to the others, or fail with [`Error::NoWorkers`] when none is left. An idle
-//!   feeder checks its worker once a second, so a death is noticed without traffic.
+//!   feeder is woken by the cluster's worker-exit notification
+//!   (`Cluster::on_worker_exit`), so a death is noticed at once and without traffic.
 //! - **Exactly once.** Every queued entry ends in exactly one completion, and so one
 //!   callback call: its result, its failure, [`Error::Dequeued`], [`Error::NoWorkers`] or
 //!   [`Error::Shutdown`]. A dequeue of a task already running answers

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ptools_shm::{Prefix, ShmArray, ShmBuilder, ShmCfg, ShmElem, ShmError, ShmSet};
-use ptools_workerset::{Cluster, CodeOffset, RemoteRef, Termination};
+use ptools_workerset::{Cluster, CodeOffset, RemoteRef, Termination, WorkerStatus};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -521,19 +521,17 @@ impl STasks {
                 termination,
             };
         }
-        if self.cluster.pid(id).is_none() {
-            // The cluster has noticed; a ping on a gone worker reports how it ended.
-            if let Err(ptools_workerset::Error::WorkerDied {
-                pid, termination, ..
-            }) = self.cluster.ping(id, Duration::from_millis(1))
-            {
-                self.dead_lock()[task] = Some((pid, termination));
-                return TaskStatus::Died {
-                    id,
-                    pid,
-                    termination,
-                };
-            }
+        // The cluster's own record of the death, with how the worker ended: no I/O.
+        if let WorkerStatus::Gone(ptools_workerset::Error::WorkerDied {
+            pid, termination, ..
+        }) = self.cluster.worker_status(id)
+        {
+            self.dead_lock()[task] = Some((pid, termination));
+            return TaskStatus::Died {
+                id,
+                pid,
+                termination,
+            };
         }
         TaskStatus::Running
     }

@@ -120,7 +120,13 @@
 //! - `remotecall_fetch` costs one `send` and one `recv` on each side. A caller waiting
 //!   for its reply reads the worker's link itself (the per-worker reader thread steps
 //!   aside while a caller "drives"), so the reply wakes the caller directly, as in a plain
-//!   socket ping-pong, instead of waking a reader thread that wakes the caller.
+//!   socket ping-pong, instead of waking a reader thread that wakes the caller. The
+//!   reader thread stays parked between such calls; it is woken only when something is
+//!   left for it to read (who reads and writes when: `src/cluster/PROTOCOL.md`).
+//! - A read side never writes: a call made by a completion hook on the thread reading
+//!   replies (first-free `WorkerSet` handing a freed worker to the next call) is written
+//!   by the link's sender thread, so large calls and large replies in flight at once
+//!   cannot block each other.
 //! - A worker that finds several calls already buffered answers them with one write; a
 //!   flusher thread writes any reply held back this way within 200 µs, so a reply never
 //!   waits behind a long call.
@@ -128,6 +134,13 @@
 //!   a million trivial items cost a few hundred round trips, not a million.
 //!
 //! `benches/README.md` lists the benchmarks and the targets they are held to.
+//!
+//! # Worker status and deaths
+//!
+//! [`Cluster::worker_status`] says, without I/O, whether a worker is alive, gone (with the
+//! error its calls failed with, which says how it ended) or unknown.
+//! [`Cluster::on_worker_exit`] runs a hook once per worker that dies or is removed, after
+//! its pending calls have failed; server tasks and queues use these instead of probing.
 //!
 //! # Caveats
 //!
@@ -179,7 +192,7 @@ use std::sync::OnceLock;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use cluster::{Cluster, ClusterBuilder};
+pub use cluster::{Cluster, ClusterBuilder, WorkerStatus};
 pub use error::{Error, Result, Termination};
 pub use func::CodeOffset;
 pub use remote_ref::RemoteRef;

@@ -2,9 +2,11 @@
 //!
 //! First-free keeps a free list and a FIFO queue of waiting calls under one mutex. A call
 //! takes a free worker at once, or waits in the queue; when a call ends (success *or*
-//! failure: PTools.jl leaks the worker on error), the completion hook, running on the
-//! worker's reader thread, hands the worker to the oldest waiting call or puts it back on
-//! the free list. A dead worker is dropped from the set instead; when none is left, the
+//! failure: PTools.jl leaks the worker on error), the completion hook, running on
+//! whichever thread read the reply, hands the worker to the oldest waiting call or puts it
+//! back on the free list. That thread holds the link's read side, so the handed-over call
+//! is queued and written by the link's sender thread, never by the reader (see the
+//! cluster's `PROTOCOL.md`). A dead worker is dropped from the set instead; when none is left, the
 //! waiting calls fail with [`Error::NoWorkers`].
 
 use std::collections::{HashSet, VecDeque};

@@ -152,3 +152,50 @@ fn drop_stops_workers() {
         assert_eq!(unsafe { libc::kill(pid, 0) }, -1, "pid {pid} still exists");
     }
 }
+
+#[test]
+fn exit_hook_fires_once_per_worker_after_its_calls_failed() {
+    use ptools_workerset::WorkerStatus;
+    use std::sync::{Arc, Mutex};
+
+    fn sleep_long(_: ()) {
+        std::thread::sleep(std::time::Duration::from_secs(600));
+    }
+
+    let c = Cluster::new();
+    let ids = c.addprocs(2).expect("addprocs");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tx = Mutex::new(tx);
+    let pending = Arc::new(Mutex::new(None));
+    let seen = pending.clone();
+    c.on_worker_exit(move |id, why| {
+        // The call pending on the killed worker has already failed.
+        let ready = seen
+            .lock()
+            .expect("lock")
+            .as_ref()
+            .map(|r: &ptools_workerset::RemoteRef<()>| r.is_ready());
+        let _ = tx.lock().expect("lock").send((id, why.clone(), ready));
+    });
+    let victim = ids[0];
+    *pending.lock().expect("lock") = Some(c.remotecall(victim, sleep_long, ()).expect("call"));
+    assert!(matches!(c.worker_status(victim), WorkerStatus::Alive));
+    let pid = c.pid(victim).expect("pid");
+    // SAFETY: `pid` is a worker of this test, alive until reaped by the cluster.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let (id, why, ready) = rx.recv().expect("event");
+    assert_eq!(id, victim);
+    assert_eq!(ready, Some(true));
+    assert!(matches!(why, Error::WorkerDied { id, .. } if id == victim));
+    assert!(matches!(
+        c.worker_status(victim),
+        WorkerStatus::Gone(Error::WorkerDied { .. })
+    ));
+    c.rmprocs(&[ids[1]]).expect("rmprocs");
+    let (id, why, _) = rx.recv().expect("event");
+    assert_eq!(id, ids[1]);
+    assert!(matches!(why, Error::WorkerDied { .. }));
+    // Once each: nothing more, even when asked to remove the dead one again.
+    assert!(c.rmprocs(&[victim]).is_err());
+    assert!(rx.try_recv().is_err());
+}

@@ -9,9 +9,7 @@ use super::{Shared, forget_part, lock};
 use crate::core::{Entry, Place};
 use crate::error::Error;
 use crate::task::{Completion, InFlight, Queued, Sent};
-
-/// How long an idle feeder sleeps before it checks that its worker still lives.
-const LIVENESS_CHECK: Duration = Duration::from_secs(1);
+use ptools_workerset::WorkerStatus;
 
 /// The most calls a feeder keeps on its worker at once.
 const MAX_WINDOW: usize = 64;
@@ -20,8 +18,6 @@ const MAX_WINDOW: usize = 64;
 /// enough to keep a worker busy between replies when tasks are short, never so much that
 /// a task waits on a busy worker while another one idles.
 const AHEAD: Duration = Duration::from_millis(2);
-
-fn noop(_: ()) {}
 
 /// How many calls a feeder may keep on its worker, from the mean time per task so far
 /// (`None`: nothing measured yet, so one at a time).
@@ -153,21 +149,19 @@ fn take(sh: &Shared, w: usize, want: usize, block: bool) -> Take {
         if !v.is_empty() || !block {
             return Take::Entries(v);
         }
-        st.idle_feeders += 1;
-        let (g, to) = sh
-            .work
-            .wait_timeout(st, LIVENESS_CHECK)
-            .unwrap_or_else(|p| p.into_inner());
-        st = g;
-        st.idle_feeders -= 1;
-        if to.timed_out() && w != 1 && sh.cluster.pid(w).is_none() {
-            drop(st);
-            // The call fails at once with the worker's recorded death.
-            return Take::Dead(match sh.cluster.remotecall_fetch(w, noop, ()) {
-                Err(e) => e,
-                Ok(()) => continue_err(w),
-            });
+        if w != 1 {
+            // The cluster's record; its exit hook (set in `TaskQueue::new`) wakes `work`
+            // under `st` once the record says gone, so a death is never missed between
+            // this look and the wait.
+            match sh.cluster.worker_status(w) {
+                WorkerStatus::Alive => {}
+                WorkerStatus::Gone(e) => return Take::Dead(e),
+                _ => return Take::Dead(ptools_workerset::Error::UnknownWorker(w)),
+            }
         }
+        st.idle_feeders += 1;
+        st = sh.work.wait(st).unwrap_or_else(|p| p.into_inner());
+        st.idle_feeders -= 1;
     }
 }
 
@@ -217,12 +211,6 @@ fn complete(sh: &Shared, done: Vec<(Place, Completion)>) {
         sh.notify_if_idle(&st);
     }
     sh.deliver(out);
-}
-
-/// The error for a worker whose pid is gone but whose call still went through (it was
-/// being removed): it is gone for this queue either way.
-fn continue_err(w: usize) -> ptools_workerset::Error {
-    ptools_workerset::Error::UnknownWorker(w)
 }
 
 #[cfg(test)]

@@ -214,6 +214,15 @@ impl TaskQueue {
             cb_tx,
             hook: RwLock::new(None),
         });
+        // Idle feeders sleep until there is work or a worker has gone: the cluster says
+        // when one goes (held weakly: the hook outlives the queue, doing nothing).
+        let on_exit = Arc::downgrade(&sh);
+        cluster.on_worker_exit(move |_, _| {
+            if let Some(sh) = on_exit.upgrade() {
+                let _g = lock(&sh.st);
+                sh.work.notify_all();
+            }
+        });
         let weak = Arc::downgrade(&sh);
         // The callback thread holds the queue weakly: it ends when the last feeder and the
         // handle are gone, which drops the sender and ends `cb_rx`.

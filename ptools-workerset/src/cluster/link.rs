@@ -1,0 +1,401 @@
+//! One worker's link, seen from the master: sending calls, reading replies, completing
+//! slots, and the reader thread. See `PROTOCOL.md` for who reads and writes when.
+
+use std::cell::Cell;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::time::Duration;
+
+use super::{Inner, lock, outcome};
+use crate::error::{Error, Result, Termination};
+use crate::func::{FnRef, Status};
+use crate::remote_ref::{Drive, Slot};
+use crate::sys;
+use crate::wire::{self, FrameReader, Link, UnixLink};
+
+pub(super) struct Pending {
+    pub(super) queue: VecDeque<Arc<Slot>>,
+    /// Calls made on the read side (by a completion hook), waiting for the sender thread
+    /// to write them: the read side never writes (see `PROTOCOL.md`).
+    pub(super) outbox: VecDeque<(Vec<u8>, Arc<Slot>)>,
+    /// Why the worker is gone, once it is: what every later call on it fails with.
+    pub(super) dead: Option<Error>,
+}
+
+/// One worker process, seen from the master.
+pub(crate) struct Remote {
+    pub(super) id: usize,
+    pub(super) proc: Arc<sys::Process>,
+    /// The largest body a call may carry (the cluster's `max_frame_bytes`).
+    pub(super) cap: usize,
+    /// A protocol fault seen by a caller driving the read side, for the reader to report.
+    pub(super) fault: Mutex<Option<String>>,
+    pub(super) data: Arc<dyn Link>,
+    pub(super) ctl: Mutex<(UnixLink, FrameReader, u64)>,
+    /// The write side: held while a frame is built and written, so frames never interleave
+    /// and the pending queue has the order of the wire.
+    pub(super) tx: Mutex<Vec<u8>>,
+    pub(super) pending: Mutex<Pending>,
+    pub(super) ended: Mutex<Option<Termination>>,
+    pub(super) ended_cv: Condvar,
+    /// The read side. Whoever holds it reads replies and completes their slots: the
+    /// reader thread, or a caller of `remotecall_fetch` waiting for its own reply (see
+    /// [`Remote::drive`]).
+    pub(super) rx: Mutex<FrameReader>,
+    /// Callers currently driving the read side (or about to: see
+    /// [`Remote::call_and_drive`]).
+    pub(super) drivers: AtomicUsize,
+    /// Where the reader thread sleeps while callers drive; woken by [`Remote::kick`].
+    pub(super) idle: Mutex<Park>,
+    pub(super) idle_cv: Condvar,
+    /// Wakes the sender thread when the outbox gets a frame or the worker is gone.
+    pub(super) out_cv: Condvar,
+}
+
+/// The reader thread's parking state, under `Remote::idle`.
+#[derive(Default)]
+pub(super) struct Park {
+    /// The reader sleeps on `idle_cv`.
+    parked: bool,
+    /// Set by [`Remote::kick`]: the reader must look again.
+    kicked: bool,
+}
+
+/// A belt only: every wake-up the reader needs is notified (see `PROTOCOL.md`); this
+/// bounds the cost of a bug in that reasoning to a delay instead of a hang.
+const PARK_BELT: Duration = Duration::from_secs(1);
+
+thread_local! {
+    /// True on a thread that holds some link's read side (a reader thread, or a caller
+    /// inside [`Drive::drive`]): a call made here, by a completion hook, is queued for the
+    /// link's sender thread instead of written, so a read side never blocks in a write.
+    static READ_SIDE: Cell<bool> = const { Cell::new(false) };
+}
+
+impl Remote {
+    /// Sends a call; the slot gets the outcome. On a read side (a completion hook) the
+    /// frame is queued for the sender thread instead of written.
+    pub(super) fn submit(
+        &self,
+        f: FnRef,
+        encode: &mut dyn FnMut(Vec<u8>) -> std::result::Result<Vec<u8>, String>,
+        slot: Arc<Slot>,
+    ) -> Result<()> {
+        if READ_SIDE.get() {
+            return self.submit_deferred(f, encode, slot);
+        }
+        let mut tx = lock(&self.tx);
+        let buf = std::mem::take(&mut *tx);
+        let buf = self.frame(buf, f, encode)?;
+        let kick = {
+            let mut p = lock(&self.pending);
+            if let Some(why) = p.dead.clone() {
+                drop(p);
+                *tx = buf;
+                drop(tx);
+                slot.complete(Err(why));
+                return Ok(());
+            }
+            p.queue.push_back(slot);
+            // Read under `pending`, the lock under which a leaving driver looks at the
+            // queue: either it sees this call, or this sees it gone.
+            self.drivers.load(Ordering::SeqCst) == 0
+        };
+        if kick {
+            // Nobody drives: the reader must read the reply.
+            self.kick();
+        }
+        // A failed write means the worker is gone: its reader sees the end of the stream
+        // and fails the slot just queued, with the exit status.
+        let _ = self.data.send_all(&buf);
+        if buf.capacity() <= 1 << 20 {
+            *tx = buf;
+        }
+        Ok(())
+    }
+
+    /// The frame of a call, built in `buf`.
+    fn frame(
+        &self,
+        mut buf: Vec<u8>,
+        f: FnRef,
+        encode: &mut dyn FnMut(Vec<u8>) -> std::result::Result<Vec<u8>, String>,
+    ) -> Result<Vec<u8>> {
+        wire::begin(&mut buf, wire::CALL);
+        buf.extend_from_slice(&f.f_off.to_le_bytes());
+        buf.extend_from_slice(&f.tramp_off.to_le_bytes());
+        let mut buf = encode(buf).map_err(|e| Error::Encode(format!("argument: {e}")))?;
+        // The body: kind, two offsets, the argument.
+        if buf.len() - 4 > self.cap {
+            let len = (buf.len() - 4 - 17) as u64;
+            return Err(Error::ArgumentTooLarge {
+                len,
+                cap: (self.cap - 17) as u64,
+            });
+        }
+        wire::finish(&mut buf);
+        Ok(buf)
+    }
+
+    /// A call made on a read side: queued for the sender thread, which writes it.
+    fn submit_deferred(
+        &self,
+        f: FnRef,
+        encode: &mut dyn FnMut(Vec<u8>) -> std::result::Result<Vec<u8>, String>,
+        slot: Arc<Slot>,
+    ) -> Result<()> {
+        let buf = self.frame(Vec::new(), f, encode)?;
+        let mut p = lock(&self.pending);
+        if let Some(why) = p.dead.clone() {
+            drop(p);
+            slot.complete(Err(why));
+            return Ok(());
+        }
+        p.outbox.push_back((buf, slot));
+        drop(p);
+        self.out_cv.notify_one();
+        Ok(())
+    }
+
+    /// The sender thread: writes the calls queued on read sides, in order, until the
+    /// worker is gone. It holds the write side like any caller, never the read side, so a
+    /// write blocked on a full socket never stops replies from being read.
+    pub(super) fn send_loop(self: Arc<Self>) {
+        loop {
+            {
+                let p = lock(&self.pending);
+                let p = self
+                    .out_cv
+                    .wait_while(p, |p| p.outbox.is_empty() && p.dead.is_none())
+                    .unwrap_or_else(|p| p.into_inner());
+                if p.dead.is_some() {
+                    // The reader failed what the outbox held when it set `dead`.
+                    return;
+                }
+            }
+            let tx = lock(&self.tx);
+            let (buf, kick) = {
+                let mut p = lock(&self.pending);
+                let Some((buf, slot)) = p.outbox.pop_front() else {
+                    continue;
+                };
+                if let Some(why) = p.dead.clone() {
+                    drop(p);
+                    slot.complete(Err(why));
+                    continue;
+                }
+                p.queue.push_back(slot);
+                (buf, self.drivers.load(Ordering::SeqCst) == 0)
+            };
+            if kick {
+                self.kick();
+            }
+            let _ = self.data.send_all(&buf);
+            drop(tx);
+        }
+    }
+
+    /// Wakes the reader thread if it is parked, so it looks at the link again.
+    pub(super) fn kick(&self) {
+        let mut g = lock(&self.idle);
+        if g.parked {
+            g.kicked = true;
+            self.idle_cv.notify_one();
+        }
+    }
+
+    /// Completes the oldest pending slot with a reply; the cause on a protocol error.
+    fn dispatch(&self, body: &[u8]) -> std::result::Result<(), String> {
+        let Some(status) = Status::from_u8(body[0]) else {
+            return Err(format!("reply of unknown kind {}", body[0]));
+        };
+        let Some(slot) = lock(&self.pending).queue.pop_front() else {
+            return Err("reply to no call".into());
+        };
+        slot.complete(outcome(self.id, status, &body[1..]));
+        Ok(())
+    }
+
+    /// Records a protocol fault and wakes the reader thread, which reports it.
+    fn fault(&self, cause: String) {
+        lock(&self.fault).get_or_insert(cause);
+        self.data.shutdown();
+    }
+}
+
+impl Drive for Remote {
+    /// Reads replies on the caller's thread until `slot` is complete (or the link ends).
+    ///
+    /// This is the fast path of waiting (and of `remotecall_fetch`, through
+    /// [`Remote::call_and_drive`]): the reply wakes the caller directly,
+    /// as in a plain socket ping-pong, instead of waking the reader thread which would then
+    /// wake the caller (two wake-ups per reply on a busy machine cost about 10 us). Replies
+    /// to other calls that arrive first are completed here as well, in order.
+    fn drive(&self, slot: &Slot) {
+        self.drivers.fetch_add(1, Ordering::SeqCst);
+        self.drive_registered(slot);
+    }
+}
+
+impl Remote {
+    /// Calls `f` and reads replies on this thread until its slot is complete: the
+    /// caller counts as a driver from before the call is queued, so the parked reader
+    /// thread is not woken for it (the `remotecall_fetch` fast path).
+    pub(super) fn call_and_drive(
+        &self,
+        f: FnRef,
+        encode: &mut dyn FnMut(Vec<u8>) -> std::result::Result<Vec<u8>, String>,
+        slot: &Arc<Slot>,
+    ) -> Result<()> {
+        if READ_SIDE.get() {
+            // A hook cannot drive (it holds a read side): queue it, the caller waits.
+            return self.submit(f, encode, slot.clone());
+        }
+        self.drivers.fetch_add(1, Ordering::SeqCst);
+        match self.submit(f, encode, slot.clone()) {
+            Ok(()) => {
+                self.drive_registered(slot);
+                Ok(())
+            }
+            Err(e) => {
+                self.leave(false);
+                Err(e)
+            }
+        }
+    }
+
+    /// `drive` for a caller already counted in `drivers`; leaves when done.
+    fn drive_registered(&self, slot: &Slot) {
+        let mut ended = false;
+        {
+            let mut rx = lock(&self.rx);
+            // Restored after: a hook on another read side may wait here for its own call.
+            let outer = READ_SIDE.replace(true);
+            while !slot.is_ready() {
+                let r = rx.next(&*self.data);
+                let cause = match r {
+                    Ok(Some(body)) => match self.dispatch(body) {
+                        Ok(()) => continue,
+                        Err(c) => Some(c),
+                    },
+                    Err(e) if e.kind() == std::io::ErrorKind::InvalidData => Some(e.to_string()),
+                    Ok(None) | Err(_) => None,
+                };
+                if let Some(c) = cause {
+                    self.fault(c);
+                }
+                ended = true;
+                break;
+            }
+            READ_SIDE.set(outer);
+        }
+        self.leave(ended);
+    }
+
+    /// A driver is done with the read side: the last one hands it back to the reader
+    /// thread when there is something to read (replies still to come, or the end).
+    fn leave(&self, ended: bool) {
+        let left = self.drivers.fetch_sub(1, Ordering::SeqCst) - 1;
+        // `pending` is read after the decrement and under its lock: a call queued
+        // meanwhile either shows here or saw `drivers == 0` and kicked (see `submit`).
+        if left == 0 && (ended || !lock(&self.pending).queue.is_empty()) {
+            self.kick();
+        }
+    }
+}
+
+impl Remote {
+    /// The reader thread: reads replies whenever no caller drives the read side, until
+    /// the worker is gone; then reaps it and fails what was pending.
+    pub(super) fn read_loop(self: Arc<Self>, cluster: Weak<Inner>) {
+        // This thread never writes the data link: calls made by hooks here are queued.
+        READ_SIDE.set(true);
+        'outer: loop {
+            {
+                let mut g = lock(&self.idle);
+                if self.drivers.load(Ordering::SeqCst) > 0 {
+                    // Parked until kicked: by the last driver when replies are still to
+                    // come or the link ended, by a call queued with no driver, or by the
+                    // death watcher. It stays parked between the calls of a caller that
+                    // drives its own replies, so that fast path wakes nobody.
+                    g.parked = true;
+                    g.kicked = false;
+                    let (mut g, _) = self
+                        .idle_cv
+                        .wait_timeout_while(g, PARK_BELT, |p| !p.kicked)
+                        .unwrap_or_else(|p| p.into_inner());
+                    g.parked = false;
+                    g.kicked = false;
+                    continue;
+                }
+            }
+            match self.data.wait_readable(Duration::from_secs(3600)) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(_) => break,
+            }
+            if self.drivers.load(Ordering::SeqCst) > 0 {
+                continue;
+            }
+            let mut rx = lock(&self.rx);
+            // A caller may have taken what woke us: read only what is there, so the read
+            // side is never held in a blocking read that a caller could do itself.
+            while rx.has_frame() || self.data.wait_readable(Duration::ZERO).unwrap_or(true) {
+                match rx.next(&*self.data) {
+                    Ok(Some(body)) => {
+                        if let Err(c) = self.dispatch(body) {
+                            lock(&self.fault).get_or_insert(c);
+                            break 'outer;
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                        lock(&self.fault).get_or_insert(e.to_string());
+                        break 'outer;
+                    }
+                    Ok(None) | Err(_) => break 'outer,
+                }
+            }
+        }
+        self.data.shutdown();
+        let fault = lock(&self.fault).take();
+        if fault.is_some() {
+            // The worker broke the protocol: nothing more it sends can be trusted.
+            self.proc.kill();
+        }
+        let t = self.proc.reap(Duration::from_secs(1));
+        let why = match fault {
+            Some(cause) => Error::Protocol {
+                id: self.id,
+                pid: self.proc.pid(),
+                cause,
+            },
+            None => Error::WorkerDied {
+                id: self.id,
+                pid: self.proc.pid(),
+                termination: t,
+            },
+        };
+        let failed: Vec<Arc<Slot>> = {
+            let mut p = lock(&self.pending);
+            p.dead = Some(why.clone());
+            let mut v: Vec<_> = std::mem::take(&mut p.queue).into();
+            v.extend(std::mem::take(&mut p.outbox).into_iter().map(|(_, s)| s));
+            v
+        };
+        self.out_cv.notify_all();
+        let cluster = cluster.upgrade();
+        if let Some(c) = &cluster {
+            c.died(self.id, why.clone());
+        }
+        *lock(&self.ended) = Some(t);
+        self.ended_cv.notify_all();
+        for s in failed {
+            s.complete(Err(why.clone()));
+        }
+        if let Some(c) = cluster {
+            // Once per worker (this loop ends once), after its calls have failed.
+            c.exited(self.id, &why);
+        }
+    }
+}

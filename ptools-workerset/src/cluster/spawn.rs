@@ -1,0 +1,275 @@
+//! Starting workers: the spawner thread, `addprocs` and the handshake.
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use super::link::{Park, Pending, Remote};
+use super::{Cluster, lock};
+use crate::error::{Error, Result};
+use crate::sys;
+use crate::wire::{self, FrameReader, Link, UnixLink};
+
+/// Starts processes from one long-lived thread: `PR_SET_PDEATHSIG` fires when the thread
+/// that forked a child ends (prctl(2)), so forking from a short-lived caller thread (a test,
+/// a scoped worker) would kill the workers with it.
+fn spawner() -> &'static Mutex<mpsc::Sender<SpawnReq>> {
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnReq>>> = OnceLock::new();
+    SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<SpawnReq>();
+        let _ = std::thread::Builder::new()
+            .name("ptools-spawner".into())
+            .spawn(move || {
+                for req in rx {
+                    let r =
+                        sys::spawn_worker(&req.program, &req.args, &req.data, &req.ctl, req.limits);
+                    let _ = req.reply.send(r);
+                }
+            });
+        Mutex::new(tx)
+    })
+}
+
+struct SpawnReq {
+    program: PathBuf,
+    args: Vec<OsString>,
+    data: OwnedFd,
+    ctl: OwnedFd,
+    limits: sys::WorkerLimits,
+    reply: mpsc::Sender<std::io::Result<sys::Process>>,
+}
+
+/// A started process, between spawn and registration.
+struct Starting {
+    proc: Arc<sys::Process>,
+    data: Arc<UnixLink>,
+    ctl: UnixLink,
+    reader: FrameReader,
+    id: usize,
+}
+
+impl Cluster {
+    ///
+    /// Each worker is this same executable re-started in worker mode (see
+    /// [`init`](crate::init)). All `n` start, or none: on failure every process of this call
+    /// is killed and reaped and nothing is registered.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WorkerStartFailed`] (spawn failed, the program exited, or no handshake within
+    /// the start timeout: typically a program whose `main` lacks [`init`](crate::init)),
+    /// [`Error::BuildMismatch`], [`Error::InvalidArgument`] when called inside a worker.
+    pub fn addprocs(&self, n: usize) -> Result<Vec<usize>> {
+        check_master()?;
+        let cap = self.inner.opts.max_frame;
+        if !(64..=wire::MAX_FRAME_LIMIT).contains(&cap) {
+            return Err(Error::InvalidArgument(format!(
+                "max_frame_bytes {cap} outside 64..={}",
+                wire::MAX_FRAME_LIMIT
+            )));
+        }
+        let me = sys::BuildId::of_self()?;
+        let program = self
+            .inner
+            .opts
+            .program
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/proc/self/exe"));
+        let mut started: Vec<Starting> = Vec::with_capacity(n);
+        let result = (|| {
+            for _ in 0..n {
+                let (d_master, d_child) = sys::socketpair()?;
+                let (c_master, c_child) = sys::socketpair()?;
+                let (reply, rx) = mpsc::channel();
+                let req = SpawnReq {
+                    program: program.clone(),
+                    args: self.inner.opts.args.clone(),
+                    data: d_child,
+                    ctl: c_child,
+                    limits: sys::WorkerLimits {
+                        max_frame: cap,
+                        handshake: self.inner.opts.start_timeout,
+                    },
+                    reply,
+                };
+                lock(spawner())
+                    .send(req)
+                    .map_err(|_| Error::WorkerStartFailed("spawner thread is gone".into()))?;
+                let proc = rx
+                    .recv()
+                    .map_err(|_| Error::WorkerStartFailed("spawner thread is gone".into()))?
+                    .map_err(|e| {
+                        Error::WorkerStartFailed(format!("spawn {}: {e}", program.display()))
+                    })?;
+                started.push(Starting {
+                    proc: Arc::new(proc),
+                    data: Arc::new(UnixLink(d_master)),
+                    ctl: UnixLink(c_master),
+                    reader: FrameReader::with_cap(wire::HANDSHAKE_CAP),
+                    id: 0,
+                });
+            }
+            let deadline = Instant::now() + self.inner.opts.start_timeout;
+            for s in started.iter_mut() {
+                handshake(s, &me, deadline, &self.inner.next_id)?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            for s in started {
+                s.data.shutdown();
+                s.proc.kill();
+                s.proc.reap(Duration::from_secs(5));
+            }
+            return Err(e);
+        }
+        let mut ids = Vec::with_capacity(n);
+        for s in started {
+            let remote = Arc::new(Remote {
+                id: s.id,
+                proc: s.proc,
+                cap,
+                fault: Mutex::new(None),
+                data: s.data,
+                ctl: Mutex::new((s.ctl, FrameReader::with_cap(wire::CONTROL_CAP), 0)),
+                tx: Mutex::new(Vec::with_capacity(4096)),
+                pending: Mutex::new(Pending {
+                    queue: VecDeque::new(),
+                    outbox: VecDeque::new(),
+                    dead: None,
+                }),
+                ended: Mutex::new(None),
+                ended_cv: Condvar::new(),
+                rx: Mutex::new(s.reader.with_new_cap(cap)),
+                drivers: AtomicUsize::new(0),
+                idle: Mutex::new(Park::default()),
+                idle_cv: Condvar::new(),
+                out_cv: Condvar::new(),
+            });
+            self.inner
+                .workers
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(s.id, remote.clone());
+            let weak = Arc::downgrade(&self.inner);
+            let r2 = remote.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("ptools-reader-{}", s.id))
+                .spawn(move || r2.read_loop(weak));
+            let link = Arc::downgrade(&remote);
+            let watched = spawned
+                .map(drop)
+                .and_then(|()| {
+                    crate::deaths::watch(
+                        remote.proc.clone(),
+                        Box::new(move || {
+                            // Wakes whoever reads the link (the reader thread even when it
+                            // is parked); the reader then reaps.
+                            if let Some(l) = link.upgrade() {
+                                l.data.shutdown();
+                                l.kick();
+                            }
+                        }),
+                    )
+                })
+                .and_then(|()| {
+                    let r3 = remote.clone();
+                    std::thread::Builder::new()
+                        .name(format!("ptools-sender-{}", s.id))
+                        .spawn(move || r3.send_loop())
+                        .map(drop)
+                });
+            if let Err(e) = watched {
+                // Without a reader or a watch a death could go unseen: take it down. The
+                // reader, if it runs, sees the end of the stream and reaps.
+                self.inner
+                    .workers
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&s.id);
+                remote.data.shutdown();
+                remote.kick();
+                remote.proc.kill();
+                remote.proc.reap(Duration::from_secs(5));
+                return Err(e.into());
+            }
+            ids.push(s.id);
+        }
+        Ok(ids)
+    }
+}
+
+fn check_master() -> Result<()> {
+    if crate::worker::forgot_init() {
+        eprintln!(
+            "ptools-workerset: this process was started as a worker but never entered worker \
+             mode: main runs in every worker up to init(), so call ptools::workerset::init() \
+             (ptools_workerset::init() without the facade) first in main, or put \
+             ptools::workerset::enable_test_support!(); at the top of a test file"
+        );
+        return Err(Error::InvalidArgument(
+            "this process is an uninitialised worker: it must not start workers".into(),
+        ));
+    }
+    if crate::worker::myid() != 1 {
+        return Err(Error::InvalidArgument(
+            "workers cannot start workers".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn handshake(
+    s: &mut Starting,
+    me: &sys::BuildId,
+    deadline: Instant,
+    next_id: &AtomicUsize,
+) -> Result<()> {
+    let pid = s.proc.pid();
+    let fail = |m: String| Error::WorkerStartFailed(format!("pid {pid}: {m}"));
+    // Every read honours the deadline: a program that writes part of a frame and goes
+    // silent fails here in time, and the frame is capped at a few KiB.
+    let body = match s.reader.next_before(&*s.data, deadline) {
+        Ok(Some(b)) => b,
+        Ok(None) => {
+            // The link closes a moment before the process can be reaped: give it that
+            // moment (bounded), then kill it.
+            let t = s.proc.reap(Duration::from_secs(2));
+            return Err(fail(format!("exited before the handshake ({t})")));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+            return Err(fail(format!("no handshake before the start timeout: {e}")));
+        }
+        Err(e) => return Err(fail(format!("handshake: {e}"))),
+    };
+    if body[0] != wire::HELLO {
+        return Err(fail(format!("bad handshake: frame of kind {}", body[0])));
+    }
+    let hello: wire::Hello =
+        postcard::from_bytes(&body[1..]).map_err(|e| fail(format!("bad handshake: {e}")))?;
+    if hello.magic != wire::MAGIC {
+        return Err(fail("bad handshake: not a ptools worker".into()));
+    }
+    if hello.protocol != wire::PROTOCOL || hello.build != *me {
+        let mut f = Vec::new();
+        wire::begin(&mut f, wire::REJECT);
+        wire::finish(&mut f);
+        let _ = s.data.send_all(&f);
+        return Err(Error::BuildMismatch);
+    }
+    if hello.pid as i32 != pid {
+        return Err(fail(format!("handshake from pid {}", hello.pid)));
+    }
+    s.id = next_id.fetch_add(1, Ordering::Relaxed);
+    let mut f = Vec::new();
+    wire::begin(&mut f, wire::WELCOME);
+    f.extend_from_slice(&(s.id as u64).to_le_bytes());
+    wire::finish(&mut f);
+    s.data.send_all(&f)?;
+    Ok(())
+}
