@@ -8,7 +8,7 @@
 //! after reaping, drained of what is there: a grandchild that inherited the write end can
 //! keep the pipe open, but everything the child wrote is in the pipe once it is a zombie.
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 
 use ptools_sys::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
@@ -95,9 +95,11 @@ where
     let deadline = opts.timeout.map(|t| Instant::now() + t);
     let parent = sys::getpid();
     let mut alive: Vec<Running> = Vec::with_capacity(max_alive.min(n));
-    let mut pollfds: Vec<libc::pollfd> = Vec::with_capacity(2 * max_alive.min(n));
-    // Which child, and which of its descriptors, each poll entry is.
-    let mut owners: Vec<(usize, Ready)> = Vec::with_capacity(2 * max_alive.min(n));
+    // The poll list's one buffer, empty between passes (its entries borrow `alive`).
+    let mut poll_buf: Vec<nix::poll::PollFd<'static>> = Vec::with_capacity(2 * max_alive.min(n));
+    // Which child, and which of its descriptors, each poll entry is, and whether it saw an
+    // event.
+    let mut owners: Vec<(usize, Ready, bool)> = Vec::with_capacity(2 * max_alive.min(n));
     let mut next = 0;
     // Set when the run must stop starting children (fork failed, or the deadline passed).
     let mut stop: Option<ChildError> = None;
@@ -144,30 +146,30 @@ where
             };
         }
 
-        pollfds.clear();
+        let mut pollfds = sys::recycle_poll_list(std::mem::take(&mut poll_buf));
         owners.clear();
         for (k, c) in alive.iter().enumerate() {
             if let Some(fd) = &c.pipe {
-                pollfds.push(libc::pollfd {
-                    fd: fd.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                });
-                owners.push((k, Ready::Pipe));
+                pollfds.push(sys::poll_in(fd.as_fd()));
+                owners.push((k, Ready::Pipe, false));
             }
             if let (Some(fd), None) = (c.proc.pidfd(), c.proc.status()) {
-                pollfds.push(libc::pollfd {
-                    fd: fd.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                });
-                owners.push((k, Ready::Exit));
+                pollfds.push(sys::poll_in(fd));
+                owners.push((k, Ready::Exit, false));
             }
         }
-        match sys::poll(&mut pollfds, wait_ms) {
+        let polled = sys::poll(&mut pollfds, wait_ms);
+        if polled.is_ok() {
+            for (pfd, owner) in pollfds.iter().zip(&mut owners) {
+                owner.2 = sys::poll_saw(pfd);
+            }
+        }
+        // The entries borrow `alive`; hand the buffer back before marking the children.
+        poll_buf = sys::recycle_poll_list(pollfds);
+        match polled {
             Ok(_) => {
-                for (pfd, &(k, ready)) in pollfds.iter().zip(&owners) {
-                    if pfd.revents != 0 {
+                for &(k, ready, saw) in &owners {
+                    if saw {
                         match ready {
                             Ready::Pipe => alive[k].pipe_ready = true,
                             Ready::Exit => alive[k].exit_ready = true,

@@ -5,7 +5,11 @@
 //! crate's own error kinds in one place each, by the caller.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+
+use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use nix::poll::{PollFd, PollTimeout};
 
 pub(crate) use libc::pid_t;
 
@@ -27,17 +31,18 @@ pub(crate) enum Forked {
 /// The caller must have checked the crate's thread policy (see the crate docs, "Threads"),
 /// and the child must never return into the caller's frames: it leaves with [`exit_now`].
 pub(crate) unsafe fn fork() -> io::Result<Forked> {
-    // SAFETY: fork takes no pointers; the caller upholds the contract on what the child does.
-    let pid = unsafe { libc::fork() };
-    match pid {
-        -1 => Err(io::Error::last_os_error()),
-        0 => Ok(Forked::Child),
-        pid => Ok(Forked::Parent(pid)),
+    // SAFETY: nix's fork has the same contract as fork(2), which the caller upholds (see
+    // above): the child only makes async-signal-safe calls and leaves with `exit_now`.
+    match unsafe { nix::unistd::fork() }? {
+        nix::unistd::ForkResult::Child => Ok(Forked::Child),
+        nix::unistd::ForkResult::Parent { child } => Ok(Forked::Parent(child.as_raw())),
     }
 }
 
 /// Leaves the process at once with `code`: no atexit handlers, no stdio flush, no
 /// destructors (`_exit(2)`). The only way a forked child may leave.
+///
+/// Raw libc: nix has no `_exit`, and `std::process::exit` runs atexit handlers and flushes.
 pub(crate) fn exit_now(code: i32) -> ! {
     // SAFETY: _exit is async-signal-safe and always sound to call; it never returns.
     unsafe { libc::_exit(code) }
@@ -46,78 +51,32 @@ pub(crate) fn exit_now(code: i32) -> ! {
 /// Creates a pipe, both ends close-on-exec; the read end (first) is non-blocking, the write
 /// end blocking (a child writing a large result waits for the parent to read).
 pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds: [libc::c_int; 2] = [-1, -1];
     #[cfg(target_os = "linux")]
-    {
-        // SAFETY: `fds` is a valid, writable array of two c_ints, as pipe2 requires.
-        let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
+    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
     #[cfg(not(target_os = "linux"))]
-    {
+    let (r, w) = {
         // macOS has no pipe2 (pipe(2) man page); set FD_CLOEXEC right after. A concurrent
         // fork+exec in another thread could inherit the ends in between; see "Threads".
-        // SAFETY: `fds` is a valid, writable array of two c_ints, as pipe requires.
-        let rc = unsafe { libc::pipe(fds.as_mut_ptr()) };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
+        use nix::fcntl::FdFlag;
+        let (r, w) = nix::unistd::pipe()?;
+        for fd in [&r, &w] {
+            let old = FdFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFD)?);
+            fcntl(fd, FcntlArg::F_SETFD(old | FdFlag::FD_CLOEXEC))?;
         }
-    }
-    // SAFETY: pipe just returned these two descriptors; nothing else owns them.
-    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    #[cfg(not(target_os = "linux"))]
-    {
-        set_fd_flag(
-            r.as_raw_fd(),
-            libc::F_GETFD,
-            libc::F_SETFD,
-            libc::FD_CLOEXEC,
-        )?;
-        set_fd_flag(
-            w.as_raw_fd(),
-            libc::F_GETFD,
-            libc::F_SETFD,
-            libc::FD_CLOEXEC,
-        )?;
-    }
-    set_fd_flag(
-        r.as_raw_fd(),
-        libc::F_GETFL,
-        libc::F_SETFL,
-        libc::O_NONBLOCK,
-    )?;
+        (r, w)
+    };
+    let old = OFlag::from_bits_retain(fcntl(&r, FcntlArg::F_GETFL)?);
+    fcntl(&r, FcntlArg::F_SETFL(old | OFlag::O_NONBLOCK))?;
     Ok((r, w))
-}
-
-/// Adds `flag` to a descriptor's flags (read with `get`, written with `set`).
-fn set_fd_flag(fd: RawFd, get: libc::c_int, set: libc::c_int, flag: libc::c_int) -> io::Result<()> {
-    // SAFETY: fcntl with F_GETFD/F_GETFL takes no pointer; `fd` is open (owned by the caller).
-    let old = unsafe { libc::fcntl(fd, get) };
-    if old == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: as above; F_SETFD/F_SETFL take an int argument.
-    if unsafe { libc::fcntl(fd, set, old | flag) } == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// Reads into `buf` from a non-blocking descriptor. `Ok(0)` is end of file; a read that
 /// would block is `ErrorKind::WouldBlock`; `EINTR` is retried.
 pub(crate) fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     loop {
-        // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the whole call.
-        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-        if n >= 0 {
-            // `n` is non-negative and at most `buf.len()`.
-            return Ok(n.unsigned_abs());
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
+        match nix::unistd::read(fd, buf) {
+            Err(Errno::EINTR) => {}
+            r => return r.map_err(io::Error::from),
         }
     }
 }
@@ -125,6 +84,9 @@ pub(crate) fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
 /// Reads at most `max` bytes from a non-blocking descriptor into the spare capacity of `buf`
 /// and appends them, without initializing that memory first. Returns and fails like
 /// [`read`]; `Ok(0)` also when `buf` has no spare capacity or `max` is 0.
+///
+/// Raw libc: nix's `read` takes an initialized `&mut [u8]`, and zeroing the spare capacity
+/// first would cost a pass over every result's bytes.
 pub(crate) fn read_append(fd: BorrowedFd<'_>, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
     let spare = buf.spare_capacity_mut();
     let want = spare.len().min(max);
@@ -153,65 +115,75 @@ pub(crate) fn read_append(fd: BorrowedFd<'_>, buf: &mut Vec<u8>, max: usize) -> 
 }
 
 /// Writes all of `buf` to a blocking descriptor, retrying on `EINTR` and short writes.
-/// Async-signal-safe (only `write(2)`), so a child may call it whatever the thread policy.
+/// Async-signal-safe (only `write(2)`, nix's wrapper neither allocates nor locks), so a
+/// child may call it whatever the thread policy.
 pub(crate) fn write_all(fd: BorrowedFd<'_>, mut buf: &[u8]) -> io::Result<()> {
     while !buf.is_empty() {
-        // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the whole call.
-        let n = unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            if err.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(err);
+        match nix::unistd::write(fd, buf) {
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
         }
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        buf = &buf[n.unsigned_abs()..];
     }
     Ok(())
 }
 
+/// A poll entry that waits for `fd` to be readable (`POLLIN`).
+pub(crate) fn poll_in(fd: BorrowedFd<'_>) -> PollFd<'_> {
+    PollFd::new(fd, nix::poll::PollFlags::POLLIN)
+}
+
+/// Whether a poll entry saw an event (any `revents`, also ones nix does not name).
+pub(crate) fn poll_saw(pfd: &PollFd<'_>) -> bool {
+    pfd.any() != Some(false)
+}
+
+/// Empties `v` and hands back its allocation for entries that borrow for another lifetime,
+/// so the poll list of every pass reuses one buffer instead of allocating.
+pub(crate) fn recycle_poll_list<'b>(mut v: Vec<PollFd<'_>>) -> Vec<PollFd<'b>> {
+    v.clear();
+    // In-place collection: same element type up to the lifetime, so the buffer is kept
+    // (tested below); with no elements the closure never runs.
+    v.into_iter()
+        .map(|_| unreachable!("the list is empty"))
+        .collect()
+}
+
 /// `poll(2)` on `fds` for at most `timeout_ms` (-1: no limit). An interrupted poll counts as
 /// a poll that saw nothing.
-pub(crate) fn poll(fds: &mut [libc::pollfd], timeout_ms: libc::c_int) -> io::Result<usize> {
-    let nfds = libc::nfds_t::try_from(fds.len())
+pub(crate) fn poll(fds: &mut [PollFd<'_>], timeout_ms: libc::c_int) -> io::Result<usize> {
+    let timeout = PollTimeout::try_from(timeout_ms)
         .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: `fds` is a valid, writable slice of `nfds` pollfd structs for the whole call.
-    let n = unsafe { libc::poll(fds.as_mut_ptr(), nfds, timeout_ms) };
-    if n < 0 {
-        let err = io::Error::last_os_error();
-        if err.kind() == io::ErrorKind::Interrupted {
-            return Ok(0);
-        }
-        return Err(err);
+    match nix::poll::poll(fds, timeout) {
+        Ok(n) => Ok(n.unsigned_abs() as usize),
+        Err(Errno::EINTR) => Ok(0),
+        Err(e) => Err(e.into()),
     }
-    Ok(n.unsigned_abs() as usize)
 }
 
 /// The calling process's pid.
 pub(crate) fn getpid() -> pid_t {
-    // SAFETY: getpid has no preconditions and cannot fail.
-    unsafe { libc::getpid() }
+    nix::unistd::getpid().as_raw()
 }
 
 /// Asks the kernel to `SIGKILL` this (child) process when the thread that forked it ends, then
 /// checks that the parent `parent` is still there: if it ended before the request took effect,
 /// the child was already re-parented and must leave (`prctl(2)`, PR_SET_PDEATHSIG). Returns
 /// false when the parent is gone. On macOS there is no such request; only the re-check runs.
+/// Async-signal-safe: both nix wrappers are one system call each.
 pub(crate) fn die_with_parent(parent: pid_t) -> bool {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
-        // SAFETY: PR_SET_PDEATHSIG takes a signal number; the unused arguments are zero.
-        let _ = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+        let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
     }
-    // SAFETY: getppid has no preconditions and cannot fail.
-    unsafe { libc::getppid() == parent }
+    nix::unistd::getppid().as_raw() == parent
 }
 
 /// Flushes every C stdio stream (`fflush(NULL)`), so output a C library buffered is written
 /// exactly once: by the parent before a fork, by the child before `_exit`.
+///
+/// Raw libc here and in [`flush_c_stdout`]: C stdio is not a system call, nix has no wrapper.
 pub(crate) fn flush_c_stdio() {
     // SAFETY: fflush(NULL) flushes all open output streams; it takes no other pointer.
     let _ = unsafe { libc::fflush(std::ptr::null_mut()) };
@@ -260,7 +232,7 @@ pub(crate) fn thread_count() -> Option<usize> {
 #[cfg(target_os = "macos")]
 pub(crate) fn thread_count() -> Option<usize> {
     // proc_pidinfo(PROC_PIDTASKINFO) fills a proc_taskinfo whose pti_threadnum is the count
-    // (libproc.h; the call `ps -M` makes).
+    // (libproc.h; the call `ps -M` makes). Raw libc: nix has no libproc wrapper.
     let mut info: libc::proc_taskinfo = unsafe_zeroed_taskinfo();
     let size = libc::c_int::try_from(std::mem::size_of::<libc::proc_taskinfo>()).ok()?;
     // SAFETY: `info` is a valid, writable proc_taskinfo of exactly `size` bytes.
@@ -312,4 +284,35 @@ pub(crate) fn signal_name(signal: i32) -> String {
         _ => return format!("signal {signal}"),
     };
     name.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn a_recycled_poll_list_keeps_its_buffer() {
+        let (r, _w) = super::pipe().expect("pipe");
+        let mut list = Vec::with_capacity(8);
+        list.push(super::poll_in(r.as_fd()));
+        let (ptr, cap) = (list.as_ptr().addr(), list.capacity());
+        let again: Vec<nix::poll::PollFd<'static>> = super::recycle_poll_list(list);
+        assert!(again.is_empty());
+        assert_eq!((again.as_ptr().addr(), again.capacity()), (ptr, cap));
+    }
+
+    #[test]
+    fn poll_sees_a_written_pipe_and_not_an_empty_one() {
+        let (r, w) = super::pipe().expect("pipe");
+        let mut fds = [super::poll_in(r.as_fd())];
+        assert_eq!(super::poll(&mut fds, 0).expect("poll"), 0);
+        assert!(!super::poll_saw(&fds[0]));
+        super::write_all(w.as_fd(), b"x").expect("write");
+        assert_eq!(super::poll(&mut fds, -1).expect("poll"), 1);
+        assert!(super::poll_saw(&fds[0]));
+        let mut buf = [0u8; 4];
+        assert_eq!(super::read(r.as_fd(), &mut buf).expect("read"), 1);
+        let e = super::read(r.as_fd(), &mut buf).expect_err("empty non-blocking pipe");
+        assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock);
+    }
 }

@@ -7,6 +7,8 @@ ptools_workerset::enable_test_support!();
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::{Signal, kill as kill_pid};
+use nix::unistd::Pid;
 use ptools_queue::{CallbackPanic, Error, QueuedWorkerTask, Target, TaskQueue};
 use ptools_workerset::{Cluster, Termination};
 
@@ -42,8 +44,8 @@ fn recorder(log: &Log) -> impl FnMut(u64, ptools_queue::Result<u64>) + Send + 's
 
 fn kill(c: &Cluster, id: usize) -> i32 {
     let pid = c.pid(id).unwrap();
-    // SAFETY: plain kill(2) of our own child, which is not reaped yet.
-    unsafe { libc::kill(pid, libc::SIGKILL) };
+    // Our own child, not reaped yet: the pid is still its.
+    kill_pid(Pid::from_raw(pid), Signal::SIGKILL).expect("kill");
     pid
 }
 
@@ -168,7 +170,11 @@ fn a_killed_worker_fails_its_running_and_pinned_tasks_others_go_on() {
             id,
             pid: p,
             termination,
-        }) => *id == victim && *p == pid && *termination == Termination::Signaled(libc::SIGKILL),
+        }) => {
+            *id == victim
+                && *p == pid
+                && *termination == Termination::Signaled(Signal::SIGKILL as i32)
+        }
         _ => false,
     };
     let log = log.lock().unwrap();

@@ -1,7 +1,10 @@
 //! The one system call of this crate: allocating and mapping a task's share of an array
-//! (`madvise(MADV_POPULATE_WRITE)`, Linux 5.14+).
+//! (`madvise(MADV_POPULATE_WRITE)`, Linux 5.14+), through nix; no raw libc is left here.
 
 use std::io;
+
+#[cfg(target_os = "linux")]
+use nix::errno::Errno;
 
 /// What reserving a share can report besides success.
 #[derive(Debug)]
@@ -28,31 +31,33 @@ pub(crate) unsafe fn populate_write(ptr: *mut u8, len: usize) -> Result<(), Popu
     if len == 0 {
         return Ok(());
     }
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
         .ok()
+        .flatten()
+        .and_then(|p| usize::try_from(p).ok())
         .filter(|p| p.is_power_of_two())
         .unwrap_or(4096);
     let start = ptr.map_addr(|a| a & !(page - 1));
     let end = (ptr.addr() + len).next_multiple_of(page);
+    let Some(start) = std::ptr::NonNull::new(start.cast::<std::ffi::c_void>()) else {
+        // Address 0 is never part of a live mapping: the caller broke the contract.
+        return Err(PopulateError::Failed(io::Error::from(Errno::EFAULT)));
+    };
     // SAFETY: the range is page-aligned and lies within a live mapping of this process
     // (the caller's promise); MADV_POPULATE_WRITE only faults pages in, it neither
     // changes their contents nor unmaps anything.
     let r = unsafe {
-        libc::madvise(
-            start.cast::<libc::c_void>(),
-            end - start.addr(),
-            libc::MADV_POPULATE_WRITE,
+        nix::sys::mman::madvise(
+            start,
+            end - start.as_ptr().addr(),
+            nix::sys::mman::MmapAdvise::MADV_POPULATE_WRITE,
         )
     };
-    if r == 0 {
-        return Ok(());
-    }
-    let e = io::Error::last_os_error();
-    match e.raw_os_error() {
-        Some(libc::EINVAL) => Err(PopulateError::Unsupported),
-        Some(libc::EFAULT | libc::ENOSPC | libc::ENOMEM) => Err(PopulateError::NoSpace),
-        _ => Err(PopulateError::Failed(e)),
+    match r {
+        Ok(()) => Ok(()),
+        Err(Errno::EINVAL) => Err(PopulateError::Unsupported),
+        Err(Errno::EFAULT | Errno::ENOSPC | Errno::ENOMEM) => Err(PopulateError::NoSpace),
+        Err(e) => Err(PopulateError::Failed(e.into())),
     }
 }
 

@@ -7,6 +7,8 @@
 //! running nor a zombie) and kills and reaps any it finds, so a failing test leaves nothing.
 #![allow(dead_code, unreachable_pub)]
 
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use std::io::Write;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Mutex;
@@ -112,8 +114,8 @@ pub fn children() -> Vec<libc::pid_t> {
 fn reap_leftovers() -> Vec<libc::pid_t> {
     let pids = children();
     for &pid in &pids {
-        // SAFETY: kill takes no pointers; `pid` is our own unreaped child.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
+        // `pid` is our own unreaped child, so the pid is still its.
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         let _ = wait_timeout(pid, Duration::from_secs(30));
     }
     pids
@@ -134,9 +136,10 @@ pub fn wait_timeout(pid: libc::pid_t, limit: Duration) -> Option<libc::c_int> {
             panic!("waitpid({pid}): {}", std::io::Error::last_os_error());
         }
         if start.elapsed() > limit {
-            // SAFETY: kill takes no pointers; `pid` is our own unreaped child.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            // SAFETY: as above; after SIGKILL the child ends, so this wait returns.
+            // `pid` is our own unreaped child, so the pid is still its.
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            // SAFETY: `status` is a valid, writable int; after SIGKILL the child ends, so
+            // this wait returns.
             unsafe { libc::waitpid(pid, &mut status, 0) };
             return None;
         }
@@ -153,8 +156,7 @@ pub fn fork_helper(body: impl FnOnce() -> i32) -> libc::pid_t {
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
     if pid == 0 {
-        // SAFETY: PR_SET_PDEATHSIG takes a signal number; the other arguments are unused.
-        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+        let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
         let code = panic::catch_unwind(AssertUnwindSafe(body)).unwrap_or(101);
         let _ = std::io::stdout().flush();
         // SAFETY: _exit is always sound; the helper must not return into the runner.
@@ -175,24 +177,14 @@ pub fn in_helper(limit: Duration, body: impl FnOnce() -> i32) {
 
 /// A pipe (read end, write end) for tests; both ends close-on-exec.
 pub fn pipe() -> (std::fs::File, std::fs::File) {
-    use std::os::fd::FromRawFd;
-    let mut fds = [-1; 2];
-    // SAFETY: `fds` is a valid, writable array of two ints.
-    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
-    assert_eq!(rc, 0, "pipe2: {}", std::io::Error::last_os_error());
-    // SAFETY: pipe2 just returned these descriptors; nothing else owns them.
-    unsafe {
-        (
-            std::fs::File::from_raw_fd(fds[0]),
-            std::fs::File::from_raw_fd(fds[1]),
-        )
-    }
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe2");
+    (r.into(), w.into())
 }
 
 /// Blocks the calling (child) process until it is killed.
 pub fn sleep_forever() -> ! {
     loop {
-        // SAFETY: pause has no preconditions; it returns only after a handled signal.
-        unsafe { libc::pause() };
+        // Returns only after a handled signal.
+        nix::unistd::pause();
     }
 }
