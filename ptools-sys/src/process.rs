@@ -338,9 +338,15 @@ fn poll_in(fd: BorrowedFd<'_>, ms: i32) -> bool {
     matches!(nix::poll::poll(&mut p, timeout), Ok(n) if n > 0)
 }
 
+#[cfg(target_os = "linux")]
 fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
     // `pid` is our unreaped child, so it names that process and no other.
     crate::sys::pidfd_open(pid)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn pidfd_open(_pid: libc::pid_t) -> io::Result<OwnedFd> {
+    Err(io::Error::from(io::ErrorKind::Unsupported))
 }
 
 /// `SIGKILL` through the pidfd, or by pid where there is none (or the call is missing).

@@ -13,7 +13,7 @@ use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
 /// `pidfd_open(pid, 0)`: a close-on-exec pidfd for `pid`.
-#[cfg(target_os = "linux")]
+#[cfg(any(target_os = "linux", target_os = "android"))]
 pub(crate) fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
     // SAFETY: pidfd_open(2) takes a pid and flags, no pointers.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
@@ -26,13 +26,13 @@ pub(crate) fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
 }
 
 /// No pidfds outside Linux.
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
 pub(crate) fn pidfd_open(_pid: libc::pid_t) -> io::Result<OwnedFd> {
     Err(io::Error::from(io::ErrorKind::Unsupported))
 }
 
 /// `pidfd_send_signal(fd, sig, NULL, 0)`. Async-signal-safe.
-#[cfg(target_os = "linux")]
+#[cfg(any(target_os = "linux", target_os = "android"))]
 pub(crate) fn pidfd_send_signal(fd: RawFd, sig: libc::c_int) -> io::Result<()> {
     // SAFETY: pidfd_send_signal(2) with a null siginfo (the kernel fills it as kill does)
     // and no flags; the caller passes a pidfd it owns. A bad descriptor is an EBADF, not
