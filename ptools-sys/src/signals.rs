@@ -175,7 +175,7 @@ fn install() {
         return;
     }
     for (k, &sig) in SIGNALS.iter().enumerate() {
-        if current_handler(sig) != Some(libc::SIG_DFL) {
+        if crate::sys::current_handler(sig) != Some(libc::SIG_DFL) {
             continue;
         }
         let Ok(signal) = Signal::try_from(sig) else {
@@ -194,20 +194,6 @@ fn install() {
     }
 }
 
-/// The current handler of `sig` (`SIG_DFL`, `SIG_IGN` or a function address).
-///
-/// Raw libc: nix's `sigaction` always installs a new action, and a query must leave the
-/// action untouched (a signal between a set and a restore would be handled wrongly).
-fn current_handler(sig: libc::c_int) -> Option<libc::sighandler_t> {
-    // SAFETY: an all-zero sigaction is a valid out-parameter.
-    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
-    // SAFETY: querying only (null new action); `old` is valid writable memory.
-    if unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) } != 0 {
-        return None;
-    }
-    Some(old.sa_sigaction)
-}
-
 /// Turns ptools' signal handling off for this process: where its handler is installed,
 /// the default action is restored, and no handler is installed later. Segments and
 /// workers then behave on `SIGINT` and `SIGTERM` as on `SIGKILL` (see the module docs).
@@ -219,7 +205,8 @@ pub fn disable() {
     ACTIVE.store(false, Ordering::Relaxed);
     let ours = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
     for (k, &sig) in SIGNALS.iter().enumerate() {
-        if OURS[k].swap(false, Ordering::Relaxed) && current_handler(sig) == Some(ours) {
+        if OURS[k].swap(false, Ordering::Relaxed) && crate::sys::current_handler(sig) == Some(ours)
+        {
             let Ok(signal) = Signal::try_from(sig) else {
                 continue;
             };
@@ -392,9 +379,8 @@ fn close(fd: i32) {
 //
 // nix where its wrapper is the bare call and allocates nothing: `stat`/`unlink`/
 // `shm_unlink` on a `CStr` (no copy of the path), `kill`, `getpid`, `clock_gettime`.
-// Raw libc stays for `poll` on the table's raw descriptors (nix wants a `BorrowedFd`,
-// which would take an `unsafe` of its own) and in `die_by`, whose sequence must not stop
-// at an error; `pidfd_send_signal` is in `crate::sys`.
+// Raw libc, in `crate::sys` with the reasons: `poll` on the table's raw descriptors,
+// `pidfd_send_signal`, and `die_by`.
 
 extern "C" fn on_signal(sig: libc::c_int) {
     let me = getpid();
@@ -408,7 +394,7 @@ extern "C" fn on_signal(sig: libc::c_int) {
         unlink_segments(me, true);
         signal_workers(me, libc::SIGKILL, true);
     }
-    die_by(sig)
+    crate::sys::die_by(sig)
 }
 
 /// Unlinks the live segments of `me`; with `again`, also those another invocation took and
@@ -524,13 +510,7 @@ fn wait_workers(me: i32) {
             if left <= 0 {
                 return;
             }
-            let mut p = libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd; poll(2) is async-signal-safe.
-            let r = unsafe { libc::poll(&mut p, 1, left.min(i32::MAX as i64) as libc::c_int) };
+            let r = crate::sys::poll_in(fd, left.min(i32::MAX as i64) as libc::c_int);
             if r != 0 && !(r < 0 && errno_is_eintr()) {
                 break; // exited, or an error: nothing to wait on
             }
@@ -551,24 +531,6 @@ fn now_ms() -> i64 {
     #[allow(clippy::unnecessary_cast)]
     let ms = ts.tv_sec() as i64 * 1000 + ts.tv_nsec() as i64 / 1_000_000;
     ms
-}
-
-/// Dies by `sig` as if it had not been handled: default action, unblocked, raised again.
-fn die_by(sig: libc::c_int) -> ! {
-    // SAFETY: all async-signal-safe calls with valid arguments: an all-zero sigaction is
-    // SIG_DFL; `set` is initialised by sigemptyset before use. `_exit` is the fallback in
-    // case the raised signal did not end the process.
-    unsafe {
-        let sa: libc::sigaction = std::mem::zeroed();
-        libc::sigaction(sig, &sa, std::ptr::null_mut());
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, sig);
-        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
-        libc::raise(sig);
-        libc::kill(libc::getpid(), sig);
-        libc::_exit(128 + sig)
-    }
 }
 
 #[cfg(test)]

@@ -8,6 +8,10 @@
 //! - `waitpid` and `waitid`: nix's `WaitStatus` holds a `Signal` enum, which has no value
 //!   for real-time signals; nix then fails the call with `EINVAL` after the child is
 //!   reaped, and its status would be lost. These keep the raw signal number.
+//! - For `signals`: the query-only `sigaction` (nix's always installs an action), `poll`
+//!   on the signal table's raw descriptors from the handler (nix's takes a `BorrowedFd`,
+//!   which would need an `unsafe` of its own there), and the handler's last act,
+//!   `die_by`.
 
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
@@ -114,4 +118,51 @@ pub(crate) fn waitid_pid_peek(pid: libc::pid_t) -> io::Result<ChildInfo> {
         id,
         libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
     )
+}
+
+/// The current handler of `sig` (`SIG_DFL`, `SIG_IGN` or a function address).
+///
+/// Raw libc: nix's `sigaction` always installs a new action, and a query must leave the
+/// action untouched (a signal between a set and a restore would be handled wrongly).
+pub(crate) fn current_handler(sig: libc::c_int) -> Option<libc::sighandler_t> {
+    // SAFETY: an all-zero sigaction is a valid out-parameter.
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: querying only (null new action); `old` is valid writable memory.
+    if unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) } != 0 {
+        return None;
+    }
+    Some(old.sa_sigaction)
+}
+
+/// `poll(fd, POLLIN, ms)` from the signal handler: the raw result, `errno` left for the
+/// caller. Async-signal-safe.
+pub(crate) fn poll_in(fd: RawFd, ms: libc::c_int) -> libc::c_int {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid, writable pollfd for the whole call; a bad descriptor is reported
+    // in `revents`, not undefined behaviour.
+    unsafe { libc::poll(&mut p, 1, ms) }
+}
+
+/// Dies by `sig` as if it had not been handled: default action, unblocked, raised again.
+/// Called from the signal handler. Raw libc: each step must run even if one before it
+/// failed, ending in `_exit`, with nothing that could allocate or unwind.
+pub(crate) fn die_by(sig: libc::c_int) -> ! {
+    // SAFETY: all async-signal-safe calls with valid arguments: an all-zero sigaction is
+    // SIG_DFL; `set` is initialised by sigemptyset before use. `_exit` is the fallback in
+    // case the raised signal did not end the process.
+    unsafe {
+        let sa: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(sig, &sa, std::ptr::null_mut());
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, sig);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::raise(sig);
+        libc::kill(libc::getpid(), sig);
+        libc::_exit(128 + sig)
+    }
 }
