@@ -14,11 +14,12 @@
 //!   `die_by`.
 
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{OwnedFd, RawFd};
 
 /// `pidfd_open(pid, 0)`: a close-on-exec pidfd for `pid`.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub(crate) fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
+    use std::os::fd::FromRawFd;
     // SAFETY: pidfd_open(2) takes a pid and flags, no pointers.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if fd < 0 {
