@@ -30,7 +30,6 @@
 
 use std::collections::BTreeSet;
 use std::os::fd::OwnedFd;
-use std::ptr::NonNull;
 use std::sync::Mutex;
 
 use crate::cfg::ShmCfg;
@@ -49,36 +48,33 @@ pub(crate) struct CreateMode {
     pub(crate) populate: bool,
 }
 
-/// A live mapping, unmapped on drop.
+/// A live mapping (memmap2's, `MAP_SHARED` from offset 0), unmapped on drop.
 #[derive(Debug)]
 struct Mapping {
-    base: NonNull<u8>,
-    len: usize,
+    map: memmap2::MmapRaw,
 }
 
 impl Mapping {
     fn new(fd: &OwnedFd, len: usize, writable: bool, name: &str) -> Result<Mapping> {
-        let base = sys::map(fd, len, writable).map_err(|e| ShmError::os("mmap", name, e))?;
-        Ok(Mapping { base, len })
+        let map = sys::map(fd, len, writable).map_err(|e| ShmError::os("mmap", name, e))?;
+        Ok(Mapping { map })
+    }
+
+    /// The first byte of the mapping, page-aligned (the mapping starts at offset 0).
+    fn base(&self) -> *mut u8 {
+        self.map.as_mut_ptr()
+    }
+
+    fn len(&self) -> usize {
+        self.map.len()
     }
 
     /// The header bytes, read atomically. The mapping must be at least HEADER_LEN long.
     fn header(&self) -> [u8; HEADER_LEN] {
-        debug_assert!(self.len >= HEADER_LEN);
+        debug_assert!(self.len() >= HEADER_LEN);
         // SAFETY: the mapping is live, page-aligned and at least HEADER_LEN bytes (every
         // caller maps at least that much).
-        unsafe { header::read_mapped(self.base.as_ptr()) }
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: `base`/`len` are exactly a live mapping made in `new`, and the Mapping is
-        // its only owner: views borrow the Segment that owns it, so none outlives this.
-        let r = unsafe { sys::unmap(self.base, self.len) };
-        // munmap fails only for arguments that were never a mapping: a bug, not a runtime
-        // condition, so it is checked in debug builds only.
-        debug_assert!(r.is_ok(), "munmap failed: {r:?}");
+        unsafe { header::read_mapped(self.base()) }
     }
 }
 
@@ -119,12 +115,12 @@ struct Owner {
     unlink_on_drop: bool,
 }
 
-// SAFETY: a Segment owns its mapping, which is valid from any thread; it holds no
-// thread-bound state. The typed wrappers decide what data access is allowed.
-unsafe impl Send for Segment {}
-// SAFETY: shared references to a Segment give read access to its fields and a raw base
-// pointer only; the typed wrappers mediate data access.
-unsafe impl Sync for Segment {}
+// Send and Sync come from the fields: memmap2's `MmapRaw` is both (it is a raw region,
+// valid from any thread); the typed wrappers decide what data access is allowed.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<Segment>();
+};
 
 /// Unlinks a freshly created object unless defused: the error paths of `create` leave
 /// nothing behind. It holds the object's entry for the signal handler until then, which
@@ -206,7 +202,7 @@ impl Segment {
             generation,
         };
         // SAFETY: the mapping is live, writable, page-aligned and longer than HEADER_LEN.
-        unsafe { hdr.write_into(map.base.as_ptr()) };
+        unsafe { hdr.write_into(map.base()) };
         // Owner fields are in place: if we die while reserving, the segment is ours and
         // stale, so `remove_stale_shm` can clean it.
         if mode.reserve && cfg.data_bytes() > 0 {
@@ -225,7 +221,7 @@ impl Segment {
         };
         let seg = Segment::from_cfg(map, cfg, os_name, generation, Some(owner));
         // SAFETY: as above.
-        unsafe { header::publish(seg.map.base.as_ptr()) };
+        unsafe { header::publish(seg.map.base()) };
         Ok(seg)
     }
 
@@ -314,7 +310,7 @@ impl Segment {
     pub(crate) fn data_ptr(&self) -> *mut u8 {
         // SAFETY: the mapping is at least HEADER_LEN bytes long (checked at create and
         // attach), so the offset stays inside it.
-        unsafe { self.map.base.as_ptr().add(HEADER_LEN) }
+        unsafe { self.map.base().add(HEADER_LEN) }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -384,15 +380,7 @@ impl Drop for Segment {
 /// per 4 KiB page. On older kernels, and elsewhere, it does nothing and pages fault on
 /// first touch as usual. Measured in `benches/shm_cycle.rs` (`fill/*`).
 fn populate(map: &Mapping) {
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    {
-        // SAFETY: `map` is a live mapping; MADV_POPULATE_WRITE only faults pages in (it
-        // never changes their contents). Old kernels answer EINVAL, which is harmless.
-        let _ =
-            unsafe { libc::madvise(map.base.as_ptr().cast(), map.len, libc::MADV_POPULATE_WRITE) };
-    }
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    let _ = map;
+    let _ = sys::populate_write(&map.map);
 }
 
 fn foreign(os_name: &str) -> ShmError {

@@ -20,3 +20,4 @@ compile_error!("ptools-sys supports Unix only (as ptools-shm and ptools-workerse
 
 pub mod process;
 pub mod signals;
+mod sys;

@@ -177,13 +177,12 @@ impl Child {
 
     /// Whether the process has ended (reaped or not), without reaping it.
     pub fn has_ended(&self) -> bool {
-        self.reaped.is_some() || ended(self.pid, self.pidfd.as_ref().map(AsRawFd::as_raw_fd))
+        self.reaped.is_some() || ended(self.pid, self.pidfd())
     }
 
     /// Reaps the process: waits up to `grace` for it to end, then kills it and waits.
     pub fn reap(&mut self, grace: Duration) -> ExitStatus {
-        let fd = self.pidfd.as_ref().map(AsRawFd::as_raw_fd);
-        reap_with(grace, fd, self)
+        reap_with(grace, self)
     }
 }
 
@@ -255,7 +254,7 @@ impl Process {
     /// See [`Child::reap`]; the lock is not held while waiting.
     pub fn reap(&self, grace: Duration) -> ExitStatus {
         let mut this = self;
-        reap_with(grace, self.pidfd, &mut this)
+        reap_with(grace, &mut this)
     }
 }
 
@@ -263,9 +262,14 @@ impl Process {
 trait Steps {
     fn try_wait(&mut self) -> Option<ExitStatus>;
     fn kill(&mut self);
+    /// The pidfd to sleep on, if any.
+    fn pidfd(&self) -> Option<BorrowedFd<'_>>;
 }
 
 impl Steps for Child {
+    fn pidfd(&self) -> Option<BorrowedFd<'_>> {
+        Child::pidfd(self)
+    }
     fn try_wait(&mut self) -> Option<ExitStatus> {
         Child::try_wait(self)
     }
@@ -275,6 +279,9 @@ impl Steps for Child {
 }
 
 impl Steps for &Process {
+    fn pidfd(&self) -> Option<BorrowedFd<'_>> {
+        Process::pidfd(self)
+    }
     fn try_wait(&mut self) -> Option<ExitStatus> {
         Process::try_wait(self)
     }
@@ -285,7 +292,7 @@ impl Steps for &Process {
 
 /// Waits up to `grace` for the process to end, then kills it and waits; the pidfd (if any)
 /// only to sleep on, the lock (if any) only inside each step.
-fn reap_with(grace: Duration, pidfd: Option<RawFd>, h: &mut impl Steps) -> ExitStatus {
+fn reap_with(grace: Duration, h: &mut impl Steps) -> ExitStatus {
     if let Some(s) = h.try_wait() {
         return s;
     }
@@ -296,7 +303,7 @@ fn reap_with(grace: Duration, pidfd: Option<RawFd>, h: &mut impl Steps) -> ExitS
             if left.is_zero() {
                 break;
             }
-            wait_for_end(pidfd, left);
+            wait_for_end(h.pidfd(), left);
             if let Some(s) = h.try_wait() {
                 return s;
             }
@@ -307,45 +314,34 @@ fn reap_with(grace: Duration, pidfd: Option<RawFd>, h: &mut impl Steps) -> ExitS
         if let Some(s) = h.try_wait() {
             return s;
         }
-        wait_for_end(pidfd, AFTER_KILL);
+        wait_for_end(h.pidfd(), AFTER_KILL);
     }
 }
 
 /// Blocks until the pidfd is readable or `at_most` passed; without a pidfd, one tick.
-fn wait_for_end(pidfd: Option<RawFd>, at_most: Duration) {
+fn wait_for_end(pidfd: Option<BorrowedFd<'_>>, at_most: Duration) {
     let Some(fd) = pidfd else {
         std::thread::sleep(at_most.min(TICK));
         return;
     };
-    let ms = at_most.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as libc::c_int;
+    let ms = at_most.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32;
     let _ = poll_in(fd, ms);
 }
 
 /// `poll` for `POLLIN` on one descriptor; whether it is ready (an error counts as not).
-fn poll_in(fd: RawFd, ms: libc::c_int) -> bool {
-    let mut p = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: `p` is one valid, writable pollfd for the whole call.
-    let r = unsafe { libc::poll(&mut p, 1, ms) };
-    r > 0 && p.revents != 0
+fn poll_in(fd: BorrowedFd<'_>, ms: i32) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout};
+    let mut p = [PollFd::new(fd, PollFlags::POLLIN)];
+    // `ms` is in 0..=i32::MAX, which PollTimeout takes as is.
+    let timeout = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);
+    // One descriptor: a positive count means it has events.
+    matches!(nix::poll::poll(&mut p, timeout), Ok(n) if n > 0)
 }
 
 #[cfg(target_os = "linux")]
 fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
-    use std::os::fd::FromRawFd;
-    // SAFETY: pidfd_open(2) takes a pid and flags, no pointers; `pid` is our unreaped child,
-    // so it names that process and no other.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let fd = RawFd::try_from(fd).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
-    // SAFETY: the kernel just returned this open descriptor (close-on-exec); nothing else
-    // owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    // `pid` is our unreaped child, so it names that process and no other.
+    crate::sys::pidfd_open(pid)
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -358,26 +354,17 @@ fn pidfd_open(_pid: libc::pid_t) -> io::Result<OwnedFd> {
 fn send_kill(pid: libc::pid_t, pidfd: Option<RawFd>) {
     #[cfg(target_os = "linux")]
     if let Some(fd) = pidfd {
-        // SAFETY: pidfd_send_signal(2) on our own pidfd with a null siginfo (the kernel
-        // fills it as kill does) and no flags; it names exactly this process even after it
-        // ended, so the signal can reach no other. ESRCH (already ended) is fine.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                fd,
-                libc::SIGKILL,
-                std::ptr::null::<libc::siginfo_t>(),
-                0,
-            )
-        };
-        if rc == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ENOSYS) {
-            return;
+        // Our own pidfd names exactly this process even after it ended, so the signal can
+        // reach no other. ESRCH (already ended) is fine; ENOSYS falls back to kill.
+        match crate::sys::pidfd_send_signal(fd, libc::SIGKILL) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {}
+            _ => return,
         }
     }
     let _ = pidfd;
-    // SAFETY: kill(2) takes no pointers. The process is our child and unreaped (the caller
-    // checks), so the pid is still its own; ESRCH cannot happen for a zombie.
-    unsafe { libc::kill(pid, libc::SIGKILL) };
+    // The process is our child and unreaped (the caller checks), so the pid is still its
+    // own; ESRCH cannot happen for a zombie.
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
 }
 
 /// One non-blocking wait: the status if the process ended (now reaped), `None` while it
@@ -395,52 +382,17 @@ fn wait_nohang(pid: libc::pid_t, pidfd: Option<RawFd>) -> io::Result<Option<Exit
         }
     }
     let _ = pidfd;
-    let mut status: libc::c_int = 0;
-    loop {
-        // SAFETY: `status` is a valid, writable int; `pid` is our unreaped child, so the pid
-        // cannot have been reused by another process.
-        let rc = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-        if rc == pid {
-            return Ok(Some(decode_wait_status(status)));
-        }
-        if rc == 0 {
-            return Ok(None);
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
+    // `pid` is our unreaped child, so the pid cannot have been reused by another process.
+    Ok(crate::sys::waitpid_nohang(pid)?.map(decode_wait_status))
 }
 
 #[cfg(target_os = "linux")]
 fn waitid_pidfd(fd: RawFd) -> io::Result<Option<ExitStatus>> {
-    // SAFETY: `siginfo_t` is plain data for which all zeroes is a valid value.
-    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    loop {
-        // SAFETY: waitid on our own pidfd with a valid, writable out-parameter.
-        let r = unsafe {
-            libc::waitid(
-                libc::P_PIDFD,
-                fd as libc::id_t,
-                &mut info,
-                libc::WEXITED | libc::WNOHANG,
-            )
-        };
-        if r == 0 {
-            break;
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
-    // SAFETY: waitid filled `info` for a child event, or left it zeroed (still running).
-    let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+    let (pid, code, status) = crate::sys::waitid_pidfd_nohang(fd)?;
     if pid == 0 {
         return Ok(None);
     }
-    Ok(Some(match info.si_code {
+    Ok(Some(match code {
         libc::CLD_EXITED => ExitStatus::Exited(status),
         libc::CLD_KILLED => ExitStatus::Signaled {
             signal: status,
@@ -470,28 +422,17 @@ fn decode_wait_status(status: libc::c_int) -> ExitStatus {
 }
 
 /// Whether the unreaped process has ended, without reaping it.
-fn ended(pid: libc::pid_t, pidfd: Option<RawFd>) -> bool {
+fn ended(pid: libc::pid_t, pidfd: Option<BorrowedFd<'_>>) -> bool {
     if let Some(fd) = pidfd {
         return poll_in(fd, 0);
     }
-    // SAFETY: `siginfo_t` is plain data for which all zeroes is a valid value.
-    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    // SAFETY: waitid with a valid out-parameter; WNOWAIT leaves the process unreaped, and
-    // `pid` is our unreaped child, so it names no other process.
-    let r = unsafe {
-        libc::waitid(
-            libc::P_PID,
-            pid as libc::id_t,
-            &mut info,
-            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
-        )
-    };
-    if r != 0 {
+    // WNOWAIT leaves the process unreaped; `pid` is our unreaped child, so it names no
+    // other process.
+    match crate::sys::waitid_pid_peek(pid) {
+        Ok((p, _, _)) => p != 0,
         // ECHILD: someone else reaped it, so it has ended.
-        return io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD);
+        Err(e) => e.raw_os_error() == Some(libc::ECHILD),
     }
-    // SAFETY: waitid succeeded and filled `info`, or left it zeroed (still running).
-    unsafe { info.si_pid() != 0 }
 }
 
 #[cfg(test)]

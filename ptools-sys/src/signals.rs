@@ -66,6 +66,8 @@ use std::io;
 use std::sync::Once;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+
 /// The environment variable that turns the handlers off: set to anything but empty or `0`.
 pub const NO_HANDLERS_ENV: &str = "PTOOLS_NO_SIGNAL_HANDLERS";
 
@@ -153,8 +155,8 @@ static DEPTH: AtomicUsize = AtomicUsize::new(0);
 const SIGNALS: [libc::c_int; 2] = [libc::SIGINT, libc::SIGTERM];
 
 fn getpid() -> i32 {
-    // SAFETY: getpid has no preconditions and is async-signal-safe.
-    unsafe { libc::getpid() }
+    // nix's getpid is the bare call: async-signal-safe.
+    nix::unistd::getpid().as_raw()
 }
 
 /// Installs the handlers if that is still to be decided; returns whether ptools' cleanup is
@@ -173,36 +175,23 @@ fn install() {
         return;
     }
     for (k, &sig) in SIGNALS.iter().enumerate() {
-        if current_handler(sig) != Some(libc::SIG_DFL) {
+        if crate::sys::current_handler(sig) != Some(libc::SIG_DFL) {
             continue;
         }
-        // SAFETY: an all-zero sigaction is a valid value (SIG_DFL, no flags, empty mask);
-        // the fields are set below.
-        let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
-        sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-        sa.sa_flags = libc::SA_NODEFER;
-        // SAFETY: `sa.sa_mask` is a valid sigset_t to initialise; `sa` is fully set up and
-        // `on_signal` only makes async-signal-safe calls.
-        let ok = unsafe {
-            libc::sigemptyset(&mut sa.sa_mask);
-            libc::sigaction(sig, &sa, std::ptr::null_mut()) == 0
+        let Ok(signal) = Signal::try_from(sig) else {
+            continue;
         };
-        if ok {
+        let sa = SigAction::new(
+            SigHandler::Handler(on_signal),
+            SaFlags::SA_NODEFER,
+            SigSet::empty(),
+        );
+        // SAFETY: `on_signal` only makes async-signal-safe calls (see its section below).
+        if unsafe { sigaction(signal, &sa) }.is_ok() {
             OURS[k].store(true, Ordering::Relaxed);
             ACTIVE.store(true, Ordering::Relaxed);
         }
     }
-}
-
-/// The current handler of `sig` (`SIG_DFL`, `SIG_IGN` or a function address).
-fn current_handler(sig: libc::c_int) -> Option<libc::sighandler_t> {
-    // SAFETY: an all-zero sigaction is a valid out-parameter.
-    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
-    // SAFETY: querying only (null new action); `old` is valid writable memory.
-    if unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) } != 0 {
-        return None;
-    }
-    Some(old.sa_sigaction)
 }
 
 /// Turns ptools' signal handling off for this process: where its handler is installed,
@@ -216,11 +205,14 @@ pub fn disable() {
     ACTIVE.store(false, Ordering::Relaxed);
     let ours = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
     for (k, &sig) in SIGNALS.iter().enumerate() {
-        if OURS[k].swap(false, Ordering::Relaxed) && current_handler(sig) == Some(ours) {
-            // SAFETY: an all-zero sigaction is SIG_DFL with no flags and an empty mask.
-            let sa: libc::sigaction = unsafe { std::mem::zeroed() };
-            // SAFETY: `sa` is a valid action.
-            unsafe { libc::sigaction(sig, &sa, std::ptr::null_mut()) };
+        if OURS[k].swap(false, Ordering::Relaxed) && crate::sys::current_handler(sig) == Some(ours)
+        {
+            let Ok(signal) = Signal::try_from(sig) else {
+                continue;
+            };
+            let dfl = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+            // SAFETY: restoring the default action installs no handler.
+            let _ = unsafe { sigaction(signal, &dfl) };
         }
     }
 }
@@ -367,13 +359,8 @@ pub(crate) fn is_registered(pid: i32) -> bool {
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
 fn pidfd_open(pid: i32) -> io::Result<i32> {
-    // SAFETY: pidfd_open(2) with integer arguments; the descriptor it returns is
-    // close-on-exec and owned by the table from here on.
-    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(r as i32)
+    // The descriptor is owned by the table from here on.
+    crate::sys::pidfd_open(pid).map(std::os::fd::IntoRawFd::into_raw_fd)
 }
 
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
@@ -383,12 +370,17 @@ fn pidfd_open(_pid: i32) -> io::Result<i32> {
 
 fn close(fd: i32) {
     if fd >= 0 {
-        // SAFETY: `fd` is a pidfd owned by the table, closed once (the slot was claimed).
-        unsafe { libc::close(fd) };
+        // `fd` is a pidfd owned by the table, closed once (the slot was claimed).
+        let _ = nix::unistd::close(fd);
     }
 }
 
 // ---- The handler: async-signal-safe calls only, no allocation, no lock. ----
+//
+// nix where its wrapper is the bare call and allocates nothing: `stat`/`unlink`/
+// `shm_unlink` on a `CStr` (no copy of the path), `kill`, `getpid`, `clock_gettime`.
+// Raw libc, in `crate::sys` with the reasons: `poll` on the table's raw descriptors,
+// `pidfd_send_signal`, and `die_by`.
 
 extern "C" fn on_signal(sig: libc::c_int) {
     let me = getpid();
@@ -402,7 +394,7 @@ extern "C" fn on_signal(sig: libc::c_int) {
         unlink_segments(me, true);
         signal_workers(me, libc::SIGKILL, true);
     }
-    die_by(sig)
+    crate::sys::die_by(sig)
 }
 
 /// Unlinks the live segments of `me`; with `again`, also those another invocation took and
@@ -434,25 +426,27 @@ fn unlink_segments(me: i32, again: bool) {
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
 fn unlink_if_same(path: &[u8; PATH_BYTES], dev: u64, ino: u64) {
-    // SAFETY: an all-zero stat is a valid out-parameter.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    let p = path.as_ptr().cast::<libc::c_char>();
-    // SAFETY: `path` is NUL-terminated (its last byte is always 0); `st` is writable.
-    // stat(2) is async-signal-safe.
-    if unsafe { libc::stat(p, &mut st) } != 0 {
+    // The last byte is always 0, so this finds a NUL and makes no copy.
+    let Ok(p) = std::ffi::CStr::from_bytes_until_nul(path) else {
+        return;
+    };
+    // stat(2) and unlink(2) are async-signal-safe; nix passes the CStr as is.
+    let Ok(st) = nix::sys::stat::stat(p) else {
         return; // gone already
-    }
+    };
+    #[allow(clippy::unnecessary_cast)] // the field types differ between platforms
     if (st.st_dev as u64, st.st_ino as u64) == (dev, ino) {
-        // SAFETY: as above; unlink(2) is async-signal-safe.
-        unsafe { libc::unlink(p) };
+        let _ = nix::unistd::unlink(p);
     }
 }
 
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 fn unlink_if_same(path: &[u8; PATH_BYTES], _dev: u64, _ino: u64) {
-    // SAFETY: `path` is NUL-terminated. shm_unlink is not on POSIX's list of
-    // async-signal-safe functions, but it makes one system call and takes no lock.
-    unsafe { libc::shm_unlink(path.as_ptr().cast()) };
+    // shm_unlink is not on POSIX's list of async-signal-safe functions, but it makes one
+    // system call and takes no lock; nix passes the CStr as is.
+    if let Ok(p) = std::ffi::CStr::from_bytes_until_nul(path) {
+        let _ = nix::sys::mman::shm_unlink(p);
+    }
 }
 
 /// Sends `sig` to the workers of `me`: the live ones (taking them), and with `again` also
@@ -475,24 +469,20 @@ fn send(s: &ProcSlot, sig: libc::c_int) {
     let fd = s.pidfd.load(Ordering::Relaxed);
     #[cfg(any(target_os = "linux", target_os = "android"))]
     if fd >= 0 {
-        // SAFETY: pidfd_send_signal(2) with a pidfd the table owns and a null siginfo;
-        // a plain system call, async-signal-safe.
-        unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                fd,
-                sig,
-                std::ptr::null::<libc::siginfo_t>(),
-                0,
-            )
-        };
+        // A pidfd the table owns; a plain system call, async-signal-safe.
+        let _ = crate::sys::pidfd_send_signal(fd, sig);
         return;
     }
     let _ = fd;
     // No pidfd: by pid. The child is not reaped until it leaves the table, so the pid is
     // still its own (up to the moment between a reap and `forget_process`).
-    // SAFETY: kill(2) is async-signal-safe.
-    unsafe { libc::kill(s.pid.load(Ordering::Relaxed), sig) };
+    // nix's kill is the bare kill(2), async-signal-safe.
+    if let Ok(signal) = Signal::try_from(sig) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(s.pid.load(Ordering::Relaxed)),
+            signal,
+        );
+    }
 }
 
 /// `SIGTERM` to every worker, a bounded wait, `SIGKILL` to the rest, a bounded wait.
@@ -520,13 +510,7 @@ fn wait_workers(me: i32) {
             if left <= 0 {
                 return;
             }
-            let mut p = libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd; poll(2) is async-signal-safe.
-            let r = unsafe { libc::poll(&mut p, 1, left.min(i32::MAX as i64) as libc::c_int) };
+            let r = crate::sys::poll_in(fd, left.min(i32::MAX as i64) as libc::c_int);
             if r != 0 && !(r < 0 && errno_is_eintr()) {
                 break; // exited, or an error: nothing to wait on
             }
@@ -539,34 +523,14 @@ fn errno_is_eintr() -> bool {
 }
 
 fn now_ms() -> i64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is writable; clock_gettime is async-signal-safe.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    // nix's clock_gettime is the bare call, async-signal-safe; it cannot fail for the
+    // monotonic clock.
+    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .unwrap_or_else(|_| nix::sys::time::TimeSpec::new(0, 0));
     // Both fields are narrower than i64 on 32-bit targets.
     #[allow(clippy::unnecessary_cast)]
-    let ms = ts.tv_sec as i64 * 1000 + ts.tv_nsec as i64 / 1_000_000;
+    let ms = ts.tv_sec() as i64 * 1000 + ts.tv_nsec() as i64 / 1_000_000;
     ms
-}
-
-/// Dies by `sig` as if it had not been handled: default action, unblocked, raised again.
-fn die_by(sig: libc::c_int) -> ! {
-    // SAFETY: all async-signal-safe calls with valid arguments: an all-zero sigaction is
-    // SIG_DFL; `set` is initialised by sigemptyset before use. `_exit` is the fallback in
-    // case the raised signal did not end the process.
-    unsafe {
-        let sa: libc::sigaction = std::mem::zeroed();
-        libc::sigaction(sig, &sa, std::ptr::null_mut());
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, sig);
-        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
-        libc::raise(sig);
-        libc::kill(libc::getpid(), sig);
-        libc::_exit(128 + sig)
-    }
 }
 
 #[cfg(test)]

@@ -1,10 +1,16 @@
 //! The POSIX backend (Linux tested; macOS by design), with the differences between the two
 //! defined once here rather than at every call site.
+//!
+//! The system calls go through `nix` and the mappings through `memmap2`. Raw `libc` stays
+//! only where neither has a wrapper: `proc_pidinfo` on macOS.
 
-use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::ptr::NonNull;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use memmap2::{MmapOptions, MmapRaw};
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
 
 /// Longest segment name without its leading `/`.
 ///
@@ -38,52 +44,47 @@ pub(crate) fn os_name(full: &str) -> String {
     format!("/ptools_h{h:016x}")
 }
 
-fn cstring(name: &str) -> io::Result<CString> {
-    CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+/// A name with a NUL byte cannot reach the kernel; reported as before the move to nix, as
+/// `InvalidInput` (nix would say `EINVAL`).
+fn check_name(name: &str) -> io::Result<()> {
+    if name.as_bytes().contains(&0) {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    Ok(())
 }
 
 /// `shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0600)`.
 pub(crate) fn create_exclusive(name: &str) -> io::Result<OwnedFd> {
-    open(name, libc::O_RDWR | libc::O_CREAT | libc::O_EXCL, 0o600)
+    open(
+        name,
+        OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL,
+        Mode::S_IRUSR | Mode::S_IWUSR,
+    )
 }
 
 /// `shm_open(name, O_RDWR)` or `O_RDONLY`.
 pub(crate) fn open_existing(name: &str, writable: bool) -> io::Result<OwnedFd> {
     let flags = if writable {
-        libc::O_RDWR
+        OFlag::O_RDWR
     } else {
-        libc::O_RDONLY
+        OFlag::O_RDONLY
     };
-    open(name, flags, 0)
+    open(name, flags, Mode::empty())
 }
 
-fn open(name: &str, flags: libc::c_int, mode: libc::mode_t) -> io::Result<OwnedFd> {
-    let c = cstring(name)?;
-    // SAFETY: `c` is a valid NUL-terminated string alive for the call; the mode is passed
-    // as the variadic argument `shm_open` reads when O_CREAT is set (as c_uint, the
-    // promoted type).
-    let fd = unsafe {
-        libc::shm_open(
-            c.as_ptr(),
-            flags | libc::O_CLOEXEC,
-            libc::c_uint::from(mode),
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` was just returned by shm_open, is open, and nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+fn open(name: &str, flags: OFlag, mode: Mode) -> io::Result<OwnedFd> {
+    check_name(name)?;
+    Ok(nix::sys::mman::shm_open(
+        name,
+        flags | OFlag::O_CLOEXEC,
+        mode,
+    )?)
 }
 
 /// `shm_unlink(name)`.
 pub(crate) fn unlink(name: &str) -> io::Result<()> {
-    let c = cstring(name)?;
-    // SAFETY: `c` is a valid NUL-terminated string alive for the call.
-    if unsafe { libc::shm_unlink(c.as_ptr()) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    check_name(name)?;
+    Ok(nix::sys::mman::shm_unlink(name)?)
 }
 
 /// Sets the object's size. On a new object this allocates nothing (on Linux's tmpfs nor
@@ -91,13 +92,9 @@ pub(crate) fn unlink(name: &str) -> io::Result<()> {
 pub(crate) fn set_len(fd: &OwnedFd, len: u64) -> io::Result<()> {
     let len = libc::off_t::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
     loop {
-        // SAFETY: `fd` is an open descriptor owned by the caller.
-        if unsafe { libc::ftruncate(fd.as_raw_fd(), len) } == 0 {
-            return Ok(());
-        }
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EINTR) {
-            return Err(e);
+        match nix::unistd::ftruncate(fd, len) {
+            Err(Errno::EINTR) => continue,
+            r => return Ok(r?),
         }
     }
 }
@@ -118,11 +115,11 @@ pub(crate) fn reserve(fd: &OwnedFd, off: u64, len: u64) -> io::Result<()> {
         let n = CHUNK.min(end - at);
         let o = libc::off_t::try_from(at).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
         let l = libc::off_t::try_from(n).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
-        // SAFETY: `fd` is an open descriptor owned by the caller.
-        match unsafe { libc::posix_fallocate(fd.as_raw_fd(), o, l) } {
-            0 => at += n,
-            libc::EINTR => continue,
-            e => return Err(io::Error::from_raw_os_error(e)),
+        // nix turns the returned error number into an `Errno` (it does not use errno).
+        match nix::fcntl::posix_fallocate(fd, o, l) {
+            Ok(()) => at += n,
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(())
@@ -146,14 +143,7 @@ pub(crate) struct Stat {
 }
 
 pub(crate) fn stat(fd: &OwnedFd) -> io::Result<Stat> {
-    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: `fd` is open; `st` points to writable memory of the right type.
-    if unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fstat returned 0, so it filled `st`.
-    let st = unsafe { st.assume_init() };
-    Ok(to_stat(&st))
+    Ok(to_stat(&nix::sys::stat::fstat(fd)?))
 }
 
 #[allow(clippy::unnecessary_cast)] // the field types differ between platforms
@@ -172,15 +162,10 @@ fn to_stat(st: &libc::stat) -> Stat {
 /// then).
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub(crate) fn stat_name(name: &str) -> io::Result<Stat> {
-    let path = cstring(&format!("/dev/shm{name}"))?;
-    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: `path` is a valid C string; `st` points to writable memory of the right type.
-    if unsafe { libc::stat(path.as_ptr(), st.as_mut_ptr()) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: stat returned 0, so it filled `st`.
-    let st = unsafe { st.assume_init() };
-    Ok(to_stat(&st))
+    check_name(name)?;
+    Ok(to_stat(&nix::sys::stat::stat(
+        format!("/dev/shm{name}").as_str(),
+    )?))
 }
 
 /// The identity of the object a name refers to now. macOS has no path for shared memory
@@ -190,47 +175,39 @@ pub(crate) fn stat_name(name: &str) -> io::Result<Stat> {
     stat(&open_existing(name, false)?)
 }
 
-/// Maps `len` bytes of `fd` shared, read-write or read-only.
-pub(crate) fn map(fd: &OwnedFd, len: usize, writable: bool) -> io::Result<NonNull<u8>> {
-    let prot = if writable {
-        libc::PROT_READ | libc::PROT_WRITE
+/// Maps `len` bytes of `fd` shared (`MAP_SHARED`), read-write or read-only, from offset 0.
+/// The mapping is unmapped when the returned value is dropped.
+pub(crate) fn map(fd: &OwnedFd, len: usize, writable: bool) -> io::Result<MmapRaw> {
+    let mut opts = MmapOptions::new();
+    // An explicit length: memmap2 then takes no `fstat` of its own.
+    opts.len(len);
+    if writable {
+        opts.map_raw(fd.as_raw_fd())
     } else {
-        libc::PROT_READ
-    };
-    let flags = libc::MAP_SHARED;
-    // SAFETY: asking for a fresh mapping (null hint) of an open descriptor; the kernel
-    // checks length and protection against the descriptor and reports failure.
-    let p = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags, fd.as_raw_fd(), 0) };
-    if p == libc::MAP_FAILED {
-        return Err(io::Error::last_os_error());
+        opts.map_raw_read_only(fd.as_raw_fd())
     }
-    NonNull::new(p.cast()).ok_or_else(|| io::Error::from(io::ErrorKind::Other))
 }
 
-/// Unmaps a mapping made by [`map`].
-///
-/// # Safety
-///
-/// `ptr` and `len` must be exactly those of a live mapping from [`map`], and nothing may
-/// use the mapping afterwards.
-pub(crate) unsafe fn unmap(ptr: NonNull<u8>, len: usize) -> io::Result<()> {
-    // SAFETY: forwarded from the caller.
-    if unsafe { libc::munmap(ptr.as_ptr().cast(), len) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
+/// Pre-faults every page of a writable mapping for writing: one
+/// `madvise(MADV_POPULATE_WRITE)` (Linux 5.14, madvise(2)). It never changes the pages'
+/// contents. Old kernels answer `EINVAL`, which the caller may ignore.
+#[cfg(target_os = "linux")]
+pub(crate) fn populate_write(map: &MmapRaw) -> io::Result<()> {
+    map.advise(memmap2::Advice::PopulateWrite)
+}
+
+/// Elsewhere there is no such advice: pages fault on first touch as usual.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn populate_write(_map: &MmapRaw) -> io::Result<()> {
     Ok(())
 }
 
 /// Takes an exclusive `flock`, waiting for it. Released when the descriptor is closed.
 pub(crate) fn lock(fd: &OwnedFd) -> io::Result<()> {
     loop {
-        // SAFETY: `fd` is an open descriptor owned by the caller.
-        if unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX) } == 0 {
-            return Ok(());
-        }
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EINTR) {
-            return Err(e);
+        match flock(fd, nix::fcntl::FlockArg::LockExclusive) {
+            Err(Errno::EINTR) => continue,
+            r => return Ok(r?),
         }
     }
 }
@@ -238,16 +215,20 @@ pub(crate) fn lock(fd: &OwnedFd) -> io::Result<()> {
 /// Takes an exclusive `flock` without waiting; `Ok(false)` when someone else holds it.
 /// The lock is released when the descriptor is closed.
 pub(crate) fn try_lock(fd: &OwnedFd) -> io::Result<bool> {
-    // SAFETY: `fd` is an open descriptor owned by the caller.
-    if unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-        return Ok(true);
+    match flock(fd, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(()) => Ok(true),
+        Err(Errno::EWOULDBLOCK) => Ok(false),
+        Err(e) => Err(e.into()),
     }
-    let e = io::Error::last_os_error();
-    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        Ok(false)
-    } else {
-        Err(e)
-    }
+}
+
+/// nix's `flock` on a borrowed descriptor. Its replacement, `nix::fcntl::Flock`, takes the
+/// descriptor by value and unlocks in its `Drop` with one more `flock(LOCK_UN)` call; here
+/// the lock must last exactly until the caller closes the descriptor (which releases it),
+/// and the creation path must not pay for an extra system call.
+#[allow(deprecated)]
+fn flock(fd: &OwnedFd, arg: nix::fcntl::FlockArg) -> nix::Result<()> {
+    nix::fcntl::flock(fd.as_raw_fd(), arg)
 }
 
 /// The names of our objects in the shared-memory file system, without the leading `/`.
@@ -327,9 +308,11 @@ pub(crate) fn process_alive(pid: u32, start: u64) -> bool {
         let Ok(p) = libc::pid_t::try_from(pid) else {
             return false;
         };
-        // SAFETY: signal 0 only checks that the process exists and may be signalled.
-        let rc = unsafe { libc::kill(p, 0) };
-        return rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        // No signal: only checks that the process exists and may be signalled.
+        return matches!(
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None),
+            Ok(()) | Err(Errno::EPERM)
+        );
     }
     process_start_time(pid) == Some(start)
 }
