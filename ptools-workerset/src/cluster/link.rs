@@ -31,6 +31,10 @@ pub(crate) struct Remote {
     pub(super) cap: usize,
     /// A protocol fault seen by a caller driving the read side, for the reader to report.
     pub(super) fault: Mutex<Option<String>>,
+    /// Sticky: someone saw the link end (a driver read the end or a fault, or the death
+    /// watcher fired). The reader then reads whatever `drivers` says, and a leaving
+    /// driver always wakes it, so an end seen once is never lost.
+    pub(super) ended_seen: std::sync::atomic::AtomicBool,
     pub(super) data: Arc<dyn Link>,
     pub(super) ctl: Mutex<(UnixLink, FrameReader, u64)>,
     /// The write side: held while a frame is built and written, so frames never interleave
@@ -199,10 +203,22 @@ impl Remote {
     /// Wakes the reader thread if it is parked, so it looks at the link again.
     pub(super) fn kick(&self) {
         let mut g = lock(&self.idle);
+        // Recorded even when the reader is not parked: it then does not park.
+        g.kicked = true;
         if g.parked {
-            g.kicked = true;
             self.idle_cv.notify_one();
         }
+    }
+
+    /// Marks the link ended (see `ended_seen`) and wakes the reader.
+    pub(super) fn end_seen(&self) {
+        self.ended_seen.store(true, Ordering::SeqCst);
+        self.kick();
+    }
+
+    /// True once a protocol fault is recorded: no later frame may complete a call.
+    fn faulted(&self) -> bool {
+        self.ended_seen.load(Ordering::SeqCst) && lock(&self.fault).is_some()
     }
 
     /// Completes the oldest pending slot with a reply; the cause on a protocol error.
@@ -220,6 +236,7 @@ impl Remote {
     /// Records a protocol fault and wakes the reader thread, which reports it.
     fn fault(&self, cause: String) {
         lock(&self.fault).get_or_insert(cause);
+        self.ended_seen.store(true, Ordering::SeqCst);
         self.data.shutdown();
     }
 }
@@ -252,17 +269,12 @@ impl Remote {
             // A hook cannot drive (it holds a read side): queue it, the caller waits.
             return self.submit(f, encode, slot.clone());
         }
+        // Counted as a driver only once the call is written: while a large call's write
+        // blocks (the worker busy writing a large reply), the reader must go on reading.
+        self.submit(f, encode, slot.clone())?;
         self.drivers.fetch_add(1, Ordering::SeqCst);
-        match self.submit(f, encode, slot.clone()) {
-            Ok(()) => {
-                self.drive_registered(slot);
-                Ok(())
-            }
-            Err(e) => {
-                self.leave(false);
-                Err(e)
-            }
-        }
+        self.drive_registered(slot);
+        Ok(())
     }
 
     /// `drive` for a caller already counted in `drivers`; leaves when done.
@@ -272,7 +284,13 @@ impl Remote {
             let mut rx = lock(&self.rx);
             // Restored after: a hook on another read side may wait here for its own call.
             let outer = READ_SIDE.replace(true);
-            while !slot.is_ready() {
+            // Until this call's reply is in, then whatever whole frames are buffered
+            // behind it (the reader waits on the socket, not on the buffer).
+            while !slot.is_ready() || rx.has_frame() {
+                if self.faulted() {
+                    ended = true;
+                    break;
+                }
                 let r = rx.next(&*self.data);
                 let cause = match r {
                     Ok(Some(body)) => match self.dispatch(body) {
@@ -296,10 +314,16 @@ impl Remote {
     /// A driver is done with the read side: the last one hands it back to the reader
     /// thread when there is something to read (replies still to come, or the end).
     fn leave(&self, ended: bool) {
+        if ended {
+            self.ended_seen.store(true, Ordering::SeqCst);
+        }
         let left = self.drivers.fetch_sub(1, Ordering::SeqCst) - 1;
         // `pending` is read after the decrement and under its lock: a call queued
         // meanwhile either shows here or saw `drivers == 0` and kicked (see `submit`).
-        if left == 0 && (ended || !lock(&self.pending).queue.is_empty()) {
+        // An end seen by any driver always wakes the reader, whoever leaves last.
+        if self.ended_seen.load(Ordering::SeqCst)
+            || (left == 0 && !lock(&self.pending).queue.is_empty())
+        {
             self.kick();
         }
     }
@@ -314,13 +338,15 @@ impl Remote {
         'outer: loop {
             {
                 let mut g = lock(&self.idle);
-                if self.drivers.load(Ordering::SeqCst) > 0 {
+                if self.drivers.load(Ordering::SeqCst) > 0
+                    && !self.ended_seen.load(Ordering::SeqCst)
+                    && !g.kicked
+                {
                     // Parked until kicked: by the last driver when replies are still to
                     // come or the link ended, by a call queued with no driver, or by the
                     // death watcher. It stays parked between the calls of a caller that
                     // drives its own replies, so that fast path wakes nobody.
                     g.parked = true;
-                    g.kicked = false;
                     let (mut g, _) = self
                         .idle_cv
                         .wait_timeout_while(g, PARK_BELT, |p| !p.kicked)
@@ -329,19 +355,27 @@ impl Remote {
                     g.kicked = false;
                     continue;
                 }
+                g.kicked = false;
             }
-            match self.data.wait_readable(Duration::from_secs(3600)) {
-                Ok(true) => {}
-                Ok(false) => continue,
-                Err(_) => break,
+            // Frames a driver left buffered are read without waiting on the socket.
+            let buffered = lock(&self.rx).has_frame();
+            if !buffered {
+                match self.data.wait_readable(Duration::from_secs(3600)) {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(_) => break,
+                }
             }
-            if self.drivers.load(Ordering::SeqCst) > 0 {
+            if self.drivers.load(Ordering::SeqCst) > 0 && !self.ended_seen.load(Ordering::SeqCst) {
                 continue;
             }
             let mut rx = lock(&self.rx);
             // A caller may have taken what woke us: read only what is there, so the read
             // side is never held in a blocking read that a caller could do itself.
             while rx.has_frame() || self.data.wait_readable(Duration::ZERO).unwrap_or(true) {
+                if self.faulted() {
+                    break 'outer;
+                }
                 match rx.next(&*self.data) {
                     Ok(Some(body)) => {
                         if let Err(c) = self.dispatch(body) {

@@ -492,11 +492,14 @@ impl Cluster {
         link.send_all(&f)?;
         let deadline = t0 + timeout;
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if !reader.has_frame() && !link.wait_readable(left)? {
+            // Every read has the deadline: half a frame then silence is a timeout.
+            let next = reader.next_before(link, deadline);
+            if let Err(e) = &next
+                && e.kind() == std::io::ErrorKind::TimedOut
+            {
                 return Err(Error::Timeout);
             }
-            match reader.next(link)? {
+            match next? {
                 Some(b) if b[0] == wire::PONG && wire::u64_at(b, 1) == Some(want) => {
                     return Ok(t0.elapsed());
                 }

@@ -135,6 +135,7 @@ impl Cluster {
                 proc: s.proc,
                 cap,
                 fault: Mutex::new(None),
+                ended_seen: std::sync::atomic::AtomicBool::new(false),
                 data: s.data,
                 ctl: Mutex::new((s.ctl, FrameReader::with_cap(wire::CONTROL_CAP), 0)),
                 tx: Mutex::new(Vec::with_capacity(4096)),
@@ -172,7 +173,7 @@ impl Cluster {
                             // is parked); the reader then reaps.
                             if let Some(l) = link.upgrade() {
                                 l.data.shutdown();
-                                l.kick();
+                                l.end_seen();
                             }
                         }),
                     )
