@@ -62,7 +62,10 @@ fn a_large_call_written_while_a_large_reply_comes_back_does_not_deadlock() {
     for _ in 0..3 {
         // The worker writes 8 MiB back while this thread writes 8 MiB to it.
         let r = c.remotecall(id, big, 8 << 20).unwrap();
-        assert_eq!(c.remotecall_fetch(id, len_of, vec![0u8; 8 << 20]).unwrap(), 8 << 20);
+        assert_eq!(
+            c.remotecall_fetch(id, len_of, vec![0u8; 8 << 20]).unwrap(),
+            8 << 20
+        );
         assert_eq!(r.fetch().unwrap().len(), 8 << 20);
     }
     let _ = done.send(());
