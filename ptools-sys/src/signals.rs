@@ -25,8 +25,9 @@
 //! meanwhile, (4) restores the default action, unblocks the signal and raises it again.
 //! The handler is installed with `SA_NODEFER`: a second signal during that cleanup (a
 //! second Ctrl-C) runs the handler again on top of the first, which unlinks whatever is
-//! left (unlinking is idempotent per entry), sends `SIGKILL` to every worker without
-//! waiting, and dies by that second signal at once.
+//! left (unlinking is idempotent per entry), gives the workers at most 100 ms more to exit
+//! by themselves (so a worker still unlinking its own segments can finish), sends `SIGKILL`
+//! to the rest, and dies by that second signal.
 //!
 //! # When the handler is installed
 //!
@@ -80,6 +81,10 @@ pub const PROCESS_SLOTS: usize = 1024;
 /// How long the handler waits for workers to exit after `SIGTERM`, and again after
 /// `SIGKILL`, in milliseconds.
 pub const WORKER_GRACE_MS: i64 = 2000;
+
+/// After a second signal, how long workers still have to exit by themselves (unlinking
+/// their own segments) before `SIGKILL`, in milliseconds: short, since the user asked twice.
+const SECOND_SIGNAL_GRACE_MS: i64 = 100;
 
 /// Room for one path: `/dev/shm` plus a `/`-led name of up to 255 bytes, plus the NUL.
 const PATH_WORDS: usize = 34;
@@ -390,8 +395,11 @@ extern "C" fn on_signal(sig: libc::c_int) {
         // Whatever other threads registered meanwhile.
         unlink_segments(me, false);
     } else {
-        // A second signal during cleanup: finish what the first left, without waiting.
+        // A second signal during cleanup: finish what the first left. Workers got
+        // `SIGTERM` (and, on Ctrl-C, the signal itself); they have a moment to unlink
+        // their own segments before `SIGKILL`, so that moment is bounded and short.
         unlink_segments(me, true);
+        wait_workers(me, SECOND_SIGNAL_GRACE_MS);
         signal_workers(me, libc::SIGKILL, true);
     }
     crate::sys::die_by(sig)
@@ -488,15 +496,15 @@ fn send(s: &ProcSlot, sig: libc::c_int) {
 /// `SIGTERM` to every worker, a bounded wait, `SIGKILL` to the rest, a bounded wait.
 fn stop_workers(me: i32) {
     signal_workers(me, libc::SIGTERM, false);
-    wait_workers(me);
+    wait_workers(me, WORKER_GRACE_MS);
     signal_workers(me, libc::SIGKILL, true);
-    wait_workers(me);
+    wait_workers(me, WORKER_GRACE_MS);
 }
 
 /// Waits until every taken worker of `me` has exited (its pidfd readable), or
-/// [`WORKER_GRACE_MS`] passed. Workers without a pidfd are not waited for.
-fn wait_workers(me: i32) {
-    let deadline = now_ms().saturating_add(WORKER_GRACE_MS);
+/// `grace_ms` passed. Workers without a pidfd are not waited for.
+fn wait_workers(me: i32, grace_ms: i64) {
+    let deadline = now_ms().saturating_add(grace_ms);
     for s in &PROCS {
         if s.state.load(Ordering::Acquire) != TAKEN || s.owner.load(Ordering::Relaxed) != me {
             continue;
