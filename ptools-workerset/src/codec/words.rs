@@ -185,27 +185,22 @@ impl ser::SerializeMap for Probe {
     }
 }
 
-impl ser::SerializeStruct for Probe {
-    type Ok = ();
-    type Error = Fail;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, _: &'static str, v: &T) -> Done {
-        v.serialize(Probe)
-    }
-    fn end(self) -> Done {
-        Ok(())
-    }
+macro_rules! named_fields {
+    ($($tr:ident),* $(,)?) => {
+        $(impl ser::$tr for Probe {
+            type Ok = ();
+            type Error = Fail;
+            fn serialize_field<T: Serialize + ?Sized>(&mut self, _: &'static str, v: &T) -> Done {
+                v.serialize(Probe)
+            }
+            fn end(self) -> Done {
+                Ok(())
+            }
+        })*
+    };
 }
 
-impl ser::SerializeStructVariant for Probe {
-    type Ok = ();
-    type Error = Fail;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, _: &'static str, v: &T) -> Done {
-        v.serialize(Probe)
-    }
-    fn end(self) -> Done {
-        Ok(())
-    }
-}
+named_fields!(SerializeStruct, SerializeStructVariant);
 
 /// Reads postcard's format from a byte slice.
 pub(super) struct Reader<'de> {
