@@ -13,6 +13,13 @@ pub enum Termination {
     Signaled(i32),
     /// The status could not be collected (the process was reaped elsewhere).
     Unknown,
+    /// A worker on a TCP link (another host): its connection ended or was reset. Its exit
+    /// status is not known on this host.
+    Disconnected,
+    /// A worker on a TCP link did not answer the heartbeat within its timeout
+    /// ([`ClusterBuilder::heartbeat`](crate::ClusterBuilder::heartbeat)): stopped, its
+    /// host gone, or the network cut. The master closed its connections.
+    Unresponsive,
 }
 
 impl fmt::Display for Termination {
@@ -21,6 +28,8 @@ impl fmt::Display for Termination {
             Termination::Exited(c) => write!(f, "exit code {c}"),
             Termination::Signaled(s) => write!(f, "signal {s}"),
             Termination::Unknown => f.write_str("unknown status"),
+            Termination::Disconnected => f.write_str("connection lost"),
+            Termination::Unresponsive => f.write_str("no heartbeat answer in time"),
         }
     }
 }

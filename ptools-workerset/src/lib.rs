@@ -156,6 +156,7 @@ mod codec;
 mod deaths;
 mod error;
 mod func;
+mod net;
 mod pmap;
 mod remote_ref;
 mod sys;
@@ -192,9 +193,13 @@ use std::sync::OnceLock;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use cluster::{Cluster, ClusterBuilder, WorkerStatus};
+pub use cluster::{Cluster, ClusterBuilder, WorkerHost, WorkerStatus};
 pub use error::{Error, Result, Termination};
 pub use func::CodeOffset;
+pub use net::launch::{
+    CommandLauncher, ENV_SECRET, ENV_SECRET_FILE, HostSpec, LaunchJob, Launched, Launcher,
+    SecretVia, Ssh, shell_quote,
+};
 pub use remote_ref::RemoteRef;
 pub use workerset::{Mode, WorkerSet};
 

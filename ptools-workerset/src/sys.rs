@@ -131,6 +131,24 @@ impl Process {
     pub(crate) fn reap(&self, grace: Duration) -> Termination {
         termination(self.inner.reap(grace))
     }
+
+    /// How the process ended, if it has (reaping it then); `None` while it runs.
+    pub(crate) fn try_wait(&self) -> Option<Termination> {
+        self.inner.try_wait().map(termination)
+    }
+
+    /// Takes over a child just spawned by this process (a launcher: an `ssh` client, an
+    /// `mpirun`), stopped by the SIGINT/SIGTERM cleanup until it is reaped.
+    pub(crate) fn adopt(pid: i32) -> io::Result<Process> {
+        let mut child = ptools_sys::process::Child::adopt_with_pidfd(pid)?;
+        child.register_with_signals();
+        let inner = ptools_sys::process::Process::new(child);
+        let pidfd = inner
+            .pidfd()
+            .map(|fd| fd.as_raw_fd())
+            .ok_or_else(|| io::Error::from(io::ErrorKind::Unsupported))?;
+        Ok(Process { inner, pidfd })
+    }
 }
 
 fn termination(s: ptools_sys::process::ExitStatus) -> Termination {

@@ -20,6 +20,14 @@ pub(crate) const HELLO: u8 = 10;
 pub(crate) const WELCOME: u8 = 11;
 /// Master to worker, data link, answer to a `HELLO` from another build.
 pub(crate) const REJECT: u8 = 12;
+/// Worker to master, first frame on a TCP data link (after authentication): the
+/// postcard-encoded `net::RemoteHello`.
+pub(crate) const HELLO_TCP: u8 = 13;
+/// Master to worker, TCP data link, answer to `HELLO_TCP`: `[id u64][control token 16]`.
+pub(crate) const WELCOME_TCP: u8 = 14;
+/// Worker to master, first frame on a TCP control link (after authentication):
+/// `[control token 16]`, pairing it with its data link.
+pub(crate) const CTL_HELLO: u8 = 15;
 /// Control link, both ways: `[token u64]`.
 pub(crate) const PING: u8 = 20;
 /// Control link, worker to master: `[token u64]`.

@@ -37,7 +37,7 @@ pub(crate) fn myid() -> usize {
 /// True when this process was started as a worker but has not entered worker mode: the
 /// program forgot [`crate::init`]. Such a process must not act as a master.
 pub(crate) fn forgot_init() -> bool {
-    std::env::var_os(ENV_FDS).is_some()
+    std::env::var_os(ENV_FDS).is_some() || std::env::var_os(crate::net::launch::ENV_TCP).is_some()
 }
 
 fn exit_now(code: i32) -> ! {
@@ -49,6 +49,9 @@ fn exit_now(code: i32) -> ! {
 
 /// Enters worker mode when this process was started as a worker; returns otherwise.
 pub(crate) fn enter_if_worker() {
+    if let Some(v) = std::env::var_os(crate::net::launch::ENV_TCP) {
+        enter_tcp(&v)
+    }
     let Some(v) = std::env::var_os(ENV_FDS) else {
         return;
     };
@@ -104,6 +107,40 @@ pub(crate) fn enter_if_worker() {
     )
 }
 
+/// Worker mode for a process a launcher started: join the master over TCP, then serve.
+fn enter_tcp(v: &std::ffi::OsStr) -> ! {
+    if single_threaded() {
+        // SAFETY: no other thread exists, so nothing reads the environment concurrently.
+        // A process this worker starts must not take itself for a worker.
+        unsafe { std::env::remove_var(crate::net::launch::ENV_TCP) };
+    }
+    let Some(v) = v.to_str() else {
+        eprintln!(
+            "ptools-workerset: malformed {}",
+            crate::net::launch::ENV_TCP
+        );
+        exit_now(2)
+    };
+    match crate::net::join(v) {
+        Ok((data, ctl, id, cfg)) => {
+            MYID.store(id, Ordering::Relaxed);
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&data.0);
+            serve(
+                Arc::new(data),
+                Box::new(ctl),
+                fd,
+                FrameReader::with_cap(cfg.cap),
+                cfg.cap,
+                Some(cfg.heartbeat),
+            )
+        }
+        Err(m) => {
+            eprintln!("ptools-workerset: this worker could not join its master: {m}");
+            exit_now(2)
+        }
+    }
+}
+
 /// Writes `bytes` as they are on this worker's data link, past the framing (tests of the
 /// master's handling of a corrupt stream use it from a remote function).
 pub(crate) fn write_raw_to_data_link(bytes: &[u8]) -> std::io::Result<()> {
@@ -114,7 +151,7 @@ pub(crate) fn write_raw_to_data_link(bytes: &[u8]) -> std::io::Result<()> {
     sys::send_all(fd, bytes)
 }
 
-fn single_threaded() -> bool {
+pub(crate) fn single_threaded() -> bool {
     std::fs::read_dir("/proc/self/task")
         .map(|d| d.count() == 1)
         .unwrap_or(false)
@@ -155,9 +192,30 @@ fn run(data: UnixLink, ctl: UnixLink, cap: usize, handshake: Duration) -> ! {
             exit_now(2)
         }
     }
-    let mut reader = reader.with_new_cap(cap);
-    DATA_FD.store(std::os::fd::AsRawFd::as_raw_fd(&data.0), Ordering::Relaxed);
-    let data = Arc::new(data);
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&data.0);
+    serve(
+        Arc::new(data),
+        Box::new(ctl),
+        fd,
+        reader.with_new_cap(cap),
+        cap,
+        None,
+    )
+}
+
+/// Serves calls on `data` until shutdown or the master's end; `ctl` is served beside it
+/// by its own thread. With a `heartbeat`, a master silent on `ctl` for that long is taken
+/// for gone (a worker on another host has no `PR_SET_PDEATHSIG`).
+fn serve(
+    data: Arc<dyn Link>,
+    ctl: Box<dyn Link>,
+    data_fd: RawFd,
+    mut reader: FrameReader,
+    cap: usize,
+    heartbeat: Option<Duration>,
+) -> ! {
+    CAP.store(cap, Ordering::Relaxed);
+    DATA_FD.store(data_fd, Ordering::Relaxed);
     let replies = Arc::new(Replies {
         buf: Mutex::new(Vec::with_capacity(64 * 1024)),
         spare: Mutex::new(Vec::with_capacity(64 * 1024)),
@@ -168,7 +226,7 @@ fn run(data: UnixLink, ctl: UnixLink, cap: usize, handshake: Duration) -> ! {
     let r_ctl = replies.clone();
     std::thread::Builder::new()
         .name("ptools-control".into())
-        .spawn(move || control(ctl, &r_ctl))
+        .spawn(move || control(&*ctl, &r_ctl, heartbeat))
         .unwrap_or_else(|_| exit_now(2));
     let r2 = replies.clone();
     std::thread::Builder::new()
@@ -235,7 +293,7 @@ struct Replies {
     spare: Mutex<Vec<u8>>,
     armed: Mutex<bool>,
     cv: Condvar,
-    link: Arc<UnixLink>,
+    link: Arc<dyn Link>,
 }
 
 /// How long a reply may wait behind a later call before the flusher writes it.
@@ -294,11 +352,16 @@ impl Replies {
     }
 }
 
-fn control(ctl: UnixLink, replies: &Replies) -> ! {
+fn control(ctl: &dyn Link, replies: &Replies, heartbeat: Option<Duration>) -> ! {
     let mut reader = FrameReader::with_cap(wire::CONTROL_CAP);
     let mut out = Vec::new();
     loop {
-        match reader.next(&ctl) {
+        let next = match heartbeat {
+            // The master pings more often than this; silence means it is gone or stopped.
+            Some(t) => reader.next_before(ctl, std::time::Instant::now() + t),
+            None => reader.next(ctl),
+        };
+        match next {
             Ok(Some(b)) if b[0] == wire::PING => {
                 wire::begin(&mut out, wire::PONG);
                 out.extend_from_slice(&b[1..]);

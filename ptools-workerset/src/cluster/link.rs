@@ -12,7 +12,7 @@ use crate::error::{Error, Result, Termination};
 use crate::func::{FnRef, Status};
 use crate::remote_ref::{Drive, Slot};
 use crate::sys;
-use crate::wire::{self, FrameReader, Link, UnixLink};
+use crate::wire::{self, FrameReader, Link};
 
 pub(super) struct Pending {
     pub(super) queue: VecDeque<Arc<Slot>>,
@@ -23,10 +23,62 @@ pub(super) struct Pending {
     pub(super) dead: Option<Error>,
 }
 
+/// What stands for a worker's process on the master: the process itself (a local
+/// worker) or its TCP peer (a worker on another host, or started by a launcher).
+#[derive(Debug, Clone)]
+pub(crate) enum Peer {
+    Local(Arc<sys::Process>),
+    Tcp(Arc<crate::net::TcpPeer>),
+}
+
+impl Peer {
+    /// The worker's process id (on its own host; for messages only).
+    pub(crate) fn pid(&self) -> i32 {
+        match self {
+            Peer::Local(p) => p.pid(),
+            Peer::Tcp(t) => t.pid,
+        }
+    }
+
+    /// Ends the worker: `SIGKILL` to a local one, both connections closed for a TCP one.
+    pub(crate) fn kill(&self) {
+        match self {
+            Peer::Local(p) => p.kill(),
+            Peer::Tcp(t) => t.kill(),
+        }
+    }
+
+    /// Closes a TCP worker's connections (it exits at their end); nothing for a local one,
+    /// whose socket pair ends with its process.
+    pub(crate) fn kill_links(&self) {
+        if let Peer::Tcp(t) = self {
+            t.kill();
+        }
+    }
+
+    /// Reaps a local worker (waits up to `grace`, then kills it); for a TCP worker, reaps
+    /// its own launcher process and says how the link ended.
+    pub(crate) fn reap(&self, grace: Duration) -> Termination {
+        match self {
+            Peer::Local(p) => p.reap(grace),
+            Peer::Tcp(t) => t.reap(grace),
+        }
+    }
+
+    /// The local process whose end is this worker's end: the worker itself, or the
+    /// launcher that brought it.
+    pub(crate) fn watched(&self) -> Option<Arc<sys::Process>> {
+        match self {
+            Peer::Local(p) => Some(p.clone()),
+            Peer::Tcp(t) => t.launcher.clone(),
+        }
+    }
+}
+
 /// One worker process, seen from the master.
 pub(crate) struct Remote {
     pub(super) id: usize,
-    pub(super) proc: Arc<sys::Process>,
+    pub(super) proc: Peer,
     /// The largest body a call may carry (the cluster's `max_frame_bytes`).
     pub(super) cap: usize,
     /// A protocol fault seen by a caller driving the read side, for the reader to report.
@@ -36,7 +88,7 @@ pub(crate) struct Remote {
     /// driver always wakes it, so an end seen once is never lost.
     pub(super) ended_seen: std::sync::atomic::AtomicBool,
     pub(super) data: Arc<dyn Link>,
-    pub(super) ctl: Mutex<(UnixLink, FrameReader, u64)>,
+    pub(super) ctl: Mutex<(Arc<dyn Link>, FrameReader, u64)>,
     /// The write side: held while a frame is built and written, so frames never interleave
     /// and the pending queue has the order of the wire.
     pub(super) tx: Mutex<Vec<u8>>,
@@ -392,6 +444,7 @@ impl Remote {
             }
         }
         self.data.shutdown();
+        self.proc.kill_links();
         let fault = lock(&self.fault).take();
         if fault.is_some() {
             // The worker broke the protocol: nothing more it sends can be trusted.

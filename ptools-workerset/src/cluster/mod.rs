@@ -11,8 +11,11 @@
 #![doc = include_str!("PROTOCOL.md")]
 
 mod link;
+mod remote;
 mod shutdown;
 mod spawn;
+
+pub(crate) use spawn::on_spawner;
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
@@ -21,7 +24,7 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicUsize;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -29,7 +32,7 @@ use serde::de::DeserializeOwned;
 use crate::error::{Error, Result};
 use crate::func::{FnRef, Status, decode_panic};
 use crate::remote_ref::{RemoteRef, Slot};
-use crate::wire::{self, Link};
+use crate::wire;
 
 use link::Remote;
 use shutdown::stop_all;
@@ -48,6 +51,10 @@ pub struct ClusterBuilder {
     start_timeout: Duration,
     grace: Duration,
     max_frame: usize,
+    bind: std::net::SocketAddr,
+    heartbeat_interval: Duration,
+    heartbeat_timeout: Duration,
+    remote_program: Option<PathBuf>,
 }
 
 impl Default for ClusterBuilder {
@@ -58,6 +65,10 @@ impl Default for ClusterBuilder {
             start_timeout: Duration::from_secs(20),
             grace: Duration::from_secs(2),
             max_frame: wire::DEFAULT_MAX_FRAME,
+            bind: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            heartbeat_interval: Duration::from_secs(1),
+            heartbeat_timeout: Duration::from_secs(10),
+            remote_program: None,
         }
     }
 }
@@ -103,6 +114,39 @@ impl ClusterBuilder {
         self
     }
 
+    /// Where the cluster listens for workers started by a
+    /// [`Launcher`](crate::Launcher) (default `127.0.0.1:0`: this host only, any free
+    /// port). Workers on other hosts need an address they can reach: bind one of this
+    /// host's addresses, or `0.0.0.0:PORT` (workers are then told this host's name). Every
+    /// connection must prove the job's secret before anything is read from it.
+    pub fn bind(mut self, addr: std::net::SocketAddr) -> Self {
+        self.bind = addr;
+        self
+    }
+
+    /// How often the master pings each worker on a TCP link, and how long it waits for
+    /// the answer before declaring it lost ([`Termination::Unresponsive`]); defaults 1 s
+    /// and 10 s. A lost worker's calls fail within `timeout + interval` of its last
+    /// answer. A worker that hears nothing from its master for `timeout` exits. The
+    /// interval must be below the timeout (checked by
+    /// [`addprocs_with`](Cluster::addprocs_with)). Local workers need none: their death
+    /// is seen through their process.
+    ///
+    /// [`Termination::Unresponsive`]: crate::Termination::Unresponsive
+    pub fn heartbeat(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.heartbeat_interval = interval;
+        self.heartbeat_timeout = timeout;
+        self
+    }
+
+    /// The path of this program on the hosts a [`Launcher`](crate::Launcher) starts
+    /// workers on (default: its path here). The file there must be the same build (by
+    /// content); another build is refused with [`Error::BuildMismatch`].
+    pub fn remote_program(mut self, path: impl Into<PathBuf>) -> Self {
+        self.remote_program = Some(path.into());
+        self
+    }
+
     /// The cluster, with no worker yet.
     pub fn build(self) -> Cluster {
         Cluster {
@@ -144,6 +188,24 @@ pub(crate) struct Inner {
     local: Mutex<Option<mpsc::Sender<LocalJob>>>,
     /// Called once for each worker that dies or is removed (see `on_worker_exit`).
     exit_hooks: RwLock<Vec<ExitHook>>,
+    /// The listener and secret for workers that connect over TCP, once one was started.
+    net: Mutex<Option<Arc<crate::net::Net>>>,
+    /// The host each worker reported when it joined (TCP workers).
+    hosts: Mutex<HashMap<usize, WorkerHost>>,
+    /// Launcher processes that brought several workers and could not be tied to one
+    /// group of them: stopped and reaped with the cluster.
+    launchers: Mutex<Vec<Arc<crate::sys::Process>>>,
+}
+
+/// A worker's host, as the worker reported it when it joined.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WorkerHost {
+    /// Its host name (`gethostname`).
+    pub hostname: String,
+    /// Its host's addresses: the one its connection came from as the master saw it, the
+    /// one it reached the master from, then its interfaces' (loopback included).
+    pub addresses: Vec<std::net::IpAddr>,
 }
 
 type ExitHook = Arc<dyn Fn(usize, &Error) + Send + Sync>;
@@ -177,6 +239,9 @@ impl Inner {
             gone: Mutex::new(HashMap::new()),
             local: Mutex::new(None),
             exit_hooks: RwLock::new(Vec::new()),
+            net: Mutex::new(None),
+            hosts: Mutex::new(HashMap::new()),
+            launchers: Mutex::new(Vec::new()),
         }
     }
 
@@ -405,6 +470,20 @@ impl Cluster {
         self.inner.get(id).map(|w| w.proc.pid())
     }
 
+    /// The address the cluster listens on for workers started by a
+    /// [`Launcher`](crate::Launcher), once [`addprocs_with`](Self::addprocs_with) has
+    /// started listening (see [`ClusterBuilder::bind`]).
+    pub fn listen_addr(&self) -> Option<std::net::SocketAddr> {
+        lock(&self.inner.net).as_ref().map(|n| n.listener.addr())
+    }
+
+    /// The host worker `id` reported when it joined over TCP (see
+    /// [`addprocs_with`](Self::addprocs_with)); `None` for local workers (they run on this
+    /// host) and for ids this cluster never had.
+    pub fn worker_host(&self, id: usize) -> Option<WorkerHost> {
+        lock(&self.inner.hosts).get(&id).cloned()
+    }
+
     /// What the cluster knows of worker `id`, from its own records: no I/O, no waiting.
     ///
     /// A death is known once the worker's reader has noticed it (the end of its link or
@@ -480,32 +559,9 @@ impl Cluster {
             .inner
             .get(id)
             .ok_or_else(|| self.inner.gone_error(id))?;
-        let mut g = lock(&w.ctl);
-        let (link, reader, token) = &mut *g;
-        *token += 1;
-        let want = *token;
-        let mut f = Vec::with_capacity(16);
-        wire::begin(&mut f, wire::PING);
-        f.extend_from_slice(&want.to_le_bytes());
-        wire::finish(&mut f);
-        let t0 = Instant::now();
-        link.send_all(&f)?;
-        let deadline = t0 + timeout;
-        loop {
-            // Every read has the deadline: half a frame then silence is a timeout.
-            let next = reader.next_before(link, deadline);
-            if let Err(e) = &next
-                && e.kind() == std::io::ErrorKind::TimedOut
-            {
-                return Err(Error::Timeout);
-            }
-            match next? {
-                Some(b) if b[0] == wire::PONG && wire::u64_at(b, 1) == Some(want) => {
-                    return Ok(t0.elapsed());
-                }
-                Some(_) => {}
-                None => return Err(self.inner.gone_error(id)),
-            }
+        match w.ping(timeout)? {
+            Some(t) => Ok(t),
+            None => Err(self.inner.gone_error(id)),
         }
     }
 

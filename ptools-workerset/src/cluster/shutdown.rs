@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::link::Remote;
 use super::{Inner, lock};
 use crate::error::{Error, Termination};
-use crate::wire::{self, Link};
+use crate::wire;
 
 impl Remote {
     pub(super) fn send_ctl(&self, kind: u8, token: u64) {

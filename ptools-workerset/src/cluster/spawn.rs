@@ -1,15 +1,13 @@
 //! Starting workers: the spawner thread, `addprocs` and the handshake.
 
 use std::collections::VecDeque;
-use std::ffi::OsString;
-use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use super::link::{Park, Pending, Remote};
+use super::link::{Park, Peer, Pending, Remote};
 use super::{Cluster, lock};
 use crate::error::{Error, Result};
 use crate::sys;
@@ -18,37 +16,43 @@ use crate::wire::{self, FrameReader, Link, UnixLink};
 /// Starts processes from one long-lived thread: `PR_SET_PDEATHSIG` fires when the thread
 /// that forked a child ends (prctl(2)), so forking from a short-lived caller thread (a test,
 /// a scoped worker) would kill the workers with it.
-fn spawner() -> &'static Mutex<mpsc::Sender<SpawnReq>> {
-    static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnReq>>> = OnceLock::new();
+fn spawner() -> &'static Mutex<mpsc::Sender<Job>> {
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
     SPAWNER.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<SpawnReq>();
+        let (tx, rx) = mpsc::channel::<Job>();
         let _ = std::thread::Builder::new()
             .name("ptools-spawner".into())
             .spawn(move || {
-                for req in rx {
-                    let r =
-                        sys::spawn_worker(&req.program, &req.args, &req.data, &req.ctl, req.limits);
-                    let _ = req.reply.send(r);
+                for job in rx {
+                    job();
                 }
             });
         Mutex::new(tx)
     })
 }
 
-struct SpawnReq {
-    program: PathBuf,
-    args: Vec<OsString>,
-    data: OwnedFd,
-    ctl: OwnedFd,
-    limits: sys::WorkerLimits,
-    reply: mpsc::Sender<std::io::Result<sys::Process>>,
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Runs `f` on the spawner thread (every process the cluster starts is started there) and
+/// returns its result.
+pub(crate) fn on_spawner<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::io::Result<T> {
+    let gone = || std::io::Error::other("spawner thread is gone");
+    let (reply, rx) = mpsc::channel();
+    lock(spawner())
+        .send(Box::new(move || {
+            let _ = reply.send(f());
+        }))
+        .map_err(|_| gone())?;
+    rx.recv().map_err(|_| gone())
 }
 
 /// A started process, between spawn and registration.
 struct Starting {
     proc: Arc<sys::Process>,
     data: Arc<UnixLink>,
-    ctl: UnixLink,
+    ctl: Arc<UnixLink>,
     reader: FrameReader,
     id: usize,
 }
@@ -85,31 +89,21 @@ impl Cluster {
             for _ in 0..n {
                 let (d_master, d_child) = sys::socketpair()?;
                 let (c_master, c_child) = sys::socketpair()?;
-                let (reply, rx) = mpsc::channel();
-                let req = SpawnReq {
-                    program: program.clone(),
-                    args: self.inner.opts.args.clone(),
-                    data: d_child,
-                    ctl: c_child,
-                    limits: sys::WorkerLimits {
-                        max_frame: cap,
-                        handshake: self.inner.opts.start_timeout,
-                    },
-                    reply,
+                let (prog, args) = (program.clone(), self.inner.opts.args.clone());
+                let limits = sys::WorkerLimits {
+                    max_frame: cap,
+                    handshake: self.inner.opts.start_timeout,
                 };
-                lock(spawner())
-                    .send(req)
-                    .map_err(|_| Error::WorkerStartFailed("spawner thread is gone".into()))?;
-                let proc = rx
-                    .recv()
-                    .map_err(|_| Error::WorkerStartFailed("spawner thread is gone".into()))?
-                    .map_err(|e| {
-                        Error::WorkerStartFailed(format!("spawn {}: {e}", program.display()))
-                    })?;
+                let proc =
+                    on_spawner(move || sys::spawn_worker(&prog, &args, &d_child, &c_child, limits))
+                        .map_err(|e| Error::WorkerStartFailed(e.to_string()))?
+                        .map_err(|e| {
+                            Error::WorkerStartFailed(format!("spawn {}: {e}", program.display()))
+                        })?;
                 started.push(Starting {
                     proc: Arc::new(proc),
                     data: Arc::new(UnixLink(d_master)),
-                    ctl: UnixLink(c_master),
+                    ctl: Arc::new(UnixLink(c_master)),
                     reader: FrameReader::with_cap(wire::HANDSHAKE_CAP),
                     id: 0,
                 });
@@ -130,82 +124,105 @@ impl Cluster {
         }
         let mut ids = Vec::with_capacity(n);
         for s in started {
-            let remote = Arc::new(Remote {
-                id: s.id,
-                proc: s.proc,
-                cap,
-                fault: Mutex::new(None),
-                ended_seen: std::sync::atomic::AtomicBool::new(false),
-                data: s.data,
-                ctl: Mutex::new((s.ctl, FrameReader::with_cap(wire::CONTROL_CAP), 0)),
-                tx: Mutex::new(Vec::with_capacity(4096)),
-                pending: Mutex::new(Pending {
-                    queue: VecDeque::new(),
-                    outbox: VecDeque::new(),
-                    dead: None,
-                }),
-                ended: Mutex::new(None),
-                ended_cv: Condvar::new(),
-                rx: Mutex::new(s.reader.with_new_cap(cap)),
-                drivers: AtomicUsize::new(0),
-                idle: Mutex::new(Park::default()),
-                idle_cv: Condvar::new(),
-                out_cv: Condvar::new(),
-            });
-            self.inner
-                .workers
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(s.id, remote.clone());
-            let weak = Arc::downgrade(&self.inner);
-            let r2 = remote.clone();
-            let spawned = std::thread::Builder::new()
-                .name(format!("ptools-reader-{}", s.id))
-                .spawn(move || r2.read_loop(weak));
-            let link = Arc::downgrade(&remote);
-            let watched = spawned
-                .map(drop)
-                .and_then(|()| {
-                    crate::deaths::watch(
-                        remote.proc.clone(),
-                        Box::new(move || {
-                            // Wakes whoever reads the link (the reader thread even when it
-                            // is parked); the reader then reaps.
-                            if let Some(l) = link.upgrade() {
-                                l.data.shutdown();
-                                l.end_seen();
-                            }
-                        }),
-                    )
-                })
-                .and_then(|()| {
-                    let r3 = remote.clone();
-                    std::thread::Builder::new()
-                        .name(format!("ptools-sender-{}", s.id))
-                        .spawn(move || r3.send_loop())
-                        .map(drop)
-                });
-            if let Err(e) = watched {
-                // Without a reader or a watch a death could go unseen: take it down. The
-                // reader, if it runs, sees the end of the stream and reaps.
-                self.inner
-                    .workers
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&s.id);
-                remote.data.shutdown();
-                remote.kick();
-                remote.proc.kill();
-                remote.proc.reap(Duration::from_secs(5));
-                return Err(e.into());
-            }
+            self.register(
+                s.id,
+                Peer::Local(s.proc),
+                s.data,
+                s.ctl,
+                s.reader.with_new_cap(cap),
+            )?;
             ids.push(s.id);
         }
         Ok(ids)
     }
+
+    /// Makes a worker that passed its handshake part of the cluster: its record, reader
+    /// and sender threads, and the watch on the process whose end is its end. On failure
+    /// it is taken down (killed, reaped) and not registered.
+    pub(super) fn register(
+        &self,
+        id: usize,
+        proc: Peer,
+        data: Arc<dyn Link>,
+        ctl: Arc<dyn Link>,
+        reader: FrameReader,
+    ) -> Result<Arc<Remote>> {
+        let remote = Arc::new(Remote {
+            id,
+            proc,
+            cap: self.inner.opts.max_frame,
+            fault: Mutex::new(None),
+            ended_seen: std::sync::atomic::AtomicBool::new(false),
+            data,
+            ctl: Mutex::new((ctl, FrameReader::with_cap(wire::CONTROL_CAP), 0)),
+            tx: Mutex::new(Vec::with_capacity(4096)),
+            pending: Mutex::new(Pending {
+                queue: VecDeque::new(),
+                outbox: VecDeque::new(),
+                dead: None,
+            }),
+            ended: Mutex::new(None),
+            ended_cv: Condvar::new(),
+            rx: Mutex::new(reader),
+            drivers: AtomicUsize::new(0),
+            idle: Mutex::new(Park::default()),
+            idle_cv: Condvar::new(),
+            out_cv: Condvar::new(),
+        });
+        self.inner
+            .workers
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, remote.clone());
+        let weak = Arc::downgrade(&self.inner);
+        let r2 = remote.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("ptools-reader-{id}"))
+            .spawn(move || r2.read_loop(weak));
+        let link = Arc::downgrade(&remote);
+        let watched = spawned
+            .map(drop)
+            .and_then(|()| match remote.proc.watched() {
+                Some(p) => crate::deaths::watch(
+                    p,
+                    Box::new(move || {
+                        // Wakes whoever reads the link (the reader thread even when it
+                        // is parked); the reader then reaps.
+                        if let Some(l) = link.upgrade() {
+                            l.proc.kill_links();
+                            l.data.shutdown();
+                            l.end_seen();
+                        }
+                    }),
+                ),
+                None => Ok(()),
+            })
+            .and_then(|()| {
+                let r3 = remote.clone();
+                std::thread::Builder::new()
+                    .name(format!("ptools-sender-{id}"))
+                    .spawn(move || r3.send_loop())
+                    .map(drop)
+            });
+        if let Err(e) = watched {
+            // Without a reader or a watch a death could go unseen: take it down. The
+            // reader, if it runs, sees the end of the stream and reaps.
+            self.inner
+                .workers
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
+            remote.data.shutdown();
+            remote.kick();
+            remote.proc.kill();
+            remote.proc.reap(Duration::from_secs(5));
+            return Err(e.into());
+        }
+        Ok(remote)
+    }
 }
 
-fn check_master() -> Result<()> {
+pub(super) fn check_master() -> Result<()> {
     if crate::worker::forgot_init() {
         eprintln!(
             "ptools-workerset: this process was started as a worker but never entered worker \
