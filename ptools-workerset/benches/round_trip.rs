@@ -1,5 +1,6 @@
 //! Round trip of a `u64`: `remotecall_fetch` to one worker against a raw socketpair
-//! ping-pong between two processes, measured in the same run.
+//! ping-pong between two processes, and the same over TCP on loopback (a worker joined
+//! through a launcher against a raw TCP ping-pong), measured in the same run.
 
 ptools_workerset::enable_test_support!();
 
@@ -71,6 +72,58 @@ impl Drop for Echo {
     }
 }
 
+/// A forked child that answers each 8-byte message on a loopback TCP connection
+/// (`TCP_NODELAY` both ends) with the same message plus one.
+struct TcpEcho {
+    s: std::net::TcpStream,
+    pid: i32,
+}
+
+impl TcpEcho {
+    fn start() -> TcpEcho {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        // SAFETY: the child only accepts, reads and writes on sockets (no allocation on
+        // these paths) and leaves with `_exit`.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            if let Ok((mut s, _)) = l.accept() {
+                let _ = s.set_nodelay(true);
+                let mut b = [0u8; 8];
+                while s.read_exact(&mut b).is_ok() {
+                    b = (u64::from_le_bytes(b) + 1).to_le_bytes();
+                    if s.write_all(&b).is_err() {
+                        break;
+                    }
+                }
+            }
+            // SAFETY: leave the child without running any parent state's destructors.
+            unsafe { libc::_exit(0) };
+        }
+        drop(l);
+        let s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_nodelay(true).unwrap();
+        TcpEcho { s, pid }
+    }
+
+    fn ping(&mut self, x: u64) -> u64 {
+        use std::io::{Read, Write};
+        let mut b = x.to_le_bytes();
+        self.s.write_all(&b).unwrap();
+        self.s.read_exact(&mut b).unwrap();
+        u64::from_le_bytes(b)
+    }
+}
+
+impl Drop for TcpEcho {
+    fn drop(&mut self) {
+        let _ = self.s.shutdown(std::net::Shutdown::Both);
+        // SAFETY: reaps our own child, which exits at the end of its stream.
+        unsafe { libc::waitpid(self.pid, std::ptr::null_mut(), 0) };
+    }
+}
+
 fn round_trip(c: &mut Criterion) {
     let mut g = c.benchmark_group("round_trip");
     let echo = Echo::start();
@@ -82,6 +135,14 @@ fn round_trip(c: &mut Criterion) {
     let id = cluster.addprocs(1).unwrap()[0];
     g.bench_function("remotecall_fetch_u64", |b| {
         b.iter(|| cluster.remotecall_fetch(id, add1, black_box(41)).unwrap())
+    });
+    let mut tcp = TcpEcho::start();
+    g.bench_function("raw_tcp_u64", |b| b.iter(|| tcp.ping(black_box(41))));
+    drop(tcp);
+    let launcher = ptools_workerset::CommandLauncher::new(["sh", "-c", "exec {cmd}"]);
+    let tid = cluster.addprocs_with(&launcher).unwrap()[0];
+    g.bench_function("remotecall_fetch_tcp_u64", |b| {
+        b.iter(|| cluster.remotecall_fetch(tid, add1, black_box(41)).unwrap())
     });
     g.finish();
 }
