@@ -131,7 +131,7 @@ struct Via {
 impl Launcher for Via {
     fn launch(&self, job: &LaunchJob) -> std::io::Result<Vec<Launched>> {
         let via = SecretVia::Stdin;
-        let line = job.shell_command(&via);
+        let line = job.shell_command(&via, None);
         let start = line.find("master=").unwrap() + "master=".len();
         let end = start + line[start..].find(',').unwrap();
         let line = format!("{}{}{}", &line[..start], self.to, &line[end..]);
@@ -325,7 +325,7 @@ fn secret_by_environment_and_by_file() {
     impl Launcher for Group {
         fn launch(&self, job: &LaunchJob) -> std::io::Result<Vec<Launched>> {
             // One process that starts several workers, as mpirun does.
-            let one = job.shell_command(&self.0);
+            let one = job.shell_command(&self.0, None);
             let all = vec![format!("{one} &"); self.1].join(" ");
             let mut cmd = std::process::Command::new("sh");
             cmd.args(["-c", &format!("{all} wait")]);

@@ -242,8 +242,9 @@ impl TaskQueue {
     }
 
     /// Learns every live worker of the cluster not known yet: its host name and addresses,
-    /// with one remote call per worker (the workerset handshake does not carry the host),
-    /// and starts its feeder. Call it again after `addprocs` to use the new workers.
+    /// (what a worker that joined over TCP reported in its handshake,
+    /// [`Cluster::worker_host`](ptools_workerset::Cluster::worker_host); one remote call
+    /// for a local worker), and starts its feeder. Call it again after `addprocs` to use the new workers.
     /// The host call waits behind whatever a worker is running for other callers.
     /// Without workers, the master (id 1) runs the tasks, as in Julia. Returns
     /// [`num_remotes`](Self::num_remotes).
@@ -260,15 +261,25 @@ impl TaskQueue {
                 .filter(|id| !st.remotes.contains_key(id) && !st.dead.contains_key(id))
                 .collect()
         };
-        // Ask all new workers at once, then collect.
+        // Workers that joined over TCP said where they run; ask the others all at once,
+        // then collect.
         let mut calls = Vec::new();
+        let mut infos = Vec::new();
         for &id in &new {
+            if let Some(h) = self.sh.cluster.worker_host(id) {
+                infos.push(RemoteInfo {
+                    id,
+                    pid: self.sh.cluster.pid(id).unwrap_or(0),
+                    hostname: h.hostname,
+                    ips: h.addresses,
+                });
+                continue;
+            }
             calls.push((
                 id,
                 self.sh.cluster.remotecall(id, crate::sys::host_info, ()),
             ));
         }
-        let mut infos = Vec::new();
         for (id, call) in calls {
             match call.and_then(|r| r.fetch()) {
                 Ok((hostname, ips)) => infos.push(RemoteInfo {

@@ -78,6 +78,7 @@ impl Cluster {
             handshake: opts.start_timeout,
             heartbeat: opts.heartbeat_timeout,
             secret: String::new(),
+            from: None,
         };
         let job = LaunchJob {
             program,

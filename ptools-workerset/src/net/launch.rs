@@ -8,6 +8,7 @@
 use std::ffi::OsString;
 use std::fmt;
 use std::io::{self, Write};
+use std::net::IpAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -94,11 +95,14 @@ impl LaunchJob {
         &self.program
     }
 
-    /// The environment a worker needs, as `NAME=value` (the secret is not in it).
-    pub fn env(&self, via: &SecretVia) -> Vec<(String, String)> {
+    /// The environment a worker needs, as `NAME=value` (the secret is not in it). With
+    /// `bind`, the worker connects from that address of its host (Julia's `bind_addr`):
+    /// the address the master and host targets then know it by.
+    pub fn env(&self, via: &SecretVia, bind: Option<IpAddr>) -> Vec<(String, String)> {
+        let from = bind.map(|a| format!(",from={a}")).unwrap_or_default();
         let mut v = vec![(
             ENV_TCP.to_owned(),
-            format!("{},secret={}", self.tcp, via.word()),
+            format!("{},secret={}{from}", self.tcp, via.word()),
         )];
         if let SecretVia::File(p) = via {
             v.push((ENV_SECRET_FILE.to_owned(), p.display().to_string()));
@@ -106,18 +110,23 @@ impl LaunchJob {
         v
     }
 
-    /// The words that start one worker: `env NAME=value ... PROGRAM ARGS...`.
-    pub fn command(&self, via: &SecretVia) -> Vec<String> {
+    /// The words that start one worker: `env NAME=value ... PROGRAM ARGS...` (`bind`: see
+    /// [`env`](Self::env)).
+    pub fn command(&self, via: &SecretVia, bind: Option<IpAddr>) -> Vec<String> {
         let mut w = vec!["env".to_owned()];
-        w.extend(self.env(via).into_iter().map(|(k, v)| format!("{k}={v}")));
+        w.extend(
+            self.env(via, bind)
+                .into_iter()
+                .map(|(k, v)| format!("{k}={v}")),
+        );
         w.push(self.program.display().to_string());
         w.extend(self.args.iter().map(|a| a.to_string_lossy().into_owned()));
         w
     }
 
     /// [`command`](Self::command) as one line for a POSIX shell (what `ssh` runs).
-    pub fn shell_command(&self, via: &SecretVia) -> String {
-        self.command(via)
+    pub fn shell_command(&self, via: &SecretVia, bind: Option<IpAddr>) -> String {
+        self.command(via, bind)
             .iter()
             .map(|w| shell_quote(w))
             .collect::<Vec<_>>()
@@ -239,6 +248,7 @@ pub trait Launcher: fmt::Debug + Send + Sync {
 pub struct CommandLauncher {
     argv: Vec<String>,
     count: usize,
+    bind: Option<IpAddr>,
 }
 
 impl CommandLauncher {
@@ -247,12 +257,19 @@ impl CommandLauncher {
         CommandLauncher {
             argv: argv.into_iter().map(Into::into).collect(),
             count: 1,
+            bind: None,
         }
     }
 
     /// How many workers to start: the command runs this many times.
     pub fn count(mut self, n: usize) -> CommandLauncher {
         self.count = n;
+        self
+    }
+
+    /// The address the workers connect from (see [`LaunchJob::env`]).
+    pub fn bind(mut self, addr: IpAddr) -> CommandLauncher {
+        self.bind = Some(addr);
         self
     }
 }
@@ -266,7 +283,7 @@ impl Launcher for CommandLauncher {
             ));
         };
         let via = SecretVia::Stdin;
-        let line = job.shell_command(&via);
+        let line = job.shell_command(&via, self.bind);
         let program = job.program.display().to_string();
         let mut out = Vec::with_capacity(self.count);
         for _ in 0..self.count {
@@ -282,7 +299,8 @@ impl Launcher for CommandLauncher {
 }
 
 /// One host of an [`Ssh`] launcher, from a Julia-style spec: `host`, `user@host`,
-/// `user@host:port`, each optionally followed by `*count` (that many workers there).
+/// `user@host:port`, then optionally a space and the address the workers there connect
+/// from (Julia's `bind_addr`), and optionally `*count` at the end (that many workers).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostSpec {
     /// The user to log in as (`ssh -l`), if given.
@@ -293,6 +311,8 @@ pub struct HostSpec {
     pub port: Option<u16>,
     /// How many workers to start there (1 unless `*count`).
     pub count: usize,
+    /// The address of that host the workers connect from, if given.
+    pub bind: Option<IpAddr>,
 }
 
 impl std::str::FromStr for HostSpec {
@@ -309,6 +329,17 @@ impl std::str::FromStr for HostSpec {
                     .ok_or_else(|| bad("the count after '*' must be a positive integer"))?,
             ),
             None => (s, 1),
+        };
+        let (rest, bind) = match rest.split_once(' ') {
+            Some((h, b)) => (
+                h,
+                Some(
+                    b.trim()
+                        .parse::<IpAddr>()
+                        .map_err(|_| bad("the bind address must be an IP address"))?,
+                ),
+            ),
+            None => (rest, None),
         };
         let (user, rest) = match rest.split_once('@') {
             Some((u, h)) if !u.is_empty() => (Some(u.to_owned()), h),
@@ -341,6 +372,7 @@ impl std::str::FromStr for HostSpec {
             host: host.to_owned(),
             port,
             count,
+            bind,
         })
     }
 }
@@ -402,9 +434,9 @@ impl Ssh {
 impl Launcher for Ssh {
     fn launch(&self, job: &LaunchJob) -> io::Result<Vec<Launched>> {
         let via = SecretVia::Stdin;
-        let line = job.shell_command(&via);
         let mut out = Vec::new();
         for h in &self.hosts {
+            let line = job.shell_command(&via, h.bind);
             for _ in 0..h.count {
                 let mut cmd = Command::new(&self.ssh);
                 cmd.args(["-T", "-o", "BatchMode=yes"]);
@@ -435,11 +467,15 @@ mod tests {
                 user: Some("alice".into()),
                 host: "node7".into(),
                 port: Some(2222),
-                count: 4
+                count: 4,
+                bind: None,
             }
         );
         let h: HostSpec = "node7".parse().unwrap();
         assert_eq!((h.user, h.port, h.count), (None, None, 1));
+        let h: HostSpec = "node7 10.1.2.3*2".parse().unwrap();
+        assert_eq!((h.bind, h.count), (Some("10.1.2.3".parse().unwrap()), 2));
+        assert!("node7 nothost".parse::<HostSpec>().is_err());
         let h: HostSpec = "[::1]:22".parse().unwrap();
         assert_eq!((h.host.as_str(), h.port), ("::1", Some(22)));
         for bad in [

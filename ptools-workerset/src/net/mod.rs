@@ -184,6 +184,8 @@ pub(crate) struct TcpConfig {
     pub(crate) handshake: Duration,
     pub(crate) heartbeat: Duration,
     pub(crate) secret: String,
+    /// The address of its host its connections come from (Julia's `bind_addr`).
+    pub(crate) from: Option<IpAddr>,
 }
 
 impl TcpConfig {
@@ -207,6 +209,7 @@ impl TcpConfig {
             handshake: Duration::ZERO,
             heartbeat: Duration::ZERO,
             secret: String::new(),
+            from: None,
         };
         let mut seen = 0u32;
         for kv in v.split(',') {
@@ -236,6 +239,10 @@ impl TcpConfig {
                     c.secret = val.to_owned();
                     32
                 }
+                "from" => {
+                    c.from = Some(val.parse().ok()?);
+                    64
+                }
                 _ => return None,
             };
             if seen & bit != 0 {
@@ -243,7 +250,7 @@ impl TcpConfig {
             }
             seen |= bit;
         }
-        let ok = seen == 63
+        let ok = seen & 63 == 63
             && (64..=wire::MAX_FRAME_LIMIT).contains(&c.cap)
             && !c.heartbeat.is_zero()
             && matches!(c.secret.as_str(), "stdin" | "env" | "file");
@@ -316,19 +323,53 @@ fn read_secret(how: &str, deadline: Instant) -> Result<(Secret, Option<u64>), St
         .ok_or_else(|| "the secret is not 64 hex digits".into())
 }
 
-fn connect(master: &str, deadline: Instant) -> io::Result<TcpStream> {
+fn connect(master: &str, from: Option<IpAddr>, deadline: Instant) -> io::Result<TcpStream> {
     let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{master}: no address"));
     for a in master.to_socket_addrs()? {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             break;
         }
-        match TcpStream::connect_timeout(&a, left) {
+        let r = match from {
+            None => TcpStream::connect_timeout(&a, left),
+            Some(ip) => connect_from(ip, a, left),
+        };
+        match r {
             Ok(s) => return Ok(s),
             Err(e) => last = e,
         }
     }
     Err(last)
+}
+
+/// Connects to `to` from the local address `ip` (any port), giving up after `timeout`.
+fn connect_from(ip: IpAddr, to: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+    use nix::sys::socket::{
+        AddressFamily, SockFlag, SockType, SockaddrStorage, bind, connect, setsockopt, socket,
+        sockopt,
+    };
+    let family = match to {
+        SocketAddr::V4(_) => AddressFamily::Inet,
+        SocketAddr::V6(_) => AddressFamily::Inet6,
+    };
+    let fd = socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
+    bind(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &SockaddrStorage::from(SocketAddr::new(ip, 0)),
+    )?;
+    // Linux's connect(2) gives up after SO_SNDTIMEO (socket(7)).
+    let tv = nix::sys::time::TimeVal::new(
+        timeout.as_secs().min(i64::MAX as u64) as i64,
+        timeout.subsec_micros().into(),
+    );
+    setsockopt(&fd, sockopt::SendTimeout, &tv)?;
+    connect(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &SockaddrStorage::from(to),
+    )?;
+    let zero = nix::sys::time::TimeVal::new(0, 0);
+    setsockopt(&fd, sockopt::SendTimeout, &zero)?;
+    Ok(TcpStream::from(fd))
 }
 
 /// A worker's side of joining a master over TCP: both connections authenticated, the
@@ -338,7 +379,8 @@ pub(crate) fn join(v: &str) -> Result<(TcpLink, TcpLink, usize, TcpConfig), Stri
     let deadline = Instant::now() + c.handshake + Duration::from_secs(5);
     let (secret, slot) = read_secret(&c.secret, deadline)?;
     let open = || -> Result<TcpStream, String> {
-        let mut s = connect(&c.master, deadline).map_err(|e| format!("{}: {e}", c.master))?;
+        let mut s =
+            connect(&c.master, c.from, deadline).map_err(|e| format!("{}: {e}", c.master))?;
         s.set_nodelay(true).map_err(|e| e.to_string())?;
         auth::authenticate_to_master(&mut s, &secret, deadline)
             .map_err(|e| format!("authentication with {}: {e}", c.master))?;
@@ -400,6 +442,7 @@ mod tests {
             handshake: Duration::from_millis(1500),
             heartbeat: Duration::from_secs(3),
             secret: "stdin".into(),
+            from: None,
         };
         let v = format!("{},secret=stdin", c.encode_without_secret());
         assert_eq!(TcpConfig::parse(&v), Some(c));
