@@ -198,7 +198,7 @@ pub use error::{Error, Result, Termination};
 pub use func::CodeOffset;
 pub use net::launch::{
     CommandLauncher, ENV_SECRET, ENV_SECRET_FILE, HostSpec, LaunchJob, Launched, Launcher,
-    SecretVia, Ssh, shell_quote,
+    MpiFlavor, Mpirun, SecretVia, Srun, Ssh, shell_quote,
 };
 pub use remote_ref::RemoteRef;
 pub use workerset::{Mode, WorkerSet};

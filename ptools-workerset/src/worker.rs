@@ -141,6 +141,35 @@ fn enter_tcp(v: &std::ffi::OsStr) -> ! {
     }
 }
 
+/// Rank `n > 0` of a job whose rank 0 is the master: join it through the rendezvous file
+/// at `path`, then serve.
+pub(crate) fn serve_rank_zero(path: &std::path::Path, timeout: Duration) -> ! {
+    let deadline = std::time::Instant::now() + timeout + Duration::from_secs(5);
+    let joined = crate::net::ranks::read(path, deadline).and_then(|(config, secret)| {
+        let c = crate::net::TcpConfig::parse(&config)
+            .ok_or_else(|| format!("{}: malformed", path.display()))?;
+        crate::net::join_with(c, &secret, None, deadline)
+    });
+    match joined {
+        Ok((data, ctl, id, cfg)) => {
+            MYID.store(id, Ordering::Relaxed);
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&data.0);
+            serve(
+                Arc::new(data),
+                Box::new(ctl),
+                fd,
+                FrameReader::with_cap(cfg.cap),
+                cfg.cap,
+                Some(cfg.heartbeat),
+            )
+        }
+        Err(m) => {
+            eprintln!("ptools-workerset: this rank could not join rank 0: {m}");
+            exit_now(2)
+        }
+    }
+}
+
 /// Writes `bytes` as they are on this worker's data link, past the framing (tests of the
 /// master's handling of a corrupt stream use it from a remote function).
 pub(crate) fn write_raw_to_data_link(bytes: &[u8]) -> std::io::Result<()> {

@@ -31,6 +31,16 @@ fn pid_of(_: ()) -> u32 {
     std::process::id()
 }
 
+/// Writes half of a 10 MB reply past the framing, then dies: the master must see the
+/// stream cut inside a frame.
+fn half_a_reply(_: ()) -> u64 {
+    let mut f = 10_000_001u32.to_le_bytes().to_vec();
+    f.push(0);
+    f.extend(std::iter::repeat_n(1u8, 5_000_000));
+    let _ = ptools_workerset::__test_hooks::write_raw_to_data_link(&f);
+    std::process::exit(0)
+}
+
 fn shell() -> CommandLauncher {
     CommandLauncher::new(["sh", "-c", "exec {cmd}"])
 }
@@ -344,4 +354,83 @@ fn secret_by_environment_and_by_file() {
     }
     c.rmprocs(&ids).unwrap();
     c.rmprocs(&more).unwrap();
+}
+
+/// A connection cut half-way through a 10 MB reply fails that call, typed, and the
+/// other workers go on.
+#[test]
+fn reply_cut_half_way() {
+    let c = cluster();
+    let ids = c.addprocs_with(&shell().count(2)).unwrap();
+    let e = c.remotecall_fetch(ids[0], half_a_reply, ()).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::WorkerDied {
+                termination: Termination::Disconnected,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(c.remotecall_fetch(ids[1], add1, 1).unwrap(), 2);
+}
+
+/// A worker never serves a "master" that cannot prove the job's secret: it gives up at
+/// the proof and exits with code 2, running nothing.
+#[test]
+fn worker_refuses_a_master_without_the_secret() {
+    let fake = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = fake.local_addr().unwrap();
+    let secret: String = (0..64).map(|i| char::from(b"0123456789abcdef"[i % 16])).collect();
+    let mut worker = std::process::Command::new(std::env::current_exe().unwrap())
+        .env(
+            "PTOOLS_WORKER_TCP",
+            format!("master={addr},launch=1,cap=1048576,hs=5000,hb=5000,secret=env"),
+        )
+        .env("PTOOLS_SECRET", secret)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (mut s, _) = fake.accept().unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut challenge = b"PTAUTH/1".to_vec();
+    challenge.extend([7u8; 32]);
+    s.write_all(&challenge).unwrap();
+    let mut answer = [0u8; 64];
+    s.read_exact(&mut answer).unwrap();
+    s.write_all(&[9u8; 32]).unwrap();
+    // The worker closes without sending a frame.
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "the worker sent {} bytes", rest.len());
+    let out = worker.wait_with_output_timeout();
+    assert_eq!(out.0.code(), Some(2));
+    assert!(out.1.contains("could not prove"), "{}", out.1);
+}
+
+trait WaitTimeout {
+    fn wait_with_output_timeout(&mut self) -> (std::process::ExitStatus, String);
+}
+
+impl WaitTimeout for std::process::Child {
+    fn wait_with_output_timeout(&mut self) -> (std::process::ExitStatus, String) {
+        let t0 = Instant::now();
+        loop {
+            if let Some(st) = self.try_wait().unwrap() {
+                let mut err = String::new();
+                if let Some(mut e) = self.stderr.take() {
+                    let _ = e.read_to_string(&mut err);
+                }
+                return (st, err);
+            }
+            if t0.elapsed() > Duration::from_secs(20) {
+                let _ = self.kill();
+                let _ = self.wait();
+                panic!("the worker did not exit");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 }

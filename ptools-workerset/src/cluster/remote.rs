@@ -12,7 +12,7 @@ use super::{Cluster, lock};
 use crate::error::{Error, Result, Termination};
 use crate::net::launch::{LaunchJob, Launched, Launcher};
 use crate::net::link::TcpLink;
-use crate::net::{Net, RemoteHello, TcpConfig, TcpPeer, auth, identity};
+use crate::net::{Net, RemoteHello, TcpConfig, TcpPeer, auth, identity, ranks};
 use crate::wire::{self, FrameReader, Link};
 
 /// A worker between its hello and its registration.
@@ -94,14 +94,64 @@ impl Cluster {
         let joined = match self.join(&net, &launched, expected, launch, &me) {
             Ok(j) => j,
             Err(e) => {
-                for l in &launched {
-                    l.proc.kill();
-                    l.proc.reap(Duration::from_secs(5));
+                for p in launched.iter().filter_map(|l| l.proc.as_ref()) {
+                    p.kill();
+                    p.reap(Duration::from_secs(5));
                 }
                 return Err(e);
             }
         };
         self.admit(joined, launched)
+    }
+
+    /// For a program started as the ranks of `mpirun` or the tasks of `srun`: in rank 0,
+    /// every other rank joins this cluster as a worker, and their ids are returned; in any
+    /// other rank this call becomes a worker of rank 0 and never returns (as
+    /// [`init`](crate::init) does in a launched worker), exiting when rank 0 is done.
+    ///
+    /// Everything `main` does before this call runs in every rank. The ranks meet
+    /// through a private file (mode 0600) in `PTOOLS_RENDEZVOUS_DIR` or the working
+    /// directory, which the ranks' hosts must share; rank 0 listens on the
+    /// [`bind`](crate::ClusterBuilder::bind) address, so ranks on other hosts need one
+    /// they can reach. Rank and size come from `OMPI_COMM_WORLD_*`, `PMI_*` or
+    /// `SLURM_PROCID`/`SLURM_NTASKS`.
+    ///
+    /// ```no_run
+    /// // mpirun -np 4 ./my_program: rank 0 is the master of 3 workers.
+    /// use ptools_workerset::{Cluster, WorkerSet};
+    /// # fn main() -> Result<(), ptools_workerset::Error> {
+    /// ptools_workerset::init();
+    /// let cluster = Cluster::new();
+    /// let ids = cluster.addprocs_ranks()?; // ranks 1..4 never return from here
+    /// let pool = WorkerSet::with_cluster(&cluster, &ids, Default::default())?;
+    /// let squares = pool.pmap(|x: u64| x * x, 0..100u64)?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] when the environment names no rank; in rank 0, those
+    /// of [`addprocs_with`](Self::addprocs_with).
+    pub fn addprocs_ranks(&self) -> Result<Vec<usize>> {
+        check_master()?;
+        let Some((rank, size)) = ranks::rank_and_size() else {
+            return Err(Error::InvalidArgument(
+                "not started by mpirun or srun: no rank in the environment".into(),
+            ));
+        };
+        let path = ranks::rendezvous_path()?;
+        if rank != 0 {
+            crate::worker::serve_rank_zero(&path, self.inner.opts.start_timeout)
+        }
+        if size == 1 {
+            return Ok(Vec::new());
+        }
+        let r = self.addprocs_with(&Rendezvous {
+            path: path.clone(),
+            workers: size - 1,
+        });
+        let _ = std::fs::remove_file(&path);
+        r
     }
 
     /// The cluster's listener and secret, made on first use.
@@ -131,13 +181,13 @@ impl Cluster {
         let mut joining: Vec<Joining> = Vec::with_capacity(expected);
         let fail = |m: String| Error::WorkerStartFailed(m);
         while joining.len() < expected || joining.iter().any(|j| j.ctl.is_none()) {
-            for l in launched {
-                if let Some(t) = l.proc.try_wait()
+            for p in launched.iter().filter_map(|l| l.proc.as_ref()) {
+                if let Some(t) = p.try_wait()
                     && t != Termination::Exited(0)
                 {
                     return Err(fail(format!(
                         "launcher process {} ended ({t}) before its workers joined",
-                        l.proc.pid()
+                        p.pid()
                     )));
                 }
             }
@@ -227,14 +277,18 @@ impl Cluster {
     fn admit(&self, joined: Vec<Joining>, launched: Vec<Launched>) -> Result<Vec<usize>> {
         let by_slot: HashMap<u64, Arc<crate::sys::Process>> = launched
             .iter()
-            .filter_map(|l| Some((l.slot?, l.proc.clone())))
+            .filter_map(|l| Some((l.slot?, l.proc.clone()?)))
             .collect();
-        let groups: Vec<&Launched> = launched.iter().filter(|l| l.slot.is_none()).collect();
+        let groups: Vec<&Arc<crate::sys::Process>> = launched
+            .iter()
+            .filter(|l| l.slot.is_none())
+            .filter_map(|l| l.proc.as_ref())
+            .collect();
         // Workers without a slot came from a launcher that brings several: theirs when
         // there is one such launcher; otherwise the cluster keeps the launchers.
-        let group = (groups.len() == 1).then(|| groups[0].proc.clone());
+        let group = (groups.len() == 1).then(|| groups[0].clone());
         if groups.len() > 1 {
-            lock(&self.inner.launchers).extend(groups.iter().map(|l| l.proc.clone()));
+            lock(&self.inner.launchers).extend(groups.iter().map(|p| (*p).clone()));
         }
         let hb = (
             self.inner.opts.heartbeat_interval,
@@ -301,6 +355,25 @@ impl Cluster {
             }
         }
         Ok(ids)
+    }
+}
+
+/// The other ranks of the job this master is rank 0 of: nothing to start, a file to
+/// write.
+#[derive(Debug)]
+struct Rendezvous {
+    path: std::path::PathBuf,
+    workers: usize,
+}
+
+impl Launcher for Rendezvous {
+    fn launch(&self, job: &LaunchJob) -> std::io::Result<Vec<Launched>> {
+        ranks::publish(&self.path, &format!("{},secret=file", job.tcp), &job.secret)?;
+        Ok(vec![Launched {
+            proc: None,
+            workers: self.workers,
+            slot: None,
+        }])
     }
 }
 

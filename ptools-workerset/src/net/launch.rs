@@ -185,7 +185,7 @@ impl LaunchJob {
             Ok(proc)
         })??;
         Ok(Launched {
-            proc: Arc::new(proc),
+            proc: Some(Arc::new(proc)),
             workers,
             slot,
         })
@@ -205,7 +205,9 @@ fn write_secret_file(p: &Path, s: &Secret) -> io::Result<()> {
 /// A process a launcher started, and how many workers it brings.
 #[derive(Debug)]
 pub struct Launched {
-    pub(crate) proc: Arc<sys::Process>,
+    /// `None` for workers started by something else (the ranks of the `mpirun` that
+    /// started this master).
+    pub(crate) proc: Option<Arc<sys::Process>>,
     pub(crate) workers: usize,
     /// The number its worker reports, for a process that brings one worker (stdin).
     pub(crate) slot: Option<u64>,
@@ -451,6 +453,205 @@ impl Launcher for Ssh {
             }
         }
         Ok(out)
+    }
+}
+
+/// Which MPI's `mpirun` an [`Mpirun`] launcher drives: they export variables to the
+/// ranks with different options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MpiFlavor {
+    /// Open MPI: `-x NAME` (mpirun(1), "Exported Environment Variables").
+    OpenMpi,
+    /// MPICH and others on Hydra: `-genvlist NAME,NAME` (mpiexec(1)).
+    Mpich,
+}
+
+/// Starts `np` workers as the ranks of one `mpirun` (Open MPI or MPICH): each rank runs
+/// this program in worker mode and joins over TCP. The secret and the master's address
+/// reach the ranks in the environment, exported by name (never on the command line).
+///
+/// The other shape MPI users know, a program started under `mpirun` whose rank 0 is the
+/// master, is [`Cluster::addprocs_ranks`](crate::Cluster::addprocs_ranks).
+#[derive(Debug, Clone)]
+pub struct Mpirun {
+    np: usize,
+    mpirun: PathBuf,
+    hosts: Vec<String>,
+    hostfile: Option<PathBuf>,
+    options: Vec<String>,
+    env: Vec<(String, String)>,
+    flavor: Option<MpiFlavor>,
+}
+
+impl Mpirun {
+    /// `np` workers, started by `mpirun` (found on `PATH`).
+    pub fn new(np: usize) -> Mpirun {
+        Mpirun {
+            np,
+            mpirun: PathBuf::from("mpirun"),
+            hosts: Vec::new(),
+            hostfile: None,
+            options: Vec::new(),
+            env: Vec::new(),
+            flavor: None,
+        }
+    }
+
+    /// The `mpirun` (or `mpiexec`) to run.
+    pub fn client(mut self, path: impl Into<PathBuf>) -> Mpirun {
+        self.mpirun = path.into();
+        self
+    }
+
+    /// Adds a host (`--host`, with `host:slots` as mpirun takes it).
+    pub fn host(mut self, h: impl Into<String>) -> Mpirun {
+        self.hosts.push(h.into());
+        self
+    }
+
+    /// A host file (`--hostfile`).
+    pub fn hostfile(mut self, p: impl Into<PathBuf>) -> Mpirun {
+        self.hostfile = Some(p.into());
+        self
+    }
+
+    /// Adds an option for mpirun, before the program (`--oversubscribe`, `--mca K V`, ...).
+    pub fn option(mut self, o: impl Into<String>) -> Mpirun {
+        self.options.push(o.into());
+        self
+    }
+
+    /// Sets a variable in mpirun's environment (and so in the ranks' on this host).
+    pub fn env(mut self, k: impl Into<String>, v: impl Into<String>) -> Mpirun {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+
+    /// Says which MPI this is, instead of asking `mpirun --version`.
+    pub fn flavor(mut self, f: MpiFlavor) -> Mpirun {
+        self.flavor = Some(f);
+        self
+    }
+
+    fn detect(&self) -> io::Result<MpiFlavor> {
+        if let Some(f) = self.flavor {
+            return Ok(f);
+        }
+        let out = Command::new(&self.mpirun)
+            .arg("--version")
+            .stdin(Stdio::null())
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout).to_lowercase()
+            + &String::from_utf8_lossy(&out.stderr).to_lowercase();
+        if text.contains("open mpi") || text.contains("open-mpi") {
+            Ok(MpiFlavor::OpenMpi)
+        } else if text.contains("hydra") || text.contains("mpich") {
+            Ok(MpiFlavor::Mpich)
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!(
+                    "{}: not Open MPI's or MPICH's mpirun (say which with Mpirun::flavor)",
+                    self.mpirun.display()
+                ),
+            ))
+        }
+    }
+}
+
+impl Launcher for Mpirun {
+    fn launch(&self, job: &LaunchJob) -> io::Result<Vec<Launched>> {
+        if self.np == 0 {
+            return Ok(Vec::new());
+        }
+        let flavor = self.detect()?;
+        let via = SecretVia::Env;
+        let env = job.env(&via, None);
+        let mut names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
+        names.push(ENV_SECRET);
+        let mut cmd = Command::new(&self.mpirun);
+        cmd.args(&self.options).args(["-np", &self.np.to_string()]);
+        if !self.hosts.is_empty() {
+            cmd.args(["--host", &self.hosts.join(",")]);
+        }
+        if let Some(f) = &self.hostfile {
+            cmd.arg("--hostfile").arg(f);
+        }
+        match flavor {
+            MpiFlavor::OpenMpi => {
+                for n in &names {
+                    cmd.args(["-x", n]);
+                }
+            }
+            MpiFlavor::Mpich => {
+                cmd.args(["-genvlist", &names.join(",")]);
+            }
+        }
+        cmd.arg(&job.program).args(&job.args);
+        cmd.envs(env).envs(self.env.iter().map(|(k, v)| (k, v)));
+        Ok(vec![job.spawn(cmd, &via, self.np)?])
+    }
+}
+
+/// Starts workers as the tasks of one `srun` step, inside a Slurm allocation (or one
+/// `srun` makes): `--ntasks`, the environment exported to every task (Slurm's default,
+/// `--export=ALL`), the secret in it, never on the command line.
+#[derive(Debug, Clone)]
+pub struct Srun {
+    ntasks: usize,
+    srun: PathBuf,
+    options: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+impl Srun {
+    /// `ntasks` workers, started by `srun` (found on `PATH`).
+    pub fn new(ntasks: usize) -> Srun {
+        Srun {
+            ntasks,
+            srun: PathBuf::from("srun"),
+            options: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+
+    /// The `srun` to run.
+    pub fn client(mut self, path: impl Into<PathBuf>) -> Srun {
+        self.srun = path.into();
+        self
+    }
+
+    /// Adds an option for srun, before the program (`--nodes=2`, `--nodelist=...`).
+    /// `--export` must keep the environment (the default does).
+    pub fn option(mut self, o: impl Into<String>) -> Srun {
+        self.options.push(o.into());
+        self
+    }
+
+    /// Sets a variable in srun's environment (exported to the tasks), e.g. `SLURM_CONF`.
+    pub fn env(mut self, k: impl Into<String>, v: impl Into<String>) -> Srun {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+}
+
+impl Launcher for Srun {
+    fn launch(&self, job: &LaunchJob) -> io::Result<Vec<Launched>> {
+        if self.ntasks == 0 {
+            return Ok(Vec::new());
+        }
+        let via = SecretVia::Env;
+        let mut cmd = Command::new(&self.srun);
+        cmd.arg(format!("--ntasks={}", self.ntasks))
+            // The secret on stdin would be broadcast; the tasks read none.
+            .arg("--input=none")
+            .args(&self.options)
+            .arg(&job.program)
+            .args(&job.args)
+            .envs(job.env(&via, None))
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        Ok(vec![job.spawn(cmd, &via, self.ntasks)?])
     }
 }
 

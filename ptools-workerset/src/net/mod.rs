@@ -30,6 +30,7 @@ pub(crate) mod identity;
 pub(crate) mod launch;
 pub(crate) mod link;
 pub(crate) mod listen;
+pub(crate) mod ranks;
 
 use std::io::{self, Read};
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
@@ -378,11 +379,21 @@ pub(crate) fn join(v: &str) -> Result<(TcpLink, TcpLink, usize, TcpConfig), Stri
     let c = TcpConfig::parse(v).ok_or_else(|| format!("malformed {ENV_TCP}={v:?}"))?;
     let deadline = Instant::now() + c.handshake + Duration::from_secs(5);
     let (secret, slot) = read_secret(&c.secret, deadline)?;
+    join_with(c, &secret, slot, deadline)
+}
+
+/// [`join`] with the configuration and secret in hand.
+pub(crate) fn join_with(
+    c: TcpConfig,
+    secret: &Secret,
+    slot: Option<u64>,
+    deadline: Instant,
+) -> Result<(TcpLink, TcpLink, usize, TcpConfig), String> {
     let open = || -> Result<TcpStream, String> {
         let mut s =
             connect(&c.master, c.from, deadline).map_err(|e| format!("{}: {e}", c.master))?;
         s.set_nodelay(true).map_err(|e| e.to_string())?;
-        auth::authenticate_to_master(&mut s, &secret, deadline)
+        auth::authenticate_to_master(&mut s, secret, deadline)
             .map_err(|e| format!("authentication with {}: {e}", c.master))?;
         Ok(s)
     };
