@@ -8,9 +8,12 @@
 //! fails, setup prints `SKIPPED: ...` saying which tests will skip and why, and CI goes on:
 //! the machine lacking a program is not a defect of the project.
 //!
-//! What is present afterwards is handed to the test rows as [`REQUIRE_VAR`]: the support
-//! module turns a failure to start a tool listed there into a test failure instead of a
-//! skip, so a harness that breaks on a machine that has the tools cannot pass as skipped.
+//! When run as root (as CI is), what is present afterwards is handed to the test rows as
+//! [`REQUIRE_VAR`]: the support module turns a failure to start a tool listed there into a
+//! test failure instead of a skip, so a harness that breaks on a machine that has the
+//! tools cannot pass as skipped. Not as root, the list stays empty: the harness is made
+//! for root (sshd logs in the current user, whose account may be locked, as `nobody`'s
+//! is), and a non-root run only skips what it cannot do.
 //!
 //! # Slurm
 //!
@@ -74,6 +77,8 @@ const GROUPS: &[Group] = &[
 /// What setup found, for the CI summary and the test rows.
 #[derive(Debug, Default)]
 pub(crate) struct Report {
+    /// Whether setup ran as root, the case CI is in and the harness is made for.
+    pub(crate) root: bool,
     /// Names of the groups whose programs are all present.
     pub(crate) present: Vec<&'static str>,
     /// One `SKIPPED: ...` line per missing group.
@@ -81,9 +86,15 @@ pub(crate) struct Report {
 }
 
 impl Report {
-    /// The environment the test rows get: [`REQUIRE_VAR`] with the present groups.
+    /// The environment the test rows get: [`REQUIRE_VAR`] with the present groups, or
+    /// empty when not root.
     pub(crate) fn test_env(&self) -> (String, String) {
-        (REQUIRE_VAR.to_owned(), self.present.join(","))
+        let list = if self.root {
+            self.present.join(",")
+        } else {
+            String::new()
+        };
+        (REQUIRE_VAR.to_owned(), list)
     }
 }
 
@@ -105,7 +116,10 @@ pub(crate) fn run() -> Report {
             Ok(apt) => install(&apt, &missing, &mut failures),
         }
     }
-    let mut report = Report::default();
+    let mut report = Report {
+        root: is_root(),
+        ..Report::default()
+    };
     for group in GROUPS {
         let still = missing_of(group);
         if still.is_empty() {
@@ -164,15 +178,17 @@ fn is_executable(path: &Path) -> bool {
         .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// `apt-get`'s path when this process may install packages, or why not.
-fn can_install() -> Result<PathBuf, String> {
-    let uid = Command::new("id")
+/// Whether this process runs as root, as `id -u` says (xtask has std only: no `geteuid`).
+fn is_root() -> bool {
+    Command::new("id")
         .arg("-u")
         .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
-    if uid.as_deref() != Some("0") {
+        .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// `apt-get`'s path when this process may install packages, or why not.
+fn can_install() -> Result<PathBuf, String> {
+    if !is_root() {
         return Err(
             "not root, so nothing is installed; as root, `cargo xtask setup` \
                     installs it with apt-get"
