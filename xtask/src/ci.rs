@@ -405,8 +405,9 @@ enum Outcome {
     Skipped(String),
 }
 
-/// Runs the matrix; stops at the first failure.
-pub(crate) fn run_matrix(target_dir: &Path) -> Result<(), String> {
+/// Runs the matrix; stops at the first failure. The test rows get `setup`'s
+/// [`REQUIRE_VAR`](crate::setup::REQUIRE_VAR), and the summary repeats what it skipped.
+pub(crate) fn run_matrix(target_dir: &Path, setup: &crate::setup::Report) -> Result<(), String> {
     let machine = Machine::probe();
     let mut summary: Vec<(String, Outcome)> = Vec::new();
     let total = MATRIX.len();
@@ -419,13 +420,19 @@ pub(crate) fn run_matrix(target_dir: &Path) -> Result<(), String> {
             continue;
         }
         let started = Instant::now();
-        let envs = step.envs(target_dir);
+        let mut envs = step.envs(target_dir);
+        if step.kind == Test {
+            envs.push(setup.test_env());
+        }
         for args in step.commands() {
             run_one(step.toolchain, &args, &envs)?;
         }
         summary.push((what, Outcome::Passed(started.elapsed().as_secs_f64())));
     }
     println!("\nxtask ci: the matrix");
+    for line in &setup.skipped {
+        println!("  {line}");
+    }
     for (what, outcome) in &summary {
         match outcome {
             Outcome::Passed(s) => println!("  {s:>6.1} s  {what}"),

@@ -1,9 +1,12 @@
 //! `cargo xtask`: the project's own tooling (std, plus `serde_json` for criterion's files).
 //!
 //! - `cargo xtask ci`: everything CI checks, in the order CI checks it, stopping at the first
-//!   failure: the matrix of `ci::MATRIX` (every crate alone with every feature combination,
-//!   debug and release, docs, examples, other toolchains and targets where installed).
-//!   `.ci/run` calls only this, so a local run and a CI run are the same run.
+//!   failure: first `setup`, then the matrix of `ci::MATRIX` (every crate alone with every
+//!   feature combination, debug and release, docs, examples, other toolchains and targets
+//!   where installed). `.ci/run` calls only this, so a local run and a CI run are the same
+//!   run.
+//! - `cargo xtask setup`: the system programs the remote-host tests drive (sshd, ssh,
+//!   mpirun, Slurm), installed with apt-get when missing and root; never fails.
 //!
 //! The leak check around the run is the part no off-the-shelf tool does: ptools creates
 //! shared-memory segments and processes, and a run that leaves either behind has a bug even
@@ -12,6 +15,7 @@
 mod bench;
 mod ci;
 mod leaks;
+mod setup;
 #[cfg(test)]
 mod tidy;
 
@@ -26,6 +30,10 @@ fn main() -> ExitCode {
     let result = match task {
         "ci" => ci(),
         "bench" => bench::main(&args[1..]),
+        "setup" => {
+            setup::run();
+            Ok(())
+        }
         "help" | "--help" | "-h" => {
             print_help();
             Ok(())
@@ -45,10 +53,12 @@ fn print_help() {
     println!(
         "cargo xtask TASK\n\n\
          Tasks:\n  \
-         ci     the CI matrix (xtask/src/ci.rs): fmt; clippy on every crate alone with every\n         \
-         feature combination; each crate's tests alone, the workspace's with all features,\n         \
-         the suite in release; docs; examples; benches compiled; MSRV, nightly, Miri and\n         \
-         other targets when installed (else SKIPPED); then the leak check\n  \
+         ci     setup, then the CI matrix (xtask/src/ci.rs): fmt; clippy on every crate alone\n         \
+         with every feature combination; each crate's tests alone, the workspace's with all\n         \
+         features, the suite in release; docs; examples; benches compiled; MSRV, nightly,\n         \
+         Miri and other targets when installed (else SKIPPED); then the leak check\n  \
+         setup  the remote-host tests' programs (sshd, ssh, mpirun, Slurm): installed with\n         \
+         apt-get when missing and root, else SKIPPED lines; never fails\n  \
          bench  run the benches (--quick, --peers, --no-run) and write BENCHMARKS.md"
     );
 }
@@ -100,7 +110,9 @@ fn ci() -> Result<(), String> {
         .unwrap_or_else(|_| root().join("target"));
     let before = leaks::Snapshot::take(&target);
 
-    let outcome = ci::run_matrix(&target);
+    // Before the matrix, so that the test rows know which remote-host tools exist.
+    let setup = setup::run();
+    let outcome = ci::run_matrix(&target, &setup);
     // The leak check runs whatever happened above: a failed test is the likeliest one to
     // leave a segment or a process behind, and that is worth knowing too.
     let leaked = leaks::check(&before, &target);
