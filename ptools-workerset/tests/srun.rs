@@ -28,9 +28,7 @@ fn srun_tasks_join_as_workers() {
     // The harness's srun command: its program and the variables that aim it at the
     // private cluster (and tag its tasks for cleanup).
     let cmd = slurm.command("srun");
-    let mut srun = Srun::new(3)
-        .client(cmd.get_program())
-        .option("--nodes=3");
+    let mut srun = Srun::new(3).client(cmd.get_program()).option("--nodes=3");
     for (k, v) in cmd.get_envs() {
         if let Some(v) = v {
             srun = srun.env(k.to_string_lossy(), v.to_string_lossy());

@@ -382,7 +382,9 @@ fn reply_cut_half_way() {
 fn worker_refuses_a_master_without_the_secret() {
     let fake = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = fake.local_addr().unwrap();
-    let secret: String = (0..64).map(|i| char::from(b"0123456789abcdef"[i % 16])).collect();
+    let secret: String = (0..64)
+        .map(|i| char::from(b"0123456789abcdef"[i % 16]))
+        .collect();
     let mut worker = std::process::Command::new(std::env::current_exe().unwrap())
         .env(
             "PTOOLS_WORKER_TCP",
@@ -433,4 +435,67 @@ impl WaitTimeout for std::process::Child {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
+}
+
+const MASTER_ROLE: &str = "PTOOLS_TEST_TCP_MASTER";
+
+/// Run by `worker_exits_when_its_master_stops`: a master with one TCP worker, which prints
+/// the worker's pid, then idles.
+#[test]
+#[ignore = "a role run by worker_exits_when_its_master_stops"]
+fn master_role() {
+    if std::env::var_os(MASTER_ROLE).is_none() {
+        return;
+    }
+    let c = Cluster::builder()
+        .heartbeat(Duration::from_millis(100), Duration::from_millis(700))
+        .build();
+    let id = c.addprocs_with(&shell()).unwrap()[0];
+    println!("WORKER {}", c.pid(id).unwrap());
+    std::io::stdout().flush().unwrap();
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+fn state_of(pid: i32) -> Option<char> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    s.rsplit_once(") ")?.1.chars().next()
+}
+
+/// A master that stops answering (SIGSTOP: its sockets stay open, so no end of stream
+/// reaches the worker) is taken for gone by its TCP worker within the heartbeat timeout:
+/// the worker exits by itself. Nothing is left once the master is killed.
+#[test]
+fn worker_exits_when_its_master_stops() {
+    use std::io::BufRead;
+    let mut master = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "master_role", "--ignored", "--nocapture"])
+        .env(MASTER_ROLE, "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = master.stdout.take().unwrap();
+    let mut lines = std::io::BufReader::new(out).lines();
+    let pid: i32 = loop {
+        let l = lines.next().expect("the master's output").unwrap();
+        if let Some(p) = l.strip_prefix("WORKER ") {
+            break p.trim().parse().unwrap();
+        }
+    };
+    let mpid = nix::unistd::Pid::from_raw(master.id() as i32);
+    nix::sys::signal::kill(mpid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let t0 = Instant::now();
+    // The worker is the stopped master's child: once it has exited it is a zombie there.
+    while !matches!(state_of(pid), None | Some('Z')) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the worker still runs {:?} after its master stopped",
+            t0.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = t0.elapsed();
+    nix::sys::signal::kill(mpid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    master.wait().unwrap();
+    assert!(took < Duration::from_secs(5), "{took:?}");
 }
