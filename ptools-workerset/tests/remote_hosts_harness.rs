@@ -8,10 +8,12 @@
 mod remote_hosts;
 
 use std::collections::BTreeSet;
-use std::process::Command;
-use std::time::Duration;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-use remote_hosts::{HOSTS, Slurm, Sshd, Tool, mpirun_command, run, skip, text};
+use remote_hosts::{
+    HOSTS, Slurm, Sshd, Tool, mpirun_command, processes_of, run, skip, text, wait_deadline,
+};
 
 /// Every command here takes a second or so; this only bounds a hang.
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -213,4 +215,56 @@ fn srun_starts_a_task_on_each_of_three_nodes() {
     let left: BTreeSet<u32> = daemons.into_iter().filter(|p| alive(*p)).collect();
     assert!(left.is_empty(), "Slurm daemons still running: {left:?}");
     assert!(!dir.exists(), "{} left behind", dir.display());
+}
+
+#[test]
+fn dropping_slurm_mid_step_leaves_no_process() {
+    const NAME: &str = "dropping_slurm_mid_step_leaves_no_process";
+    let slurm = match Slurm::start() {
+        Ok(s) => s,
+        Err(why) => return skip(NAME, Tool::Srun, &why),
+    };
+    let daemons = slurm.pids();
+    let dir = slurm.dir().to_path_buf();
+    // A step that would run for minutes, as workers do until told to stop.
+    let mut srun = slurm
+        .command("srun")
+        .args(["-N", "3", "-n", "3", "sleep", "300"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("srun");
+    let deadline = Instant::now() + DEADLINE;
+    let is = |exe: &std::path::Path, name: &str| {
+        exe.file_name()
+            .is_some_and(|f| f.to_string_lossy().starts_with(name))
+    };
+    loop {
+        let running = processes_of(&dir, None);
+        let tasks = running.iter().filter(|(_, e)| is(e, "sleep")).count();
+        let stepds = running.iter().filter(|(_, e)| is(e, "slurmstepd")).count();
+        if tasks == 3 && stepds >= 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the step did not start: {running:?}{}",
+            slurm.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(slurm);
+    // srun bears the tag too, so drop killed it; it is ours to reap.
+    assert!(
+        wait_deadline(&mut srun, DEADLINE).is_some(),
+        "srun still runs"
+    );
+    let left = processes_of(&dir, None);
+    assert!(left.is_empty(), "left behind: {left:?}");
+    let daemons: Vec<u32> = daemons.into_iter().filter(|p| alive(*p)).collect();
+    assert!(
+        daemons.is_empty(),
+        "Slurm daemons still running: {daemons:?}"
+    );
 }

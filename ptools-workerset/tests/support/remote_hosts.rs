@@ -26,8 +26,11 @@
 //! folder removed. Processes that are not our children (an ssh session's commands, Slurm's
 //! step daemons and tasks) are found by a tag: a variable unique to each instance, which
 //! the daemons inherit and which ssh (`SetEnv`) and srun (which exports its environment)
-//! carry into every remote command. Drop kills whatever still bears the tag, so a test
-//! that fails half-way leaves no process behind either. Every wait has a deadline.
+//! carry into every remote command; and by the instance's folder, for a process that
+//! rewrites its environment but keeps a file there open (slurmstepd and slurmd's log).
+//! Drop kills whatever is tied to the instance so ([`processes_of`]), so a test that
+//! stops a cluster mid-step, or fails half-way, leaves no process behind either. Every wait
+//! has a deadline.
 
 #![allow(
     dead_code,
@@ -253,7 +256,7 @@ impl Sshd {
                 dir = d.display(),
                 user = user_name(),
                 var = server.tag.var,
-                value = server.tag.value,
+                value = server.tag.dir.display(),
             ),
         )?;
         let log = std::fs::File::create(d.join("sshd.log"))
@@ -261,7 +264,7 @@ impl Sshd {
         let child = Command::new(sshd)
             .args(["-D", "-e", "-f"])
             .arg(d.join("sshd_config"))
-            .env(server.tag.var, &server.tag.value)
+            .env(server.tag.var, &server.tag.dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -544,8 +547,11 @@ fn probe_mpirun() -> Result<Vec<String>, String> {
 ///
 /// # Caveats
 ///
-/// Drop kills the tasks and step daemons still running (found by the tag), then slurmd,
-/// slurmctld and munged, reaps them, and removes the folder.
+/// Drop kills the tasks and step daemons still running (found by the tag, and slurmstepd
+/// by slurmd's log, which it keeps open), then slurmd, slurmctld and munged, reaps them,
+/// and removes the folder. Stopping slurmd under a running step without killing the step
+/// daemon first leaves slurmstepd behind, retrying to report the step's end forever (seen
+/// when a launcher test dropped the cluster with its workers still running).
 #[derive(Debug)]
 pub(crate) struct Slurm {
     dir: PathBuf,
@@ -760,7 +766,7 @@ impl Slurm {
             }
         }
         cmd.env("SLURM_CONF", self.dir.join("slurm.conf"))
-            .env(self.tag.var, &self.tag.value);
+            .env(self.tag.var, &self.tag.dir);
     }
 
     /// The cluster's `slurm.conf`, for programs that take `SLURM_CONF` from elsewhere.
@@ -831,8 +837,12 @@ pub(crate) fn run(
     timeout: Duration,
 ) -> Result<Output, String> {
     let shown = format!("{cmd:?}");
-    let tag = Tag::new("PTOOLS_TEST_RUN", Path::new(&unique_name("run")));
-    cmd.env(tag.var, &tag.value)
+    // A folder name that is never created: only the environment can match it.
+    let tag = Tag::new(
+        "PTOOLS_TEST_RUN",
+        &std::env::temp_dir().join(unique_name("run")),
+    );
+    cmd.env(tag.var, &tag.dir)
         .process_group(0)
         .stdin(if stdin.is_some() {
             Stdio::piped()
@@ -950,48 +960,25 @@ fn stop(mut child: Child, name: &str) {
 #[derive(Debug)]
 struct Tag {
     var: &'static str,
-    value: String,
+    dir: PathBuf,
 }
 
 impl Tag {
     fn new(var: &'static str, dir: &Path) -> Tag {
         Tag {
             var,
-            value: dir.to_string_lossy().into_owned(),
+            dir: dir.to_path_buf(),
         }
     }
 
-    /// Processes bearing the tag, with their executables. A zombie's environment reads
-    /// empty, so the dead do not count.
-    fn processes(&self) -> Vec<(i32, PathBuf)> {
-        let needle = format!("{}={}", self.var, self.value).into_bytes();
-        let me = std::process::id() as i32;
-        let Ok(entries) = std::fs::read_dir("/proc") else {
-            return Vec::new();
-        };
-        entries
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-            .filter(|&pid| pid != me)
-            .filter(|pid| {
-                std::fs::read(format!("/proc/{pid}/environ"))
-                    .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == needle))
-            })
-            .map(|pid| {
-                let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
-                (pid, exe)
-            })
-            .collect()
-    }
-
-    /// SIGKILLs every tagged process that `select` (given pid and executable) picks, until none is left
-    /// or `timeout` passes. A pid read from /proc may have exited and been reused by the
-    /// time it is signalled; with the few processes a test makes, that is left to chance.
+    /// SIGKILLs every process of [`processes_of`] the folder that `select` (given pid and
+    /// executable) picks, until none is left or `timeout` passes. A pid read from /proc may
+    /// have exited and been reused by the time it is signalled; with the few processes a
+    /// test makes, that is left to chance.
     fn kill_all(&self, select: impl Fn(i32, &Path) -> bool, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
-            let found: Vec<i32> = self
-                .processes()
+            let found: Vec<i32> = processes_of(&self.dir, Some(self.var))
                 .into_iter()
                 .filter(|(pid, exe)| select(*pid, exe))
                 .map(|(pid, _)| pid)
@@ -1006,6 +993,55 @@ impl Tag {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
+}
+
+/// The live processes (other than this one) tied to an instance's folder `dir`, with their
+/// executables: those whose environment has `<var>=<dir>` (any `PTOOLS_TEST_*` variable
+/// when `var` is `None`), and those with a file under `dir` open or as their working
+/// folder. The second catches what rewrites its environment: slurmstepd overwrites its
+/// own with its process title, but keeps slurmd's log (in `dir`) open. A zombie reads as
+/// having neither, so the dead do not count; a file removed since still names its old
+/// path (with " (deleted)" after it), so this works after the folder is gone too.
+pub(crate) fn processes_of(dir: &Path, var: Option<&str>) -> Vec<(i32, PathBuf)> {
+    let value = dir.to_string_lossy();
+    let tagged = |kv: &[u8]| {
+        let kv = String::from_utf8_lossy(kv);
+        match var {
+            Some(var) => kv.strip_prefix(var).and_then(|r| r.strip_prefix('=')) == Some(&value),
+            None => {
+                kv.starts_with("PTOOLS_TEST_")
+                    && kv.split_once('=').is_some_and(|(_, v)| v == value)
+            }
+        }
+    };
+    let holds = |pid: i32| {
+        let under = |link: &str| {
+            std::fs::read_link(format!("/proc/{pid}/{link}")).is_ok_and(|p| p.starts_with(dir))
+        };
+        under("cwd")
+            || std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+                fds.flatten()
+                    .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|p| p.starts_with(dir)))
+            })
+    };
+    let me = std::process::id() as i32;
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| pid != me)
+        .filter(|&pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(tagged))
+                || holds(pid)
+        })
+        .map(|pid| {
+            let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+            (pid, exe)
+        })
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------
