@@ -243,9 +243,8 @@ pub fn default_cluster() -> &'static Cluster {
                 }
             }
         }
-        // SAFETY: registers a plain `extern "C" fn` to run at exit; failure only means
-        // the workers exit on their own when they see the master gone.
-        unsafe { libc::atexit(stop_default) };
+        // Failure only means the workers exit on their own when they see the master gone.
+        let _ = crate::sys::at_exit(stop_default);
         Cluster::new()
     })
 }
