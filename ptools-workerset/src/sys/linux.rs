@@ -1,14 +1,10 @@
-//! The operating-system calls this crate makes (Linux; macOS lacks `PR_SET_PDEATHSIG` and
-//! `close_range`, so it is not supported yet).
+//! The Linux backend: every operating-system call of this crate.
 //!
 //! They go through nix. Raw `libc` stays only where nix has no wrapper or its wrapper does
 //! not fit, each with its reason at the call: `dladdr` and `dl_iterate_phdr` (the loader,
 //! no nix wrapper), `atexit` and `_exit` (no nix wrapper), `close_range` (no nix wrapper:
 //! `syscall`), and `fcntl` on bare descriptor numbers (nix's `fcntl` takes a `BorrowedFd`,
 //! which must be open; these numbers may not be).
-
-#[cfg(not(target_os = "linux"))]
-compile_error!("ptools-workerset supports Linux only for now");
 
 use std::ffi::OsString;
 use std::io;
@@ -23,6 +19,7 @@ use nix::fcntl::{FcntlArg, FdFlag};
 use nix::poll::{PollFlags, PollTimeout};
 use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockType};
 
+use super::{BuildId, WorkerLimits};
 use crate::error::Termination;
 
 pub(crate) use nix::poll::PollFd;
@@ -145,18 +142,9 @@ fn termination(s: ptools_sys::process::ExitStatus) -> Termination {
     }
 }
 
-/// What makes this build this build: the identity of the running executable file and the
-/// place of the anchor in its image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub(crate) struct BuildId {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime_ns: i64,
-    anchor_in_image: u64,
-}
-
 impl BuildId {
+    /// This build's identity: the running executable file (`/proc/self/exe`) and where
+    /// the anchor lies in its image (`dladdr`).
     pub(crate) fn of_self() -> io::Result<BuildId> {
         use std::os::unix::fs::MetadataExt;
         let m = std::fs::metadata("/proc/self/exe")?;
@@ -335,44 +323,6 @@ fn set_fd_cloexec(fd: RawFd, cloexec: bool) -> io::Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod cloexec_tests {
-    use super::cloexec_all_but;
-    use nix::fcntl::{FcntlArg, FdFlag, fcntl};
-    use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-
-    fn cloexec(fd: BorrowedFd<'_>) -> bool {
-        let f = FdFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFD).unwrap());
-        f.contains(FdFlag::FD_CLOEXEC)
-    }
-
-    fn inheritable_pipe() -> (OwnedFd, OwnedFd) {
-        let (r, w) = std::io::pipe().unwrap();
-        let (r, w): (OwnedFd, OwnedFd) = (r.into(), w.into());
-        for fd in [&r, &w] {
-            fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty())).unwrap();
-        }
-        (r, w)
-    }
-
-    /// Marks this test process's descriptors close-on-exec: harmless here (the unit tests
-    /// start no process that inherits descriptors).
-    #[test]
-    fn kept_descriptors_stay_inheritable_even_after_a_low_one() {
-        let (a, b) = inheritable_pipe();
-        let (c, d) = inheritable_pipe();
-        let mut keep = [1, b.as_raw_fd(), d.as_raw_fd()];
-        keep.sort_unstable();
-        cloexec_all_but(&keep);
-        assert!(!cloexec(b.as_fd()));
-        assert!(!cloexec(d.as_fd()));
-        assert!(cloexec(a.as_fd()));
-        assert!(cloexec(c.as_fd()));
-        // Stdio is never touched, kept or not.
-        assert!(!cloexec(std::io::stderr().as_fd()));
-    }
-}
-
 /// Takes the descriptor `fd` that the master passed through the environment, once it is
 /// checked to be an open Unix stream socket, and marks it close-on-exec (the master's
 /// sockets must not leak into anything the worker starts). On error `fd` is left alone:
@@ -421,14 +371,6 @@ fn check_stream_socket(fd: BorrowedFd<'_>) -> Result<(), String> {
         Ok(SockType::Stream) => Ok(()),
         _ => Err("not a stream socket".into()),
     }
-}
-
-/// What a worker is told at start: the frame cap of its link and how long it waits for the
-/// master's answer to its handshake.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct WorkerLimits {
-    pub(crate) max_frame: usize,
-    pub(crate) handshake: Duration,
 }
 
 /// Starts `program` as a worker holding `data` and `ctl` (the child ends of two socket
@@ -490,4 +432,42 @@ pub(crate) fn spawn_worker(
         return Err(io::Error::from(io::ErrorKind::Unsupported));
     }
     Ok(Process { inner })
+}
+
+#[cfg(test)]
+mod cloexec_tests {
+    use super::cloexec_all_but;
+    use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+    use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+    fn cloexec(fd: BorrowedFd<'_>) -> bool {
+        let f = FdFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFD).unwrap());
+        f.contains(FdFlag::FD_CLOEXEC)
+    }
+
+    fn inheritable_pipe() -> (OwnedFd, OwnedFd) {
+        let (r, w) = std::io::pipe().unwrap();
+        let (r, w): (OwnedFd, OwnedFd) = (r.into(), w.into());
+        for fd in [&r, &w] {
+            fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty())).unwrap();
+        }
+        (r, w)
+    }
+
+    /// Marks this test process's descriptors close-on-exec: harmless here (the unit tests
+    /// start no process that inherits descriptors).
+    #[test]
+    fn kept_descriptors_stay_inheritable_even_after_a_low_one() {
+        let (a, b) = inheritable_pipe();
+        let (c, d) = inheritable_pipe();
+        let mut keep = [1, b.as_raw_fd(), d.as_raw_fd()];
+        keep.sort_unstable();
+        cloexec_all_but(&keep);
+        assert!(!cloexec(b.as_fd()));
+        assert!(!cloexec(d.as_fd()));
+        assert!(cloexec(a.as_fd()));
+        assert!(cloexec(c.as_fd()));
+        // Stdio is never touched, kept or not.
+        assert!(!cloexec(std::io::stderr().as_fd()));
+    }
 }
