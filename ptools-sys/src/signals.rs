@@ -62,6 +62,9 @@
 //! - `SIGKILL`, and signals other than these two, still leave segments behind.
 //! - Outside Linux, segments are unlinked by name with `shm_unlink` (no identity check),
 //!   and workers are signalled by pid.
+//! - On targets with ptools' stub backend (other than Linux and macOS, see the crate docs
+//!   of `ptools-sys`), no handler is installed: [`is_active`] stays false. There is nothing
+//!   to clean up there: no segment can be created and no worker started.
 
 use std::io;
 use std::sync::Once;
