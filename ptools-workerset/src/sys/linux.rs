@@ -197,8 +197,8 @@ pub(crate) fn parent_pid() -> i32 {
 
 /// Ends the process at once with `code` (`_exit(2)`): no atexit handlers, no destructors.
 ///
-/// Raw libc: nix has no `_exit`, and `std::process::exit` runs the atexit handlers (one of
-/// them stops the default cluster's workers, which a worker has none of).
+/// Raw libc: nix has no `_exit`, and `std::process::exit` would run the atexit handlers
+/// and flush C stdio while the worker's other threads still run.
 pub(crate) fn exit_now(code: i32) -> ! {
     // SAFETY: `_exit` is always sound to call; it ends the process and never returns.
     unsafe { libc::_exit(code) }
