@@ -225,6 +225,10 @@ pub enum PforkError<R> {
     InvalidArgument(&'static str),
     /// The shared arrays of a `pfork_shm` run could not be created; nothing was forked.
     Shm(ptools_shm::ShmError),
+    /// pfork does not run on this target (see the crate docs, "Platform support"): the
+    /// stub backend's `ErrorKind::Unsupported`. Found before anything else; nothing was
+    /// created or forked.
+    Unsupported(std::io::Error),
 }
 
 impl<R> PforkError<R> {
@@ -274,6 +278,7 @@ impl<R> fmt::Debug for PforkError<R> {
                 .finish(),
             Self::InvalidArgument(what) => f.debug_tuple("InvalidArgument").field(what).finish(),
             Self::Shm(e) => f.debug_tuple("Shm").field(e).finish(),
+            Self::Unsupported(e) => f.debug_tuple("Unsupported").field(e).finish(),
         }
     }
 }
@@ -303,6 +308,7 @@ impl<R> fmt::Display for PforkError<R> {
             ),
             Self::InvalidArgument(what) => write!(f, "invalid argument: {what}"),
             Self::Shm(_) => f.write_str("could not create the shared arrays"),
+            Self::Unsupported(_) => f.write_str("pfork is not supported on this platform"),
         }
     }
 }
@@ -311,6 +317,7 @@ impl<R> std::error::Error for PforkError<R> {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Self::Shm(e) => Some(e),
+            Self::Unsupported(e) => Some(e),
             Self::Children(_) => self.failures().next().map(|(_, e)| e as _),
             _ => None,
         }

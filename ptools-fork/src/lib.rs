@@ -178,7 +178,13 @@
 //! are written (no pidfd, so the tick; no parent-death signal, so a child only checks at its
 //! start that its parent is still there; threads counted with `proc_pidinfo`); the library
 //! type-checks for `x86_64-apple-darwin` but has not been run on macOS yet, and the tests use
-//! Linux-only calls. Other targets fail to compile.
+//! Linux-only calls.
+//!
+//! Other Unix targets build with a stub backend that makes no system call: every run fails
+//! with [`PforkError::Unsupported`] before creating or forking anything, so a program that
+//! forks only on some platforms still compiles everywhere. `--cfg ptools_stub` selects that
+//! backend on any target, which is how CI type-checks it on Linux. Non-Unix targets are
+//! refused at compile time (by `ptools-sys`).
 //!
 //! # Design notes
 //!
@@ -230,7 +236,8 @@ pub use crate::shm::pfork_shm;
 ///
 /// [`PforkError::Children`] with every child's outcome if any child failed;
 /// [`PforkError::Threaded`] if the process has other threads; [`PforkError::Nested`] if
-/// called in a pfork child. Nothing is forked in the last two cases.
+/// called in a pfork child; [`PforkError::Unsupported`] on a target without fork support
+/// (see "Platform support"). Nothing is forked in the last three cases.
 pub fn pfork<R, F>(n: usize, f: F) -> Result<Vec<R>, PforkError<R>>
 where
     F: Fn(usize) -> R,
@@ -346,7 +353,8 @@ impl Pfork {
     /// # Errors
     ///
     /// Errors that stop the run before any fork: [`PforkError::InvalidArgument`] for
-    /// `max_alive(0)`, [`PforkError::Threaded`], [`PforkError::Nested`]. Failures of single
+    /// `max_alive(0)`, [`PforkError::Unsupported`], [`PforkError::Threaded`],
+    /// [`PforkError::Nested`]. Failures of single
     /// children are in the outcomes, never here.
     pub fn run<R, F>(&self, n: usize, f: F) -> Result<Vec<Result<R, ChildError>>, PforkError<R>>
     where
@@ -365,6 +373,9 @@ impl Pfork {
         if self.max_alive == Some(0) {
             return Err(PforkError::InvalidArgument("max_alive must be at least 1"));
         }
+        // First of the checks that ask the system: a target that cannot fork cannot count
+        // threads either, and must not be told it has too many.
+        sys::can_fork().map_err(PforkError::Unsupported)?;
         let depth = child::depth();
         if depth >= self.max_depth {
             return Err(PforkError::Nested {

@@ -96,7 +96,7 @@ where
     let parent = sys::getpid();
     let mut alive: Vec<Running> = Vec::with_capacity(max_alive.min(n));
     // The poll list's one buffer, empty between passes (its entries borrow `alive`).
-    let mut poll_buf: Vec<nix::poll::PollFd<'static>> = Vec::with_capacity(2 * max_alive.min(n));
+    let mut poll_buf: Vec<sys::PollFd<'static>> = Vec::with_capacity(2 * max_alive.min(n));
     // Which child, and which of its descriptors, each poll entry is, and whether it saw an
     // event.
     let mut owners: Vec<(usize, Ready, bool)> = Vec::with_capacity(2 * max_alive.min(n));

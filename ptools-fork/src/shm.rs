@@ -50,8 +50,8 @@ use crate::{ChildError, Pfork, PforkError, all_ok, parent};
 ///
 /// [`PforkError::Shm`] if the arrays cannot be created (nothing is forked then);
 /// [`PforkError::Children`] with every outcome if any child failed (the arrays are unlinked
-/// then: use [`Pfork::run_shm`] to keep them); [`PforkError::Threaded`] and
-/// [`PforkError::Nested`] as for [`pfork`](crate::pfork).
+/// then: use [`Pfork::run_shm`] to keep them); [`PforkError::Threaded`],
+/// [`PforkError::Nested`] and [`PforkError::Unsupported`] as for [`pfork`](crate::pfork).
 pub fn pfork_shm<F>(cfgs: &[ShmCfg], n: usize, f: F) -> Result<ShmSet, PforkError<()>>
 where
     F: Fn(usize, &mut ShmSet),

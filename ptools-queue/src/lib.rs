@@ -133,7 +133,15 @@
 //! callback thread would wait on itself. While the queue is paused, `execute_worker_task`
 //! and `wait_idle` wait for [`resume`](TaskQueue::resume). Dropping a [`TaskQueue`]
 //! fails its queued tasks with [`Error::Shutdown`] and does not wait for running ones.
-//! Linux only, as ptools-workerset.
+//!
+//! # Platform support
+//!
+//! Linux, as ptools-workerset. Every other target (macOS included) builds with
+//! ptools-workerset's stub backend, where no worker can be started (`addprocs` fails with
+//! `Error::Io` of kind `Unsupported`, see `ptools_workerset::Error::is_unsupported`): a
+//! queue there runs its tasks in the master (id 1), as on Linux without workers, and a
+//! task targeted at any other worker is [`Error::UnknownWorker`] when it is queued. `--cfg ptools_stub` selects the stub
+//! backends on any target, which is how CI type-checks this on Linux.
 
 mod core;
 mod error;

@@ -150,7 +150,13 @@ impl ShmError {
 
     /// Builds an [`ShmError::Os`] from the last `errno`, mapping the errors that have a
     /// variant of their own. This is the one place where errno values are interpreted.
+    ///
+    /// `ErrorKind::Unsupported` without an OS error code comes from the stub backend (a
+    /// target without ptools' shared memory): [`ShmError::Unsupported`], naming the call.
     pub(crate) fn os(op: &'static str, name: &str, source: io::Error) -> ShmError {
+        if source.kind() == io::ErrorKind::Unsupported && source.raw_os_error().is_none() {
+            return ShmError::Unsupported { what: op };
+        }
         let name = name.to_owned();
         match source.raw_os_error() {
             Some(libc::ENOENT) => ShmError::NotFound { name },
@@ -237,3 +243,23 @@ impl std::error::Error for ShmError {
 
 /// The result type of `ptools-shm`.
 pub type Result<T, E = ShmError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stub_s_unsupported_is_its_own_variant_and_an_os_enosys_is_not() {
+        let stub = io::Error::from(io::ErrorKind::Unsupported);
+        assert!(matches!(
+            ShmError::os("shm_open", "/ptools_x", stub),
+            ShmError::Unsupported { what: "shm_open" }
+        ));
+        let enosys = io::Error::from_raw_os_error(libc::ENOSYS);
+        assert_eq!(enosys.kind(), io::ErrorKind::Unsupported);
+        assert!(matches!(
+            ShmError::os("shm_open", "/ptools_x", enosys),
+            ShmError::Os { op: "shm_open", .. }
+        ));
+    }
+}

@@ -134,7 +134,13 @@
 //! there (no `/dev/shm`, so [`list_shm`] is [`ShmError::Unsupported`]); and its shared
 //! memory objects report no inode and refuse `flock`, so the identity checks and stale
 //! takeover need another mechanism there (the header's generation id is meant for it).
-//! Windows has no POSIX shared memory and is not supported.
+//!
+//! Other Unix targets build with a stub backend that makes no system call: creating,
+//! attaching, unlinking and listing fail with [`ShmError::Unsupported`] (naming the call
+//! that is missing), so a program that uses shared arrays only on some platforms still
+//! compiles everywhere. `--cfg ptools_stub` selects that backend on any target, which is how
+//! CI type-checks it on Linux. Windows has no POSIX shared memory, and non-Unix targets are
+//! refused at compile time.
 //!
 //! # Features
 //!

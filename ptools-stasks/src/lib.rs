@@ -136,6 +136,16 @@
 //!   `ptools_shm::remove_stale_shm` (or `ptools shm clean`) removes them.
 //! - The borrow checker sees one process: the master should not read an array while the
 //!   tasks write it, other than between `pmap_stasks` calls (which wait for every task).
+//!
+//! # Platform support
+//!
+//! Linux, as ptools-workerset. Every other target (macOS included) builds with
+//! ptools-workerset's stub backend, where no worker can be started: [`start_stasks`] fails
+//! with [`Error::NoWorkers`], or, when [`STasksBuilder::addprocs_if_none`] asks for
+//! workers, with [`Error::Worker`] holding the runtime's `Unsupported` error
+//! (`ptools_workerset::Error::is_unsupported`), before any array is created.
+//! `--cfg ptools_stub` selects the stub backends on any target, which is how CI
+//! type-checks this on Linux.
 
 mod context;
 mod error;

@@ -1,13 +1,22 @@
 //! The one system call of this crate: allocating and mapping a task's share of an array
 //! (`madvise(MADV_POPULATE_WRITE)`, Linux 5.14+), through nix; no raw libc is left here.
+//! Elsewhere, and with `--cfg ptools_stub` (the stub backends of the crates below), the
+//! call is reported as unsupported and the master reserves the pages itself.
 
 use std::io;
 
-#[cfg(target_os = "linux")]
+#[cfg(all(not(ptools_stub), target_os = "linux"))]
 use nix::errno::Errno;
 
 /// What reserving a share can report besides success.
 #[derive(Debug)]
+#[cfg_attr(
+    any(ptools_stub, not(target_os = "linux")),
+    expect(
+        dead_code,
+        reason = "only Linux reserves in the tasks; elsewhere: Unsupported"
+    )
+)]
 pub(crate) enum PopulateError {
     /// The kernel does not know `MADV_POPULATE_WRITE` (Linux before 5.14): `EINVAL`.
     Unsupported,
@@ -26,7 +35,7 @@ pub(crate) enum PopulateError {
 ///
 /// `[ptr, ptr + len)`, rounded out to whole pages, must lie within one live shared
 /// mapping of this process (a mapping covers whole pages, so rounding out stays in it).
-#[cfg(target_os = "linux")]
+#[cfg(all(not(ptools_stub), target_os = "linux"))]
 pub(crate) unsafe fn populate_write(ptr: *mut u8, len: usize) -> Result<(), PopulateError> {
     if len == 0 {
         return Ok(());
@@ -66,7 +75,7 @@ pub(crate) unsafe fn populate_write(ptr: *mut u8, len: usize) -> Result<(), Popu
 /// # Safety
 ///
 /// None needed; the signature matches the Linux version.
-#[cfg(not(target_os = "linux"))]
+#[cfg(any(ptools_stub, not(target_os = "linux")))]
 pub(crate) unsafe fn populate_write(_ptr: *mut u8, _len: usize) -> Result<(), PopulateError> {
     Err(PopulateError::Unsupported)
 }

@@ -14,9 +14,21 @@
 //!
 //! This crate depends on nothing of ours; `ptools-shm`, `ptools-fork` and `ptools-workerset`
 //! depend on it.
+//!
+//! # Platform support
+//!
+//! Linux and macOS. Other Unix targets build with a stub backend that makes no system call:
+//! no signal handler is installed and every process operation fails with
+//! `ErrorKind::Unsupported` (the crates above fail first, with their own typed errors).
+//! `--cfg ptools_stub` selects that backend on any target, which is how CI type-checks it.
+//! Targets without Unix file descriptors (`std::os::fd`) are refused at compile time: the
+//! handles here are descriptors.
 
 #[cfg(not(unix))]
-compile_error!("ptools-sys supports Unix only (as ptools-shm and ptools-workerset do)");
+compile_error!(
+    "ptools needs a Unix target: its handles are file descriptors (std::os::fd); Unix \
+     targets other than Linux and macOS build with a stub backend"
+);
 
 pub mod process;
 pub mod signals;

@@ -330,12 +330,7 @@ fn wait_for_end(pidfd: Option<BorrowedFd<'_>>, at_most: Duration) {
 
 /// `poll` for `POLLIN` on one descriptor; whether it is ready (an error counts as not).
 fn poll_in(fd: BorrowedFd<'_>, ms: i32) -> bool {
-    use nix::poll::{PollFd, PollFlags, PollTimeout};
-    let mut p = [PollFd::new(fd, PollFlags::POLLIN)];
-    // `ms` is in 0..=i32::MAX, which PollTimeout takes as is.
-    let timeout = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);
-    // One descriptor: a positive count means it has events.
-    matches!(nix::poll::poll(&mut p, timeout), Ok(n) if n > 0)
+    crate::sys::wait_readable(fd, ms)
 }
 
 #[cfg(target_os = "linux")]
@@ -364,7 +359,7 @@ fn send_kill(pid: libc::pid_t, pidfd: Option<RawFd>) {
     let _ = pidfd;
     // The process is our child and unreaped (the caller checks), so the pid is still its
     // own; ESRCH cannot happen for a zombie.
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+    let _ = crate::sys::kill(pid, libc::SIGKILL);
 }
 
 /// One non-blocking wait: the status if the process ended (now reaped), `None` while it

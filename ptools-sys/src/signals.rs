@@ -62,12 +62,13 @@
 //! - `SIGKILL`, and signals other than these two, still leave segments behind.
 //! - Outside Linux, segments are unlinked by name with `shm_unlink` (no identity check),
 //!   and workers are signalled by pid.
+//! - On targets with ptools' stub backend (other than Linux and macOS, see the crate docs
+//!   of `ptools-sys`), no handler is installed: [`is_active`] stays false. There is nothing
+//!   to clean up there: no segment can be created and no worker started.
 
 use std::io;
 use std::sync::Once;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, AtomicU64, AtomicUsize, Ordering};
-
-use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 
 /// The environment variable that turns the handlers off: set to anything but empty or `0`.
 pub const NO_HANDLERS_ENV: &str = "PTOOLS_NO_SIGNAL_HANDLERS";
@@ -160,8 +161,8 @@ static DEPTH: AtomicUsize = AtomicUsize::new(0);
 const SIGNALS: [libc::c_int; 2] = [libc::SIGINT, libc::SIGTERM];
 
 fn getpid() -> i32 {
-    // nix's getpid is the bare call: async-signal-safe.
-    nix::unistd::getpid().as_raw()
+    // The bare call: async-signal-safe.
+    crate::sys::getpid()
 }
 
 /// Installs the handlers if that is still to be decided; returns whether ptools' cleanup is
@@ -183,16 +184,8 @@ fn install() {
         if crate::sys::current_handler(sig) != Some(libc::SIG_DFL) {
             continue;
         }
-        let Ok(signal) = Signal::try_from(sig) else {
-            continue;
-        };
-        let sa = SigAction::new(
-            SigHandler::Handler(on_signal),
-            SaFlags::SA_NODEFER,
-            SigSet::empty(),
-        );
         // SAFETY: `on_signal` only makes async-signal-safe calls (see its section below).
-        if unsafe { sigaction(signal, &sa) }.is_ok() {
+        if unsafe { crate::sys::install_handler(sig, on_signal) } {
             OURS[k].store(true, Ordering::Relaxed);
             ACTIVE.store(true, Ordering::Relaxed);
         }
@@ -212,12 +205,7 @@ pub fn disable() {
     for (k, &sig) in SIGNALS.iter().enumerate() {
         if OURS[k].swap(false, Ordering::Relaxed) && crate::sys::current_handler(sig) == Some(ours)
         {
-            let Ok(signal) = Signal::try_from(sig) else {
-                continue;
-            };
-            let dfl = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
-            // SAFETY: restoring the default action installs no handler.
-            let _ = unsafe { sigaction(signal, &dfl) };
+            crate::sys::restore_default(sig);
         }
     }
 }
@@ -376,16 +364,16 @@ fn pidfd_open(_pid: i32) -> io::Result<i32> {
 fn close(fd: i32) {
     if fd >= 0 {
         // `fd` is a pidfd owned by the table, closed once (the slot was claimed).
-        let _ = nix::unistd::close(fd);
+        crate::sys::close(fd);
     }
 }
 
 // ---- The handler: async-signal-safe calls only, no allocation, no lock. ----
 //
-// nix where its wrapper is the bare call and allocates nothing: `stat`/`unlink`/
-// `shm_unlink` on a `CStr` (no copy of the path), `kill`, `getpid`, `clock_gettime`.
-// Raw libc, in `crate::sys` with the reasons: `poll` on the table's raw descriptors,
-// `pidfd_send_signal`, and `die_by`.
+// Every call is in `crate::sys`: nix where its wrapper is the bare call and allocates
+// nothing (`stat`/`unlink`/`shm_unlink` on a `CStr`, no copy of the path; `kill`,
+// `getpid`, `clock_gettime`), raw libc with the reasons there (`poll` on the table's raw
+// descriptors, `pidfd_send_signal`, and `die_by`).
 
 extern "C" fn on_signal(sig: libc::c_int) {
     let me = getpid();
@@ -432,28 +420,10 @@ fn unlink_segments(me: i32, again: bool) {
     }
 }
 
-#[cfg(any(target_os = "linux", target_os = "android"))]
 fn unlink_if_same(path: &[u8; PATH_BYTES], dev: u64, ino: u64) {
     // The last byte is always 0, so this finds a NUL and makes no copy.
-    let Ok(p) = std::ffi::CStr::from_bytes_until_nul(path) else {
-        return;
-    };
-    // stat(2) and unlink(2) are async-signal-safe; nix passes the CStr as is.
-    let Ok(st) = nix::sys::stat::stat(p) else {
-        return; // gone already
-    };
-    #[allow(clippy::unnecessary_cast)] // the field types differ between platforms
-    if (st.st_dev as u64, st.st_ino as u64) == (dev, ino) {
-        let _ = nix::unistd::unlink(p);
-    }
-}
-
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-fn unlink_if_same(path: &[u8; PATH_BYTES], _dev: u64, _ino: u64) {
-    // shm_unlink is not on POSIX's list of async-signal-safe functions, but it makes one
-    // system call and takes no lock; nix passes the CStr as is.
     if let Ok(p) = std::ffi::CStr::from_bytes_until_nul(path) {
-        let _ = nix::sys::mman::shm_unlink(p);
+        crate::sys::unlink_if_same(p, dev, ino);
     }
 }
 
@@ -483,14 +453,9 @@ fn send(s: &ProcSlot, sig: libc::c_int) {
     }
     let _ = fd;
     // No pidfd: by pid. The child is not reaped until it leaves the table, so the pid is
-    // still its own (up to the moment between a reap and `forget_process`).
-    // nix's kill is the bare kill(2), async-signal-safe.
-    if let Ok(signal) = Signal::try_from(sig) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(s.pid.load(Ordering::Relaxed)),
-            signal,
-        );
-    }
+    // still its own (up to the moment between a reap and `forget_process`). The bare
+    // kill(2), async-signal-safe.
+    let _ = crate::sys::kill(s.pid.load(Ordering::Relaxed), sig);
 }
 
 /// `SIGTERM` to every worker, a bounded wait, `SIGKILL` to the rest, a bounded wait.
@@ -518,27 +483,19 @@ fn wait_workers(me: i32, grace_ms: i64) {
             if left <= 0 {
                 return;
             }
-            let r = crate::sys::poll_in(fd, left.min(i32::MAX as i64) as libc::c_int);
-            if r != 0 && !(r < 0 && errno_is_eintr()) {
-                break; // exited, or an error: nothing to wait on
+            match crate::sys::poll_in(fd, left.min(i32::MAX as i64) as libc::c_int) {
+                // The time ran out: the loop sees that nothing is left.
+                Ok(false) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                _ => break, // exited, or an error: nothing to wait on
             }
         }
     }
 }
 
-fn errno_is_eintr() -> bool {
-    io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
-}
-
 fn now_ms() -> i64 {
-    // nix's clock_gettime is the bare call, async-signal-safe; it cannot fail for the
-    // monotonic clock.
-    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-        .unwrap_or_else(|_| nix::sys::time::TimeSpec::new(0, 0));
-    // Both fields are narrower than i64 on 32-bit targets.
-    #[allow(clippy::unnecessary_cast)]
-    let ms = ts.tv_sec() as i64 * 1000 + ts.tv_nsec() as i64 / 1_000_000;
-    ms
+    // The bare clock_gettime, async-signal-safe.
+    crate::sys::now_ms()
 }
 
 #[cfg(test)]

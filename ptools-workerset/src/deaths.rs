@@ -10,7 +10,7 @@
 //! idle cluster uses no CPU. A watch lasts until the process ends; every worker ends (it is
 //! reaped only after it has), so the list never keeps an entry for good.
 
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::sys::{self, Process};
@@ -61,31 +61,37 @@ pub(crate) fn watch(proc: Arc<Process>, on_death: Hook) -> std::io::Result<()> {
 
 impl Watcher {
     fn run(&self) {
-        let mut fds: Vec<libc::pollfd> = Vec::new();
         let mut drain = [0u8; 64];
         loop {
-            fds.clear();
-            fds.push(pollfd(self.wake_rx.0.as_raw_fd()));
-            fds.extend(
-                self.list
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .iter()
-                    .map(|(p, _)| pollfd(p.pidfd())),
-            );
-            // SAFETY: `fds` is a valid array of `fds.len()` pollfds; every descriptor in it is
-            // kept open by an `Arc<Process>` in the list, which only this thread removes.
-            let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
-            if r < 0 {
+            // References of our own: each pidfd stays open while it is polled, without
+            // holding the lock during the wait.
+            let procs: Vec<Arc<Process>> = self
+                .list
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .map(|(p, _)| Arc::clone(p))
+                .collect();
+            let mut polled: Vec<&Arc<Process>> = Vec::with_capacity(procs.len());
+            let mut fds = Vec::with_capacity(procs.len() + 1);
+            fds.push(sys::poll_in(self.wake_rx.0.as_fd()));
+            for p in &procs {
+                if let Some(fd) = p.pidfd() {
+                    fds.push(sys::poll_in(fd));
+                    polled.push(p);
+                }
+            }
+            if sys::poll_forever(&mut fds).is_err() {
                 continue; // EINTR; nothing else can fail with valid arguments
             }
-            if fds[0].revents != 0 {
+            if sys::poll_saw(&fds[0]) {
                 let _ = self.wake_rx.recv(&mut drain);
             }
-            let ended: Vec<i32> = fds[1..]
+            let ended: Vec<&Arc<Process>> = polled
                 .iter()
-                .filter(|p| p.revents != 0)
-                .map(|p| p.fd)
+                .zip(&fds[1..])
+                .filter(|(_, fd)| sys::poll_saw(fd))
+                .map(|(p, _)| *p)
                 .collect();
             if ended.is_empty() {
                 continue;
@@ -94,7 +100,7 @@ impl Watcher {
                 let mut list = self.list.lock().unwrap_or_else(|p| p.into_inner());
                 let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut *list)
                     .into_iter()
-                    .partition(|(p, _)| ended.contains(&p.pidfd()));
+                    .partition(|(p, _)| ended.iter().any(|e| Arc::ptr_eq(e, p)));
                 *list = kept;
                 gone.into_iter().map(|(_, h)| h).collect()
             };
@@ -102,13 +108,5 @@ impl Watcher {
                 h();
             }
         }
-    }
-}
-
-fn pollfd(fd: i32) -> libc::pollfd {
-    libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
     }
 }

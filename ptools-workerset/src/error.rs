@@ -115,7 +115,9 @@ pub enum Error {
         /// The function's address in this process.
         addr: usize,
     },
-    /// An operating-system call failed.
+    /// An operating-system call failed. On a target without worker processes (see the
+    /// crate docs, "Platform support") starting a worker fails with this, of kind
+    /// `ErrorKind::Unsupported`, before anything is started ([`Error::is_unsupported`]).
     Io(Arc<std::io::Error>),
 }
 
@@ -206,5 +208,12 @@ impl Error {
     /// True for [`Error::RemotePanic`].
     pub fn is_remote_panic(&self) -> bool {
         matches!(self, Error::RemotePanic { .. })
+    }
+
+    /// True when this target has no worker processes: [`Error::Io`] of kind
+    /// `ErrorKind::Unsupported`, from the stub backend (see the crate docs, "Platform
+    /// support").
+    pub fn is_unsupported(&self) -> bool {
+        matches!(self, Error::Io(e) if e.kind() == std::io::ErrorKind::Unsupported)
     }
 }

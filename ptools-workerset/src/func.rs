@@ -95,46 +95,8 @@ static TEXT: OnceLock<(usize, usize)> = OnceLock::new();
 /// True when `addr` lies in the executable's own code (one subtraction, one comparison
 /// once the range is known).
 pub(crate) fn in_executable(addr: usize) -> bool {
-    let &(start, len) = TEXT.get_or_init(executable_text);
+    let &(start, len) = TEXT.get_or_init(crate::sys::executable_text);
     addr.wrapping_sub(start) < len
-}
-
-/// Reads the main program's executable segments: `dl_iterate_phdr` visits it first.
-fn executable_text() -> (usize, usize) {
-    unsafe extern "C" fn first(
-        info: *mut libc::dl_phdr_info,
-        _size: usize,
-        data: *mut libc::c_void,
-    ) -> libc::c_int {
-        // SAFETY: `data` is the `&mut (usize, usize)` passed below, alive for the call;
-        // `info` is the loader's description of an object, valid during the callback.
-        let (out, info) = unsafe { (&mut *data.cast::<(usize, usize)>(), &*info) };
-        let phdrs: &[libc::Elf64_Phdr] = if info.dlpi_phdr.is_null() {
-            &[]
-        } else {
-            // SAFETY: the loader describes `dlpi_phnum` program headers at `dlpi_phdr`.
-            unsafe { std::slice::from_raw_parts(info.dlpi_phdr, usize::from(info.dlpi_phnum)) }
-        };
-        let base = info.dlpi_addr as usize;
-        let (mut lo, mut hi) = (usize::MAX, 0usize);
-        for ph in phdrs {
-            if ph.p_type == libc::PT_LOAD && ph.p_flags & libc::PF_X != 0 {
-                let start = base.wrapping_add(ph.p_vaddr as usize);
-                lo = lo.min(start);
-                hi = hi.max(start.saturating_add(ph.p_memsz as usize));
-            }
-        }
-        if lo < hi {
-            *out = (lo, hi - lo);
-        }
-        // Stop after the first object: the main program.
-        1
-    }
-    let mut out = (0usize, 0usize);
-    // SAFETY: `first` only reads what the loader hands it and writes `out`, which outlives
-    // the call.
-    unsafe { libc::dl_iterate_phdr(Some(first), (&raw mut out).cast()) };
-    out
 }
 
 /// `addr` as an offset from the anchor, if it lies in the executable's own code.

@@ -149,7 +149,19 @@
 //! functions lives until the process exits; an `atexit` handler stops its workers then.
 //! Remote calls go from the master to workers only: inside a worker, `remotecall` and
 //! friends return [`Error::InvalidArgument`] (Julia lets workers call each other; that needs
-//! links between workers, a later step). Linux only for now.
+//! links between workers, a later step).
+//!
+//! # Platform support
+//!
+//! Linux (5.3 or later: a worker is watched through its pidfd, and `PR_SET_PDEATHSIG`
+//! makes it die with its master). macOS has neither, so worker processes are Linux only for
+//! now. Every other target, macOS included, builds with a stub backend that makes no system
+//! call: [`Cluster::addprocs`] (and [`addprocs`]) returns [`Error::Io`] of kind
+//! `ErrorKind::Unsupported` ([`Error::is_unsupported`]) before starting anything, calls
+//! on a cluster without workers fail as they do on Linux ([`Error::NoWorkers`],
+//! [`Error::UnknownWorker`]), and the master's calls to itself (worker 1) still run.
+//! `--cfg ptools_stub` selects that backend on any target, which is how CI type-checks it on
+//! Linux. Non-Unix targets are refused at compile time (by `ptools-sys`).
 
 mod cluster;
 mod codec;
@@ -248,9 +260,8 @@ pub fn default_cluster() -> &'static Cluster {
                 }
             }
         }
-        // SAFETY: registers a plain `extern "C" fn` to run at exit; failure only means
-        // the workers exit on their own when they see the master gone.
-        unsafe { libc::atexit(stop_default) };
+        // Failure only means the workers exit on their own when they see the master gone.
+        let _ = crate::sys::at_exit(stop_default);
         Cluster::new()
     })
 }

@@ -7,7 +7,7 @@
 //! link so that a busy worker still answers them.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use crate::sys;
@@ -87,11 +87,10 @@ impl Link for UnixLink {
         sys::recv(self.0.as_raw_fd(), buf)
     }
     fn wait_readable(&self, timeout: Duration) -> io::Result<bool> {
-        sys::poll_readable(self.0.as_raw_fd(), timeout)
+        sys::poll_readable(self.0.as_fd(), timeout)
     }
     fn shutdown(&self) {
-        // SAFETY: shutdown(2) on a descriptor we own; failure (already closed) is harmless.
-        unsafe { libc::shutdown(self.0.as_raw_fd(), libc::SHUT_RDWR) };
+        sys::shutdown(self.0.as_raw_fd());
     }
 }
 

@@ -8,7 +8,7 @@
 //! busy in a call that never returns is killed by the kernel when its master dies.
 
 use std::io::Write;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
@@ -43,8 +43,7 @@ pub(crate) fn forgot_init() -> bool {
 fn exit_now(code: i32) -> ! {
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
-    // SAFETY: `_exit` ends the process at once; nothing of ours needs unwinding.
-    unsafe { libc::_exit(code) }
+    sys::exit_now(code)
 }
 
 /// Enters worker mode when this process was started as a worker; returns otherwise.
@@ -74,31 +73,26 @@ pub(crate) fn enter_if_worker() {
     }
     // Only the master's own child is a worker: a process the worker started inherits the
     // environment (when it could not be cleared below) but has another parent.
-    // SAFETY: plain syscall.
-    if unsafe { libc::getppid() } != master {
+    if sys::parent_pid() != master {
         return;
     }
     if single_threaded() {
         // SAFETY: no other thread exists, so nothing reads the environment concurrently.
         unsafe { std::env::remove_var(ENV_FDS) };
     }
-    for fd in [d, c] {
-        if let Err(why) = sys::check_stream_socket(fd) {
+    let [data, ctl] = [d, c].map(|fd| match sys::adopt_passed_socket(fd) {
+        Ok(owned) => owned,
+        Err(why) => {
             eprintln!(
                 "ptools-workerset: worker descriptor {fd} from {ENV_FDS} is not a socket the \
                  master passed ({why}); workers are started by addprocs, not by hand"
             );
             exit_now(2)
         }
-        // SAFETY: fcntl on a descriptor just checked to be open; the master's sockets must
-        // not leak into anything this worker starts.
-        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
-    }
+    });
     if !sys::die_with_parent(master) {
         exit_now(0)
     }
-    // SAFETY: the master passed these descriptors to us alone; nothing else owns them.
-    let (data, ctl) = unsafe { (OwnedFd::from_raw_fd(d), OwnedFd::from_raw_fd(c)) };
     run(
         UnixLink(data),
         UnixLink(ctl),

@@ -42,6 +42,23 @@
 //! [`prelude`]): make it the first line. Remote functions are `fn` items or closures
 //! that capture nothing.
 //!
+//! # Platform support
+//!
+//! | target | `shm`, `fork` | `workerset`, `stasks`, `queue` |
+//! |---|---|---|
+//! | Linux | yes (tested) | yes (tested; 5.3 or later) |
+//! | macOS | written, type-checked, not yet run | stub |
+//! | other Unix | stub | stub |
+//! | not Unix | does not compile | does not compile |
+//!
+//! A stub compiles and makes no system call; its operations fail at run time with the
+//! facility's typed error: [`shm::ShmError::Unsupported`],
+//! [`fork::PforkError::Unsupported`], and for workers [`workerset::Error::Io`] of kind
+//! `ErrorKind::Unsupported` ([`workerset::Error::is_unsupported`]) from `addprocs`,
+//! before anything is started. So a program can use a facility where it exists and still
+//! build everywhere. `RUSTFLAGS="--cfg ptools_stub"` selects the stubs on any target
+//! (`cargo xtask ci` type-checks the workspace that way).
+//!
 //! # Features
 //!
 //! - `ndarray`: `ndarray` views of shared arrays.

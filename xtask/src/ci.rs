@@ -32,10 +32,18 @@
 //!   example** run.
 //! - **Other toolchains and targets**, only where this machine has them: the MSRV (the
 //!   workspace's `rust-version`) and nightly type-check the workspace; macOS and aarch64
-//!   Linux type-check the crates meant for them. One that is missing prints
+//!   Linux type-check the workspace too (on macOS the worker runtime and what sits on it
+//!   build with their stub backend). One that is missing prints
 //!   `SKIPPED: <what> (<why>)`, and the summary lists it; nothing is skipped silently.
 //!   Other toolchains build in their own target dir (`target/rustup-<toolchain>`) so they
 //!   never invalidate the main one.
+//! - **The stub backends, on this machine** ([`Target::Stub`]): `--cfg ptools_stub`
+//!   selects, in every crate, the backend that targets ptools does not support compile
+//!   (no system call, every operation a typed `Unsupported` error), and the workspace is
+//!   type-checked that way with warnings denied. It runs whether or not a macOS target is
+//!   installed, so the code macOS compiles for the worker runtime is always checked. Its
+//!   own target dir (`target/stub`) keeps the changed flags from invalidating the main
+//!   build.
 
 use std::path::Path;
 use std::process::Command;
@@ -112,7 +120,14 @@ pub(crate) enum Target {
     Host,
     /// `--target TRIPLE`, when the toolchain has it installed.
     Triple(&'static str),
+    /// This machine with every crate's stub backend: `RUSTFLAGS` gets
+    /// [`STUB_RUSTFLAGS`], the build its own target dir (`<target>/stub`).
+    Stub,
 }
+
+/// What a [`Target::Stub`] step adds to `RUSTFLAGS`: the cfg that selects the stub
+/// backends, and warnings denied (a `cargo check` would only print them).
+pub(crate) const STUB_RUSTFLAGS: &str = "--cfg ptools_stub -D warnings";
 
 /// One row of the matrix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,12 +162,8 @@ use Features::{All, Defaults, Only};
 use Kind::*;
 use Profile::{Dev, Release};
 use Scope::{Crates, Workspace};
-use Target::{Host, Triple};
+use Target::{Host, Stub, Triple};
 use Toolchain::{Current, Named};
-
-/// The crates that are meant for macOS too (the worker runtime and what sits on it are
-/// Linux-only).
-const MACOS: Scope = Crates(&["ptools-sys", "ptools-shm", "ptools-fork"]);
 
 /// The CI matrix: every step of `cargo xtask ci`, in order. See the module docs for why
 /// it is this shape.
@@ -198,8 +209,9 @@ pub(crate) const MATRIX: &[Step] = &[
     row(Check,     Workspace,                      All,                                    Dev,      Named(MSRV),       Host),
     row(CheckAll,  Workspace,                      All,                                    Dev,      Named("nightly"),  Host),
     row(Miri,      Crates(&["ptools-shm"]),        Defaults,                               Dev,      Named("nightly"),  Host),
-    row(Check,     MACOS,                          All,                                    Dev,      Current,           Triple("x86_64-apple-darwin")),
-    row(Check,     MACOS,                          All,                                    Dev,      Current,           Triple("aarch64-apple-darwin")),
+    row(Check,     Workspace,                      All,                                    Dev,      Current,           Stub),
+    row(Check,     Workspace,                      All,                                    Dev,      Current,           Triple("x86_64-apple-darwin")),
+    row(Check,     Workspace,                      All,                                    Dev,      Current,           Triple("aarch64-apple-darwin")),
     row(Check,     Workspace,                      All,                                    Dev,      Current,           Triple("aarch64-unknown-linux-gnu")),
 ];
 
@@ -251,14 +263,28 @@ impl Step {
         a
     }
 
-    /// The environment the step adds.
-    fn envs(&self, target_dir: &Path) -> Vec<(String, String)> {
+    /// The environment the step adds; `rustflags` is the `RUSTFLAGS` xtask was started
+    /// with, which a stub step extends rather than replaces.
+    fn envs(&self, target_dir: &Path, rustflags: Option<&str>) -> Vec<(String, String)> {
         let mut e = Vec::new();
         if self.kind == Doc {
             e.push(("RUSTDOCFLAGS".to_owned(), "-D warnings".to_owned()));
         }
+        if self.target == Stub {
+            let flags = match rustflags.map(str::trim).filter(|f| !f.is_empty()) {
+                Some(f) => format!("{f} {STUB_RUSTFLAGS}"),
+                None => STUB_RUSTFLAGS.to_owned(),
+            };
+            e.push(("RUSTFLAGS".to_owned(), flags));
+        }
+        let mut dir = target_dir.to_path_buf();
         if let Named(tc) = self.toolchain {
-            let dir = target_dir.join(format!("rustup-{tc}"));
+            dir.push(format!("rustup-{tc}"));
+        }
+        if self.target == Stub {
+            dir.push("stub");
+        }
+        if dir != target_dir {
             e.push((
                 "CARGO_TARGET_DIR".to_owned(),
                 dir.to_string_lossy().into_owned(),
@@ -300,7 +326,12 @@ impl Step {
         } else {
             self.args().join(" ")
         };
-        format!("cargo {tc}{args}")
+        let env = if self.target == Stub {
+            format!("RUSTFLAGS=\"{STUB_RUSTFLAGS}\" ")
+        } else {
+            String::new()
+        };
+        format!("{env}cargo {tc}{args}")
     }
 }
 
@@ -409,6 +440,7 @@ enum Outcome {
 /// [`REQUIRE_VAR`](crate::setup::REQUIRE_VAR), and the summary repeats what it skipped.
 pub(crate) fn run_matrix(target_dir: &Path, setup: &crate::setup::Report) -> Result<(), String> {
     let machine = Machine::probe();
+    let rustflags = std::env::var("RUSTFLAGS").ok();
     let mut summary: Vec<(String, Outcome)> = Vec::new();
     let total = MATRIX.len();
     for (i, step) in MATRIX.iter().enumerate() {
@@ -420,7 +452,7 @@ pub(crate) fn run_matrix(target_dir: &Path, setup: &crate::setup::Report) -> Res
             continue;
         }
         let started = Instant::now();
-        let mut envs = step.envs(target_dir);
+        let mut envs = step.envs(target_dir, rustflags.as_deref());
         if step.kind == Test {
             envs.push(setup.test_env());
         }
@@ -611,7 +643,7 @@ mod tests {
         assert_eq!(bench.args().join(" "), "bench --no-run --workspace");
         let mac = Step {
             kind: Check,
-            scope: MACOS,
+            scope: Workspace,
             features: All,
             profile: Dev,
             toolchain: Named("nightly"),
@@ -619,7 +651,16 @@ mod tests {
         };
         assert_eq!(
             mac.describe(),
-            "cargo +nightly check --package ptools-sys --package ptools-shm --package ptools-fork --all-features --target x86_64-apple-darwin"
+            "cargo +nightly check --workspace --all-features --target x86_64-apple-darwin"
+        );
+        let stub = Step {
+            target: Stub,
+            toolchain: Current,
+            ..mac
+        };
+        assert_eq!(
+            stub.describe(),
+            "RUSTFLAGS=\"--cfg ptools_stub -D warnings\" cargo check --workspace --all-features"
         );
         let examples = Step {
             kind: Examples,
@@ -635,6 +676,47 @@ mod tests {
                 .any(|c| c.join(" ") == "run --package ptools --example tour"),
             "{cmds:?}"
         );
+    }
+
+    #[test]
+    fn the_stub_row_checks_the_workspace_with_its_cfg_in_its_own_target_dir() {
+        let stub: Vec<&Step> = MATRIX.iter().filter(|s| s.target == Stub).collect();
+        assert!(
+            stub.iter()
+                .any(|s| s.kind == Check && s.scope == Workspace && s.features == All),
+            "no `cargo check --workspace --all-features` row with the stub backends"
+        );
+        let target = Path::new("/t");
+        for s in stub {
+            let envs = s.envs(target, Some("-C debuginfo=0"));
+            let get = |k: &str| envs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+            assert_eq!(
+                get("RUSTFLAGS"),
+                Some("-C debuginfo=0 --cfg ptools_stub -D warnings"),
+                "{s:?}"
+            );
+            assert_eq!(get("CARGO_TARGET_DIR"), Some("/t/stub"), "{s:?}");
+            let envs = s.envs(target, None);
+            assert!(envs.contains(&("RUSTFLAGS".into(), STUB_RUSTFLAGS.into())));
+        }
+        // Every other current-toolchain row builds in the main target dir.
+        let host = Step {
+            target: Host,
+            ..MATRIX[1]
+        };
+        assert!(host.envs(target, Some("x")).is_empty(), "{host:?}");
+    }
+
+    #[test]
+    fn the_macos_rows_check_the_whole_workspace() {
+        for triple in ["x86_64-apple-darwin", "aarch64-apple-darwin"] {
+            assert!(
+                MATRIX
+                    .iter()
+                    .any(|s| s.kind == Check && s.scope == Workspace && s.target == Triple(triple)),
+                "no workspace check for {triple}"
+            );
+        }
     }
 
     #[test]

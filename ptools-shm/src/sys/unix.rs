@@ -12,6 +12,8 @@ use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 
+use super::Stat;
+
 /// Longest segment name without its leading `/`.
 ///
 /// Linux keeps POSIX shared memory as files in `/dev/shm`, so the limit is a file name's,
@@ -130,16 +132,6 @@ pub(crate) fn reserve(fd: &OwnedFd, off: u64, len: u64) -> io::Result<()> {
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 pub(crate) fn reserve(_fd: &OwnedFd, _off: u64, _len: u64) -> io::Result<()> {
     Ok(())
-}
-
-/// The identity and size of an open object.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Stat {
-    pub(crate) size: u64,
-    pub(crate) dev: u64,
-    pub(crate) ino: u64,
-    /// Last status change (creation, `ftruncate`), in seconds since the epoch.
-    pub(crate) ctime: i64,
 }
 
 pub(crate) fn stat(fd: &OwnedFd) -> io::Result<Stat> {

@@ -67,7 +67,9 @@ impl Cluster {
     ///
     /// [`Error::WorkerStartFailed`] (spawn failed, the program exited, or no handshake within
     /// the start timeout: typically a program whose `main` lacks [`init`](crate::init)),
-    /// [`Error::BuildMismatch`], [`Error::InvalidArgument`] when called inside a worker.
+    /// [`Error::BuildMismatch`], [`Error::InvalidArgument`] when called inside a worker;
+    /// [`Error::Io`] of kind `ErrorKind::Unsupported` on a target without worker processes
+    /// (see the crate docs, "Platform support"), before anything is started.
     pub fn addprocs(&self, n: usize) -> Result<Vec<usize>> {
         check_master()?;
         let cap = self.inner.opts.max_frame;

@@ -2,7 +2,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::time::Duration;
 
 use crate::sys;
@@ -37,7 +37,7 @@ impl Link for TcpLink {
         }
     }
     fn wait_readable(&self, timeout: Duration) -> io::Result<bool> {
-        sys::poll_readable(self.0.as_raw_fd(), timeout)
+        sys::poll_readable(self.0.as_fd(), timeout)
     }
     fn shutdown(&self) {
         // Already shut down or reset: nothing left to wake.

@@ -296,11 +296,13 @@ fn read_secret(how: &str, deadline: Instant) -> Result<(Secret, Option<u64>), St
             // One line on stdin, read with the deadline (a launcher that never writes it
             // must not hang the worker).
             let mut line = Vec::with_capacity(80);
-            let stdin = std::os::fd::AsRawFd::as_raw_fd(&std::io::stdin());
+            let stdin = std::io::stdin();
             let mut b = [0u8; 80];
             while !line.contains(&b'\n') && line.len() < 256 {
                 let left = deadline.saturating_duration_since(Instant::now());
-                if !sys::poll_readable(stdin, left).map_err(|e| e.to_string())? {
+                if !sys::poll_readable(std::os::fd::AsFd::as_fd(&stdin), left)
+                    .map_err(|e| e.to_string())?
+                {
                     return Err("no secret on standard input in time".into());
                 }
                 let n = nix::unistd::read(std::io::stdin(), &mut b).map_err(|e| e.to_string())?;

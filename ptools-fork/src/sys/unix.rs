@@ -1,4 +1,5 @@
-//! The system calls pfork makes, each wrapped once with its SAFETY argument.
+//! The Linux and macOS backend: the system calls pfork makes, each wrapped once with its
+//! SAFETY argument.
 //!
 //! Everything here is a thin, safe wrapper except [`fork`], whose contract (what the child may
 //! do) cannot be checked here. Errors come back as `io::Error` (errno) and are turned into the
@@ -9,16 +10,15 @@ use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
-use nix::poll::{PollFd, PollTimeout};
+use nix::poll::PollTimeout;
 
-pub(crate) use libc::pid_t;
+pub(crate) use nix::poll::PollFd;
 
-/// What `fork` returned, seen from each side.
-pub(crate) enum Forked {
-    /// We are the new child process.
-    Child,
-    /// We are the parent; the child has this pid.
-    Parent(pid_t),
+use super::{Forked, pid_t};
+
+/// This backend forks.
+pub(crate) fn can_fork() -> io::Result<()> {
+    Ok(())
 }
 
 /// Forks the calling process.
@@ -255,35 +255,6 @@ pub(crate) fn thread_count() -> Option<usize> {
 fn unsafe_zeroed_taskinfo() -> libc::proc_taskinfo {
     // SAFETY: proc_taskinfo is a plain C struct of integers; all-zero is a valid value.
     unsafe { std::mem::zeroed() }
-}
-
-#[cfg(not(any(target_os = "linux", target_os = "android", target_os = "macos")))]
-compile_error!("ptools-fork supports Linux and macOS only");
-
-/// Human-readable name of a signal (`SIGKILL`), or its number.
-pub(crate) fn signal_name(signal: i32) -> String {
-    let name = match signal {
-        libc::SIGHUP => "SIGHUP",
-        libc::SIGINT => "SIGINT",
-        libc::SIGQUIT => "SIGQUIT",
-        libc::SIGILL => "SIGILL",
-        libc::SIGTRAP => "SIGTRAP",
-        libc::SIGABRT => "SIGABRT",
-        libc::SIGBUS => "SIGBUS",
-        libc::SIGFPE => "SIGFPE",
-        libc::SIGKILL => "SIGKILL",
-        libc::SIGUSR1 => "SIGUSR1",
-        libc::SIGSEGV => "SIGSEGV",
-        libc::SIGUSR2 => "SIGUSR2",
-        libc::SIGPIPE => "SIGPIPE",
-        libc::SIGALRM => "SIGALRM",
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGXCPU => "SIGXCPU",
-        libc::SIGXFSZ => "SIGXFSZ",
-        libc::SIGSYS => "SIGSYS",
-        _ => return format!("signal {signal}"),
-    };
-    name.to_owned()
 }
 
 #[cfg(test)]

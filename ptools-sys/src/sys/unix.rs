@@ -1,5 +1,7 @@
-//! The raw `libc` calls of this crate, in one place: those that nix 0.32 has no wrapper
-//! for, or whose wrapper would lose information or is not async-signal-safe.
+//! The Linux and macOS backend: every system call of this crate. Through nix where its
+//! wrapper is the bare call (and, for what the signal handler calls, allocates nothing);
+//! raw `libc` where nix 0.32 has no wrapper, or its wrapper would lose information or is
+//! not async-signal-safe:
 //!
 //! - `pidfd_open(2)` and `pidfd_send_signal(2)`: nix has no wrapper; `libc::syscall`.
 //!   `pidfd_send_signal` is also called from the signal handler: it is a bare system
@@ -13,8 +15,11 @@
 //!   which would need an `unsafe` of its own there), and the handler's last act,
 //!   `die_by`.
 
+use std::ffi::CStr;
 use std::io;
-use std::os::fd::{OwnedFd, RawFd};
+use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
+
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 
 /// `pidfd_open(pid, 0)`: a close-on-exec pidfd for `pid`.
 #[cfg(any(target_os = "linux", target_os = "android"))]
@@ -135,9 +140,10 @@ pub(crate) fn current_handler(sig: libc::c_int) -> Option<libc::sighandler_t> {
     Some(old.sa_sigaction)
 }
 
-/// `poll(fd, POLLIN, ms)` from the signal handler: the raw result, `errno` left for the
-/// caller. Async-signal-safe.
-pub(crate) fn poll_in(fd: RawFd, ms: libc::c_int) -> libc::c_int {
+/// `poll(fd, POLLIN, ms)` from the signal handler: whether `fd` turned readable (false:
+/// the time ran out); `EINTR` is `ErrorKind::Interrupted`. Async-signal-safe: an error
+/// from errno holds the number only.
+pub(crate) fn poll_in(fd: RawFd, ms: libc::c_int) -> io::Result<bool> {
     let mut p = libc::pollfd {
         fd,
         events: libc::POLLIN,
@@ -145,7 +151,104 @@ pub(crate) fn poll_in(fd: RawFd, ms: libc::c_int) -> libc::c_int {
     };
     // SAFETY: one valid, writable pollfd for the whole call; a bad descriptor is reported
     // in `revents`, not undefined behaviour.
-    unsafe { libc::poll(&mut p, 1, ms) }
+    match unsafe { libc::poll(&mut p, 1, ms) } {
+        r if r < 0 => Err(io::Error::last_os_error()),
+        r => Ok(r > 0),
+    }
+}
+
+/// `poll` for `POLLIN` on one descriptor for at most `ms` milliseconds (`0..=i32::MAX`);
+/// whether it is ready (an error counts as not).
+pub(crate) fn wait_readable(fd: BorrowedFd<'_>, ms: i32) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout};
+    let mut p = [PollFd::new(fd, PollFlags::POLLIN)];
+    // `ms` is in 0..=i32::MAX, which PollTimeout takes as is.
+    let timeout = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);
+    // One descriptor: a positive count means it has events.
+    matches!(nix::poll::poll(&mut p, timeout), Ok(n) if n > 0)
+}
+
+/// The calling process's pid. nix's getpid is the bare call: async-signal-safe.
+pub(crate) fn getpid() -> i32 {
+    nix::unistd::getpid().as_raw()
+}
+
+/// `kill(pid, sig)`. nix's kill is the bare kill(2): async-signal-safe.
+pub(crate) fn kill(pid: i32, sig: libc::c_int) -> io::Result<()> {
+    let signal = Signal::try_from(sig)?;
+    Ok(nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        signal,
+    )?)
+}
+
+/// Closes a descriptor the caller owns and never uses again. Async-signal-safe.
+pub(crate) fn close(fd: RawFd) {
+    let _ = nix::unistd::close(fd);
+}
+
+/// The monotonic clock in milliseconds. nix's clock_gettime is the bare call,
+/// async-signal-safe; it cannot fail for the monotonic clock.
+pub(crate) fn now_ms() -> i64 {
+    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .unwrap_or_else(|_| nix::sys::time::TimeSpec::new(0, 0));
+    // Both fields are narrower than i64 on 32-bit targets.
+    #[allow(clippy::unnecessary_cast)]
+    let ms = ts.tv_sec() as i64 * 1000 + ts.tv_nsec() as i64 / 1_000_000;
+    ms
+}
+
+/// Installs `handler` for `sig` with `SA_NODEFER`; whether it was installed.
+///
+/// # Safety
+///
+/// `handler` makes async-signal-safe calls only: it may interrupt any code of the process.
+pub(crate) unsafe fn install_handler(
+    sig: libc::c_int,
+    handler: extern "C" fn(libc::c_int),
+) -> bool {
+    let Ok(signal) = Signal::try_from(sig) else {
+        return false;
+    };
+    let sa = SigAction::new(
+        SigHandler::Handler(handler),
+        SaFlags::SA_NODEFER,
+        SigSet::empty(),
+    );
+    // SAFETY: `handler` only makes async-signal-safe calls (the caller's promise).
+    unsafe { sigaction(signal, &sa) }.is_ok()
+}
+
+/// Restores the default action of `sig`.
+pub(crate) fn restore_default(sig: libc::c_int) {
+    let Ok(signal) = Signal::try_from(sig) else {
+        return;
+    };
+    let dfl = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    // SAFETY: restoring the default action installs no handler.
+    let _ = unsafe { sigaction(signal, &dfl) };
+}
+
+/// Unlinks the segment file at `path` (`/dev/shm/<name>`) if it is still the object with
+/// this device and inode. Called from the signal handler: stat(2) and unlink(2) are
+/// async-signal-safe, and nix passes the `CStr` as is (no copy).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) fn unlink_if_same(path: &CStr, dev: u64, ino: u64) {
+    let Ok(st) = nix::sys::stat::stat(path) else {
+        return; // gone already
+    };
+    #[allow(clippy::unnecessary_cast)] // the field types differ between platforms
+    if (st.st_dev as u64, st.st_ino as u64) == (dev, ino) {
+        let _ = nix::unistd::unlink(path);
+    }
+}
+
+/// Unlinks the segment `name` (its `shm_open` name) by name: macOS has no path to `stat`.
+/// Called from the signal handler: shm_unlink is not on POSIX's list of async-signal-safe
+/// functions, but it makes one system call and takes no lock; nix passes the `CStr` as is.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub(crate) fn unlink_if_same(name: &CStr, _dev: u64, _ino: u64) {
+    let _ = nix::sys::mman::shm_unlink(name);
 }
 
 /// Dies by `sig` as if it had not been handled: default action, unblocked, raised again.
