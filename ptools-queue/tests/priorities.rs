@@ -14,6 +14,23 @@ use ptools_workerset::Cluster;
 
 const WAIT: Duration = Duration::from_secs(120);
 
+fn gate_path(master: u32) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("ptools-queue-gate-{master}"))
+}
+
+/// `x`, once the master's gate file exists for `x >= 100` (the worker's parent is the
+/// master).
+fn gated(x: u64) -> u64 {
+    if x >= 100 {
+        let gate = gate_path(std::os::unix::process::parent_id());
+        let t0 = std::time::Instant::now();
+        while !gate.exists() && t0.elapsed() < std::time::Duration::from_secs(120) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+    x
+}
+
 fn ident(x: u64) -> u64 {
     x
 }
@@ -143,6 +160,10 @@ fn a_panicking_priority_function_is_an_error_and_changes_nothing() {
 
 #[test]
 fn reversal_while_running_loses_nothing_and_runs_nothing_twice() {
+    // Tasks from 100 on wait for this file, which appears after the reversal: however
+    // slowly this thread runs, the reversal finds most tasks still queued.
+    let gate = gate_path(std::process::id());
+    let _ = std::fs::remove_file(&gate);
     let c = Cluster::new();
     c.addprocs(1).unwrap();
     let q = TaskQueue::new(&c);
@@ -160,7 +181,7 @@ fn reversal_while_running_loses_nothing_and_runs_nothing_twice() {
             started.lock().unwrap().push(x);
             finished.fetch_add(1, Ordering::SeqCst);
         };
-        q.queue_worker_task(QueuedWorkerTask::new(i, ident, cb, Target::Any).priority(i as f64))
+        q.queue_worker_task(QueuedWorkerTask::new(i, gated, cb, Target::Any).priority(i as f64))
             .unwrap();
     }
     q.resume();
@@ -171,7 +192,10 @@ fn reversal_while_running_loses_nothing_and_runs_nothing_twice() {
     }
     q.set_priorities(|_, t, _| -(*t.data::<u64>().unwrap() as f64))
         .unwrap();
-    assert!(q.wait_idle_timeout(WAIT));
+    std::fs::write(&gate, b"").unwrap();
+    let idle = q.wait_idle_timeout(WAIT);
+    let _ = std::fs::remove_file(&gate);
+    assert!(idle);
     let order = started.lock().unwrap().clone();
     // None lost, none twice.
     let mut sorted = order.clone();
