@@ -129,6 +129,7 @@ use Target::{BeatPeer, MaxTime, MinRate, Ratio, Reported};
 const RT: (&str, &str) = ("ptools-workerset", "round_trip");
 const TP: (&str, &str) = ("ptools-workerset", "throughput");
 const DEATH: (&str, &str) = ("ptools-workerset", "death_latency");
+const REMOTE: (&str, &str) = ("ptools-workerset", "remote");
 const FORK: (&str, &str) = ("ptools-fork", "pfork");
 const FORK_IL: (&str, &str) = ("ptools-fork", "pfork_interleaved");
 const SHM: (&str, &str) = ("ptools-shm", "shm_cycle");
@@ -142,6 +143,8 @@ const Q: (&str, &str) = ("ptools-queue", "queue");
 #[rustfmt::skip]
 pub(crate) const SCENARIOS: &[Scenario] = &[
     crit("remotecall_fetch round trip (u64)", RT, "round_trip/remotecall_fetch_u64", Some("round_trip/raw_socketpair_u64"), Ratio(1.5), Some("py_processpool_round_trip"), P::Time),
+    crit("remotecall_fetch round trip over TCP (u64, loopback)", RT, "round_trip/remotecall_fetch_tcp_u64", Some("round_trip/raw_tcp_u64"), Ratio(1.3), None, P::Time),
+    crit("addprocs over ssh to the first result (1 worker, loopback sshd)", REMOTE, "remote/addprocs_ssh_first_result", Some("remote/raw_ssh_true"), Reported, None, P::Time),
     printed("SIGKILL to WorkerDied, busy worker, p50", DEATH, "death_latency/worker/p50", Some("death_latency/raw_pidfd/p50"), Reported, None, P::None),
     printed("SIGKILL to WorkerDied, busy worker, p99", DEATH, "death_latency/worker/p99", Some("death_latency/raw_pidfd/p99"), Reported, None, P::None),
     printed("SIGKILL to WorkerDied, a helper holds the sockets, p50", DEATH, "death_latency/helper_holds/p50", Some("death_latency/raw_pidfd/p50"), Reported, None, P::None),

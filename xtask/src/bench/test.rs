@@ -144,7 +144,7 @@ fn filter_selects_exactly_the_table_ids() {
     let f = filter("ptools-workerset", "round_trip");
     assert_eq!(
         f,
-        "^(round_trip/remotecall_fetch_u64|round_trip/raw_socketpair_u64)$"
+        "^(round_trip/remotecall_fetch_u64|round_trip/raw_socketpair_u64|round_trip/remotecall_fetch_tcp_u64|round_trip/raw_tcp_u64)$"
     );
     let f = filter("ptools-fork", "pfork");
     assert!(f.contains("pfork/ptools/32|pfork/raw/32"), "{f}");
