@@ -19,6 +19,9 @@
 //! 5. Queued tasks: tiles of a picture go through a priority queue, nearest a focus first;
 //!    halfway, the focus moves and every queued tile's priority is recomputed; the picture
 //!    is tinted by the order the tiles came back, so the priorities show.
+//! 6. Workers over TCP: the program joins as workers over authenticated TCP connections
+//!    through a launcher (a local shell standing in for `ssh`, `mpirun` or `srun`) and
+//!    renders part 3's fractal again.
 //!
 //! The pictures are compressed PNG files in the system's temporary directory, named
 //! `ptools-tour-<run>-<part>.png` with `<run>` unique to the run, so no run overwrites
@@ -28,6 +31,7 @@ mod fork_part;
 mod fractal;
 mod picture;
 mod queue_part;
+mod remote_part;
 mod shm_part;
 mod stasks_part;
 mod workers_part;
@@ -53,6 +57,7 @@ fn main() -> Result<(), BoxError> {
     workers_part::run(size)?;
     stasks_part::run(size)?;
     queue_part::run(size)?;
+    remote_part::run(size)?;
     // Check the promise rather than print it: no segment of this job is left.
     let job = ptools::shm::Prefix::job();
     let left: Vec<String> = ptools::shm::list_shm()?

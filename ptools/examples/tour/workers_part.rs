@@ -15,7 +15,7 @@ const MAX_ITER: u32 = 600;
 const BANDS: usize = 64;
 
 /// One band of rows, as RGB bytes: the remote function (a plain `fn`, argument a tuple).
-fn render_band((size, y0, y1): (usize, usize, usize)) -> Vec<u8> {
+pub(crate) fn render_band((size, y0, y1): (usize, usize, usize)) -> Vec<u8> {
     let mut rgb = Vec::with_capacity((y1 - y0) * size * 3);
     for y in y0..y1 {
         for x in 0..size {
@@ -25,7 +25,7 @@ fn render_band((size, y0, y1): (usize, usize, usize)) -> Vec<u8> {
     rgb
 }
 
-fn bands(size: usize) -> Vec<(usize, usize, usize)> {
+pub(crate) fn bands(size: usize) -> Vec<(usize, usize, usize)> {
     let step = size.div_ceil(BANDS);
     (0..size)
         .step_by(step)
@@ -34,7 +34,7 @@ fn bands(size: usize) -> Vec<(usize, usize, usize)> {
 }
 
 /// Sends every band to `set`, collects them in order, showing progress.
-fn render_with(set: &WorkerSet, size: usize) -> Result<(Vec<u8>, Duration), BoxError> {
+pub(crate) fn render_with(set: &WorkerSet, size: usize) -> Result<(Vec<u8>, Duration), BoxError> {
     let t = Instant::now();
     let refs: Vec<RemoteRef<Vec<u8>>> = bands(size)
         .into_iter()
