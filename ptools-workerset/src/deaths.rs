@@ -11,7 +11,9 @@
 //! reaped only after it has), so the list never keeps an entry for good.
 
 use std::os::fd::AsRawFd;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
+
+use parking_lot::Mutex;
 
 use crate::sys::{self, Process};
 use crate::wire::{Link, UnixLink};
@@ -51,10 +53,7 @@ fn watcher() -> std::io::Result<&'static Watcher> {
 /// The watcher thread could not be started.
 pub(crate) fn watch(proc: Arc<Process>, on_death: Hook) -> std::io::Result<()> {
     let w = watcher()?;
-    w.list
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push((proc, on_death));
+    w.list.lock().push((proc, on_death));
     w.wake_tx.send_all(&[1])?;
     Ok(())
 }
@@ -66,13 +65,7 @@ impl Watcher {
         loop {
             fds.clear();
             fds.push(pollfd(self.wake_rx.0.as_raw_fd()));
-            fds.extend(
-                self.list
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .iter()
-                    .map(|(p, _)| pollfd(p.pidfd())),
-            );
+            fds.extend(self.list.lock().iter().map(|(p, _)| pollfd(p.pidfd())));
             // SAFETY: `fds` is a valid array of `fds.len()` pollfds; every descriptor in it is
             // kept open by an `Arc<Process>` in the list, which only this thread removes.
             let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
@@ -91,7 +84,7 @@ impl Watcher {
                 continue;
             }
             let hooks: Vec<Hook> = {
-                let mut list = self.list.lock().unwrap_or_else(|p| p.into_inner());
+                let mut list = self.list.lock();
                 let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut *list)
                     .into_iter()
                     .partition(|(p, _)| ended.contains(&p.pidfd()));

@@ -9,9 +9,11 @@
 
 use std::io::Write;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::func::{FnRef, Status};
 use crate::sys;
@@ -224,8 +226,7 @@ fn run(data: UnixLink, ctl: UnixLink, cap: usize, handshake: Duration) -> ! {
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // The critical sections below cannot leave broken state behind.
-    m.lock().unwrap_or_else(|p| p.into_inner())
+    m.lock()
 }
 
 /// Replies waiting to be written, so that pipelined calls share one write.
@@ -284,7 +285,7 @@ impl Replies {
             {
                 let mut a = lock(&self.armed);
                 while !*a {
-                    a = self.cv.wait(a).unwrap_or_else(|p| p.into_inner());
+                    self.cv.wait(&mut a);
                 }
             }
             std::thread::sleep(HOLD);

@@ -6,11 +6,13 @@ use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use parking_lot::{Condvar, Mutex};
+
+use super::Cluster;
 use super::link::{Park, Pending, Remote};
-use super::{Cluster, lock};
 use crate::error::{Error, Result};
 use crate::sys;
 use crate::wire::{self, FrameReader, Link, UnixLink};
@@ -18,8 +20,8 @@ use crate::wire::{self, FrameReader, Link, UnixLink};
 /// Starts processes from one long-lived thread: `PR_SET_PDEATHSIG` fires when the thread
 /// that forked a child ends (prctl(2)), so forking from a short-lived caller thread (a test,
 /// a scoped worker) would kill the workers with it.
-fn spawner() -> &'static Mutex<mpsc::Sender<SpawnReq>> {
-    static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnReq>>> = OnceLock::new();
+fn spawner() -> &'static mpsc::Sender<SpawnReq> {
+    static SPAWNER: OnceLock<mpsc::Sender<SpawnReq>> = OnceLock::new();
     SPAWNER.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<SpawnReq>();
         let _ = std::thread::Builder::new()
@@ -31,7 +33,7 @@ fn spawner() -> &'static Mutex<mpsc::Sender<SpawnReq>> {
                     let _ = req.reply.send(r);
                 }
             });
-        Mutex::new(tx)
+        tx
     })
 }
 
@@ -97,7 +99,7 @@ impl Cluster {
                     },
                     reply,
                 };
-                lock(spawner())
+                spawner()
                     .send(req)
                     .map_err(|_| Error::WorkerStartFailed("spawner thread is gone".into()))?;
                 let proc = rx
@@ -152,11 +154,7 @@ impl Cluster {
                 idle_cv: Condvar::new(),
                 out_cv: Condvar::new(),
             });
-            self.inner
-                .workers
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(s.id, remote.clone());
+            self.inner.workers.write().insert(s.id, remote.clone());
             let weak = Arc::downgrade(&self.inner);
             let r2 = remote.clone();
             let spawned = std::thread::Builder::new()
@@ -188,11 +186,7 @@ impl Cluster {
             if let Err(e) = watched {
                 // Without a reader or a watch a death could go unseen: take it down. The
                 // reader, if it runs, sees the end of the stream and reaps.
-                self.inner
-                    .workers
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&s.id);
+                self.inner.workers.write().remove(&s.id);
                 remote.data.shutdown();
                 remote.kick();
                 remote.proc.kill();
