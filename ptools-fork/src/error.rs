@@ -4,9 +4,10 @@ use std::fmt;
 
 /// Why one child produced no result. The other children's outcomes are kept beside it.
 #[non_exhaustive]
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChildError {
     /// `f(i)` panicked in the child.
+    #[error("panicked{}: {message}", at(location))]
     Panicked {
         /// The panic message (`"Box<dyn Any>"` when the payload was not a string).
         message: String,
@@ -16,6 +17,11 @@ pub enum ChildError {
     /// The child was ended by a signal it did not handle (from `abort`, a crash, or `kill`
     /// from outside). A child pfork killed itself is reported as [`TimedOut`](Self::TimedOut)
     /// or [`Cancelled`](Self::Cancelled) instead.
+    #[error(
+        "killed by {}{}",
+        crate::sys::signal_name(*signal),
+        if *core_dumped { " (core dumped)" } else { "" }
+    )]
     Signaled {
         /// The signal number (`libc::SIGKILL`, ...).
         signal: i32,
@@ -24,6 +30,7 @@ pub enum ChildError {
     },
     /// The child exited with a non-zero code before sending a result (for example `f` called
     /// `std::process::exit(3)`).
+    #[error("exited with code {code} without a result")]
     Exited {
         /// The exit code.
         code: i32,
@@ -31,15 +38,20 @@ pub enum ChildError {
     /// The child exited with code 0 without sending anything (for example `f` called
     /// `std::process::exit(0)`). A child that sent part of a frame is
     /// [`BadFrame`](Self::BadFrame) instead.
+    #[error("exited with code 0 without a complete result")]
     NoResult,
     /// The child's result could not be encoded in the child.
+    #[error("result could not be encoded: {0}")]
     Encode(String),
     /// The child's result arrived but could not be decoded as the result type.
+    #[error("result could not be decoded: {0}")]
     Decode(String),
     /// The child was still running at the run's timeout; it was killed and reaped.
+    #[error("timed out, killed")]
     TimedOut,
     /// `fork` (or the pipe made for this child) failed with this `errno`; the children alive
     /// at that moment were killed and reaped, and no further child was started.
+    #[error("fork failed: {}", std::io::Error::from_raw_os_error(*errno))]
     ForkFailed {
         /// The `errno` of the failed call (`libc::EAGAIN`, ...).
         errno: i32,
@@ -51,6 +63,7 @@ pub enum ChildError {
     /// length: the parent stops reading at the header and kills the child.
     ///
     /// [`Pfork::max_result_bytes`]: crate::Pfork::max_result_bytes
+    #[error("result of {len} bytes is over the cap of {max} bytes")]
     ResultTooLarge {
         /// Size of the encoded result (or the length the child announced), in bytes.
         len: u64,
@@ -59,14 +72,17 @@ pub enum ChildError {
     },
     /// The child was never started, or was killed and reaped, because the run ended early:
     /// another child's fork failed, or the timeout came first.
+    #[error("cancelled: the run ended before this child finished")]
     Cancelled,
     /// What the child wrote to its pipe is not one well-formed frame: cut short, or a header
     /// pfork never writes. Only a child that wrote to its pipe on its own (or whose memory
     /// was corrupted) gets here; a child that was killed or exited non-zero while sending is
     /// reported as [`Signaled`](Self::Signaled) or [`Exited`](Self::Exited).
-    BadFrame(FrameError),
+    #[error("malformed result frame: {0}")]
+    BadFrame(#[source] FrameError),
     /// The parent could not allocate room for the child's result (under the cap, but more
     /// than the parent's memory allows); the child was killed.
+    #[error("out of memory in the parent while receiving a result of {len} bytes")]
     OutOfMemory {
         /// The result's length announced by the child, in bytes.
         len: u64,
@@ -79,14 +95,16 @@ pub enum ChildError {
 /// the payload. The parent trusts no length before the bytes arrive: its buffer grows with
 /// what was received, so a forged length costs nothing.
 #[non_exhaustive]
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
     /// The pipe ended inside the 9-byte header.
+    #[error("the pipe ended after {received} of the 9 header bytes")]
     TruncatedHeader {
         /// Header bytes received (1 to 8).
         received: usize,
     },
     /// The pipe ended before the announced payload was complete.
+    #[error("the pipe ended after {received} of the {announced} payload bytes announced")]
     TruncatedPayload {
         /// Payload bytes received.
         received: u64,
@@ -94,12 +112,14 @@ pub enum FrameError {
         announced: u64,
     },
     /// The header's kind byte is not one pfork writes.
+    #[error("unknown frame kind {kind}")]
     UnknownKind {
         /// The kind byte received.
         kind: u8,
     },
     /// A report frame (a panic message, an encoding error, a size) announced a payload
     /// larger than such reports may be.
+    #[error("a report of {len} bytes is announced, over the bound of {max} bytes for reports")]
     ReportTooLarge {
         /// The announced payload length, in bytes.
         len: u64,
@@ -107,90 +127,19 @@ pub enum FrameError {
         max: u64,
     },
     /// A report that the result is over the cap does not hold the 8 bytes of a size.
+    #[error("a result-size report announces {len} bytes instead of 8")]
     BadSizeReport {
         /// The announced payload length, in bytes.
         len: u64,
     },
 }
 
-impl fmt::Display for FrameError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::TruncatedHeader { received } => {
-                write!(f, "the pipe ended after {received} of the 9 header bytes")
-            }
-            Self::TruncatedPayload {
-                received,
-                announced,
-            } => write!(
-                f,
-                "the pipe ended after {received} of the {announced} payload bytes announced"
-            ),
-            Self::UnknownKind { kind } => write!(f, "unknown frame kind {kind}"),
-            Self::ReportTooLarge { len, max } => write!(
-                f,
-                "a report of {len} bytes is announced, over the bound of {max} bytes for reports"
-            ),
-            Self::BadSizeReport { len } => {
-                write!(f, "a result-size report announces {len} bytes instead of 8")
-            }
-        }
-    }
-}
-
-impl std::error::Error for FrameError {}
-
-impl fmt::Display for ChildError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Panicked {
-                message,
-                location: Some(at),
-            } => write!(f, "panicked at {at}: {message}"),
-            Self::Panicked {
-                message,
-                location: None,
-            } => write!(f, "panicked: {message}"),
-            Self::Signaled {
-                signal,
-                core_dumped,
-            } => {
-                let name = crate::sys::signal_name(*signal);
-                let core = if *core_dumped { " (core dumped)" } else { "" };
-                write!(f, "killed by {name}{core}")
-            }
-            Self::Exited { code } => write!(f, "exited with code {code} without a result"),
-            Self::NoResult => f.write_str("exited with code 0 without a complete result"),
-            Self::Encode(msg) => write!(f, "result could not be encoded: {msg}"),
-            Self::Decode(msg) => write!(f, "result could not be decoded: {msg}"),
-            Self::TimedOut => f.write_str("timed out, killed"),
-            Self::ForkFailed { errno } => {
-                write!(
-                    f,
-                    "fork failed: {}",
-                    std::io::Error::from_raw_os_error(*errno)
-                )
-            }
-            Self::ResultTooLarge { len, max } => {
-                write!(f, "result of {len} bytes is over the cap of {max} bytes")
-            }
-            Self::Cancelled => f.write_str("cancelled: the run ended before this child finished"),
-            Self::BadFrame(e) => write!(f, "malformed result frame: {e}"),
-            Self::OutOfMemory { len } => write!(
-                f,
-                "out of memory in the parent while receiving a result of {len} bytes"
-            ),
-        }
-    }
-}
-
-impl std::error::Error for ChildError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Self::BadFrame(e) => Some(e),
-            _ => None,
-        }
-    }
+/// " at <location>" when the panic's location is known.
+fn at(location: &Option<String>) -> String {
+    location
+        .as_ref()
+        .map(|l| format!(" at {l}"))
+        .unwrap_or_default()
 }
 
 /// Error of a pfork run.

@@ -3,8 +3,9 @@
 
 use std::any::Any;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use parking_lot::Mutex;
 use ptools_workerset::{Cluster, RemoteRef};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -264,7 +265,7 @@ where
         };
         let ok = r.is_ok();
         let (cb, data) = (self.callback, self.data);
-        let has_callback = cb.lock().unwrap_or_else(|p| p.into_inner()).is_some();
+        let has_callback = cb.lock().is_some();
         Completion {
             task: self.task,
             worker,
@@ -272,7 +273,7 @@ where
             died,
             has_callback,
             run: Box::new(move || {
-                let mut g = cb.lock().unwrap_or_else(|p| p.into_inner());
+                let mut g = cb.lock();
                 if let Some(f) = g.as_mut() {
                     f(data, r);
                 }

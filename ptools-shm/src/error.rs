@@ -1,6 +1,5 @@
 //! The one error type of `ptools-shm`.
 
-use std::fmt;
 use std::io;
 
 use crate::ElemType;
@@ -10,10 +9,11 @@ use crate::ElemType;
 /// Input errors (`Invalid*`, `NameTooLong`, `DuplicateName`) are found before any system
 /// call, so nothing has been created when they are returned. Every other error leaves
 /// nothing behind either: a set that fails half-way unlinks what it had created.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ShmError {
     /// An array name is empty, or holds `/` or NUL.
+    #[error("invalid array name {name:?}: {reason}")]
     InvalidName {
         /// The offending name.
         name: String,
@@ -21,6 +21,7 @@ pub enum ShmError {
         reason: &'static str,
     },
     /// A prefix is empty or holds a character outside `[A-Za-z0-9.-]`.
+    #[error("invalid prefix {prefix:?}: {reason}")]
     InvalidPrefix {
         /// The offending prefix.
         prefix: String,
@@ -28,6 +29,7 @@ pub enum ShmError {
         reason: &'static str,
     },
     /// A name (with its prefix) is too long for the system's shared-memory names.
+    #[error("segment name {name:?} is longer than {max} bytes")]
     NameTooLong {
         /// The full segment name that would be needed.
         name: String,
@@ -35,6 +37,7 @@ pub enum ShmError {
         max: usize,
     },
     /// Dims with a zero, too many axes, or a byte size that overflows.
+    #[error("invalid dims {dims:?}: {reason}")]
     InvalidDims {
         /// The dims asked for.
         dims: Vec<usize>,
@@ -42,6 +45,7 @@ pub enum ShmError {
         reason: &'static str,
     },
     /// The same array name appears twice in one set.
+    #[error("array name {name:?} appears twice")]
     DuplicateName {
         /// The repeated name.
         name: String,
@@ -49,6 +53,7 @@ pub enum ShmError {
     /// A segment of that name exists and cannot be taken over: its owner is alive, it is
     /// still being created, it is not a ptools segment at all, or another process took
     /// over the stale segment first.
+    #[error("segment {name} already exists{}", owner(*owner_pid))]
     AlreadyExists {
         /// The segment name.
         name: String,
@@ -58,16 +63,19 @@ pub enum ShmError {
     /// This process has the segment mapped already (through another handle). One process
     /// holds one handle per segment, so that safe code never sees two overlapping slices
     /// of which one is mutable; share the first handle instead.
+    #[error("segment {name} is already mapped in this process")]
     AlreadyMapped {
         /// The segment name.
         name: String,
     },
     /// No segment of that name exists.
+    #[error("segment {name} does not exist")]
     NotFound {
         /// The segment name.
         name: String,
     },
     /// The segment holds another element type than the one asked for.
+    #[error("{name} holds {found}, not {expected}")]
     TypeMismatch {
         /// The segment or array name.
         name: String,
@@ -77,6 +85,7 @@ pub enum ShmError {
         found: ElemType,
     },
     /// The segment has other dims than the ones asked for.
+    #[error("{name} has dims {found:?}, not {expected:?}")]
     DimsMismatch {
         /// The segment name.
         name: String,
@@ -86,6 +95,7 @@ pub enum ShmError {
         found: Vec<usize>,
     },
     /// The segment is smaller than its header says, or too small for a header.
+    #[error("segment {name} is truncated: {size} bytes, expected {expected}")]
     Truncated {
         /// The segment name.
         name: String,
@@ -95,6 +105,7 @@ pub enum ShmError {
         expected: u64,
     },
     /// The segment exists but does not carry a ptools header (wrong magic or version).
+    #[error("segment {name} is not a ptools array")]
     Foreign {
         /// The segment name.
         name: String,
@@ -102,12 +113,14 @@ pub enum ShmError {
     /// The segment is still being created: its ready flag is not set, or its creator is
     /// still at work and has not sized it or written its header yet. Attaching reports
     /// this at once, without waiting; retry if the creator is expected to finish.
+    #[error("segment {name} is still being created")]
     NotReady {
         /// The segment name.
         name: String,
     },
     /// The shared-memory file system has no room for the segment (`ENOSPC` while reserving
     /// its pages). Nothing was left behind.
+    #[error("no space in shared memory for {name} ({bytes} bytes)")]
     OutOfSpace {
         /// The segment name.
         name: String,
@@ -115,16 +128,19 @@ pub enum ShmError {
         bytes: u64,
     },
     /// A set has no array of that name.
+    #[error("no array named {name:?} in this set")]
     NoSuchArray {
         /// The name asked for.
         name: String,
     },
     /// The operation is not available on this platform.
+    #[error("{what} is not supported on this platform")]
     Unsupported {
         /// What was asked for.
         what: &'static str,
     },
     /// A system call failed for another reason.
+    #[error("{op} failed{}: {source}", for_name(name))]
     Os {
         /// The call that failed.
         op: &'static str,
@@ -173,71 +189,18 @@ impl ShmError {
     }
 }
 
-impl fmt::Display for ShmError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ShmError::InvalidName { name, reason } => {
-                write!(f, "invalid array name {name:?}: {reason}")
-            }
-            ShmError::InvalidPrefix { prefix, reason } => {
-                write!(f, "invalid prefix {prefix:?}: {reason}")
-            }
-            ShmError::NameTooLong { name, max } => {
-                write!(f, "segment name {name:?} is longer than {max} bytes")
-            }
-            ShmError::InvalidDims { dims, reason } => write!(f, "invalid dims {dims:?}: {reason}"),
-            ShmError::DuplicateName { name } => write!(f, "array name {name:?} appears twice"),
-            ShmError::AlreadyExists {
-                name,
-                owner_pid: Some(pid),
-            } => write!(f, "segment {name} already exists, owned by live pid {pid}"),
-            ShmError::AlreadyExists {
-                name,
-                owner_pid: None,
-            } => write!(f, "segment {name} already exists"),
-            ShmError::NotFound { name } => write!(f, "segment {name} does not exist"),
-            ShmError::AlreadyMapped { name } => {
-                write!(f, "segment {name} is already mapped in this process")
-            }
-            ShmError::TypeMismatch {
-                name,
-                expected,
-                found,
-            } => write!(f, "{name} holds {found}, not {expected}"),
-            ShmError::DimsMismatch {
-                name,
-                expected,
-                found,
-            } => write!(f, "{name} has dims {found:?}, not {expected:?}"),
-            ShmError::Truncated {
-                name,
-                size,
-                expected,
-            } => write!(
-                f,
-                "segment {name} is truncated: {size} bytes, expected {expected}"
-            ),
-            ShmError::Foreign { name } => write!(f, "segment {name} is not a ptools array"),
-            ShmError::NotReady { name } => write!(f, "segment {name} is still being created"),
-            ShmError::OutOfSpace { name, bytes } => {
-                write!(f, "no space in shared memory for {name} ({bytes} bytes)")
-            }
-            ShmError::NoSuchArray { name } => write!(f, "no array named {name:?} in this set"),
-            ShmError::Unsupported { what } => write!(f, "{what} is not supported on this platform"),
-            ShmError::Os { op, name, source } if name.is_empty() => {
-                write!(f, "{op} failed: {source}")
-            }
-            ShmError::Os { op, name, source } => write!(f, "{op} failed for {name}: {source}"),
-        }
-    }
+/// The owner part of [`ShmError::AlreadyExists`]'s message, when the owner is known.
+fn owner(pid: Option<u32>) -> String {
+    pid.map(|p| format!(", owned by live pid {p}"))
+        .unwrap_or_default()
 }
 
-impl std::error::Error for ShmError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            ShmError::Os { source, .. } => Some(source),
-            _ => None,
-        }
+/// The segment part of [`ShmError::Os`]'s message, when there is one.
+fn for_name(name: &str) -> String {
+    if name.is_empty() {
+        String::new()
+    } else {
+        format!(" for {name}")
     }
 }
 

@@ -30,7 +30,8 @@
 
 use std::collections::BTreeSet;
 use std::os::fd::OwnedFd;
-use std::sync::Mutex;
+
+use parking_lot::{Mutex, MutexGuard};
 
 use crate::cfg::ShmCfg;
 use crate::error::{Result, ShmError};
@@ -81,9 +82,8 @@ impl Mapping {
 /// Generations mapped in this process (see the module docs).
 static MAPPED: Mutex<BTreeSet<u64>> = Mutex::new(BTreeSet::new());
 
-fn mapped() -> std::sync::MutexGuard<'static, BTreeSet<u64>> {
-    // The set is always consistent: a panic cannot interrupt an insert or remove halfway.
-    MAPPED.lock().unwrap_or_else(|p| p.into_inner())
+fn mapped() -> MutexGuard<'static, BTreeSet<u64>> {
+    MAPPED.lock()
 }
 
 /// A mapped segment: header plus data.
@@ -441,7 +441,7 @@ fn unfinished(fd: &OwnedFd, os_name: &str, err: ShmError) -> ShmError {
 pub(crate) fn own_identity() -> (u32, u64) {
     static CACHE: Mutex<(u32, u64)> = Mutex::new((0, 0));
     let pid = std::process::id();
-    let mut c = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    let mut c = CACHE.lock();
     if c.0 != pid {
         *c = (pid, sys::process_start_time(pid).unwrap_or(0));
     }

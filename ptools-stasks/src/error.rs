@@ -1,8 +1,6 @@
 //! The crate's error types: [`Error`] for everything, and [`PmapError`], the one return
 //! shape of a failed [`pmap_stasks`](crate::pmap_stasks) that keeps every task's outcome.
 
-use std::fmt;
-
 use ptools_shm::ShmError;
 use ptools_workerset::Termination;
 
@@ -11,12 +9,14 @@ use ptools_workerset::Termination;
 /// Input errors ([`Error::CountMismatch`], [`Error::InvalidArgument`], [`Error::Stopped`])
 /// are found before anything is sent to a worker. The per-task variants carry the task's
 /// index (0-based, in [`STasks::workers`](crate::STasks::workers) order).
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The handle was stopped: no call is sent after [`stop_stasks`](crate::stop_stasks).
+    #[error("server tasks already stopped")]
     Stopped,
     /// `pmap_stasks` needs exactly one argument per server task.
+    #[error("pmap_stasks needs one argument per server task: {expected} tasks, {got} arguments")]
     CountMismatch {
         /// The number of server tasks.
         expected: usize,
@@ -27,11 +27,17 @@ pub enum Error {
     /// ([`STasksBuilder::addprocs_if_none`](crate::STasksBuilder::addprocs_if_none)).
     /// Nothing was created. PTools.jl runs the one task in the master then; ptools does
     /// not (see the crate docs, "Differences from PTools.jl").
+    #[error(
+        "no worker to run a server task: call addprocs(n) first, or ask for them with \
+         STasks::builder().addprocs_if_none(n)"
+    )]
     NoWorkers,
     /// An argument was refused before anything was sent (an empty or duplicate worker
     /// list, the master as a server task, a prefix too long for the group suffix).
+    #[error("invalid argument: {0}")]
     InvalidArgument(String),
     /// The worker under this task died; the task is gone for good (its state with it).
+    #[error("server task {task}: worker {id} (pid {pid}) died: {termination}")]
     WorkerDied {
         /// The task index.
         task: usize,
@@ -44,6 +50,10 @@ pub enum Error {
     },
     /// The handler panicked. Only this call failed: the task's state stays registered
     /// (with whatever the handler changed before it panicked) and serves the next call.
+    #[error(
+        "server task {task} on worker {id} panicked: {message}{}",
+        at(location)
+    )]
     TaskPanic {
         /// The task index.
         task: usize,
@@ -56,11 +66,13 @@ pub enum Error {
     },
     /// The task's call did not finish within the timeout. The call still runs in the
     /// worker; later calls to that task queue behind it.
+    #[error("server task {task} timed out")]
     Timeout {
         /// The task index.
         task: usize,
     },
     /// The worker has no state for this group: it was stopped, or never attached.
+    #[error("server task {task}: worker {id} holds no state for it")]
     NotRegistered {
         /// The task index.
         task: usize,
@@ -68,6 +80,7 @@ pub enum Error {
         id: usize,
     },
     /// A worker could not attach the group's arrays.
+    #[error("server task {task}: worker {id} could not attach the arrays: {message}")]
     Attach {
         /// The task index (for [`pmap_shm_create`](crate::pmap_shm_create): the
         /// position of the worker in the cluster's list).
@@ -78,9 +91,11 @@ pub enum Error {
         message: String,
     },
     /// Creating, attaching or unlinking arrays in the master failed.
-    Shm(ShmError),
+    #[error("shared memory: {0}")]
+    Shm(#[from] ShmError),
     /// Another failure of the worker runtime (encode, decode, start, unknown worker, a
     /// handler outside the executable's own code).
+    #[error("{}{source}", task_prefix(task))]
     Worker {
         /// The task index, when the failure concerns one task.
         task: Option<usize>,
@@ -89,6 +104,7 @@ pub enum Error {
     },
     /// Some tasks of a `pmap_stasks` failed: their indices and errors (the results of
     /// the others are dropped; match on [`PmapError`] to keep them).
+    #[error("{}", first_of(.0.len(), .0.first().map(|(_, e)| e)))]
     TasksFailed(Vec<(usize, Error)>),
 }
 
@@ -149,78 +165,25 @@ impl Error {
     }
 }
 
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::Stopped => f.write_str("server tasks already stopped"),
-            Error::NoWorkers => f.write_str(
-                "no worker to run a server task: call addprocs(n) first, or ask for them with \
-                 STasks::builder().addprocs_if_none(n)",
-            ),
-            Error::CountMismatch { expected, got } => write!(
-                f,
-                "pmap_stasks needs one argument per server task: {expected} tasks, {got} arguments"
-            ),
-            Error::InvalidArgument(m) => write!(f, "invalid argument: {m}"),
-            Error::WorkerDied {
-                task,
-                id,
-                pid,
-                termination,
-            } => write!(
-                f,
-                "server task {task}: worker {id} (pid {pid}) died: {termination}"
-            ),
-            Error::TaskPanic {
-                task,
-                id,
-                message,
-                location,
-            } => {
-                write!(f, "server task {task} on worker {id} panicked: {message}")?;
-                if let Some(l) = location {
-                    write!(f, " at {l}")?;
-                }
-                Ok(())
-            }
-            Error::Timeout { task } => write!(f, "server task {task} timed out"),
-            Error::NotRegistered { task, id } => {
-                write!(f, "server task {task}: worker {id} holds no state for it")
-            }
-            Error::Attach { task, id, message } => write!(
-                f,
-                "server task {task}: worker {id} could not attach the arrays: {message}"
-            ),
-            Error::Shm(e) => write!(f, "shared memory: {e}"),
-            Error::Worker {
-                task: Some(t),
-                source,
-            } => write!(f, "server task {t}: {source}"),
-            Error::Worker { task: None, source } => write!(f, "{source}"),
-            Error::TasksFailed(v) => {
-                write!(f, "{} server task(s) failed", v.len())?;
-                if let Some((_, e)) = v.first() {
-                    write!(f, "; first: {e}")?;
-                }
-                Ok(())
-            }
-        }
-    }
+/// " at <location>" when the panic's location is known.
+fn at(location: &Option<String>) -> String {
+    location
+        .as_ref()
+        .map(|l| format!(" at {l}"))
+        .unwrap_or_default()
 }
 
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Error::Shm(e) => Some(e),
-            Error::Worker { source, .. } => Some(source),
-            _ => None,
-        }
-    }
+/// "server task <t>: " when the error concerns one task.
+fn task_prefix(task: &Option<usize>) -> String {
+    task.map(|t| format!("server task {t}: "))
+        .unwrap_or_default()
 }
 
-impl From<ShmError> for Error {
-    fn from(e: ShmError) -> Error {
-        Error::Shm(e)
+/// The count of failed tasks, then the first failure.
+fn first_of(failed: usize, first: Option<&Error>) -> String {
+    match first {
+        Some(e) => format!("{failed} server task(s) failed; first: {e}"),
+        None => format!("{failed} server task(s) failed"),
     }
 }
 
@@ -235,12 +198,14 @@ impl From<ptools_workerset::Error> for Error {
 /// its error) is kept, in task order.
 ///
 /// `?` converts it into [`Error`] (dropping the values of the tasks that succeeded).
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PmapError<R> {
     /// Nothing was sent: [`Error::Stopped`], [`Error::CountMismatch`].
+    #[error("pmap_stasks refused: {0}")]
     Refused(Error),
     /// Every task's outcome, in task order; at least one is an error.
+    #[error("{}", failed_of(.0))]
     Failed(Vec<Result<R>>),
 }
 
@@ -274,27 +239,16 @@ impl<R> PmapError<R> {
     }
 }
 
-impl<R> fmt::Display for PmapError<R> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            PmapError::Refused(e) => write!(f, "pmap_stasks refused: {e}"),
-            PmapError::Failed(v) => {
-                let failed: Vec<_> = v
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, r)| r.as_ref().err().map(|e| (i, e)))
-                    .collect();
-                write!(f, "{} of {} server tasks failed", failed.len(), v.len())?;
-                if let Some((_, e)) = failed.first() {
-                    write!(f, "; first: {e}")?;
-                }
-                Ok(())
-            }
-        }
+/// "<failed> of <all> server tasks failed", then the first failure.
+fn failed_of<R>(v: &[Result<R>]) -> String {
+    let mut failed = v.iter().filter_map(|r| r.as_ref().err());
+    let first = failed.next();
+    let n = first.map_or(0, |_| 1 + failed.count());
+    match first {
+        Some(e) => format!("{n} of {} server tasks failed; first: {e}", v.len()),
+        None => format!("{n} of {} server tasks failed", v.len()),
     }
 }
-
-impl<R: fmt::Debug> std::error::Error for PmapError<R> {}
 
 impl<R> From<PmapError<R>> for Error {
     fn from(e: PmapError<R>) -> Error {

@@ -5,8 +5,8 @@
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
-use std::sync::{Mutex, MutexGuard};
 
+use parking_lot::{Mutex, MutexGuard};
 use ptools_shm::{ElemType, Prefix, ShmBuilder, ShmCfg, ShmElem, ShmSet};
 use ptools_workerset::CodeOffset;
 use serde::{Deserialize, Serialize};
@@ -90,9 +90,7 @@ enum Slot {
 static GROUPS: Mutex<Option<HashMap<u64, Slot>>> = Mutex::new(None);
 
 fn groups() -> MutexGuard<'static, Option<HashMap<u64, Slot>>> {
-    // A poisoned lock only means a panic elsewhere while it was held; the map itself is
-    // always consistent (every update is a single insert or remove).
-    GROUPS.lock().unwrap_or_else(|p| p.into_inner())
+    GROUPS.lock()
 }
 
 /// Remote function: attaches the arrays and registers the task.
@@ -294,8 +292,7 @@ pub(crate) fn run<A, R>(call: Call<A, R>) -> Result<R, Fault> {
 static MAPPED: Mutex<Vec<(String, ShmSet)>> = Mutex::new(Vec::new());
 
 pub(crate) fn mapped() -> MutexGuard<'static, Vec<(String, ShmSet)>> {
-    // As for GROUPS: every update is a single push or retain.
-    MAPPED.lock().unwrap_or_else(|p| p.into_inner())
+    MAPPED.lock()
 }
 
 /// Remote function: attaches `cfgs` under `prefix` and keeps the mapping in this process.

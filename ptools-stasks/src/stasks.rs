@@ -2,10 +2,10 @@
 //! calls that start, call and stop a group.
 
 use std::fmt;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use parking_lot::{Mutex, MutexGuard};
 use ptools_shm::{Prefix, ShmArray, ShmBuilder, ShmCfg, ShmElem, ShmError, ShmSet};
 use ptools_workerset::{Cluster, CodeOffset, RemoteRef, Termination, WorkerStatus};
 use serde::Serialize;
@@ -543,9 +543,8 @@ impl STasks {
             .collect()
     }
 
-    fn dead_lock(&self) -> std::sync::MutexGuard<'_, Vec<Option<(i32, Termination)>>> {
-        // Every update is a single element store: a poisoned lock holds consistent data.
-        self.dead.lock().unwrap_or_else(|p| p.into_inner())
+    fn dead_lock(&self) -> MutexGuard<'_, Vec<Option<(i32, Termination)>>> {
+        self.dead.lock()
     }
 
     fn died_error(&self, task: usize) -> Option<Error> {

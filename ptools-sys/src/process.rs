@@ -26,10 +26,11 @@
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::sync::Mutex;
 #[cfg(target_os = "linux")]
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, MutexGuard};
 
 /// How a reaped process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -215,8 +216,8 @@ impl Process {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Child> {
-        self.child.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Child> {
+        self.child.lock()
     }
 
     /// See [`Child::pid`].

@@ -11,7 +11,9 @@
 //! reaped only after it has), so the list never keeps an entry for good.
 
 use std::os::fd::AsFd;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
+
+use parking_lot::Mutex;
 
 use crate::sys::{self, Process};
 use crate::wire::{Link, UnixLink};
@@ -51,10 +53,7 @@ fn watcher() -> std::io::Result<&'static Watcher> {
 /// The watcher thread could not be started.
 pub(crate) fn watch(proc: Arc<Process>, on_death: Hook) -> std::io::Result<()> {
     let w = watcher()?;
-    w.list
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push((proc, on_death));
+    w.list.lock().push((proc, on_death));
     w.wake_tx.send_all(&[1])?;
     Ok(())
 }
@@ -68,7 +67,6 @@ impl Watcher {
             let procs: Vec<Arc<Process>> = self
                 .list
                 .lock()
-                .unwrap_or_else(|p| p.into_inner())
                 .iter()
                 .map(|(p, _)| Arc::clone(p))
                 .collect();
@@ -97,7 +95,7 @@ impl Watcher {
                 continue;
             }
             let hooks: Vec<Hook> = {
-                let mut list = self.list.lock().unwrap_or_else(|p| p.into_inner());
+                let mut list = self.list.lock();
                 let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut *list)
                     .into_iter()
                     .partition(|(p, _)| ended.iter().any(|e| Arc::ptr_eq(e, p)));

@@ -4,11 +4,12 @@ use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use parking_lot::{Condvar, Mutex, MutexGuard};
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
@@ -56,9 +57,7 @@ impl fmt::Debug for Slot {
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding these locks cannot leave them inconsistent (every critical
-    // section is a few assignments), so poisoning is ignored.
-    m.lock().unwrap_or_else(|p| p.into_inner())
+    m.lock()
 }
 
 impl Slot {
@@ -160,20 +159,17 @@ impl Slot {
                 g.driver = None;
             }
             g.sleepers += 1;
-            g = match deadline {
-                None => self.cv.wait(g).unwrap_or_else(|p| p.into_inner()),
+            match deadline {
+                None => self.cv.wait(&mut g),
                 Some(d) => {
                     let left = d.saturating_duration_since(Instant::now());
                     if left.is_zero() {
                         g.sleepers -= 1;
                         return false;
                     }
-                    self.cv
-                        .wait_timeout(g, left)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0
+                    self.cv.wait_for(&mut g, left);
                 }
-            };
+            }
             g.sleepers -= 1;
         }
         true

@@ -299,7 +299,7 @@ pub(crate) fn u64_at(body: &[u8], at: usize) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Mutex;
+    use parking_lot::Mutex;
 
     /// A link over an in-memory byte string, returning it in pieces of `.1` bytes.
     struct Chunked(Mutex<(Vec<u8>, usize)>, usize);
@@ -308,7 +308,7 @@ mod tests {
             Ok(())
         }
         fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-            let mut g = self.0.lock().unwrap();
+            let mut g = self.0.lock();
             let (data, pos) = &mut *g;
             let n = (data.len() - *pos).min(buf.len()).min(self.1);
             buf[..n].copy_from_slice(&data[*pos..*pos + n]);
@@ -369,7 +369,7 @@ mod tests {
             let mut r = FrameReader::with_cap(cap);
             loop {
                 let got = r.next(&link).map(|f| f.map(|b| b.len()));
-                let received = link.0.lock().unwrap().1;
+                let received = link.0.lock().1;
                 proptest::prop_assert!(received <= total);
                 proptest::prop_assert!(
                     r.held() <= FIRST_BUF.max(2 * (received + 16 * 1024)),
@@ -432,7 +432,7 @@ mod tests {
             Ok(())
         }
         fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-            let mut g = self.0.lock().unwrap();
+            let mut g = self.0.lock();
             let (data, pos) = &mut *g;
             let n = (data.len() - *pos).min(buf.len()).min(7);
             buf[..n].copy_from_slice(&data[*pos..*pos + n]);

@@ -9,9 +9,11 @@
 
 use std::io::Write;
 use std::os::fd::RawFd;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::func::{FnRef, Status};
 use crate::sys;
@@ -305,8 +307,7 @@ fn serve(
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // The critical sections below cannot leave broken state behind.
-    m.lock().unwrap_or_else(|p| p.into_inner())
+    m.lock()
 }
 
 /// Replies waiting to be written, so that pipelined calls share one write.
@@ -365,7 +366,7 @@ impl Replies {
             {
                 let mut a = lock(&self.armed);
                 while !*a {
-                    a = self.cv.wait(a).unwrap_or_else(|p| p.into_inner());
+                    self.cv.wait(&mut a);
                 }
             }
             std::thread::sleep(HOLD);

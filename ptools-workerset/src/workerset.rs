@@ -11,9 +11,10 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 
+use parking_lot::{Mutex, MutexGuard};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -122,8 +123,7 @@ impl fmt::Debug for WorkerSet {
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every critical section here is a few list operations that cannot panic half-way.
-    m.lock().unwrap_or_else(|p| p.into_inner())
+    m.lock()
 }
 
 impl WorkerSet {

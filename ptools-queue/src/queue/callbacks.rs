@@ -49,7 +49,7 @@ fn run_callback(c: Completion, sh: &Weak<Shared>) {
                 worker,
                 message,
             };
-            let hook = sh.hook.read().unwrap_or_else(|p| p.into_inner()).clone();
+            let hook = sh.hook.read().clone();
             // A hook that panics too must not end the callback thread.
             let _ = catch_unwind(AssertUnwindSafe(|| match hook {
                 Some(h) => h(&info),

@@ -160,7 +160,7 @@ fn take(sh: &Shared, w: usize, want: usize, block: bool) -> Take {
             }
         }
         st.idle_feeders += 1;
-        st = sh.work.wait(st).unwrap_or_else(|p| p.into_inner());
+        sh.work.wait(&mut st);
         st.idle_feeders -= 1;
     }
 }

@@ -19,10 +19,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, mpsc};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 use std::{cell::Cell, fmt};
 
+use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
 use ptools_workerset::Cluster;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -39,7 +40,7 @@ use callbacks::{callback_loop, panic_message};
 use feeder::feeder;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+    m.lock()
 }
 
 thread_local! {
@@ -608,7 +609,7 @@ impl TaskQueue {
     pub fn wait_idle(&self) {
         let mut st = lock(&self.sh.st);
         while !is_idle(&st) {
-            st = self.sh.idle.wait(st).unwrap_or_else(|p| p.into_inner());
+            self.sh.idle.wait(&mut st);
         }
     }
 
@@ -621,12 +622,7 @@ impl TaskQueue {
             if now >= deadline {
                 return false;
             }
-            st = self
-                .sh
-                .idle
-                .wait_timeout(st, deadline - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            self.sh.idle.wait_for(&mut st, deadline - now);
         }
         true
     }
@@ -656,7 +652,7 @@ impl TaskQueue {
     /// [`Counts::callback_panics`]). The default hook prints the panic on stderr. The
     /// queue goes on either way.
     pub fn set_error_hook(&self, hook: impl Fn(&CallbackPanic) + Send + Sync + 'static) {
-        *self.sh.hook.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(hook));
+        *self.sh.hook.write() = Some(Arc::new(hook));
     }
 }
 

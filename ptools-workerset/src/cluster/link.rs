@@ -4,8 +4,10 @@
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex};
 
 use super::{Inner, lock, outcome};
 use crate::error::{Error, Result, Termination};
@@ -220,11 +222,9 @@ impl Remote {
     pub(super) fn send_loop(self: Arc<Self>) {
         loop {
             {
-                let p = lock(&self.pending);
-                let p = self
-                    .out_cv
-                    .wait_while(p, |p| p.outbox.is_empty() && p.dead.is_none())
-                    .unwrap_or_else(|p| p.into_inner());
+                let mut p = lock(&self.pending);
+                self.out_cv
+                    .wait_while(&mut p, |p| p.outbox.is_empty() && p.dead.is_none());
                 if p.dead.is_some() {
                     // The reader failed what the outbox held when it set `dead`.
                     return;
@@ -399,10 +399,8 @@ impl Remote {
                     // death watcher. It stays parked between the calls of a caller that
                     // drives its own replies, so that fast path wakes nobody.
                     g.parked = true;
-                    let (mut g, _) = self
-                        .idle_cv
-                        .wait_timeout_while(g, PARK_BELT, |p| !p.kicked)
-                        .unwrap_or_else(|p| p.into_inner());
+                    self.idle_cv
+                        .wait_while_for(&mut g, |p| !p.kicked, PARK_BELT);
                     g.parked = false;
                     g.kicked = false;
                     continue;

@@ -22,10 +22,10 @@ use std::ffi::OsString;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicUsize;
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
+use parking_lot::{Mutex, MutexGuard, RwLock};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -38,8 +38,7 @@ use link::Remote;
 use shutdown::stop_all;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Critical sections here are short and leave no broken invariant when they unwind.
-    m.lock().unwrap_or_else(|p| p.into_inner())
+    m.lock()
 }
 
 /// Options for a [`Cluster`].
@@ -246,21 +245,14 @@ impl Inner {
     }
 
     fn get(&self, id: usize) -> Option<Arc<Remote>> {
-        self.workers
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&id)
-            .cloned()
+        self.workers.read().get(&id).cloned()
     }
 
     fn died(&self, id: usize, why: Error) {
         // Recorded as gone before it leaves the map, so a lookup in between never calls a
         // worker that existed "unknown".
         lock(&self.gone).entry(id).or_insert(why);
-        self.workers
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id);
+        self.workers.write().remove(&id);
     }
 
     /// Sends a call to `id`, the argument written by `encode`; the slot gets the outcome.
@@ -308,11 +300,7 @@ impl Inner {
     /// Runs the exit hooks for worker `id` (its reader thread, once, after its calls
     /// have failed).
     pub(super) fn exited(&self, id: usize, why: &Error) {
-        let hooks: Vec<ExitHook> = self
-            .exit_hooks
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let hooks: Vec<ExitHook> = self.exit_hooks.read().clone();
         for h in hooks {
             h(id, why);
         }
@@ -432,13 +420,7 @@ impl Cluster {
     }
 
     fn workers_ids(&self) -> Vec<usize> {
-        self.inner
-            .workers
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .copied()
-            .collect()
+        self.inner.workers.read().keys().copied().collect()
     }
 
     /// The ids of the live workers, ascending; `[1]` when there is none (as in Julia).
@@ -449,12 +431,7 @@ impl Cluster {
 
     /// The number of processes: master and live workers.
     pub fn nprocs(&self) -> usize {
-        1 + self
-            .inner
-            .workers
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .len()
+        1 + self.inner.workers.read().len()
     }
 
     /// The number of live workers; 1 when there is none (as in Julia).
@@ -529,9 +506,8 @@ impl Cluster {
     /// # fn main() -> Result<(), ptools_workerset::Error> {
     /// let c = Cluster::new();
     /// let (tx, rx) = mpsc::channel();
-    /// let tx = std::sync::Mutex::new(tx);
     /// c.on_worker_exit(move |id, why| {
-    ///     let _ = tx.lock().unwrap().send((id, why.clone()));
+    ///     let _ = tx.send((id, why.clone()));
     /// });
     /// let id = c.addprocs(1)?[0];
     /// c.rmprocs(&[id])?;
@@ -541,11 +517,7 @@ impl Cluster {
     /// # }
     /// ```
     pub fn on_worker_exit(&self, hook: impl Fn(usize, &Error) + Send + Sync + 'static) {
-        self.inner
-            .exit_hooks
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Arc::new(hook));
+        self.inner.exit_hooks.write().push(Arc::new(hook));
     }
 
     /// Sends a ping on worker `id`'s control link and waits for the answer; works while the

@@ -20,11 +20,9 @@ impl Remote {
     }
 
     pub(super) fn wait_ended(&self, timeout: Duration) -> Option<Termination> {
-        let g = lock(&self.ended);
-        let (g, _) = self
-            .ended_cv
-            .wait_timeout_while(g, timeout, |e| e.is_none())
-            .unwrap_or_else(|p| p.into_inner());
+        let mut g = lock(&self.ended);
+        self.ended_cv
+            .wait_while_for(&mut g, |e| e.is_none(), timeout);
         *g
     }
 
@@ -58,10 +56,9 @@ pub(super) fn stop_all(inner: &Inner, list: Vec<Arc<Remote>>) {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        let list: Vec<_> =
-            std::mem::take(&mut *self.workers.write().unwrap_or_else(|p| p.into_inner()))
-                .into_values()
-                .collect();
+        let list: Vec<_> = std::mem::take(&mut *self.workers.write())
+            .into_values()
+            .collect();
         stop_all(self, list);
     }
 }

@@ -4,11 +4,13 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use parking_lot::{Condvar, Mutex};
+
+use super::Cluster;
 use super::link::{Park, Peer, Pending, Remote};
-use super::{Cluster, lock};
 use crate::error::{Error, Result};
 use crate::sys;
 use crate::wire::{self, FrameReader, Link, UnixLink};
@@ -16,8 +18,8 @@ use crate::wire::{self, FrameReader, Link, UnixLink};
 /// Starts processes from one long-lived thread: `PR_SET_PDEATHSIG` fires when the thread
 /// that forked a child ends (prctl(2)), so forking from a short-lived caller thread (a test,
 /// a scoped worker) would kill the workers with it.
-fn spawner() -> &'static Mutex<mpsc::Sender<Job>> {
-    static SPAWNER: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
+fn spawner() -> &'static mpsc::Sender<Job> {
+    static SPAWNER: OnceLock<mpsc::Sender<Job>> = OnceLock::new();
     SPAWNER.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<Job>();
         let _ = std::thread::Builder::new()
@@ -27,7 +29,7 @@ fn spawner() -> &'static Mutex<mpsc::Sender<Job>> {
                     job();
                 }
             });
-        Mutex::new(tx)
+        tx
     })
 }
 
@@ -40,7 +42,7 @@ pub(crate) fn on_spawner<T: Send + 'static>(
 ) -> std::io::Result<T> {
     let gone = || std::io::Error::other("spawner thread is gone");
     let (reply, rx) = mpsc::channel();
-    lock(spawner())
+    spawner()
         .send(Box::new(move || {
             let _ = reply.send(f());
         }))
@@ -171,11 +173,7 @@ impl Cluster {
             idle_cv: Condvar::new(),
             out_cv: Condvar::new(),
         });
-        self.inner
-            .workers
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, remote.clone());
+        self.inner.workers.write().insert(id, remote.clone());
         let weak = Arc::downgrade(&self.inner);
         let r2 = remote.clone();
         let spawned = std::thread::Builder::new()
@@ -209,11 +207,7 @@ impl Cluster {
         if let Err(e) = watched {
             // Without a reader or a watch a death could go unseen: take it down. The
             // reader, if it runs, sees the end of the stream and reaps.
-            self.inner
-                .workers
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&id);
+            self.inner.workers.write().remove(&id);
             remote.data.shutdown();
             remote.kick();
             remote.proc.kill();

@@ -12,8 +12,10 @@ use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsFd;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+
+use parking_lot::{Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -89,7 +91,7 @@ impl Listener {
 
     /// The next proven connection, waiting until `deadline`; `None` when it passes.
     pub(crate) fn next_before(&self, deadline: Instant) -> Option<Proven> {
-        let mut q = self.shared.ready.lock().unwrap_or_else(|p| p.into_inner());
+        let mut q = self.shared.ready.lock();
         loop {
             if let Some(p) = q.pop_front() {
                 return Some(p);
@@ -98,12 +100,7 @@ impl Listener {
             if left.is_zero() {
                 return None;
             }
-            q = self
-                .shared
-                .ready_cv
-                .wait_timeout(q, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            self.shared.ready_cv.wait_for(&mut q, left);
         }
     }
 }
@@ -233,7 +230,7 @@ fn hand_over(sh: &Shared, p: Pending) {
     if p.stream.set_nonblocking(false).is_err() {
         return;
     }
-    let mut q = sh.ready.lock().unwrap_or_else(|e| e.into_inner());
+    let mut q = sh.ready.lock();
     if q.len() >= MAX_READY {
         q.pop_front();
     }

@@ -34,7 +34,9 @@ pub(crate) mod ranks;
 
 use std::io::{self, Read};
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::error::Termination;
@@ -94,10 +96,7 @@ impl TcpPeer {
 
     /// Marks it lost for `why` and closes its connections.
     pub(crate) fn lose(&self, why: Termination) {
-        self.lost
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_or_insert(why);
+        self.lost.lock().get_or_insert(why);
         self.kill();
     }
 
@@ -109,10 +108,7 @@ impl TcpPeer {
         {
             l.reap(grace);
         }
-        self.lost
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .unwrap_or(Termination::Disconnected)
+        self.lost.lock().unwrap_or(Termination::Disconnected)
     }
 }
 
