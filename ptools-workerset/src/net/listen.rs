@@ -6,7 +6,9 @@
 //! of that size. One thread polls the listener and every connection still authenticating,
 //! each with a deadline, so junk, wrong keys, replays and silent connections cost one
 //! small slot each, for at most the authentication timeout, and never block the others. At
-//! most [`MAX_PENDING`] connections authenticate at once; past that the oldest is closed.
+//! most [`MAX_PENDING`] connections authenticate at once, and never more than a quarter of
+//! the process's descriptor limit (a flood must not take the descriptors the cluster needs
+//! to start workers); past that the oldest is closed.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -125,7 +127,17 @@ struct Pending {
     deadline: Instant,
 }
 
+/// How many connections may authenticate at once here: [`MAX_PENDING`], or a quarter of
+/// the soft descriptor limit (`RLIMIT_NOFILE`) when that is lower.
+fn pending_cap() -> usize {
+    let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(soft, _)| usize::try_from(soft).unwrap_or(usize::MAX))
+        .unwrap_or(1024);
+    MAX_PENDING.min(soft / 4).max(16)
+}
+
 fn run(l: &TcpListener, wake: &UnixLink, secret: &Secret, timeout: Duration, sh: &Shared) {
+    let cap = pending_cap();
     let mut pending: VecDeque<Pending> = VecDeque::new();
     loop {
         if sh.stop.load(Ordering::SeqCst) {
@@ -187,7 +199,7 @@ fn run(l: &TcpListener, wake: &UnixLink, secret: &Secret, timeout: Duration, sh:
             }
         }
         if ready[1] {
-            accept_all(l, &mut pending, timeout);
+            accept_all(l, &mut pending, timeout, cap);
         }
     }
 }
@@ -243,7 +255,7 @@ fn hand_over(sh: &Shared, p: Pending) {
     sh.ready_cv.notify_all();
 }
 
-fn accept_all(l: &TcpListener, pending: &mut VecDeque<Pending>, timeout: Duration) {
+fn accept_all(l: &TcpListener, pending: &mut VecDeque<Pending>, timeout: Duration, cap: usize) {
     loop {
         let (s, peer) = match l.accept() {
             Ok(x) => x,
@@ -263,7 +275,7 @@ fn accept_all(l: &TcpListener, pending: &mut VecDeque<Pending>, timeout: Duratio
             Ok(n) if n == challenge.len() => {}
             _ => continue,
         }
-        if pending.len() >= MAX_PENDING {
+        if pending.len() >= cap {
             pending.pop_front();
         }
         pending.push_back(Pending {
