@@ -117,7 +117,12 @@ fn enter_tcp(v: &std::ffi::OsStr) -> ! {
         );
         exit_now(2)
     };
-    match crate::net::join(v) {
+    serve_joined(crate::net::join(v), "this worker could not join its master")
+}
+
+/// Serves the master a worker joined over TCP, or exits with `why` and the reason.
+fn serve_joined(joined: crate::net::Joined, why: &str) -> ! {
+    match joined {
         Ok((data, ctl, id, cfg)) => {
             MYID.store(id, Ordering::Relaxed);
             let fd = std::os::fd::AsRawFd::as_raw_fd(&data.0);
@@ -127,11 +132,16 @@ fn enter_tcp(v: &std::ffi::OsStr) -> ! {
                 fd,
                 FrameReader::with_cap(cfg.cap),
                 cfg.cap,
-                Some(cfg.heartbeat),
+                // The master pings only once every worker of the start has joined (within
+                // its start timeout); from then on, at least once per heartbeat timeout.
+                Some((
+                    cfg.handshake + cfg.heartbeat + Duration::from_secs(5),
+                    cfg.heartbeat,
+                )),
             )
         }
         Err(m) => {
-            eprintln!("ptools-workerset: this worker could not join its master: {m}");
+            eprintln!("ptools-workerset: {why}: {m}");
             exit_now(2)
         }
     }
@@ -146,24 +156,7 @@ pub(crate) fn serve_rank_zero(path: &std::path::Path, timeout: Duration) -> ! {
             .ok_or_else(|| format!("{}: malformed", path.display()))?;
         crate::net::join_with(c, &secret, None, deadline)
     });
-    match joined {
-        Ok((data, ctl, id, cfg)) => {
-            MYID.store(id, Ordering::Relaxed);
-            let fd = std::os::fd::AsRawFd::as_raw_fd(&data.0);
-            serve(
-                Arc::new(data),
-                Box::new(ctl),
-                fd,
-                FrameReader::with_cap(cfg.cap),
-                cfg.cap,
-                Some(cfg.heartbeat),
-            )
-        }
-        Err(m) => {
-            eprintln!("ptools-workerset: this rank could not join rank 0: {m}");
-            exit_now(2)
-        }
-    }
+    serve_joined(joined, "this rank could not join rank 0")
 }
 
 /// Writes `bytes` as they are on this worker's data link, past the framing (tests of the
@@ -237,7 +230,7 @@ fn serve(
     data_fd: RawFd,
     mut reader: FrameReader,
     cap: usize,
-    heartbeat: Option<Duration>,
+    heartbeat: Option<(Duration, Duration)>,
 ) -> ! {
     CAP.store(cap, Ordering::Relaxed);
     DATA_FD.store(data_fd, Ordering::Relaxed);
@@ -376,15 +369,22 @@ impl Replies {
     }
 }
 
-fn control(ctl: &dyn Link, replies: &Replies, heartbeat: Option<Duration>) -> ! {
+/// Serves the control link. With `heartbeat = (first, then)`, a master silent for `first`
+/// before its first frame, or for `then` between frames, is taken for gone.
+fn control(ctl: &dyn Link, replies: &Replies, heartbeat: Option<(Duration, Duration)>) -> ! {
     let mut reader = FrameReader::with_cap(wire::CONTROL_CAP);
     let mut out = Vec::new();
+    let mut heard = false;
     loop {
         let next = match heartbeat {
             // The master pings more often than this; silence means it is gone or stopped.
-            Some(t) => reader.next_before(ctl, std::time::Instant::now() + t),
+            Some((first, then)) => {
+                let t = if heard { then } else { first };
+                reader.next_before(ctl, std::time::Instant::now() + t)
+            }
             None => reader.next(ctl),
         };
+        heard = true;
         match next {
             Ok(Some(b)) if b[0] == wire::PING => {
                 wire::begin(&mut out, wire::PONG);

@@ -499,3 +499,58 @@ fn worker_exits_when_its_master_stops() {
     master.wait().unwrap();
     assert!(took < Duration::from_secs(5), "{took:?}");
 }
+
+/// Starts one worker at once and one after `delay`, through `sh`.
+#[derive(Debug)]
+struct Staggered(Duration);
+
+impl Launcher for Staggered {
+    fn launch(&self, job: &LaunchJob) -> std::io::Result<Vec<Launched>> {
+        let via = SecretVia::Stdin;
+        let line = job.shell_command(&via, None);
+        let mut out = Vec::new();
+        for wait in [Duration::ZERO, self.0] {
+            let mut cmd = std::process::Command::new("sh");
+            cmd.args(["-c", &format!("sleep {}; exec {line}", wait.as_secs_f64())]);
+            out.push(job.spawn(cmd, &via, 1)?);
+        }
+        Ok(out)
+    }
+}
+
+/// A worker that joined early waits for the rest of its start: it is not taken for
+/// orphaned by a heartbeat timeout shorter than the wait for the others.
+#[test]
+fn early_workers_outlast_a_slow_start() {
+    let c = Cluster::builder()
+        .heartbeat(Duration::from_millis(200), Duration::from_millis(1500))
+        .start_timeout(Duration::from_secs(30))
+        .build();
+    let ids = c.addprocs_with(&Staggered(Duration::from_secs(3))).unwrap();
+    for &id in &ids {
+        assert_eq!(c.remotecall_fetch(id, add1, 1).unwrap(), 2);
+    }
+    c.rmprocs(&ids).unwrap();
+}
+
+/// A launcher that starts its worker in the background and exits with success
+/// (`ssh -f`, `sh -c 'cmd &'`) leaves a working worker, watched by the heartbeat.
+#[test]
+fn a_launcher_that_exits_after_starting_its_worker() {
+    // A shell gives a background job /dev/null for stdin: the secret goes by environment.
+    #[derive(Debug)]
+    struct Detached;
+    impl Launcher for Detached {
+        fn launch(&self, job: &LaunchJob) -> std::io::Result<Vec<Launched>> {
+            let line = job.shell_command(&SecretVia::Env, None);
+            let mut cmd = std::process::Command::new("sh");
+            cmd.args(["-c", &format!("{line} & exit 0")]);
+            Ok(vec![job.spawn(cmd, &SecretVia::Env, 1)?])
+        }
+    }
+    let c = cluster();
+    let id = c.addprocs_with(&Detached).unwrap()[0];
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(c.remotecall_fetch(id, add1, 1).unwrap(), 2);
+    c.rmprocs(&[id]).unwrap();
+}

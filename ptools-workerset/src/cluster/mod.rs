@@ -439,7 +439,9 @@ impl Cluster {
         self.nprocs().saturating_sub(1).max(1)
     }
 
-    /// The process id of worker `id`, if it is alive.
+    /// The process id of worker `id`, if it is alive: on the worker's own host, which for a
+    /// worker started by a [`Launcher`](crate::Launcher) may not be this one (see
+    /// [`worker_host`](Self::worker_host)).
     pub fn pid(&self, id: usize) -> Option<i32> {
         if id == 1 {
             return Some(std::process::id() as i32);

@@ -93,7 +93,12 @@ impl Cluster {
             .launch(&job)
             .map_err(|e| Error::WorkerStartFailed(format!("launcher: {e}")))?;
         let expected: usize = launched.iter().map(|l| l.workers).sum();
-        let joined = match self.join(&net, &launched, expected, launch, &me) {
+        let joined = self.join(&net, &launched, expected, launch, &me);
+        // Joined or not, the secret files of this start have served.
+        for f in launched.iter().filter_map(|l| l.secret_file.as_ref()) {
+            let _ = std::fs::remove_file(f);
+        }
+        let joined = match joined {
             Ok(j) => j,
             Err(e) => {
                 for p in launched.iter().filter_map(|l| l.proc.as_ref()) {
@@ -217,9 +222,10 @@ impl Cluster {
                 continue;
             };
             let mut reader = FrameReader::with_cap(wire::HANDSHAKE_CAP);
-            // A proven peer holds the secret, but a slow one must not stall the start
-            // past its deadline.
-            let first = match reader.next_before(&link, deadline) {
+            // A proven peer holds the secret, but a slow one must not stall the others: its
+            // first frame is due at once (a few seconds at most).
+            let hello_by = deadline.min(Instant::now() + Duration::from_secs(5));
+            let first = match reader.next_before(&link, hello_by) {
                 Ok(Some(b)) => b.to_vec(),
                 _ => continue,
             };
@@ -277,12 +283,18 @@ impl Cluster {
 
     /// Registers joined workers, each with the launcher process that brought it.
     fn admit(&self, joined: Vec<Joining>, launched: Vec<Launched>) -> Result<Vec<usize>> {
+        // A launcher that already exited (with success: `join` fails on anything else) started
+        // its workers and left (`ssh -f`, `sh -c 'cmd &'`): nothing of it to watch, and its
+        // workers are watched by the heartbeat alone.
+        let running = |l: &&Launched| l.proc.as_ref().is_some_and(|p| p.try_wait().is_none());
         let by_slot: HashMap<u64, Arc<crate::sys::Process>> = launched
             .iter()
+            .filter(running)
             .filter_map(|l| Some((l.slot?, l.proc.clone()?)))
             .collect();
         let groups: Vec<&Arc<crate::sys::Process>> = launched
             .iter()
+            .filter(running)
             .filter(|l| l.slot.is_none())
             .filter_map(|l| l.proc.as_ref())
             .collect();
@@ -334,24 +346,30 @@ impl Cluster {
             );
             match registered {
                 Ok(remote) => {
+                    // A first ping before the start returns: every worker has heard from
+                    // its master, so from now on its silence bound is the heartbeat
+                    // timeout (before this, it waits as long as a start may take).
+                    if !matches!(remote.ping(hb.1), Ok(Some(_))) {
+                        ids.push(j.id);
+                        self.abandon(&ids, rest);
+                        return Err(Error::WorkerStartFailed(format!(
+                            "worker {} did not answer its first ping",
+                            j.id
+                        )));
+                    }
                     let weak = Arc::downgrade(&remote);
                     let spawned = std::thread::Builder::new()
                         .name(format!("ptools-heartbeat-{}", j.id))
                         .spawn(move || heartbeat(&weak, &peer, hb.0, hb.1));
+                    ids.push(j.id);
                     if let Err(e) = spawned {
-                        // Unwatched, a stopped peer would hang its calls: take it down.
-                        remote.proc.kill();
+                        // Unwatched, a stopped peer would hang its calls: all or none.
+                        self.abandon(&ids, rest);
                         return Err(e.into());
                     }
-                    ids.push(j.id);
                 }
                 Err(e) => {
-                    for j in rest {
-                        j.data.shutdown();
-                        if let Some(c) = &j.ctl {
-                            c.shutdown();
-                        }
-                    }
+                    self.abandon(&ids, rest);
                     return Err(e);
                 }
             }
@@ -375,7 +393,23 @@ impl Launcher for Rendezvous {
             proc: None,
             workers: self.workers,
             slot: None,
+            // `addprocs_ranks` removes the rendezvous file itself.
+            secret_file: None,
         }])
+    }
+}
+
+impl Cluster {
+    /// Undoes a start that failed half-way: stops the workers already registered by it and
+    /// closes the connections of the others.
+    fn abandon(&self, admitted: &[usize], rest: impl Iterator<Item = Joining>) {
+        for j in rest {
+            j.data.shutdown();
+            if let Some(c) = &j.ctl {
+                c.shutdown();
+            }
+        }
+        let _ = self.rmprocs(admitted);
     }
 }
 
@@ -432,6 +466,7 @@ fn heartbeat(remote: &Weak<Remote>, peer: &TcpPeer, interval: Duration, timeout:
         match r.ping(timeout) {
             Ok(Some(_)) => {}
             Ok(None) => {
+                peer.lose(Termination::Disconnected);
                 r.end_seen();
                 return;
             }

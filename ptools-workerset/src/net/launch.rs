@@ -39,8 +39,9 @@ pub enum SecretVia {
     /// in `/proc/<pid>/environ`), for engines that forward the environment to every rank
     /// (`mpirun -x`, `srun --export`). The worker removes it from its environment.
     Env,
-    /// A file the master writes (mode 0600) at this path, read by the workers: for hosts
-    /// that share a file system. The master removes it when the start ends.
+    /// A file the master writes (mode 0600, a new file: an existing one is an error) at
+    /// this path, read by the workers: for hosts that share a file system. The master
+    /// removes it when the start ends, joined or failed.
     File(PathBuf),
 }
 
@@ -171,7 +172,7 @@ impl LaunchJob {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         });
         let secret = slot.map(|n| format!("{} {n:x}", self.secret.to_hex()));
-        let proc = crate::cluster::on_spawner(move || -> io::Result<sys::Process> {
+        let spawned = crate::cluster::on_spawner(move || -> io::Result<sys::Process> {
             let mut child = cmd.spawn()?;
             let stdin = child.stdin.take();
             let pid = child.id() as i32;
@@ -183,11 +184,25 @@ impl LaunchJob {
                 let _ = w.write_all(format!("{s}\n").as_bytes());
             }
             Ok(proc)
-        })??;
+        })
+        .and_then(|r| r);
+        let proc = match spawned {
+            Ok(p) => p,
+            Err(e) => {
+                if let SecretVia::File(p) = via {
+                    let _ = std::fs::remove_file(p);
+                }
+                return Err(e);
+            }
+        };
         Ok(Launched {
             proc: Some(Arc::new(proc)),
             workers,
             slot,
+            secret_file: match via {
+                SecretVia::File(p) => Some(p.clone()),
+                _ => None,
+            },
         })
     }
 }
@@ -211,6 +226,8 @@ pub struct Launched {
     pub(crate) workers: usize,
     /// The number its worker reports, for a process that brings one worker (stdin).
     pub(crate) slot: Option<u64>,
+    /// The secret file written for it, removed when the start ends.
+    pub(crate) secret_file: Option<PathBuf>,
 }
 
 /// Starts workers on hosts through an engine the user already runs (see [`Ssh`],
@@ -236,7 +253,10 @@ pub trait Launcher: fmt::Debug + Send + Sync {
 /// `kubectl exec -i`, `docker exec -i`, a local shell for testing).
 ///
 /// In each word of the template, `{cmd}` becomes [`LaunchJob::shell_command`] (the whole
-/// worker command, quoted for a POSIX shell) and `{program}` the program's path.
+/// worker command, quoted for a POSIX shell) and `{program}` the program's path. The
+/// worker reads the secret from its standard input: the command must hand its own stdin
+/// on (a shell's background job gets `/dev/null`; a [`Launcher`] of your own can pass the
+/// secret by environment instead, [`SecretVia::Env`]).
 ///
 /// ```no_run
 /// use ptools_workerset::{Cluster, CommandLauncher};
@@ -343,9 +363,17 @@ impl std::str::FromStr for HostSpec {
             ),
             None => (rest, None),
         };
+        // Only plain names: a host or user string reaches ssh, and through `%h`/`%u` in a
+        // user's ssh configuration a local shell (CVE-2023-51385).
+        let plain = |w: &str| {
+            !w.is_empty()
+                && !w.starts_with('-')
+                && w.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        };
         let (user, rest) = match rest.split_once('@') {
-            Some((u, h)) if !u.is_empty() => (Some(u.to_owned()), h),
-            Some(_) => return Err(bad("empty user before '@'")),
+            Some((u, h)) if plain(u) && !h.contains('@') => (Some(u.to_owned()), h),
+            Some(_) => return Err(bad("the user must be a plain name, before one '@'")),
             None => (None, rest),
         };
         // `[v6]:port`, `[v6]`, `host:port`, `host`.
@@ -362,8 +390,9 @@ impl std::str::FromStr for HostSpec {
                 None => (rest, None),
             }
         };
-        if host.is_empty() || host.starts_with('-') || host.chars().any(char::is_whitespace) {
-            return Err(bad("not a host name"));
+        let is_ip = host.parse::<IpAddr>().is_ok();
+        if !is_ip && !plain(host) {
+            return Err(bad("not a host name or address"));
         }
         let port = port
             .map(|p| p.parse::<u16>().ok().filter(|&p| p > 0))
@@ -448,7 +477,7 @@ impl Launcher for Ssh {
                 if let Some(p) = h.port {
                     cmd.args(["-p", &p.to_string()]);
                 }
-                cmd.args(&self.options).arg(&h.host).arg(&line);
+                cmd.args(&self.options).arg("--").arg(&h.host).arg(&line);
                 out.push(job.spawn(cmd, &via, 1)?);
             }
         }

@@ -198,8 +198,13 @@ fn run(l: &TcpListener, wake: &UnixLink, secret: &Secret, timeout: Duration, sh:
                 }
             }
         }
-        if ready[1] {
-            accept_all(l, &mut pending, timeout, cap);
+        if ready[1] && !accept_all(l, &mut pending, timeout, cap) {
+            // Out of descriptors: the connection stays in the backlog and the listener
+            // readable. Make room by closing the oldest unproven connection, or wait a
+            // little, rather than spin.
+            if pending.pop_front().is_none() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
     }
 }
@@ -255,14 +260,24 @@ fn hand_over(sh: &Shared, p: Pending) {
     sh.ready_cv.notify_all();
 }
 
-fn accept_all(l: &TcpListener, pending: &mut VecDeque<Pending>, timeout: Duration, cap: usize) {
+/// Accepts every waiting connection; false when `accept` failed for want of descriptors.
+fn accept_all(
+    l: &TcpListener,
+    pending: &mut VecDeque<Pending>,
+    timeout: Duration,
+    cap: usize,
+) -> bool {
     loop {
         let (s, peer) = match l.accept() {
             Ok(x) => x,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            // WouldBlock: all taken. Anything else (EMFILE, a connection reset before it
-            // was taken): try again at the next readiness.
-            Err(_) => return,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+            Err(e) => {
+                // EMFILE/ENFILE leave the connection waiting; anything else (a connection
+                // reset before it was taken) is gone.
+                let starved = matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
+                return !starved;
+            }
         };
         let Ok(side) = MasterSide::new() else {
             continue;

@@ -9,7 +9,9 @@
 //! a peer without the secret gets nothing decoded, and a worker never runs a call from a
 //! master that could not prove the secret. The secret never appears on a command line or
 //! in a log: it reaches a worker on its standard input (`ssh`), or in its environment or a
-//! 0600 file (MPI, Slurm), and the worker removes it from its environment. The build is
+//! 0600 file (MPI, Slurm). The worker removes it from its environment when it is still
+//! single-threaded there (so processes it starts do not inherit it); `/proc/<pid>/environ`
+//! keeps the original bytes, readable by the same user and root only. The build is
 //! checked by content (the executable's build-id) before anything runs. The links are not
 //! encrypted: run them on a network you trust, or through a tunnel.
 //!
@@ -272,12 +274,13 @@ fn read_secret(how: &str, deadline: Instant) -> Result<(Secret, Option<u64>), St
         "file" => {
             let p = std::env::var_os(launch::ENV_SECRET_FILE)
                 .ok_or_else(|| format!("{} is not set", launch::ENV_SECRET_FILE))?;
-            let f = std::fs::File::open(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+            let f = open_private(std::path::Path::new(&p))
+                .map_err(|e| format!("{}: {e}", p.display()))?;
             use std::os::unix::fs::MetadataExt;
             let m = f.metadata().map_err(|e| e.to_string())?;
-            if m.mode() & 0o077 != 0 {
+            if !m.is_file() || m.mode() & 0o077 != 0 || m.uid() != nix::unistd::getuid().as_raw() {
                 return Err(format!(
-                    "{}: readable by others (mode {:o}); it must be 0600",
+                    "{}: not a private file of this user (mode {:o}); it must be 0600",
                     p.display(),
                     m.mode() & 0o777
                 ));
@@ -320,6 +323,17 @@ fn read_secret(how: &str, deadline: Instant) -> Result<(Secret, Option<u64>), St
     Secret::from_hex(&text)
         .map(|s| (s, None))
         .ok_or_else(|| "the secret is not 64 hex digits".into())
+}
+
+/// Opens a file that should hold a secret without following a link or blocking on a FIFO
+/// (someone who can write to its directory must not hang or redirect the reader); the
+/// caller checks that it is a private regular file.
+pub(crate) fn open_private(p: &std::path::Path) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(p)
 }
 
 fn connect(master: &str, from: Option<IpAddr>, deadline: Instant) -> io::Result<TcpStream> {
@@ -371,9 +385,12 @@ fn connect_from(ip: IpAddr, to: SocketAddr, timeout: Duration) -> io::Result<Tcp
     Ok(TcpStream::from(fd))
 }
 
+/// What joining gives a worker: its two links, its id and its configuration, or why not.
+pub(crate) type Joined = Result<(TcpLink, TcpLink, usize, TcpConfig), String>;
+
 /// A worker's side of joining a master over TCP: both connections authenticated, the
 /// handshake done. Returns the links, this worker's id, and the configuration.
-pub(crate) fn join(v: &str) -> Result<(TcpLink, TcpLink, usize, TcpConfig), String> {
+pub(crate) fn join(v: &str) -> Joined {
     let c = TcpConfig::parse(v).ok_or_else(|| format!("malformed {ENV_TCP}={v:?}"))?;
     let deadline = Instant::now() + c.handshake + Duration::from_secs(5);
     let (secret, slot) = read_secret(&c.secret, deadline)?;
@@ -386,7 +403,7 @@ pub(crate) fn join_with(
     secret: &Secret,
     slot: Option<u64>,
     deadline: Instant,
-) -> Result<(TcpLink, TcpLink, usize, TcpConfig), String> {
+) -> Joined {
     let open = || -> Result<TcpStream, String> {
         let mut s =
             connect(&c.master, c.from, deadline).map_err(|e| format!("{}: {e}", c.master))?;

@@ -97,10 +97,13 @@ pub(crate) fn read(path: &std::path::Path, deadline: Instant) -> Result<(String,
     use std::io::Read;
     use std::os::unix::fs::MetadataExt;
     loop {
-        match std::fs::File::open(path) {
+        match super::open_private(path) {
             Ok(f) => {
                 let m = f.metadata().map_err(|e| e.to_string())?;
-                if m.mode() & 0o077 != 0 || m.uid() != nix::unistd::getuid().as_raw() {
+                if !m.is_file()
+                    || m.mode() & 0o077 != 0
+                    || m.uid() != nix::unistd::getuid().as_raw()
+                {
                     return Err(format!(
                         "{}: not a private file of this user; refusing it",
                         path.display()
