@@ -1,36 +1,12 @@
-//! The host facts a worker reports about itself: `gethostname` and `getifaddrs`, both
-//! through nix (which frees the interface list itself); no raw libc is left here.
+//! The host facts a worker reports about itself, from the worker runtime's
+//! [`WorkerHost::this_host`](ptools_workerset::WorkerHost::this_host).
 
 use std::net::IpAddr;
 
 /// This host's name and the addresses of its interfaces. Runs inside a worker.
 pub(crate) fn host_info(_: ()) -> (String, Vec<IpAddr>) {
-    (hostname(), addresses())
-}
-
-fn hostname() -> String {
-    nix::unistd::gethostname()
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_default()
-}
-
-fn addresses() -> Vec<IpAddr> {
-    let Ok(list) = nix::ifaddrs::getifaddrs() else {
-        return Vec::new();
-    };
-    let mut out: Vec<IpAddr> = list
-        .filter_map(|ifa| {
-            let addr = ifa.address?;
-            if let Some(sin) = addr.as_sockaddr_in() {
-                Some(IpAddr::V4(sin.ip()))
-            } else {
-                addr.as_sockaddr_in6().map(|sin6| IpAddr::V6(sin6.ip()))
-            }
-        })
-        .collect();
-    out.sort();
-    out.dedup();
-    out
+    let h = ptools_workerset::WorkerHost::this_host();
+    (h.hostname, h.addresses)
 }
 
 #[cfg(test)]

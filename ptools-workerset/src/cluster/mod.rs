@@ -207,6 +207,33 @@ pub struct WorkerHost {
     pub addresses: Vec<std::net::IpAddr>,
 }
 
+impl WorkerHost {
+    /// This process's host: its name (`gethostname`) and its interfaces' addresses
+    /// (`getifaddrs`, loopback included), sorted. What a worker reports when it joins,
+    /// and what ptools-queue asks a local worker for.
+    pub fn this_host() -> WorkerHost {
+        let hostname = nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut addresses: Vec<std::net::IpAddr> = nix::ifaddrs::getifaddrs()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| {
+                let a = i.address?;
+                a.as_sockaddr_in()
+                    .map(|s| std::net::IpAddr::V4(s.ip()))
+                    .or_else(|| a.as_sockaddr_in6().map(|s| std::net::IpAddr::V6(s.ip())))
+            })
+            .collect();
+        addresses.sort();
+        addresses.dedup();
+        WorkerHost {
+            hostname,
+            addresses,
+        }
+    }
+}
+
 type ExitHook = Arc<dyn Fn(usize, &Error) + Send + Sync>;
 
 /// What a [`Cluster`] knows of a worker, without asking it: see

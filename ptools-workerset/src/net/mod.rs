@@ -150,30 +150,6 @@ impl Net {
     }
 }
 
-/// This host's name and interface addresses (loopback included), plus `extra`.
-pub(crate) fn host_facts(extra: &[IpAddr]) -> (String, Vec<IpAddr>) {
-    let name = nix::unistd::gethostname()
-        .map(|h| h.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut addrs: Vec<IpAddr> = extra.to_vec();
-    if let Ok(ifs) = nix::ifaddrs::getifaddrs() {
-        for i in ifs {
-            let ip = i.address.as_ref().and_then(|a| {
-                a.as_sockaddr_in()
-                    .map(|s| IpAddr::V4(s.ip()))
-                    .or_else(|| a.as_sockaddr_in6().map(|s| IpAddr::V6(s.ip())))
-            });
-            if let Some(ip) = ip
-                && !addrs.contains(&ip)
-            {
-                addrs.push(ip);
-            }
-        }
-    }
-    addrs.truncate(MAX_ADDRS);
-    (name, addrs)
-}
-
 /// What `PTOOLS_WORKER_TCP` tells a worker.
 #[derive(Debug, PartialEq)]
 pub(crate) struct TcpConfig {
@@ -416,7 +392,11 @@ pub(crate) fn join_with(
     // The address the master was reached from, as an address of this host (what a
     // master that targets hosts by address will name).
     let local = data.0.local_addr().map(|a| a.ip()).ok();
-    let (hostname, addrs) = host_facts(local.as_slice());
+    let here = crate::WorkerHost::this_host();
+    let mut addrs: Vec<IpAddr> = local.into_iter().collect();
+    addrs.extend(here.addresses.into_iter().filter(|a| Some(*a) != local));
+    addrs.truncate(MAX_ADDRS);
+    let hostname = here.hostname;
     let hello = RemoteHello {
         magic: wire::MAGIC,
         protocol: wire::PROTOCOL,
