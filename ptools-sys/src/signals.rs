@@ -60,6 +60,11 @@
 //! - A segment is covered from the moment its name is created until it is unlinked, except
 //!   for the few instructions while its entry is written or freed.
 //! - `SIGKILL`, and signals other than these two, still leave segments behind.
+//! - A second signal sent to the master alone, before a worker has finished unlinking the
+//!   segments it created itself, gives that worker only the 100 ms above: a worker slower
+//!   than that (a loaded machine) is killed, and its segments stay until `ptools shm clean`.
+//!   Ctrl-C in a terminal signals the workers too (they share the process group), so each
+//!   cleans up on its own.
 //! - Outside Linux, segments are unlinked by name with `shm_unlink` (no identity check),
 //!   and workers are signalled by pid.
 //! - On targets with ptools' stub backend (other than Linux and macOS, see the crate docs
