@@ -195,11 +195,14 @@ fn bench_reports_every_headline_ratio_and_leaves_nothing() {
             .unwrap_or_else(|| panic!("no ratio in {line:?}"));
         assert!(ratio > 0.0 && ratio.is_finite(), "{line}");
     }
+    // Only the bench's own names (`ptools_bench<pid>_...`): the other tests of this file
+    // run at the same time and make segments of their own.
     let after: Vec<_> = std::fs::read_dir("/dev/shm")
         .unwrap()
         .flatten()
         .map(|e| e.file_name())
         .filter(|n| !before.contains(n))
+        .filter(|n| n.to_string_lossy().starts_with("ptools_bench"))
         .collect();
     assert!(after.is_empty(), "left in /dev/shm: {after:?}");
 
