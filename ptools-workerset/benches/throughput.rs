@@ -75,6 +75,25 @@ fn dispatch(c: &mut Criterion) {
     });
     g.finish();
 
+    // The fixed cost of pmap: 10^4 trivial items, against the same loop in this process.
+    let mut g = c.benchmark_group("pmap_small");
+    let small: Vec<u64> = (0..10_000).collect();
+    g.throughput(Throughput::Elements(small.len() as u64));
+    g.bench_function("trivial_1e4_items_2_workers", |b| {
+        b.iter(|| black_box(ws.pmap(add1, small.iter().copied()).unwrap()))
+    });
+    g.bench_function("sequential_1e4_items", |b| {
+        b.iter(|| {
+            black_box(
+                black_box(&small)
+                    .iter()
+                    .map(|&x| add1(x))
+                    .collect::<Vec<u64>>(),
+            )
+        })
+    });
+    g.finish();
+
     let mut g = c.benchmark_group("pmap");
     let n = 1_000_000u64;
     g.throughput(Throughput::Elements(n));

@@ -14,8 +14,106 @@ use crate::workerset::{Job, WorkerSet};
 /// Work per batch the sizing aims at: long enough that the per-batch cost (a round trip,
 /// tens of microseconds) is small, short enough to balance the end of the run.
 const TARGET: Duration = Duration::from_millis(2);
-/// A batch is at most this many times larger than the previous one.
-const GROWTH: usize = 16;
+/// A batch is at most this many times larger than the largest one sent before. The
+/// estimate of an item's cost is an upper bound (a batch's time over its length, the
+/// round trip included), so a batch sized by it holds at most [`TARGET`] of work when
+/// items cost alike; the bound on growth guards against items that get dearer later.
+const GROWTH: usize = 128;
+/// A batch carries at least this many times the cost of a round trip in work, so that
+/// splitting the end of a run into smaller batches pays for itself.
+const MIN_WORK_PER_OVERHEAD: f64 = 2.0;
+
+/// Batch sizes for one `pmap`: one item per worker first (so that a run of long items
+/// never commits many of them to one worker unmeasured), then sizes from what finished
+/// batches took.
+///
+/// Each finished batch gives `took / len`, an upper bound on an item's cost (the round
+/// trip is in it), smoothed over batches; the quickest batch gives an upper bound on the
+/// round trip itself. A batch then aims at [`TARGET`] of work, grows by at most
+/// [`GROWTH`], and near the end takes a fair share of what is left (`left / width`) but
+/// never less than [`MIN_WORK_PER_OVERHEAD`] round trips of work: trivial items end in a
+/// few large batches instead of a long tail of tiny ones.
+struct Sizer {
+    per_item: Option<f64>,
+    overhead: f64,
+    largest: usize,
+    /// Once the rest fits in one batch per worker: the length of those last batches.
+    last: Option<usize>,
+    /// Batches finished, and the longest of them.
+    finished: usize,
+    longest_done: usize,
+}
+
+impl Sizer {
+    fn new() -> Sizer {
+        Sizer {
+            per_item: None,
+            overhead: f64::INFINITY,
+            largest: 1,
+            last: None,
+            finished: 0,
+            longest_done: 0,
+        }
+    }
+
+    /// How many batches may be in flight: one per worker until the first has finished.
+    fn in_flight_limit(&self, live: usize, width: usize) -> usize {
+        if self.last.is_some() {
+            // The last split goes out at once.
+            usize::MAX
+        } else if self.finished < 2 * live {
+            // The probes, then one measured batch per worker: each sized by what the one
+            // before showed, none sent on a guess.
+            live
+        } else {
+            width
+        }
+    }
+
+    /// The length of the next batch, `left` items still to send.
+    fn next(&mut self, left: usize, live: usize, width: usize) -> usize {
+        let Some(t) = self.per_item else {
+            return 1;
+        };
+        let t = t.max(1e-10);
+        let cap = self.largest.saturating_mul(GROWTH);
+        let target = TARGET.as_secs_f64();
+        if let Some(len) = self.last {
+            return len.min(left);
+        }
+        let floor = (MIN_WORK_PER_OVERHEAD * self.overhead / t)
+            .ceil()
+            .min(left as f64) as usize;
+        let len = if left as f64 * t <= live as f64 * target && left.div_ceil(live) <= cap {
+            // All that is left fits in one batch per worker: split it once, evenly (but
+            // not finer than the floor), and send it all.
+            let len = left.div_ceil(live).max(floor);
+            self.last = Some(len);
+            len
+        } else {
+            let want = ((target / t) as usize).clamp(1, cap);
+            let fair = left.div_ceil(width);
+            want.min(fair.max(floor))
+        }
+        .clamp(1, left);
+        self.largest = self.largest.max(len);
+        len
+    }
+
+    /// A batch of `len` items took `took` seconds, round trip included.
+    fn finished(&mut self, len: usize, took: f64) {
+        self.finished += 1;
+        self.overhead = self.overhead.min(took);
+        let per = took / len as f64;
+        self.per_item = Some(match self.per_item {
+            // The longest batch so far gives the tightest bound: take it as it is.
+            _ if len >= self.longest_done => per,
+            None => per,
+            Some(p) => p.min(per * 4.0).max(per / 4.0) * 0.5 + per * 0.5,
+        });
+        self.longest_done = self.longest_done.max(len);
+    }
+}
 
 /// Reports finished items (a progress bar, or nothing).
 pub(crate) trait Progress {
@@ -53,25 +151,18 @@ where
     }
     let fref = FnRef::batch(f)?;
     let width = set.width();
+    let live = set.workers().len().max(1);
+    let mut sizer = Sizer::new();
     let (tx, rx) = mpsc::channel::<usize>();
     // Per batch: its range, slot and start time.
     let mut batches: Vec<(usize, usize, std::sync::Arc<Slot>, Instant)> = Vec::new();
     let mut results: Vec<Option<Vec<R>>> = Vec::new();
     let mut next = 0;
     let mut in_flight = 0;
-    let mut size = 1usize;
-    let mut per_item: Option<f64> = None;
     let mut done = 0;
     while done < batches.len() || next < n {
-        while next < n && in_flight < width {
-            let left = n - next;
-            if let Some(t) = per_item {
-                let want = (TARGET.as_secs_f64() / t.max(1e-9)) as usize;
-                size = want.clamp(1, size.saturating_mul(GROWTH));
-            }
-            // Keep enough batches for every worker near the end.
-            let fair = left.div_ceil(width);
-            let len = size.min(fair).max(1);
+        while next < n && in_flight < sizer.in_flight_limit(live, width) {
+            let len = sizer.next(n - next, live, width);
             let arg = crate::codec::encode(&items[next..next + len])
                 .map_err(|e| Error::Encode(format!("argument: {e}")))?;
             let slot = Slot::new(0, None);
@@ -90,11 +181,7 @@ where
         in_flight -= 1;
         done += 1;
         let (_, len, slot, t0) = &batches[index];
-        let took = t0.elapsed().as_secs_f64() / *len as f64;
-        per_item = Some(match per_item {
-            None => took,
-            Some(p) => p.min(took * 4.0).max(took / 4.0) * 0.5 + took * 0.5,
-        });
+        sizer.finished(*len, t0.elapsed().as_secs_f64());
         let bytes = slot.take_done()?;
         let v: Vec<R> =
             crate::codec::decode(&bytes).map_err(|e| Error::Decode(format!("result: {e}")))?;
@@ -113,4 +200,93 @@ where
         out.extend(r.unwrap_or_default());
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run of `n` items of `cost` seconds each on `live` workers, each batch costing
+    /// `overhead` seconds more (the round trip), batches served first-free in the order
+    /// sent. Returns the batch lengths in the order sent and the time the run took.
+    fn simulate(n: usize, live: usize, cost: f64, overhead: f64) -> (Vec<usize>, f64) {
+        let width = 2 * live;
+        let mut s = Sizer::new();
+        let mut sent = Vec::new();
+        // (finish time, len, start of the batch as the master saw it)
+        let mut running: Vec<(f64, usize, f64)> = Vec::new();
+        let mut queue: std::collections::VecDeque<(usize, f64)> = Default::default();
+        let mut free = live;
+        let (mut now, mut next) = (0.0f64, 0usize);
+        loop {
+            while next < n && running.len() + queue.len() < s.in_flight_limit(live, width) {
+                let len = s.next(n - next, live, width);
+                sent.push(len);
+                next += len;
+                queue.push_back((len, now));
+            }
+            while free > 0 {
+                let Some((len, t0)) = queue.pop_front() else {
+                    break;
+                };
+                free -= 1;
+                running.push((now + overhead + len as f64 * cost, len, t0));
+            }
+            if running.is_empty() {
+                return (sent, now);
+            }
+            let i = (0..running.len())
+                .min_by(|&a, &b| running[a].0.total_cmp(&running[b].0))
+                .unwrap();
+            let (t, len, t0) = running.swap_remove(i);
+            now = t;
+            free += 1;
+            s.finished(len, now - t0);
+        }
+    }
+
+    #[test]
+    fn trivial_items_end_in_a_few_batches() {
+        let (sent, took) = simulate(10_000, 2, 10e-9, 20e-6);
+        assert_eq!(sent.iter().sum::<usize>(), 10_000);
+        assert_eq!(&sent[..2], &[1, 1], "one probe per worker first: {sent:?}");
+        assert!(sent.len() <= 8, "{} batches: {sent:?}", sent.len());
+        // Three round trips (probe, one measured batch, the split) and the work itself.
+        assert!(took < 120e-6, "took {took} s: {sent:?}");
+    }
+
+    #[test]
+    fn a_million_trivial_items_go_in_large_batches() {
+        let (sent, took) = simulate(1_000_000, 2, 10e-9, 20e-6);
+        assert_eq!(sent.iter().sum::<usize>(), 1_000_000);
+        // The work is 10 ms, 5 ms per worker: the round trips add little.
+        assert!(took < 6.5e-3, "took {took} s over {} batches", sent.len());
+    }
+
+    #[test]
+    fn long_items_go_one_at_a_time() {
+        let (sent, _) = simulate(50, 2, 10e-3, 20e-6);
+        assert!(sent.iter().all(|&l| l == 1), "{sent:?}");
+    }
+
+    #[test]
+    fn a_batch_holds_about_the_target_of_work() {
+        let cost = 100e-6;
+        let (sent, took) = simulate(2_000, 2, cost, 20e-6);
+        let most = (TARGET.as_secs_f64() / cost) as usize;
+        assert!(sent.iter().all(|&l| l <= most), "{sent:?}");
+        // Balanced: close to the ideal 100 ms.
+        assert!(took < 0.11, "took {took} s: {sent:?}");
+    }
+
+    #[test]
+    fn uneven_splits_never_overshoot_what_is_left() {
+        for n in [1, 2, 3, 7, 100, 12_345] {
+            for live in [1, 2, 3, 8] {
+                let (sent, _) = simulate(n, live, 1e-6, 30e-6);
+                assert_eq!(sent.iter().sum::<usize>(), n, "n {n} live {live}: {sent:?}");
+                assert!(sent.iter().all(|&l| l >= 1));
+            }
+        }
+    }
 }
