@@ -8,13 +8,20 @@
 //! is queued and written by the link's sender thread, never by the reader (see the
 //! cluster's `PROTOCOL.md`). A dead worker is dropped from the set instead; when none is left, the
 //! waiting calls fail with [`Error::NoWorkers`].
+//!
+//! A blocking call (`remotecall_fetch`, `remotecall_wait`) that finds every worker busy
+//! waits in the same queue as a *caller*, not as an encoded call: the hook hands it the
+//! worker and wakes it, and the caller writes its call and reads its own reply itself.
+//! With more callers than workers this saves the sender thread's hop and the reader
+//! thread's wake-up on every call (a hook that only wakes a thread never writes, so
+//! it needs no sender thread).
 
 use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use parking_lot::{Mutex, MutexGuard};
+use parking_lot::{Condvar, Mutex, MutexGuard};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -45,10 +52,51 @@ pub(crate) struct Job {
     pub(crate) slot: Arc<Slot>,
 }
 
+/// What waits for a free worker in first-free mode, in FIFO order.
+enum Waiter {
+    /// A call, encoded: written by whoever frees a worker.
+    Job(Job),
+    /// A thread blocked in a call of its own, which writes it once handed a worker.
+    Caller(Arc<Handoff>),
+}
+
+/// Where a waiting caller is handed its worker (or told there is none).
+struct Handoff {
+    worker: Mutex<Option<Result<usize>>>,
+    cv: Condvar,
+}
+
+impl Handoff {
+    fn give(&self, w: Result<usize>) {
+        *lock(&self.worker) = Some(w);
+        self.cv.notify_one();
+    }
+
+    fn wait(&self) -> Result<usize> {
+        let mut g = lock(&self.worker);
+        loop {
+            if let Some(w) = g.take() {
+                return w;
+            }
+            self.cv.wait(&mut g);
+        }
+    }
+}
+
+impl Waiter {
+    /// No worker is left for it.
+    fn fail(self) {
+        match self {
+            Waiter::Job(j) => j.slot.complete(Err(Error::NoWorkers)),
+            Waiter::Caller(h) => h.give(Err(Error::NoWorkers)),
+        }
+    }
+}
+
 struct FirstFree {
     free: VecDeque<usize>,
     live: Vec<usize>,
-    queue: VecDeque<Job>,
+    queue: VecDeque<Waiter>,
 }
 
 struct SetInner {
@@ -212,6 +260,12 @@ impl WorkerSet {
             .collect()
     }
 
+    /// How many calls wait for a free worker (first-free mode; always 0 in round-robin
+    /// mode, where calls queue on the workers themselves).
+    pub fn waiting(&self) -> usize {
+        lock(&self.inner.ff).queue.len()
+    }
+
     /// Calls `f(arg)` on a worker of the set, chosen by the set's [`Mode`], and returns at
     /// once. In first-free mode the returned `RemoteRef` resolves once a free worker has
     /// run the call (its [`worker`](RemoteRef::worker) is 0 until one is picked).
@@ -246,7 +300,39 @@ impl WorkerSet {
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
     {
-        self.remotecall(f, arg)?.fetch()
+        self.call_and_wait(f, arg)?.fetch()
+    }
+
+    /// A call this thread then waits for: in first-free mode, when every worker is busy,
+    /// the thread itself waits for a worker and writes its call (see the module docs).
+    fn call_and_wait<A, R>(&self, f: fn(A) -> R, arg: A) -> Result<RemoteRef<R>>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        // On a read side a thread must not block for a worker (the hook that frees one
+        // may need this very read side): the call waits as an encoded job instead.
+        if self.inner.mode != Mode::FirstFree || crate::cluster::on_read_side() {
+            let r = self.remotecall(f, arg)?;
+            let _ = r.wait();
+            return Ok(r);
+        }
+        let arg =
+            crate::codec::encode(&arg).map_err(|e| Error::Encode(format!("argument: {e}")))?;
+        let f = FnRef::single(f)?;
+        let w = self.inner.acquire()?;
+        let slot = Slot::new(0, None);
+        self.inner.clone().run_on(
+            w,
+            Job {
+                f,
+                arg,
+                slot: slot.clone(),
+            },
+        );
+        let r = RemoteRef::new(slot);
+        let _ = r.wait();
+        Ok(r)
     }
 
     /// Calls `f(arg)` on a worker of the set and waits until it has run.
@@ -259,7 +345,7 @@ impl WorkerSet {
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
     {
-        self.remotecall(f, arg)?.wait()
+        self.call_and_wait(f, arg)?.wait()
     }
 
     /// `f` over `items` on the set's workers; the results in the order of `items`.
@@ -344,7 +430,7 @@ impl WorkerSet {
                 if g.live.is_empty() {
                     return Err(Error::NoWorkers);
                 }
-                g.queue.push_back(job);
+                g.queue.push_back(Waiter::Job(job));
                 Ok(())
             }
         }
@@ -371,6 +457,28 @@ impl SetInner {
         }
     }
 
+    /// A free worker for a call of this thread: at once, or after the calls already
+    /// waiting (FIFO). Blocks.
+    fn acquire(&self) -> Result<usize> {
+        let mut g = lock(&self.ff);
+        while let Some(w) = g.free.pop_front() {
+            if self.cluster.inner.is_alive(w) {
+                return Ok(w);
+            }
+            g.live.retain(|&x| x != w);
+        }
+        if g.live.is_empty() {
+            return Err(Error::NoWorkers);
+        }
+        let h = Arc::new(Handoff {
+            worker: Mutex::new(None),
+            cv: Condvar::new(),
+        });
+        g.queue.push_back(Waiter::Caller(h.clone()));
+        drop(g);
+        h.wait()
+    }
+
     fn release(self: Arc<Self>, w: usize) {
         let mut g = lock(&self.ff);
         if !self.cluster.inner.is_alive(w) {
@@ -379,15 +487,19 @@ impl SetInner {
                 let waiting = std::mem::take(&mut g.queue);
                 drop(g);
                 for j in waiting {
-                    j.slot.complete(Err(Error::NoWorkers));
+                    j.fail();
                 }
             }
             return;
         }
         match g.queue.pop_front() {
-            Some(job) => {
+            Some(Waiter::Job(job)) => {
                 drop(g);
                 self.run_on(w, job);
+            }
+            Some(Waiter::Caller(h)) => {
+                drop(g);
+                h.give(Ok(w));
             }
             None => g.free.push_back(w),
         }

@@ -138,6 +138,67 @@ fn first_free_waiters_run_in_fifo_order() {
     }
 }
 
+/// Blocks until `ws` has `n` calls waiting.
+fn until_waiting(ws: &WorkerSet, n: usize) {
+    let t0 = std::time::Instant::now();
+    while ws.waiting() != n {
+        assert!(t0.elapsed() < Duration::from_secs(60), "never {n} waiting");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn blocking_callers_and_queued_calls_share_one_fifo() {
+    // A thread blocked in remotecall_fetch waits as itself (it writes its own call once
+    // handed a worker); calls from remotecall wait encoded. One queue, one order.
+    let c = Cluster::new();
+    let ids = c.addprocs(1).unwrap();
+    let ws = WorkerSet::with_cluster(&c, &ids, Mode::FirstFree).unwrap();
+    let path = gate("mixed");
+    let _rm = Rm(path.clone());
+    let first = ws.remotecall(wait_for_file, path.clone()).unwrap();
+    std::thread::scope(|s| {
+        let a = ws.remotecall(seq, ()).unwrap();
+        until_waiting(&ws, 1);
+        let t1 = s.spawn(|| ws.remotecall_fetch(seq, ()).unwrap());
+        until_waiting(&ws, 2);
+        let b = ws.remotecall(seq, ()).unwrap();
+        let t2 = s.spawn(|| ws.remotecall_fetch(seq, ()).unwrap());
+        until_waiting(&ws, 4);
+        std::fs::write(&path, b"go").unwrap();
+        assert_eq!(first.fetch().unwrap(), 0);
+        assert_eq!(a.fetch().unwrap(), 1);
+        assert_eq!(t1.join().unwrap(), 2);
+        assert_eq!(b.fetch().unwrap(), 3);
+        assert_eq!(t2.join().unwrap(), 4);
+    });
+    assert_eq!(ws.waiting(), 0);
+    // The worker went back on the free list: a new call runs at once.
+    assert_eq!(ws.remotecall_fetch(seq, ()).unwrap(), 5);
+}
+
+#[test]
+fn a_blocked_caller_learns_that_the_last_worker_died() {
+    let c = Cluster::new();
+    let ids = c.addprocs(1).unwrap();
+    let ws = WorkerSet::with_cluster(&c, &ids, Mode::FirstFree).unwrap();
+    let path = gate("lastdies");
+    let _rm = Rm(path.clone());
+    let busy = ws.remotecall(wait_then_exit, path.clone()).unwrap();
+    std::thread::scope(|s| {
+        let waiters: Vec<_> = (0..3)
+            .map(|_| s.spawn(|| ws.remotecall_fetch(id, ())))
+            .collect();
+        until_waiting(&ws, 3);
+        std::fs::write(&path, b"go").unwrap();
+        assert!(busy.fetch().unwrap_err().is_worker_died());
+        for w in waiters {
+            assert!(matches!(w.join().unwrap(), Err(Error::NoWorkers)));
+        }
+    });
+    assert!(matches!(ws.remotecall_fetch(id, ()), Err(Error::NoWorkers)));
+}
+
 #[test]
 fn bad_sets_are_refused() {
     let c = Cluster::new();

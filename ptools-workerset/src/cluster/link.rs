@@ -131,6 +131,12 @@ thread_local! {
     static READ_SIDE: Cell<bool> = const { Cell::new(false) };
 }
 
+/// True on a thread that holds some link's read side: a call made here is queued for
+/// that link's sender thread instead of written.
+pub(crate) fn on_read_side() -> bool {
+    READ_SIDE.get()
+}
+
 impl Remote {
     /// Sends a call; the slot gets the outcome. On a read side (a completion hook) the
     /// frame is queued for the sender thread instead of written.
