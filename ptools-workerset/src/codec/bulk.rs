@@ -1,9 +1,9 @@
 //! The one-copy paths for sequences of plain numbers: recognising serde's own impls of
 //! `Vec<T>` and `[T]` by type id, and moving their bytes in one copy.
 //!
-//! Only little-endian targets take these paths (the callers are `cfg(target_endian =
-//! "little")`): there the in-memory bytes of a number are its `to_le_bytes`, which is what
-//! the per-element path writes, so the two paths give the same bytes.
+//! Only little-endian targets have this module (`cfg(target_endian = "little")`): there the
+//! in-memory bytes of a number are its `to_le_bytes`, which is what the per-element path
+//! writes, so the two paths give the same bytes.
 
 use std::any::TypeId;
 use std::mem::ManuallyDrop;
@@ -116,9 +116,9 @@ fn read_as<'de, V: Visitor<'de>, T: Plain>(
     r: &mut Reader<'de>,
     n: usize,
 ) -> Option<Result<V::Value>> {
-    // The first test is on types only (folded at compile time); the second recognises
-    // serde's own visitor, so that a user's visitor whose value is a `Vec<T>` is not
-    // bypassed.
+    // The first test compares the type ids of two known types (the optimizer can fold it);
+    // the second recognises serde's own visitor, so that a user's visitor whose value is a
+    // `Vec<T>` is not bypassed.
     if typeid::of::<V::Value>() != TypeId::of::<Vec<T>>() || typeid::of::<V>() != vec_visitor::<T>()
     {
         return None;
@@ -146,8 +146,9 @@ unsafe fn cast<A, B>(a: A) -> B {
 /// The type id of the visitor serde's `impl Deserialize for Vec<T>` hands to
 /// `deserialize_seq`: that impl run on [`Probe`], which reports the visitor's type.
 ///
-/// Computed on each call: it is a few inlined calls that fold to a constant, cheaper than
-/// reading a `OnceLock`.
+/// Computed on each call, without a `OnceLock`: it is a few calls that build no value and
+/// allocate nothing (serde's impl makes a zero-sized visitor and calls
+/// `Probe::deserialize_seq`), made only for a sequence whose value is a `Vec<T>`.
 fn vec_visitor<T: Plain>() -> TypeId {
     match <Vec<T> as Deserialize<'static>>::deserialize(Probe) {
         Err(Found(Some(id))) => id,

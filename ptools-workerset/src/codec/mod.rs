@@ -40,6 +40,10 @@
 //! `Vec<char>` are not in bulk (their bytes need checking). Bytes (`serialize_bytes`,
 //! `serde_bytes`) are the same length and bytes as a `Vec<u8>`, so the two interchange.
 //!
+//! The price: small integers take their full width (a `u64` is 8 bytes where postcard's
+//! varint took 1 to 10), so integer-heavy values are larger on the wire; over a socket
+//! between processes, a copy costs less than encoding element by element.
+//!
 //! # Trusting no byte
 //!
 //! Every decode error is an [`Error`] with a message, never a panic. A length decides no
@@ -63,6 +67,7 @@
 //! reports, "invalid value: ..."), so it reaches the caller unchanged; postcard dropped it,
 //! and a second pass was needed to recover it.
 
+#[cfg(target_endian = "little")]
 mod bulk;
 mod de;
 mod error;

@@ -392,12 +392,14 @@ fn a_user_visitor_of_a_vec_u8_is_not_bypassed() {
     let v: Vec<u8> = (0..=255).collect();
     let bytes = encode(&v).unwrap();
     let seen = Cell::new(0);
+    #[cfg(target_endian = "little")]
     bulk::TAKEN.with(|t| t.set((0, 0)));
     let back = Counting(&seen)
         .deserialize(&mut de::Reader::new(&bytes))
         .unwrap();
     assert_eq!(back, v);
     assert_eq!(seen.get(), 256);
+    #[cfg(target_endian = "little")]
     assert_eq!(bulk::TAKEN.with(Cell::get).1, 0);
 }
 
