@@ -232,7 +232,7 @@ fn encode_into<R: Serialize>(r: &R, out: &mut Vec<u8>) -> Status {
             Status::Ok
         }
         Err(e) => {
-            // `to_extend` consumed the buffer; start over with the message only.
+            // The codec consumed the buffer; start over with the message only.
             out.truncate(start);
             message(out, Status::EncodeResult, &e.to_string())
         }
@@ -245,7 +245,7 @@ fn message(out: &mut Vec<u8>, status: Status, m: &str) -> Status {
 }
 
 fn panic_into(out: &mut Vec<u8>, m: &str, l: Option<String>) -> Status {
-    match postcard::to_extend(&(m, l), std::mem::take(out)) {
+    match crate::codec::encode_into(&(m, l), std::mem::take(out)) {
         Ok(v) => *out = v,
         Err(_) => out.clear(),
     }
@@ -254,7 +254,7 @@ fn panic_into(out: &mut Vec<u8>, m: &str, l: Option<String>) -> Status {
 
 /// Decodes what [`Status::Panic`] carried.
 pub(crate) fn decode_panic(bytes: &[u8]) -> (String, Option<String>) {
-    postcard::from_bytes(bytes).unwrap_or_else(|_| ("<undecodable panic>".into(), None))
+    crate::codec::decode(bytes).unwrap_or_else(|_| ("<undecodable panic>".into(), None))
 }
 
 thread_local! {
@@ -319,22 +319,22 @@ mod tests {
     fn local_invoke_round_trips() {
         let r = FnRef::single(add).unwrap();
         let mut out = Vec::new();
-        let arg = postcard::to_allocvec(&(2u32, 3u32)).unwrap();
+        let arg = crate::codec::encode(&(2u32, 3u32)).unwrap();
         // SAFETY: made by `FnRef::single` in this process.
         let s = unsafe { r.invoke(&arg, &mut out) };
         assert_eq!(s, Status::Ok);
-        assert_eq!(postcard::from_bytes::<u32>(&out).unwrap(), 5);
+        assert_eq!(crate::codec::decode::<u32>(&out).unwrap(), 5);
     }
 
     #[test]
     fn closures_coerce_and_panics_are_caught() {
         let r = FnRef::batch::<u8, u8>(|x| x * 2).unwrap();
         let mut out = Vec::new();
-        let arg = postcard::to_allocvec(&vec![1u8, 2, 3]).unwrap();
+        let arg = crate::codec::encode(&vec![1u8, 2, 3]).unwrap();
         // SAFETY: made by `FnRef::batch` in this process.
         assert_eq!(unsafe { r.invoke(&arg, &mut out) }, Status::Ok);
         assert_eq!(
-            postcard::from_bytes::<Vec<u8>>(&out).unwrap(),
+            crate::codec::decode::<Vec<u8>>(&out).unwrap(),
             vec![2, 4, 6]
         );
 

@@ -43,8 +43,9 @@
 //! A remote function is a `fn(A) -> R` pointer: a `fn` item or a closure that captures
 //! nothing, with `A` and `R` serde types (several arguments: a tuple). It travels as its
 //! offset from an anchor function of this crate, together with the offset of a trampoline
-//! monomorphised for `A` and `R` that decodes the argument (postcard), calls, and encodes the
-//! result. This is only sound when master and worker run the very same executable image,
+//! monomorphised for `A` and `R` that decodes the argument (ptools' own serde format, in
+//! which vectors of numbers travel as one copy), calls, and encodes the result. This is
+//! only sound when master and worker run the very same executable image,
 //! which the handshake checks: the worker reports the identity of `/proc/self/exe` (device,
 //! inode, size, modification time) and the anchor's offset within its image, and the master
 //! compares with its own ([`Error::BuildMismatch`] otherwise). Workers are started from
@@ -105,7 +106,7 @@
 //!
 //! - worker to master, first: `HELLO` (magic, protocol version, pid, build identity);
 //!   the master answers `WELCOME(id)` or `REJECT` (the worker then exits with code 3);
-//! - master to worker: `CALL(function offset, trampoline offset, postcard argument)`;
+//! - master to worker: `CALL(function offset, trampoline offset, encoded argument)`;
 //! - worker to master: one reply per call, in call order: `OK(result)`,
 //!   `PANIC(message, location)`, `DECODE(message)` (argument), `ENCODE(message)` (result)
 //!   or `TOO_LARGE(length, cap)` (a result over the frame cap, not sent).

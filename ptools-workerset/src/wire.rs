@@ -14,14 +14,14 @@ use crate::sys;
 
 /// Master to worker, data link: `[f_off u64][tramp_off u64][argument]`.
 pub(crate) const CALL: u8 = 1;
-/// Worker to master, data link, first frame: the postcard-encoded [`Hello`].
+/// Worker to master, data link, first frame: the encoded [`Hello`] (`codec`).
 pub(crate) const HELLO: u8 = 10;
 /// Master to worker, data link, answer to `HELLO`: `[id u64]`.
 pub(crate) const WELCOME: u8 = 11;
 /// Master to worker, data link, answer to a `HELLO` from another build.
 pub(crate) const REJECT: u8 = 12;
 /// Worker to master, first frame on a TCP data link (after authentication): the
-/// postcard-encoded `net::RemoteHello`.
+/// encoded `net::RemoteHello`.
 pub(crate) const HELLO_TCP: u8 = 13;
 /// Master to worker, TCP data link, answer to `HELLO_TCP`: `[id u64][control token 16]`.
 pub(crate) const WELCOME_TCP: u8 = 14;
@@ -35,8 +35,8 @@ pub(crate) const PONG: u8 = 21;
 /// Control link, master to worker: finish the running call, then exit.
 pub(crate) const SHUTDOWN: u8 = 22;
 
-/// Bumped whenever the frames change.
-pub(crate) const PROTOCOL: u32 = 1;
+/// Bumped whenever the frames change (2: the codec's own format replaced postcard).
+pub(crate) const PROTOCOL: u32 = 2;
 /// Opens every handshake.
 pub(crate) const MAGIC: u64 = 0x5054_4f4f_4c53_5753;
 /// The default cap on a frame's body (1 GiB): an argument or result larger than this is a

@@ -189,7 +189,7 @@ fn run(data: UnixLink, ctl: UnixLink, cap: usize, handshake: Duration) -> ! {
     };
     let mut out = Vec::with_capacity(64 * 1024);
     wire::begin(&mut out, wire::HELLO);
-    let Ok(mut out) = postcard::to_extend(&hello, out) else {
+    let Ok(mut out) = crate::codec::encode_into(&hello, out) else {
         exit_now(2)
     };
     wire::finish(&mut out);

@@ -130,6 +130,7 @@ const RT: (&str, &str) = ("ptools-workerset", "round_trip");
 const TP: (&str, &str) = ("ptools-workerset", "throughput");
 const DEATH: (&str, &str) = ("ptools-workerset", "death_latency");
 const REMOTE: (&str, &str) = ("ptools-workerset", "remote");
+const PAYLOAD: (&str, &str) = ("ptools-workerset", "payload");
 const FORK: (&str, &str) = ("ptools-fork", "pfork");
 const FORK_IL: (&str, &str) = ("ptools-fork", "pfork_interleaved");
 const SHM: (&str, &str) = ("ptools-shm", "shm_cycle");
@@ -144,6 +145,13 @@ const Q: (&str, &str) = ("ptools-queue", "queue");
 pub(crate) const SCENARIOS: &[Scenario] = &[
     crit("remotecall_fetch round trip (u64)", RT, "round_trip/remotecall_fetch_u64", Some("round_trip/raw_socketpair_u64"), Ratio(1.5), Some("py_processpool_round_trip"), P::Time),
     crit("remotecall_fetch round trip over TCP (u64, loopback)", RT, "round_trip/remotecall_fetch_tcp_u64", Some("round_trip/raw_tcp_u64"), Ratio(1.3), None, P::Time),
+    crit("remotecall_fetch round trip, Vec<u8> of 8 B", PAYLOAD, "payload/remotecall_fetch_vec_u8/8B", Some("payload/raw_socketpair/8B"), Reported, None, P::None),
+    crit("remotecall_fetch round trip, Vec<u8> of 1 KiB", PAYLOAD, "payload/remotecall_fetch_vec_u8/1KiB", Some("payload/raw_socketpair/1KiB"), Reported, None, P::None),
+    crit("remotecall_fetch round trip, Vec<u8> of 64 KiB", PAYLOAD, "payload/remotecall_fetch_vec_u8/64KiB", Some("payload/raw_socketpair/64KiB"), Reported, None, P::None),
+    crit("remotecall_fetch round trip, Vec<u8> of 1 MiB", PAYLOAD, "payload/remotecall_fetch_vec_u8/1MiB", Some("payload/raw_socketpair/1MiB"), Reported, None, P::Time),
+    crit("remotecall_fetch round trip, Vec<u8> of 16 MiB", PAYLOAD, "payload/remotecall_fetch_vec_u8/16MiB", Some("payload/raw_socketpair/16MiB"), Ratio(2.0), None, P::Time),
+    crit("remotecall_fetch round trip, Vec<f64> of 1 MiB", PAYLOAD, "payload/remotecall_fetch_vec_f64/1MiB", Some("payload/raw_socketpair/1MiB"), Reported, None, P::None),
+    crit("remotecall_fetch round trip, Vec<f64> of 16 MiB", PAYLOAD, "payload/remotecall_fetch_vec_f64/16MiB", Some("payload/raw_socketpair/16MiB"), Reported, None, P::None),
     crit("addprocs over ssh to the first result (1 worker, loopback sshd)", REMOTE, "remote/addprocs_ssh_first_result", Some("remote/raw_ssh_true"), Reported, None, P::Time),
     printed("SIGKILL to WorkerDied, busy worker, p50", DEATH, "death_latency/worker/p50", Some("death_latency/raw_pidfd/p50"), Reported, None, P::None),
     printed("SIGKILL to WorkerDied, busy worker, p99", DEATH, "death_latency/worker/p99", Some("death_latency/raw_pidfd/p99"), Reported, None, P::None),

@@ -231,7 +231,7 @@ impl Cluster {
             };
             match first[0] {
                 wire::HELLO_TCP => {
-                    let Ok(hello) = postcard::from_bytes::<RemoteHello>(&first[1..]) else {
+                    let Ok(hello) = crate::codec::decode::<RemoteHello>(&first[1..]) else {
                         continue;
                     };
                     if hello.magic != wire::MAGIC

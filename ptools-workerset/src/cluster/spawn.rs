@@ -265,7 +265,7 @@ fn handshake(
         return Err(fail(format!("bad handshake: frame of kind {}", body[0])));
     }
     let hello: wire::Hello =
-        postcard::from_bytes(&body[1..]).map_err(|e| fail(format!("bad handshake: {e}")))?;
+        crate::codec::decode(&body[1..]).map_err(|e| fail(format!("bad handshake: {e}")))?;
     if hello.magic != wire::MAGIC {
         return Err(fail("bad handshake: not a ptools worker".into()));
     }

@@ -409,7 +409,7 @@ pub(crate) fn join_with(
     };
     let mut out = Vec::new();
     wire::begin(&mut out, wire::HELLO_TCP);
-    let mut out = postcard::to_extend(&hello, out).map_err(|e| e.to_string())?;
+    let mut out = crate::codec::encode_into(&hello, out)?;
     wire::finish(&mut out);
     data.send_all(&out).map_err(|e| e.to_string())?;
     let mut r = FrameReader::with_cap(wire::HANDSHAKE_CAP);

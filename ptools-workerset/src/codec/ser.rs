@@ -1,0 +1,328 @@
+//! The serializer: writes the format described in the module docs into a `Vec<u8>`.
+
+use serde::Serialize;
+use serde::ser::{self, SerializeSeq as _};
+
+use super::error::{Error, Result, ZERO_SIZED_MAX};
+
+/// Appends encodings to its buffer.
+pub(super) struct Writer {
+    pub(super) out: Vec<u8>,
+    /// How many more sequence elements or map entries may take no bytes.
+    zero_left: usize,
+}
+
+impl Writer {
+    pub(super) fn new(out: Vec<u8>) -> Writer {
+        Writer {
+            out,
+            zero_left: ZERO_SIZED_MAX,
+        }
+    }
+
+    fn varint(&mut self, v: u64) {
+        let mut tmp = [0u8; 10];
+        let n = varint_into(v, &mut tmp);
+        self.out.extend_from_slice(&tmp[..n]);
+    }
+
+    fn len(&mut self, n: usize) {
+        self.varint(n as u64);
+    }
+
+    /// Counts one element or entry that wrote nothing (the reader's bound, which the
+    /// writer keeps too so that what it writes can be read).
+    fn zero(&mut self) -> Result<()> {
+        self.zero_left = self.zero_left.checked_sub(1).ok_or(Error::ZeroSized)?;
+        Ok(())
+    }
+}
+
+/// LEB128: seven bits a byte, low first, the high bit set on all bytes but the last.
+/// Returns the number of bytes written to `buf`.
+pub(super) fn varint_into(mut v: u64, buf: &mut [u8; 10]) -> usize {
+    let mut i = 0;
+    while v >= 0x80 {
+        buf[i] = (v as u8) | 0x80;
+        v >>= 7;
+        i += 1;
+    }
+    buf[i] = v as u8;
+    i + 1
+}
+
+macro_rules! fixed {
+    ($($f:ident: $t:ty),* $(,)?) => {
+        $(fn $f(self, v: $t) -> Result<()> {
+            self.out.extend_from_slice(&v.to_le_bytes());
+            Ok(())
+        })*
+    };
+}
+
+impl<'a> ser::Serializer for &'a mut Writer {
+    type Ok = ();
+    type Error = Error;
+    type SerializeSeq = Seq<'a>;
+    type SerializeTuple = Self;
+    type SerializeTupleStruct = Self;
+    type SerializeTupleVariant = Self;
+    type SerializeMap = Map<'a>;
+    type SerializeStruct = Self;
+    type SerializeStructVariant = Self;
+
+    fixed!(
+        serialize_i8: i8, serialize_i16: i16, serialize_i32: i32, serialize_i64: i64,
+        serialize_i128: i128, serialize_u16: u16, serialize_u32: u32, serialize_u64: u64,
+        serialize_u128: u128, serialize_f32: f32, serialize_f64: f64,
+    );
+
+    fn serialize_u8(self, v: u8) -> Result<()> {
+        self.out.push(v);
+        Ok(())
+    }
+    fn serialize_bool(self, v: bool) -> Result<()> {
+        self.out.push(u8::from(v));
+        Ok(())
+    }
+    fn serialize_char(self, v: char) -> Result<()> {
+        self.serialize_u32(u32::from(v))
+    }
+    fn serialize_str(self, v: &str) -> Result<()> {
+        self.serialize_bytes(v.as_bytes())
+    }
+    fn serialize_bytes(self, v: &[u8]) -> Result<()> {
+        self.len(v.len());
+        self.out.extend_from_slice(v);
+        Ok(())
+    }
+    fn serialize_none(self) -> Result<()> {
+        self.out.push(0);
+        Ok(())
+    }
+    fn serialize_some<T: Serialize + ?Sized>(self, v: &T) -> Result<()> {
+        self.out.push(1);
+        v.serialize(self)
+    }
+    fn serialize_unit(self) -> Result<()> {
+        Ok(())
+    }
+    fn serialize_unit_struct(self, _: &'static str) -> Result<()> {
+        Ok(())
+    }
+    fn serialize_unit_variant(self, _: &'static str, index: u32, _: &'static str) -> Result<()> {
+        self.varint(u64::from(index));
+        Ok(())
+    }
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(self, _: &'static str, v: &T) -> Result<()> {
+        v.serialize(self)
+    }
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        index: u32,
+        _: &'static str,
+        v: &T,
+    ) -> Result<()> {
+        self.varint(u64::from(index));
+        v.serialize(self)
+    }
+    fn serialize_seq(self, len: Option<usize>) -> Result<Seq<'a>> {
+        if let Some(n) = len {
+            self.len(n);
+        }
+        Ok(Seq {
+            start: self.out.len(),
+            w: self,
+            announced: len,
+            count: 0,
+        })
+    }
+    fn serialize_tuple(self, _: usize) -> Result<Self> {
+        Ok(self)
+    }
+    fn serialize_tuple_struct(self, _: &'static str, _: usize) -> Result<Self> {
+        Ok(self)
+    }
+    fn serialize_tuple_variant(
+        self,
+        _: &'static str,
+        index: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self> {
+        self.varint(u64::from(index));
+        Ok(self)
+    }
+    fn serialize_map(self, len: Option<usize>) -> Result<Map<'a>> {
+        if let Some(n) = len {
+            self.len(n);
+        }
+        Ok(Map {
+            start: self.out.len(),
+            entry: 0,
+            w: self,
+            announced: len,
+            count: 0,
+        })
+    }
+    fn serialize_struct(self, _: &'static str, _: usize) -> Result<Self> {
+        Ok(self)
+    }
+    fn serialize_struct_variant(
+        self,
+        _: &'static str,
+        index: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self> {
+        self.varint(u64::from(index));
+        Ok(self)
+    }
+
+    /// serde's impls of `Vec<T>` and `[T]` (so also `Box<[T]>`, `Cow<[T]>`, `&[T]`) come
+    /// here with `&Vec<T>` or `&[T]`: for a plain number type `T` the elements' bytes are
+    /// copied at once, the same bytes the per-element path would write.
+    fn collect_seq<I>(self, iter: I) -> Result<()>
+    where
+        I: IntoIterator,
+        I::Item: Serialize,
+    {
+        #[cfg(target_endian = "little")]
+        if let Some((n, bytes)) = super::bulk::bytes_of(&iter) {
+            self.len(n);
+            self.out.extend_from_slice(bytes);
+            return Ok(());
+        }
+        let iter = iter.into_iter();
+        let len = match iter.size_hint() {
+            (lo, Some(hi)) if lo == hi => Some(lo),
+            _ => None,
+        };
+        let mut seq = self.serialize_seq(len)?;
+        for item in iter {
+            seq.serialize_element(&item)?;
+        }
+        seq.end()
+    }
+
+    fn is_human_readable(&self) -> bool {
+        false
+    }
+}
+
+/// A sequence being written. Its length was written first when known; otherwise it is
+/// inserted before the elements at the end.
+pub(super) struct Seq<'a> {
+    w: &'a mut Writer,
+    /// Where the elements start.
+    start: usize,
+    announced: Option<usize>,
+    count: usize,
+}
+
+/// Checks the count against the announced length, or inserts it before the elements.
+fn close(w: &mut Writer, start: usize, announced: Option<usize>, count: usize) -> Result<()> {
+    match announced {
+        Some(n) if n != count => Err(Error::LengthMismatch {
+            announced: n,
+            written: count,
+        }),
+        Some(_) => Ok(()),
+        None => {
+            let mut tmp = [0u8; 10];
+            let n = varint_into(count as u64, &mut tmp);
+            w.out.splice(start..start, tmp[..n].iter().copied());
+            Ok(())
+        }
+    }
+}
+
+impl ser::SerializeSeq for Seq<'_> {
+    type Ok = ();
+    type Error = Error;
+    fn serialize_element<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<()> {
+        let before = self.w.out.len();
+        v.serialize(&mut *self.w)?;
+        self.count += 1;
+        if self.w.out.len() == before {
+            self.w.zero()?;
+        }
+        Ok(())
+    }
+    fn end(self) -> Result<()> {
+        close(self.w, self.start, self.announced, self.count)
+    }
+}
+
+/// A map being written, as [`Seq`]; an entry is its key, then its value.
+pub(super) struct Map<'a> {
+    w: &'a mut Writer,
+    start: usize,
+    /// Where the current entry starts.
+    entry: usize,
+    announced: Option<usize>,
+    count: usize,
+}
+
+impl ser::SerializeMap for Map<'_> {
+    type Ok = ();
+    type Error = Error;
+    fn serialize_key<T: Serialize + ?Sized>(&mut self, k: &T) -> Result<()> {
+        self.entry = self.w.out.len();
+        k.serialize(&mut *self.w)
+    }
+    fn serialize_value<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<()> {
+        v.serialize(&mut *self.w)?;
+        self.count += 1;
+        if self.w.out.len() == self.entry {
+            self.w.zero()?;
+        }
+        Ok(())
+    }
+    fn end(self) -> Result<()> {
+        close(self.w, self.start, self.announced, self.count)
+    }
+}
+
+macro_rules! positional {
+    ($($tr:ident :: $f:ident),* $(,)?) => {
+        $(impl ser::$tr for &mut Writer {
+            type Ok = ();
+            type Error = Error;
+            fn $f<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<()> {
+                v.serialize(&mut **self)
+            }
+            fn end(self) -> Result<()> {
+                Ok(())
+            }
+        })*
+    };
+}
+
+positional!(
+    SerializeTuple::serialize_element,
+    SerializeTupleStruct::serialize_field,
+    SerializeTupleVariant::serialize_field,
+);
+
+macro_rules! named {
+    ($($tr:ident),* $(,)?) => {
+        $(impl ser::$tr for &mut Writer {
+            type Ok = ();
+            type Error = Error;
+            fn serialize_field<T: Serialize + ?Sized>(
+                &mut self,
+                _: &'static str,
+                v: &T,
+            ) -> Result<()> {
+                v.serialize(&mut **self)
+            }
+            fn end(self) -> Result<()> {
+                Ok(())
+            }
+        })*
+    };
+}
+
+named!(SerializeStruct, SerializeStructVariant);

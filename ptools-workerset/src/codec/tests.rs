@@ -1,0 +1,741 @@
+//! Tests of the codec: the format's bytes, round trips of many types (proptest), the
+//! one-copy paths (taken where promised, never for a user's visitor), and arbitrary or
+//! forged bytes (no panic, no allocation a length asked for, a typed error).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::borrow::Cow;
+use std::cell::Cell;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt::Debug;
+
+use proptest::prelude::*;
+use serde::de::{DeserializeSeed, Visitor};
+use serde::{Deserialize, Serialize};
+
+use super::*;
+
+// ---- The largest allocation a closure asks for, on this thread. ----
+
+struct Tracking;
+
+thread_local! {
+    static LARGEST: Cell<usize> = const { Cell::new(0) };
+}
+
+fn note(n: usize) {
+    // `try_with`: no panic while the thread's locals are torn down.
+    let _ = LARGEST.try_with(|c| c.set(c.get().max(n)));
+}
+
+// SAFETY: every call goes to `System` with the caller's arguments unchanged; the notes are
+// a thread-local `Cell` without destructor, which allocates nothing.
+unsafe impl GlobalAlloc for Tracking {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        note(l.size());
+        // SAFETY: the caller's promises for `alloc` hold for `System.alloc`.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        note(l.size());
+        // SAFETY: as for `alloc`.
+        unsafe { System.alloc_zeroed(l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
+        note(new);
+        // SAFETY: `p` came from this allocator, that is from `System`, with layout `l`.
+        unsafe { System.realloc(p, l, new) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: as for `realloc`.
+        unsafe { System.dealloc(p, l) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Tracking = Tracking;
+
+/// `f`'s result and the largest single allocation it asked for.
+fn largest_alloc<R>(f: impl FnOnce() -> R) -> (R, usize) {
+    LARGEST.with(|c| c.set(0));
+    let r = f();
+    (r, LARGEST.with(Cell::get))
+}
+
+// ---- Types. ----
+
+struct Refuses;
+impl Serialize for Refuses {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom("refuses: the handle is closed"))
+    }
+}
+
+#[derive(Debug)]
+struct Even(u32);
+impl<'de> serde::Deserialize<'de> for Even {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Even, D::Error> {
+        let n = u32::deserialize(d)?;
+        if n % 2 == 0 {
+            Ok(Even(n))
+        } else {
+            Err(serde::de::Error::custom(format!("{n} is odd")))
+        }
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+enum Shape {
+    Dot,
+    Line(i64),
+    Box { w: u16, h: i128, name: String },
+    Pair(Option<char>, f64),
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+struct Inner {
+    ys: Vec<f64>,
+    flag: bool,
+    raw: Vec<u8>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+struct Sample {
+    id: u32,
+    xs: Vec<f64>,
+    name: String,
+    tag: Option<char>,
+    inner: Vec<Inner>,
+    shapes: Vec<Shape>,
+    map: BTreeMap<String, Vec<i32>>,
+    unit: (),
+    boxed: Box<[u16]>,
+    cow: Cow<'static, [i32]>,
+    pair: (u8, i64, (), String),
+    sizes: Vec<usize>,
+    offsets: Vec<isize>,
+}
+
+/// Reads a sequence of `u64` with its own visitor, one element at a time.
+#[derive(Debug, PartialEq)]
+struct OwnSeq(Vec<u64>);
+
+impl<'de> Deserialize<'de> for OwnSeq {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<OwnSeq, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = OwnSeq;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("u64s")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut s: A) -> Result<OwnSeq, A::Error> {
+                let mut v = Vec::new();
+                while let Some(x) = s.next_element::<u64>()? {
+                    v.push(x);
+                }
+                Ok(OwnSeq(v))
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+/// A visitor whose value is a `Vec<u8>`, exactly the value of serde's own, counting the
+/// elements it is given.
+struct Counting<'a>(&'a Cell<usize>);
+
+impl<'de> Visitor<'de> for Counting<'_> {
+    type Value = Vec<u8>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("bytes")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut s: A) -> Result<Vec<u8>, A::Error> {
+        let mut v = Vec::new();
+        while let Some(x) = s.next_element::<u8>()? {
+            self.0.set(self.0.get() + 1);
+            v.push(x);
+        }
+        Ok(v)
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Counting<'_> {
+    type Value = Vec<u8>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Vec<u8>, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+/// Writes the elements of its vector through a filter, so serde does not know the length.
+struct Filtered(Vec<u32>);
+impl Serialize for Filtered {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().filter(|x| *x % 3 != 0))
+    }
+}
+
+/// Announces one more element than it writes.
+struct Liar;
+impl Serialize for Liar {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut q = s.serialize_seq(Some(2))?;
+        q.serialize_element(&1u8)?;
+        q.end()
+    }
+}
+
+/// Reads one element of a sequence and stops.
+#[derive(Debug)]
+struct FirstOnly(#[allow(dead_code)] u8);
+impl<'de> Deserialize<'de> for FirstOnly {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<FirstOnly, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = FirstOnly;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a sequence")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut s: A,
+            ) -> Result<FirstOnly, A::Error> {
+                let x = s.next_element::<u8>()?.unwrap_or(0);
+                Ok(FirstOnly(x))
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+// ---- The users' words. ----
+
+#[test]
+fn a_custom_encode_error_keeps_its_message() {
+    assert_eq!(
+        encode(&(1u8, Refuses)).unwrap_err(),
+        "refuses: the handle is closed"
+    );
+}
+
+#[test]
+fn a_custom_decode_error_keeps_its_message() {
+    let bytes = encode(&vec![2u32, 7]).unwrap();
+    assert_eq!(decode::<Vec<Even>>(&bytes).unwrap_err(), "7 is odd");
+    let good = encode(&vec![2u32, 8]).unwrap();
+    assert_eq!(decode::<Vec<Even>>(&good).unwrap()[1].0, 8);
+}
+
+/// Nested deep in ordinary types, the message still comes through.
+#[test]
+fn nested_errors_keep_their_words_in_every_shape() {
+    let shapes = vec![
+        Shape::Dot,
+        Shape::Line(-5),
+        Shape::Box {
+            w: 300,
+            h: -1 << 100,
+            name: "b".into(),
+        },
+        Shape::Pair(Some('é'), 2.5),
+        Shape::Pair(None, -0.0),
+    ];
+    let mut map = std::collections::BTreeMap::new();
+    map.insert(7u8, (true, vec![2u32, 9], ()));
+    let v = (shapes, map, 3u64, -3i32, "s".to_owned(), vec![1u8, 2]);
+    let bytes = encode(&v).unwrap();
+    type T = (
+        Vec<Shape>,
+        std::collections::BTreeMap<u8, (bool, Vec<Even>, ())>,
+        u64,
+        i32,
+        String,
+        Vec<u8>,
+    );
+    assert_eq!(decode::<T>(&bytes).unwrap_err(), "9 is odd");
+    // Where nothing fails, the value comes back.
+    let ok = encode(&(vec![Shape::Line(1)], 5u16)).unwrap();
+    assert_eq!(
+        decode::<(Vec<Shape>, u16)>(&ok).unwrap(),
+        (vec![Shape::Line(1)], 5)
+    );
+    // serde's own reports come through too.
+    let bad_variant = [9u8];
+    let e = decode::<Shape>(&bad_variant).unwrap_err();
+    assert!(e.contains("variant index"), "{e}");
+}
+
+#[test]
+fn other_errors_are_typed_with_a_message() {
+    let e = decode_typed::<u64>(&[]).unwrap_err();
+    assert_eq!(
+        e,
+        Error::End {
+            at: 0,
+            needed: 8,
+            left: 0
+        }
+    );
+    assert_eq!(
+        decode::<u64>(&[1, 2]).unwrap_err(),
+        "unexpected end of input: 8 bytes needed at byte 0, 2 left"
+    );
+}
+
+// ---- The bytes. ----
+
+#[test]
+fn the_format_s_bytes() {
+    let v = (
+        1u16,
+        true,
+        'a',
+        "hi",
+        Some(3u8),
+        None::<u8>,
+        vec![1u32, 2],
+        -2i8,
+        (),
+        Shape::Line(-1),
+    );
+    let mut want = vec![1, 0, 1, b'a', 0, 0, 0, 2, b'h', b'i', 1, 3, 0];
+    want.extend_from_slice(&[2, 1, 0, 0, 0, 2, 0, 0, 0, 0xfe, 1]);
+    want.extend_from_slice(&(-1i64).to_le_bytes());
+    assert_eq!(encode(&v).unwrap(), want);
+    // Varint lengths: 300 takes two bytes.
+    let e = encode(&vec![0u8; 300]).unwrap();
+    assert_eq!(&e[..2], &[0xac, 0x02]);
+    assert_eq!(e.len(), 302);
+    // Bytes and a `Vec<u8>` are the same on the wire.
+    struct Bytes<'a>(&'a [u8]);
+    impl Serialize for Bytes<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_bytes(self.0)
+        }
+    }
+    assert_eq!(
+        encode(&Bytes(&[9, 8, 7])).unwrap(),
+        encode(&vec![9u8, 8, 7]).unwrap()
+    );
+    // `encode_into` appends.
+    assert_eq!(encode_into(&7u8, vec![1, 2]).unwrap(), vec![1, 2, 7]);
+}
+
+/// The one-copy paths are taken for the promised types, in both directions, and give the
+/// bytes of the per-element path (a `VecDeque` is written element by element).
+#[test]
+#[cfg(target_endian = "little")]
+fn one_copy_where_promised_with_the_per_element_bytes() {
+    fn check<T>(v: Vec<T>)
+    where
+        T: Serialize + serde::de::DeserializeOwned + PartialEq + Debug + Clone,
+    {
+        let per_element: VecDeque<T> = v.iter().cloned().collect();
+        bulk::TAKEN.with(|t| t.set((0, 0)));
+        let slow = encode(&per_element).unwrap();
+        assert_eq!(bulk::TAKEN.with(Cell::get), (0, 0));
+        let fast = encode(&v).unwrap();
+        let slice = encode(v.as_slice()).unwrap();
+        assert_eq!(bulk::TAKEN.with(Cell::get), (2, 0));
+        assert_eq!(fast, slow);
+        assert_eq!(slice, slow);
+        assert_eq!(decode::<Vec<T>>(&fast).unwrap(), v);
+        assert_eq!(bulk::TAKEN.with(Cell::get), (2, 1));
+        assert_eq!(decode::<VecDeque<T>>(&fast).unwrap(), per_element);
+        assert_eq!(bulk::TAKEN.with(Cell::get), (2, 1));
+    }
+    check(vec![1u8, 2, 255]);
+    check(vec![-1i8, 2, 3]);
+    check(vec![1u16, 0xffff, 3]);
+    check(vec![-1i16, 2]);
+    check(vec![1u32, 2, 3]);
+    check(vec![-1i32]);
+    check(vec![u64::MAX, 2, 3]);
+    check(vec![i64::MIN, 2, 3]);
+    check(vec![u128::MAX, 2, 3]);
+    check(vec![i128::MIN, 2]);
+    check(vec![1.5f32, -0.0, f32::INFINITY]);
+    check(vec![1.5f64, -0.0, f64::MIN_POSITIVE]);
+    check(vec![usize::MAX, 0]);
+    check(vec![isize::MIN, 0]);
+    check(Vec::<u8>::new());
+
+    // Behind a box, a cow, a reference, in a struct: the slice's path.
+    bulk::TAKEN.with(|t| t.set((0, 0)));
+    let boxed: Box<[u16]> = vec![1, 2, 3].into();
+    let cow: Cow<'_, [i32]> = Cow::Owned(vec![-4, 5]);
+    let borrowed: Cow<'_, [i32]> = Cow::Borrowed(&[6, 7]);
+    let e = encode(&(&boxed, &cow, &borrowed, &[1.5f64, 2.5][..])).unwrap();
+    assert_eq!(bulk::TAKEN.with(Cell::get), (4, 0));
+    type T = (
+        Box<[u16]>,
+        Cow<'static, [i32]>,
+        Cow<'static, [i32]>,
+        Vec<f64>,
+    );
+    let back: T = decode(&e).unwrap();
+    assert_eq!(bulk::TAKEN.with(Cell::get), (4, 4));
+    assert_eq!(&*back.0, &[1, 2, 3]);
+    assert_eq!(&*back.1, &[-4, 5]);
+    assert_eq!(&*back.2, &[6, 7]);
+    assert_eq!(back.3, vec![1.5, 2.5]);
+
+    // Not for bools or chars: their bytes need checking.
+    bulk::TAKEN.with(|t| t.set((0, 0)));
+    let e = encode(&(vec![true, false], vec!['x'])).unwrap();
+    let _: (Vec<bool>, Vec<char>) = decode(&e).unwrap();
+    assert_eq!(bulk::TAKEN.with(Cell::get), (0, 0));
+}
+
+/// A user's visitor whose value is a `Vec<u8>` is not bypassed: it sees every element.
+#[test]
+fn a_user_visitor_of_a_vec_u8_is_not_bypassed() {
+    let v: Vec<u8> = (0..=255).collect();
+    let bytes = encode(&v).unwrap();
+    let seen = Cell::new(0);
+    #[cfg(target_endian = "little")]
+    bulk::TAKEN.with(|t| t.set((0, 0)));
+    let back = Counting(&seen)
+        .deserialize(&mut de::Reader::new(&bytes))
+        .unwrap();
+    assert_eq!(back, v);
+    assert_eq!(seen.get(), 256);
+    #[cfg(target_endian = "little")]
+    assert_eq!(bulk::TAKEN.with(Cell::get).1, 0);
+}
+
+/// A user's own visitor reads a `Vec<u64>` written in bulk, and gets the same values.
+#[test]
+fn a_user_visitor_reads_what_the_bulk_path_wrote() {
+    let v: Vec<u64> = (0..1000).map(|i| i * 0x0101_0101_0101 + 7).collect();
+    let bytes = encode(&v).unwrap();
+    assert_eq!(decode::<OwnSeq>(&bytes).unwrap(), OwnSeq(v));
+}
+
+// ---- Lengths, strictness. ----
+
+#[test]
+fn unknown_lengths_are_inserted_and_wrong_ones_refused() {
+    let v: Vec<u32> = (0..200).collect();
+    let e = encode(&(5u8, Filtered(v.clone()), 6u8)).unwrap();
+    let kept: Vec<u32> = v.into_iter().filter(|x| x % 3 != 0).collect();
+    assert_eq!(
+        decode::<(u8, Vec<u32>, u8)>(&e).unwrap(),
+        (5, kept.clone(), 6)
+    );
+    assert_eq!(e, encode(&(5u8, kept, 6u8)).unwrap());
+    assert_eq!(
+        encode(&Liar).unwrap_err(),
+        Error::LengthMismatch {
+            announced: 2,
+            written: 1
+        }
+        .to_string()
+    );
+}
+
+#[test]
+fn strict_bytes() {
+    let at = |b: &[u8]| decode_typed::<(bool,)>(b).unwrap_err();
+    assert_eq!(at(&[2]), Error::Bool { at: 0, byte: 2 });
+    assert_eq!(
+        decode_typed::<Option<u8>>(&[2, 0]).unwrap_err(),
+        Error::OptionTag { at: 0, byte: 2 }
+    );
+    assert_eq!(
+        decode_typed::<char>(&0xd800u32.to_le_bytes()).unwrap_err(),
+        Error::Char {
+            at: 0,
+            value: 0xd800
+        }
+    );
+    assert_eq!(
+        decode_typed::<String>(&[2, 0xff, 0xfe]).unwrap_err(),
+        Error::Utf8 { at: 1 }
+    );
+    assert_eq!(
+        decode_typed::<u8>(&[1, 2]).unwrap_err(),
+        Error::Trailing { at: 1, left: 1 }
+    );
+    // Overlong and overflowing varints.
+    assert_eq!(
+        decode_typed::<String>(&[0x80, 0x00]).unwrap_err(),
+        Error::Varint { at: 0 }
+    );
+    let mut too_big = vec![0xff; 9];
+    too_big.push(0x02); // bit 64
+    assert_eq!(
+        decode_typed::<Vec<u8>>(&too_big).unwrap_err(),
+        Error::Varint { at: 0 }
+    );
+    assert_eq!(
+        decode_typed::<Shape>(&[0xff, 0xff, 0xff, 0xff, 0x10]).unwrap_err(),
+        Error::Varint { at: 0 }
+    );
+    // The largest u64 and u32 varints are fine where they fit.
+    let mut max = vec![0xff; 9];
+    max.push(0x01);
+    assert!(matches!(
+        decode_typed::<Vec<u8>>(&max).unwrap_err(),
+        Error::Length { .. }
+    ));
+    assert!(matches!(
+        decode_typed::<Shape>(&[0xff, 0xff, 0xff, 0xff, 0x0f]).unwrap_err(),
+        Error::Custom(m) if m.contains("variant index")
+    ));
+    // A visitor that stops early.
+    assert_eq!(
+        decode_typed::<FirstOnly>(&[3, 1, 2, 3]).unwrap_err(),
+        Error::Unread { left: 2 }
+    );
+    // Not self-describing.
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(untagged)]
+    #[allow(dead_code)]
+    enum Untagged {
+        A(u8),
+    }
+    assert!(matches!(
+        decode_typed::<Untagged>(&[1]).unwrap_err(),
+        Error::NotSelfDescribing(_)
+    ));
+}
+
+#[test]
+fn zero_sized_elements_have_a_budget() {
+    let v = vec![(); 1000];
+    assert_eq!(encode(&v).unwrap(), vec![0xe8, 0x07]);
+    assert_eq!(decode::<Vec<()>>(&encode(&v).unwrap()).unwrap(), v);
+    let too_many = vec![(); error::ZERO_SIZED_MAX + 1];
+    assert_eq!(encode(&too_many).unwrap_err(), Error::ZeroSized.to_string());
+    // Nested, the budget is for the whole value: 16 sequences of 2^16 units each pass
+    // every per-sequence check and use it up, and the seventeenth is refused.
+    let mut forged = Vec::new();
+    let mut tmp = [0u8; 10];
+    let n = ser::varint_into(1000, &mut tmp);
+    forged.extend_from_slice(&tmp[..n]);
+    for _ in 0..1000 {
+        let n = ser::varint_into(1 << 16, &mut tmp);
+        forged.extend_from_slice(&tmp[..n]);
+    }
+    let t0 = std::time::Instant::now();
+    let e = decode_typed::<Vec<Vec<()>>>(&forged).unwrap_err();
+    assert!(
+        matches!(e, Error::Length { len: 65536, .. } | Error::ZeroSized),
+        "{e:?}"
+    );
+    assert!(t0.elapsed() < std::time::Duration::from_secs(5));
+}
+
+/// A forged length fails at once, before anything is allocated for it.
+#[test]
+fn forged_lengths_allocate_nothing() {
+    fn check<T: serde::de::DeserializeOwned + Debug>(bytes: &[u8]) {
+        let (r, largest) = largest_alloc(|| decode_typed::<T>(bytes));
+        let e = r.unwrap_err();
+        assert!(
+            matches!(e, Error::Length { .. } | Error::End { .. }),
+            "{e:?}"
+        );
+        assert!(largest < 1024, "{largest} bytes allocated for {e}");
+    }
+    // Past the bytes left plus the budget for elements that take no bytes.
+    for len in [1u64 << 21, 1 << 40, (1 << 62) + 3, u64::MAX] {
+        let mut b = [0u8; 10];
+        let n = ser::varint_into(len, &mut b);
+        let mut bytes = b[..n].to_vec();
+        bytes.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8, 9]);
+        check::<Vec<u8>>(&bytes);
+        check::<Vec<u64>>(&bytes);
+        check::<Vec<u128>>(&bytes);
+        check::<Vec<f64>>(&bytes);
+        check::<Vec<String>>(&bytes);
+        check::<Vec<()>>(&bytes);
+        check::<Vec<Vec<()>>>(&bytes);
+        check::<String>(&bytes);
+        check::<BTreeMap<u8, u8>>(&bytes);
+        check::<HashMap<u16, ()>>(&bytes);
+        check::<Box<[u16]>>(&bytes);
+    }
+    // Within the bytes left but not in whole elements.
+    check::<Vec<u64>>(&[2, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3]);
+}
+
+// ---- Round trips (proptest). ----
+
+/// `v` survives a round trip: equal as a value, and equal bytes when encoded again (which
+/// also holds for NaNs; not for hash maps, whose order changes).
+fn round_trip<T>(v: &T)
+where
+    T: Serialize + serde::de::DeserializeOwned + PartialEq + Debug,
+{
+    let bytes = encode(v).unwrap();
+    let back: T = decode(&bytes).unwrap_or_else(|e| panic!("{e} for {v:?}"));
+    if !std::any::type_name::<T>().contains("HashMap") {
+        assert_eq!(encode(&back).unwrap(), bytes);
+    }
+    if format!("{v:?}").contains("NaN") {
+        return;
+    }
+    assert_eq!(&back, v);
+}
+
+fn inner() -> impl Strategy<Value = Inner> {
+    (
+        prop::collection::vec(any::<f64>(), 0..9),
+        any::<bool>(),
+        prop::collection::vec(any::<u8>(), 0..33),
+    )
+        .prop_map(|(ys, flag, raw)| Inner { ys, flag, raw })
+}
+
+fn shape() -> impl Strategy<Value = Shape> {
+    prop_oneof![
+        Just(Shape::Dot),
+        any::<i64>().prop_map(Shape::Line),
+        (any::<u16>(), any::<i128>(), ".{0,8}").prop_map(|(w, h, name)| Shape::Box { w, h, name }),
+        (any::<Option<char>>(), any::<f64>()).prop_map(|(c, x)| Shape::Pair(c, x)),
+    ]
+}
+
+fn sample() -> impl Strategy<Value = Sample> {
+    (
+        (
+            any::<u32>(),
+            prop::collection::vec(any::<f64>(), 0..40),
+            ".{0,12}",
+            any::<Option<char>>(),
+            prop::collection::vec(inner(), 0..4),
+            prop::collection::vec(shape(), 0..5),
+        ),
+        (
+            prop::collection::btree_map(".{0,4}", prop::collection::vec(any::<i32>(), 0..5), 0..4),
+            prop::collection::vec(any::<u16>(), 0..9),
+            prop::collection::vec(any::<i32>(), 0..9),
+            (any::<u8>(), any::<i64>(), ".{0,4}"),
+            prop::collection::vec(any::<usize>(), 0..5),
+            prop::collection::vec(any::<isize>(), 0..5),
+        ),
+    )
+        .prop_map(
+            |((id, xs, name, tag, inner, shapes), (map, boxed, cow, p, sizes, offsets))| Sample {
+                id,
+                xs,
+                name,
+                tag,
+                inner,
+                shapes,
+                map,
+                unit: (),
+                boxed: boxed.into(),
+                cow: Cow::Owned(cow),
+                pair: (p.0, p.1, (), p.2),
+                sizes,
+                offsets,
+            },
+        )
+}
+
+macro_rules! numbers_round_trip {
+    ($($name:ident: $t:ty),* $(,)?) => {
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+            $(
+                #[test]
+                fn $name(x in any::<$t>(), v in prop::collection::vec(any::<$t>(), 0..67)) {
+                    round_trip(&x);
+                    round_trip(&v);
+                    round_trip(&v.clone().into_boxed_slice());
+                    round_trip(&Cow::<'static, [$t]>::Owned(v.clone()));
+                    // The slice's bytes are the vector's, and a user's visitor that reads
+                    // element by element gets them too.
+                    prop_assert_eq!(encode(v.as_slice()).unwrap(), encode(&v).unwrap());
+                    let deque: VecDeque<$t> = decode(&encode(&v).unwrap()).unwrap();
+                    prop_assert_eq!(encode(&deque).unwrap(), encode(&v).unwrap());
+                }
+            )*
+        }
+    };
+}
+
+numbers_round_trip!(
+    rt_u8: u8, rt_i8: i8, rt_u16: u16, rt_i16: i16, rt_u32: u32, rt_i32: i32, rt_u64: u64,
+    rt_i64: i64, rt_u128: u128, rt_i128: i128, rt_f32: f32, rt_f64: f64, rt_usize: usize,
+    rt_isize: isize, rt_bool: bool, rt_char: char,
+);
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn structs_enums_maps_round_trip(s in sample()) {
+        round_trip(&s);
+        round_trip(&vec![s.clone(), s]);
+    }
+
+    #[test]
+    fn scalars_and_containers_round_trip(
+        a in any::<(u8, i64, String, Option<char>)>(),
+        m in prop::collection::hash_map(any::<u16>(), ".{0,3}", 0..6),
+        o in any::<Option<Option<bool>>>(),
+        n in prop::collection::vec(prop::collection::vec(any::<u64>(), 0..4), 0..4),
+        u in prop::collection::vec(Just(()), 0..9),
+    ) {
+        round_trip(&a);
+        round_trip(&m);
+        round_trip(&o);
+        round_trip(&n);
+        round_trip(&u);
+        round_trip(&((), ((),), [1u8, 2, 3], (1.5f32, -2i16)));
+    }
+
+    /// Decoding arbitrary bytes as many types ends in a value or a typed error, without a
+    /// panic and without an allocation larger than a bound.
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+        fuzz_all(&bytes);
+    }
+
+    /// The same for valid encodings with a byte changed, or cut short.
+    #[test]
+    fn damaged_encodings_never_panic(
+        s in sample(),
+        at in any::<prop::sample::Index>(),
+        byte in any::<u8>(),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let mut bytes = encode(&s).unwrap();
+        let i = at.index(bytes.len());
+        bytes[i] = byte;
+        fuzz_all(&bytes);
+        let n = cut.index(bytes.len());
+        fuzz_all(&bytes[..n]);
+    }
+}
+
+fn fuzz_all(bytes: &[u8]) {
+    fn one<T: serde::de::DeserializeOwned>(bytes: &[u8]) {
+        let (r, largest) = largest_alloc(|| decode_typed::<T>(bytes).map(drop));
+        if let Err(e) = r {
+            assert!(!e.to_string().is_empty());
+        }
+        // The largest single allocation: the output's own (a string, a bulk vector) of at
+        // most the input's length, or what a visitor reserves from a size hint no larger
+        // than the bytes left: times an element's size (at most 64 here), and for a hash
+        // map times the up to 2.3 buckets per entry of its power-of-two table.
+        let bound = 160 * bytes.len() + 4096;
+        assert!(largest <= bound, "{largest} > {bound}");
+    }
+    one::<Vec<u64>>(bytes);
+    one::<Vec<u8>>(bytes);
+    one::<Vec<f32>>(bytes);
+    one::<Vec<String>>(bytes);
+    one::<Vec<()>>(bytes);
+    one::<Vec<Vec<()>>>(bytes);
+    one::<Shape>(bytes);
+    one::<Vec<Shape>>(bytes);
+    one::<Sample>(bytes);
+    one::<BTreeMap<u16, Vec<u8>>>(bytes);
+    one::<HashMap<String, Option<i128>>>(bytes);
+    one::<(bool, char, Option<u8>, String)>(bytes);
+    one::<OwnSeq>(bytes);
+}
