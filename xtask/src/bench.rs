@@ -83,7 +83,17 @@ pub(crate) struct Scenario {
     pub(crate) target: Target,
     /// The key a peer script prints for the same scenario.
     pub(crate) peer: Option<&'static str>,
+    /// The keys `bench/rust-peers` prints for the same scenario (procspawn, ipc-channel),
+    /// shown beside the Python peer.
+    pub(crate) rust: &'static [&'static str],
     pub(crate) plot: Plot,
+}
+
+impl Scenario {
+    /// The same row with Rust peers.
+    const fn rust(self, keys: &'static [&'static str]) -> Scenario {
+        Scenario { rust: keys, ..self }
+    }
 }
 
 const fn crit(
@@ -103,6 +113,7 @@ const fn crit(
         source,
         target,
         peer,
+        rust: &[],
         plot,
     }
 }
@@ -143,13 +154,13 @@ const Q: (&str, &str) = ("ptools-queue", "queue");
 /// key and the plot panel.
 #[rustfmt::skip]
 pub(crate) const SCENARIOS: &[Scenario] = &[
-    crit("remotecall_fetch round trip (u64)", RT, "round_trip/remotecall_fetch_u64", Some("round_trip/raw_socketpair_u64"), Ratio(1.5), Some("py_processpool_round_trip"), P::Time),
+    crit("remotecall_fetch round trip (u64)", RT, "round_trip/remotecall_fetch_u64", Some("round_trip/raw_socketpair_u64"), Ratio(1.5), Some("py_processpool_round_trip"), P::Time).rust(&["rs_procspawn_round_trip", "rs_ipc_channel_round_trip"]),
     crit("remotecall_fetch round trip over TCP (u64, loopback)", RT, "round_trip/remotecall_fetch_tcp_u64", Some("round_trip/raw_tcp_u64"), Ratio(1.3), None, P::Time),
-    crit("remotecall_fetch round trip, Vec<u8> of 8 B", PAYLOAD, "payload/remotecall_fetch_vec_u8/8B", Some("payload/raw_socketpair/8B"), Reported, None, P::None),
-    crit("remotecall_fetch round trip, Vec<u8> of 1 KiB", PAYLOAD, "payload/remotecall_fetch_vec_u8/1KiB", Some("payload/raw_socketpair/1KiB"), Reported, None, P::None),
-    crit("remotecall_fetch round trip, Vec<u8> of 64 KiB", PAYLOAD, "payload/remotecall_fetch_vec_u8/64KiB", Some("payload/raw_socketpair/64KiB"), Reported, None, P::None),
-    crit("remotecall_fetch round trip, Vec<u8> of 1 MiB", PAYLOAD, "payload/remotecall_fetch_vec_u8/1MiB", Some("payload/raw_socketpair/1MiB"), Reported, None, P::Time),
-    crit("remotecall_fetch round trip, Vec<u8> of 16 MiB", PAYLOAD, "payload/remotecall_fetch_vec_u8/16MiB", Some("payload/raw_socketpair/16MiB"), Ratio(2.0), None, P::Time),
+    crit("remotecall_fetch round trip, Vec<u8> of 8 B", PAYLOAD, "payload/remotecall_fetch_vec_u8/8B", Some("payload/raw_socketpair/8B"), Reported, None, P::None).rust(&["rs_ipc_channel_bytes/8B", "rs_ipc_channel_vec_u8/8B", "rs_procspawn_vec_u8/8B"]),
+    crit("remotecall_fetch round trip, Vec<u8> of 1 KiB", PAYLOAD, "payload/remotecall_fetch_vec_u8/1KiB", Some("payload/raw_socketpair/1KiB"), Reported, None, P::None).rust(&["rs_ipc_channel_bytes/1KiB", "rs_ipc_channel_vec_u8/1KiB", "rs_procspawn_vec_u8/1KiB"]),
+    crit("remotecall_fetch round trip, Vec<u8> of 64 KiB", PAYLOAD, "payload/remotecall_fetch_vec_u8/64KiB", Some("payload/raw_socketpair/64KiB"), Reported, None, P::None).rust(&["rs_ipc_channel_bytes/64KiB", "rs_ipc_channel_vec_u8/64KiB", "rs_procspawn_vec_u8/64KiB"]),
+    crit("remotecall_fetch round trip, Vec<u8> of 1 MiB", PAYLOAD, "payload/remotecall_fetch_vec_u8/1MiB", Some("payload/raw_socketpair/1MiB"), Reported, None, P::Time).rust(&["rs_ipc_channel_bytes/1MiB", "rs_ipc_channel_vec_u8/1MiB", "rs_procspawn_vec_u8/1MiB"]),
+    crit("remotecall_fetch round trip, Vec<u8> of 16 MiB", PAYLOAD, "payload/remotecall_fetch_vec_u8/16MiB", Some("payload/raw_socketpair/16MiB"), Ratio(2.0), None, P::Time).rust(&["rs_ipc_channel_bytes/16MiB", "rs_ipc_channel_vec_u8/16MiB", "rs_procspawn_vec_u8/16MiB"]),
     crit("remotecall_fetch round trip, Vec<f64> of 1 MiB", PAYLOAD, "payload/remotecall_fetch_vec_f64/1MiB", Some("payload/raw_socketpair/1MiB"), Reported, None, P::None),
     crit("remotecall_fetch round trip, Vec<f64> of 16 MiB", PAYLOAD, "payload/remotecall_fetch_vec_f64/16MiB", Some("payload/raw_socketpair/16MiB"), Reported, None, P::None),
     crit("addprocs over ssh to the first result (1 worker, loopback sshd)", REMOTE, "remote/addprocs_ssh_first_result", Some("remote/raw_ssh_true"), Reported, None, P::Time),
@@ -157,8 +168,8 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
     printed("SIGKILL to WorkerDied, busy worker, p99", DEATH, "death_latency/worker/p99", Some("death_latency/raw_pidfd/p99"), Reported, None, P::None),
     printed("SIGKILL to WorkerDied, a helper holds the sockets, p50", DEATH, "death_latency/helper_holds/p50", Some("death_latency/raw_pidfd/p50"), Reported, None, P::None),
     printed("SIGKILL to WorkerDied, a helper holds the sockets, p99", DEATH, "death_latency/helper_holds/p99", Some("death_latency/raw_pidfd/p99"), Reported, None, P::None),
-    crit("first-free throughput, 2 workers, 2 callers", TP, "dispatch/first_free_2_workers/2", None, MinRate(50_000.0), Some("py_pool_map_chunksize1"), P::Rate),
-    crit("first-free throughput, 2 workers, 8 callers (baseline: 2 callers)", TP, "dispatch/first_free_2_workers/8", Some("dispatch/first_free_2_workers/2"), Ratio(1.0), Some("py_pool_map_chunksize1"), P::Rate),
+    crit("first-free throughput, 2 workers, 2 callers", TP, "dispatch/first_free_2_workers/2", None, MinRate(50_000.0), Some("py_pool_map_chunksize1"), P::Rate).rust(&["rs_procspawn_pool2_throughput"]),
+    crit("first-free throughput, 2 workers, 8 callers (baseline: 2 callers)", TP, "dispatch/first_free_2_workers/8", Some("dispatch/first_free_2_workers/2"), Ratio(1.0), Some("py_pool_map_chunksize1"), P::Rate).rust(&["rs_procspawn_pool2_throughput"]),
     crit("pipelined remotecall, 2 workers", TP, "dispatch/pipelined_remotecall_2_workers", None, MinRate(200_000.0), None, P::Rate),
     crit("pmap throughput, 10^6 trivial items, 2 workers", TP, "pmap/trivial_1e6_items_2_workers", None, MinRate(40e6), Some("py_pool_map_default"), P::Rate),
     crit("pmap of 10^4 trivial items, 2 workers (baseline: the loop in one process)", TP, "pmap_small/trivial_1e4_items_2_workers", Some("pmap_small/sequential_1e4_items"), MaxTime(100_000.0), None, P::Time),
@@ -178,13 +189,89 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
     printed("256 MiB job, 1 server task, interleaved rounds", ST_IL, "fill256_interleaved/stasks/1", Some("fill256_interleaved/raw_memset"), Reported, None, P::None),
     printed("256 MiB job, 2 server tasks, interleaved rounds", ST_IL, "fill256_interleaved/stasks/2", Some("fill256_interleaved/raw_memset"), BeatPeer, Some("fill256_interleaved/python"), P::None),
     crit("queue of 100 000 tasks with callbacks, 2 workers", Q, "throughput/any_worker_callbacks_2_workers_100k", Some("throughput/baseline_remotecall_fetch_2_threads_100k"), MinRate(50_000.0), None, P::Rate),
+    crit("queue of 10^4 tasks, per-task cost (queue-size curve)", Q, "throughput/queue_size/10000", None, Reported, None, P::None),
+    crit("queue of 10^5 tasks, per-task cost (queue-size curve)", Q, "throughput/queue_size/100000", None, Reported, None, P::None),
+    crit("queue of 10^6 tasks, per-task cost (queue-size curve)", Q, "throughput/queue_size/1000000", None, Reported, None, P::None),
     crit("set_priorities over 100 000 queued tasks", Q, "set_priorities/reverse_100k_queued", None, MaxTime(50e6), None, P::Time),
     crit("addprocs(2) start-up", TP, "startup/addprocs_2", None, Reported, Some("py_pool2_startup"), P::Time),
-    Scenario { name: "worker resident memory (idle, after one call)", package: TP.0, bench: TP.1, source: Source::WorkerRss, target: Reported, peer: Some("py_worker_rss"), plot: P::None },
+    Scenario { name: "worker resident memory (idle, after one call)", package: TP.0, bench: TP.1, source: Source::WorkerRss, target: Reported, peer: Some("py_worker_rss"), rust: &[], plot: P::None },
 ];
+
+/// A curve of BENCHMARKS.md and the plot: rows of [`SCENARIOS`] (by ptools' id), each
+/// standing for one x value.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Curve {
+    pub(crate) title: &'static str,
+    /// What x is, as the table's first column names it.
+    pub(crate) x_name: &'static str,
+    /// (x, ptools' id), x rising.
+    pub(crate) points: &'static [(f64, &'static str)],
+}
+
+/// Round trip of a `Vec<u8>` by size, against the raw socketpair echo and the peers.
+pub(crate) const PAYLOAD_CURVE: Curve = Curve {
+    title: "Payload curve: round trip of a byte vector by size",
+    x_name: "size",
+    points: &[
+        (8.0, "payload/remotecall_fetch_vec_u8/8B"),
+        (1024.0, "payload/remotecall_fetch_vec_u8/1KiB"),
+        (65_536.0, "payload/remotecall_fetch_vec_u8/64KiB"),
+        (1_048_576.0, "payload/remotecall_fetch_vec_u8/1MiB"),
+        (16_777_216.0, "payload/remotecall_fetch_vec_u8/16MiB"),
+    ],
+};
+
+/// The queue's cost per task by the number of tasks queued.
+pub(crate) const QUEUE_CURVE: Curve = Curve {
+    title: "Queue-size curve: cost per task",
+    x_name: "tasks queued",
+    points: &[
+        (1e4, "throughput/queue_size/10000"),
+        (1e5, "throughput/queue_size/100000"),
+        (1e6, "throughput/queue_size/1000000"),
+    ],
+};
 
 /// The peer scripts, and what each of their keys measures.
 pub(crate) const PEER_SCRIPTS: &[&str] = &["workers.py", "fork.py", "shm.py"];
+
+/// The name `bench/rust-peers` goes by in the run's record (a `skipped` line for the
+/// whole crate uses it as its key, like a failed script's name).
+pub(crate) const RUST_PEERS: &str = "rust-peers";
+
+/// The keys `bench/rust-peers` prints (a key with `/<size>` after one of these is the same
+/// scenario at that payload size): the key, a short name for the plot and the curve table,
+/// and what it measures.
+#[rustfmt::skip]
+pub(crate) const RUST_PEER_LABELS: &[RustPeerLabel] = &[
+    ("rs_procspawn_round_trip", "procspawn", "procspawn Pool(1) spawn().join(), u64 echo"),
+    ("rs_ipc_channel_round_trip", "ipc-channel", "ipc-channel `IpcSender<u64>` echo (spawned child)"),
+    ("rs_procspawn_pool2_throughput", "procspawn", "procspawn Pool(2), 2000 spawns, then the joins"),
+    ("rs_ipc_channel_bytes", "ipc-channel bytes", "ipc-channel `IpcBytesSender` echo (no serde)"),
+    ("rs_ipc_channel_vec_u8", "ipc-channel typed", "ipc-channel `IpcSender<Vec<u8>>` echo"),
+    ("rs_procspawn_vec_u8", "procspawn", "procspawn Pool(1) spawn().join(), `Vec<u8>` echo"),
+];
+
+/// An entry of [`RUST_PEER_LABELS`]: key, short name, what it measures.
+pub(crate) type RustPeerLabel = (&'static str, &'static str, &'static str);
+
+/// The entry of [`RUST_PEER_LABELS`] for a key, and its size suffix if any.
+pub(crate) fn rust_peer(key: &str) -> Option<(&'static RustPeerLabel, Option<&str>)> {
+    let (base, size) = match key.split_once('/') {
+        Some((b, s)) => (b, Some(s)),
+        None => (key, None),
+    };
+    RUST_PEER_LABELS
+        .iter()
+        .find(|(k, _, _)| *k == base)
+        .map(|e| (e, size))
+}
+
+/// `1 KiB` for `1KiB`: a size as the text writes it.
+pub(crate) fn spaced_size(size: &str) -> String {
+    let digits = size.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    format!("{digits} {}", &size[digits.len()..])
+}
 
 #[rustfmt::skip]
 pub(crate) const PEER_LABELS: &[(&str, &str)] = &[
@@ -203,11 +290,23 @@ pub(crate) const PEER_LABELS: &[(&str, &str)] = &[
     ("fill256_interleaved/python", "shm.py's job (numpy, Pool(2)), in the same interleaved rounds"),
 ];
 
-fn peer_label(key: &str) -> &str {
+fn peer_label(key: &str) -> String {
+    if let Some(((_, _, label), size)) = rust_peer(key) {
+        return match size {
+            Some(size) => format!("{label}, {}", spaced_size(size)),
+            None => (*label).to_owned(),
+        };
+    }
     PEER_LABELS
         .iter()
         .find(|(k, _)| *k == key)
         .map_or(key, |(_, l)| l)
+        .to_owned()
+}
+
+/// The short name of a Rust peer key (`procspawn`), or the key itself.
+pub(crate) fn rust_peer_name(key: &str) -> &str {
+    rust_peer(key).map_or(key, |((_, name, _), _)| name)
 }
 
 /// A figure read back from criterion.
@@ -249,6 +348,8 @@ pub(crate) struct Row {
     pub(crate) baseline: Option<Figure>,
     /// The peer's figure, or why there is none.
     pub(crate) peer: Option<Result<PeerFigure, String>>,
+    /// The Rust peers' figures (keys of `scenario.rust`, in order), or why there are none.
+    pub(crate) rust: Vec<(&'static str, Result<PeerFigure, String>)>,
 }
 
 impl Row {
@@ -281,17 +382,23 @@ impl Row {
 
     /// How many times faster (or smaller, for memory) ptools is than the peer.
     pub(crate) fn peer_factor(&self) -> Option<f64> {
-        match (&self.ptools, &self.peer) {
-            (Figure::Time(m), Some(Ok(PeerFigure::Seconds { median, items }))) => {
-                let ours = m.median_ns / m.elements.unwrap_or(1.0);
-                let theirs = median * 1e9 / items;
-                (ours > 0.0).then(|| theirs / ours)
-            }
-            (Figure::Kib(ours), Some(Ok(PeerFigure::Kib(theirs)))) if *ours > 0.0 => {
-                Some(theirs / ours)
-            }
+        match &self.peer {
+            Some(Ok(p)) => factor(&self.ptools, p),
             _ => None,
         }
+    }
+}
+
+/// How many times faster (or smaller, for memory) ptools' figure is than a peer's.
+pub(crate) fn factor(ptools: &Figure, peer: &PeerFigure) -> Option<f64> {
+    match (ptools, peer) {
+        (Figure::Time(m), PeerFigure::Seconds { median, items }) => {
+            let ours = m.median_ns / m.elements.unwrap_or(1.0);
+            let theirs = median * 1e9 / items;
+            (ours > 0.0).then(|| theirs / ours)
+        }
+        (Figure::Kib(ours), PeerFigure::Kib(theirs)) if *ours > 0.0 => Some(theirs / ours),
+        _ => None,
     }
 }
 
@@ -312,7 +419,8 @@ struct Options {
 
 const USAGE: &str = "cargo xtask bench [--quick] [--peers] [--no-run]\n\n  \
     --quick   short criterion times (warm-up 0.5 s, measurement 1 s) and short peer budgets\n  \
-    --peers   also run the Python peers in bench/peers/ (needs python3; numpy optional)\n  \
+    --peers   also run the Python peers in bench/peers/ (needs python3; numpy optional)\n            \
+              and the Rust peers in bench/rust-peers/ (procspawn, ipc-channel; built on first use)\n  \
     --no-run  run nothing: re-render BENCHMARKS.md and the plot from the last results";
 
 fn parse_args(args: &[String]) -> Result<Option<Options>, String> {

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::SystemTime;
 
 use super::json::{Benchmark, ConfidenceInterval, Estimates};
-use super::{Figure, Measured, PeerFigure, Row, SCENARIOS, Source, bench_exists};
+use super::{Figure, Measured, PeerFigure, RUST_PEERS, Row, SCENARIOS, Source, bench_exists};
 
 /// Reads one criterion result; `fresh_since` rejects results older than this run.
 pub(crate) fn read_measured(
@@ -84,7 +84,7 @@ pub(crate) fn collect(target: &Path, extra: &[String], fresh_since: Option<Syste
         match key {
             "peer" => {
                 if let Some((k, fig)) = parse_peer_line(rest) {
-                    if k.ends_with(".py") {
+                    if k.ends_with(".py") || k == RUST_PEERS {
                         // A whole script failed: its scenarios say so below.
                         if let PeerFigure::Skipped(why) = fig {
                             facts.insert(format!("peer script {k}"), why);
@@ -119,6 +119,11 @@ pub(crate) fn collect(target: &Path, extra: &[String], fresh_since: Option<Syste
             }
         }
     }
+    // Why a Rust peer key has no line: the crate failed as a whole, or printed no such key.
+    let rust_missing = match facts.get(&format!("peer script {RUST_PEERS}")) {
+        Some(why) => format!("bench/{RUST_PEERS} did not run: {why}"),
+        None => format!("no result from bench/{RUST_PEERS}"),
+    };
     let rows = SCENARIOS
         .iter()
         .map(|s| {
@@ -190,11 +195,25 @@ pub(crate) fn collect(target: &Path, extra: &[String], fresh_since: Option<Syste
                 (None, Some(fig)) => Ok(fig.clone()),
                 (None, None) => Err("no result from the peer scripts".to_owned()),
             });
+            let rust = s
+                .rust
+                .iter()
+                .map(|&k| {
+                    let fig = match (&peers_skipped, peers.get(k)) {
+                        (Some(why), _) => Err(why.clone()),
+                        (None, Some(PeerFigure::Skipped(why))) => Err(why.clone()),
+                        (None, Some(fig)) => Ok(fig.clone()),
+                        (None, None) => Err(rust_missing.clone()),
+                    };
+                    (k, fig)
+                })
+                .collect();
             Row {
                 scenario: *s,
                 ptools,
                 baseline,
                 peer,
+                rust,
             }
         })
         .collect();

@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{PEER_SCRIPTS, SCENARIOS, Source};
+use super::{PEER_SCRIPTS, RUST_PEERS, SCENARIOS, Source};
 
 /// A criterion filter matching exactly the ids the table reads from this bench, so the
 /// benches nobody reports on do not cost run time.
@@ -180,8 +180,8 @@ pub(crate) fn worker_rss_kib(line: &str) -> Option<u64> {
     rest.split(')').next()?.trim().parse().ok()
 }
 
-/// Runs every peer script with a time limit; returns their result lines (or one
-/// `skipped` line per script that could not run).
+/// Runs every peer script with a time limit, then the Rust peers; returns their result
+/// lines (or one `skipped` line per script that could not run).
 pub(crate) fn run_peers(quick: bool) -> Vec<String> {
     let dir = crate::root().join("bench").join("peers");
     let mut lines = Vec::new();
@@ -189,10 +189,7 @@ pub(crate) fn run_peers(quick: bool) -> Vec<String> {
     for script in PEER_SCRIPTS {
         let mut cmd = Command::new("python3");
         // -B: leave no __pycache__ in the source tree.
-        cmd.arg("-B")
-            .arg(script)
-            .current_dir(&dir)
-            .stdout(Stdio::piped());
+        cmd.arg("-B").arg(script).current_dir(&dir);
         if quick {
             cmd.arg("--quick");
         }
@@ -200,46 +197,94 @@ pub(crate) fn run_peers(quick: bool) -> Vec<String> {
             "\n$ (cd bench/peers && python3 -B {script}{})",
             if quick { " --quick" } else { "" }
         );
-        let mut child = match cmd.spawn() {
-            Ok(c) => c,
-            Err(e) => {
-                lines.push(format!("{script}\tskipped\tcannot run python3: {e}"));
-                continue;
+        lines.extend(run_limited(cmd, script, "python3", limit));
+    }
+    lines.extend(run_rust_peers(quick, limit));
+    lines
+}
+
+/// The manifest of the Rust peers: a crate of its own workspace, so that the project's
+/// builds (and CI) never compile procspawn and ipc-channel.
+fn rust_peers_manifest() -> std::path::PathBuf {
+    crate::root()
+        .join("bench")
+        .join("rust-peers")
+        .join("Cargo.toml")
+}
+
+/// Builds `bench/rust-peers` (its first build fetches and compiles its dependencies: a
+/// limit of its own), then runs it with `limit`. Any failure is one `rust-peers skipped`
+/// line, so the report shows the Rust peers as not run and goes on.
+pub(crate) fn run_rust_peers(quick: bool, limit: Duration) -> Vec<String> {
+    let manifest = rust_peers_manifest();
+    let cargo_args = |sub: &str| -> Vec<String> {
+        vec![
+            sub.to_owned(),
+            "--release".to_owned(),
+            "--quiet".to_owned(),
+            "--manifest-path".to_owned(),
+            manifest.display().to_string(),
+        ]
+    };
+    println!("\n$ cargo build --release --manifest-path bench/rust-peers/Cargo.toml -j2");
+    let mut build = Command::new(crate::cargo());
+    build.args(cargo_args("build")).arg("-j2");
+    let built = run_limited(build, RUST_PEERS, "cargo", Duration::from_secs(900));
+    if let Some(skipped) = built.into_iter().find(|l| l.starts_with(RUST_PEERS)) {
+        return vec![skipped.replace("failed with", "build failed with")];
+    }
+    println!(
+        "\n$ cargo run --release --manifest-path bench/rust-peers/Cargo.toml{}",
+        if quick { " -- --quick" } else { "" }
+    );
+    let mut run = Command::new(crate::cargo());
+    run.args(cargo_args("run"));
+    if quick {
+        run.args(["--", "--quick"]);
+    }
+    run_limited(run, RUST_PEERS, "cargo", limit)
+}
+
+/// Runs one peer command with a time limit, relaying its stdout; returns its stdout lines,
+/// and a `<name> skipped <reason>` line if it could not start, failed or overran.
+fn run_limited(mut cmd: Command, name: &str, program: &str, limit: Duration) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut child = match cmd.stdout(Stdio::piped()).spawn() {
+        Ok(c) => c,
+        Err(e) => return vec![format!("{name}\tskipped\tcannot run {program}: {e}")],
+    };
+    // Read stdout on a thread so the time limit can be enforced here.
+    let stdout = child.stdout.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .inspect(|l| println!("  {l}"))
+            .collect::<Vec<_>>()
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100));
             }
-        };
-        // Read stdout on a thread so the time limit can be enforced here.
-        let stdout = child.stdout.take().expect("piped");
-        let reader = std::thread::spawn(move || {
-            BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-                .inspect(|l| println!("  {l}"))
-                .collect::<Vec<_>>()
-        });
-        let deadline = Instant::now() + limit;
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break Some(status),
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                _ => {
-                    // Past the limit: end this child (only ours, by its handle).
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break None;
-                }
+            _ => {
+                // Past the limit: end this child (only ours, by its handle).
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
             }
-        };
-        lines.extend(reader.join().unwrap_or_default());
-        match status {
-            Some(s) if s.success() => {}
-            Some(s) => lines.push(format!("{script}\tskipped\tfailed with {s}")),
-            None => lines.push(format!(
-                "{script}\tskipped\tkilled after {} s",
-                limit.as_secs()
-            )),
         }
+    };
+    lines.extend(reader.join().unwrap_or_default());
+    match status {
+        Some(s) if s.success() => {}
+        Some(s) => lines.push(format!("{name}\tskipped\tfailed with {s}")),
+        None => lines.push(format!(
+            "{name}\tskipped\tkilled after {} s",
+            limit.as_secs()
+        )),
     }
     lines
 }

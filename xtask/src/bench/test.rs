@@ -37,6 +37,20 @@ fn report() -> Report {
                 median: 240e-6,
                 items: 1.0,
             })),
+            // procspawn takes 36 µs; ipc-channel's build failed.
+            rust: vec![
+                (
+                    "rs_procspawn_round_trip",
+                    Ok(PeerFigure::Seconds {
+                        median: 36e-6,
+                        items: 1.0,
+                    }),
+                ),
+                (
+                    "rs_ipc_channel_round_trip",
+                    Err("bench/rust-peers did not run: build failed".into()),
+                ),
+            ],
         },
         // 10^6 items in 250 ms: 4 M/s, below the 5 M/s target; the peer does 2 M/s.
         Row {
@@ -47,6 +61,7 @@ fn report() -> Report {
                 median: 0.5,
                 items: 1e6,
             })),
+            rust: vec![],
         },
         Row {
             scenario: scenario("pfork n = 8"),
@@ -55,12 +70,14 @@ fn report() -> Report {
                 "bench `pfork` of ptools-fork does not exist yet".into(),
             )),
             peer: Some(Err("numpy is not installed".into())),
+            rust: vec![],
         },
         Row {
             scenario: scenario("worker resident memory"),
             ptools: Figure::Kib(4096.0),
             baseline: None,
             peer: Some(Ok(PeerFigure::Kib(12288.0))),
+            rust: vec![],
         },
     ];
     let facts: BTreeMap<String, String> = [
@@ -89,6 +106,13 @@ fn table_is_consistent() {
             assert!(
                 PEER_LABELS.iter().any(|(key, _)| *key == k),
                 "peer {k} has no label"
+            );
+        }
+        for k in s.rust {
+            assert!(rust_peer(k).is_some(), "Rust peer {k} has no label");
+            assert!(
+                s.rust.iter().filter(|o| *o == k).nth(1).is_none(),
+                "{k} twice"
             );
         }
         if let Source::Criterion { id, baseline } | Source::Printed { id, baseline } = s.source {
@@ -137,6 +161,103 @@ fn peer_scripts_print_only_labelled_keys() {
             assert!(known, "{script}: key {key} has no label");
         }
     }
+}
+
+#[test]
+fn rust_peers_print_only_labelled_keys() {
+    let main = crate::root().join("bench/rust-peers/src/main.rs");
+    let text = std::fs::read_to_string(main).expect("bench/rust-peers/src/main.rs");
+    let mut seen = 0;
+    for piece in text.split("\"rs_").skip(1) {
+        let key: String = piece
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        let key = format!("rs_{key}");
+        assert!(
+            rust_peer(&key).is_some(),
+            "rust-peers: key {key} has no label"
+        );
+        seen += 1;
+    }
+    assert!(seen >= RUST_PEER_LABELS.len(), "found only {seen} keys");
+    // Every label is printed, and every key the table asks for exists.
+    for (k, _, _) in RUST_PEER_LABELS {
+        assert!(
+            text.contains(&format!("\"{k}")),
+            "rust-peers never prints {k}"
+        );
+    }
+}
+
+#[test]
+fn collects_rust_peers_and_their_absence() {
+    let none = std::path::Path::new("/nonexistent/target");
+    let row = |r: &Report, name: &str| {
+        let s = scenario(name);
+        r.rows
+            .iter()
+            .find(|row| row.scenario.name == s.name)
+            .expect("row")
+            .clone()
+    };
+    let extra: Vec<String> = [
+        "peer\trs_procspawn_round_trip\tseconds\t3.5e-5\t1",
+        "peer\trs_ipc_channel_round_trip\tskipped\tno child",
+        "peer\trs_procspawn_pool2_throughput\tseconds\t0.2\t2000",
+    ]
+    .map(str::to_owned)
+    .into();
+    let r = collect::collect(none, &extra, None);
+    let rt = row(&r, "remotecall_fetch round trip (u64)");
+    assert_eq!(
+        rt.rust,
+        vec![
+            (
+                "rs_procspawn_round_trip",
+                Ok(PeerFigure::Seconds {
+                    median: 3.5e-5,
+                    items: 1.0
+                })
+            ),
+            ("rs_ipc_channel_round_trip", Err("no child".to_owned())),
+        ]
+    );
+    let payload = row(&r, "remotecall_fetch round trip, Vec<u8> of 1 MiB");
+    assert_eq!(payload.rust.len(), 3);
+    assert!(
+        payload
+            .rust
+            .iter()
+            .all(|(_, f)| f == &Err("no result from bench/rust-peers".to_owned())),
+        "{:?}",
+        payload.rust
+    );
+
+    // The crate failed as a whole: every Rust peer says why, and the report says it once.
+    let extra = vec!["peer\trust-peers\tskipped\tbuild failed with exit status: 101".to_owned()];
+    let r = collect::collect(none, &extra, None);
+    let why = "bench/rust-peers did not run: build failed with exit status: 101";
+    assert!(
+        r.rows
+            .iter()
+            .flat_map(|row| &row.rust)
+            .all(|(_, f)| f.as_ref().err().map(String::as_str) == Some(why))
+    );
+    let md = render_markdown(&r);
+    assert!(
+        md.contains("- peer script rust-peers: build failed"),
+        "{md}"
+    );
+    assert_eq!(
+        md.matches(why).count(),
+        1,
+        "one line for all the keys: {md}"
+    );
+    assert!(
+        md.contains("| procspawn: - (see below)<br>ipc-channel: - (see below) |"),
+        "{md}"
+    );
 }
 
 #[test]
@@ -254,6 +375,12 @@ fn renders_the_table() {
     assert!(pfork.contains("| not measured (see below) |"), "{pfork}");
     assert!(pfork.contains("| - | ≤ 1.3× | - |"), "{pfork}");
 
+    assert!(
+        rt.contains("| procspawn: 36.0 µs (3.0× faster)<br>ipc-channel: - (see below) |"),
+        "{rt}"
+    );
+    assert!(pmap.ends_with("| 2.0× faster | - |"), "{pmap}");
+
     let rss = line("worker resident memory");
     assert!(rss.contains("| 4.00 MiB |"), "{rss}");
     assert!(rss.contains("| 3.0× smaller |"), "{rss}");
@@ -274,6 +401,17 @@ fn renders_the_table() {
         "{not}"
     );
     assert!(not.contains("numpy is not installed"), "{not}");
+    assert!(
+        not.contains(
+            "- Rust peers `rs_ipc_channel_round_trip`: bench/rust-peers did not run: build failed"
+        ),
+        "{not}"
+    );
+    // The fixture has no curve rows: the sections say so instead of an empty table.
+    assert_eq!(
+        md.matches("No figures for this curve in this run.").count(),
+        2
+    );
     assert_eq!(
         not.matches("- pfork n = 8: bench").count(),
         1,
@@ -290,9 +428,176 @@ fn renders_the_table() {
 fn renders_the_plot() {
     let svg = svg::render(&report().rows);
     assert!(svg.starts_with("<svg ") && svg.ends_with("</svg>\n"));
-    // Round trip: ptools, baseline, peer; pmap: ptools, peer; plus the legend's three.
-    assert_eq!(svg.matches("<rect x=").count(), 3 + 2 + 3, "{svg}");
+    // Round trip: ptools, baseline, peer, procspawn; pmap: ptools, peer; plus the legend's
+    // six.
+    assert_eq!(svg.matches("<rect x=").count(), 4 + 2 + 6, "{svg}");
+    assert!(svg.contains(">procspawn: 36.0 µs<"), "{svg}");
+    // No curve rows: both charts say so.
+    assert_eq!(svg.matches(">no figures measured<").count(), 2, "{svg}");
     assert!(svg.contains("remotecall_fetch round trip"));
     assert!(svg.contains(">not measured<"), "the pfork row says so");
     assert!(!svg.contains("NaN") && !svg.contains("inf"), "{svg}");
+}
+
+/// Rows of the two curves: the payload sizes with ptools, the raw echo and the Rust peers
+/// (procspawn missing at 16 MiB), and the queue sizes with a cost per task that doubles
+/// from 10^4 to 10^6.
+fn curve_report() -> Report {
+    let mut r = report();
+    r.rows.clear();
+    for (i, &(x, id)) in PAYLOAD_CURVE.points.iter().enumerate() {
+        let s = *SCENARIOS
+            .iter()
+            .find(|s| matches!(s.source, Source::Criterion { id: i, .. } if i == id))
+            .expect("payload row");
+        let ns = 10_000.0 + x;
+        let secs = |ns: f64| {
+            Ok(PeerFigure::Seconds {
+                median: ns * 1e-9,
+                items: 1.0,
+            })
+        };
+        let rust = s
+            .rust
+            .iter()
+            .map(|&k| {
+                let fig = if k.starts_with("rs_procspawn") && i == 4 {
+                    Err("killed after 600 s".to_owned())
+                } else if k.starts_with("rs_procspawn") {
+                    secs(4.0 * ns)
+                } else {
+                    secs(2.0 * ns)
+                };
+                (k, fig)
+            })
+            .collect();
+        r.rows.push(Row {
+            scenario: s,
+            ptools: measured(ns, None),
+            baseline: Some(measured(ns / 1.25, None)),
+            peer: None,
+            rust,
+        });
+    }
+    for &(x, id) in QUEUE_CURVE.points {
+        let s = *SCENARIOS
+            .iter()
+            .find(|s| matches!(s.source, Source::Criterion { id: i, .. } if i == id))
+            .expect("queue row");
+        // 2 µs per task at 10^4, 3 µs at 10^5, 4 µs at 10^6; the bench declares its
+        // elements at 10^4 and 10^5 only (the count falls back to n).
+        let per = 2_000.0 + (x.log10() - 4.0) * 1_000.0;
+        let elements = (x < 1e6).then_some(x);
+        r.rows.push(Row {
+            scenario: s,
+            ptools: measured(per * x, elements),
+            baseline: None,
+            peer: None,
+            rust: vec![],
+        });
+    }
+    r
+}
+
+#[test]
+fn renders_the_curves() {
+    let md = render_markdown(&curve_report());
+    let section = |title: &str| {
+        let start = md.find(&format!("## {title}")).expect(title);
+        let rest = &md[start..];
+        let end = rest[3..].find("\n## ").map_or(rest.len(), |e| e + 3);
+        rest[..end].to_owned()
+    };
+    let payload = section(PAYLOAD_CURVE.title);
+    assert!(
+        payload.contains(
+            "| size | ptools | raw socketpair | ratio | ipc-channel bytes | ipc-channel typed | procspawn |\n"
+        ),
+        "no Python column when no row has a Python peer: {payload}"
+    );
+    assert!(
+        payload.contains("| 8 B | 10.0 µs | 8.01 µs | 1.25× | 20.0 µs | 20.0 µs | 40.0 µs |"),
+        "{payload}"
+    );
+    assert!(
+        payload.contains("| 16 MiB | 16.8 ms | 13.4 ms | 1.25× | 33.6 ms | 33.6 ms | - |"),
+        "{payload}"
+    );
+    assert_eq!(payload.matches("\n| ").count(), 1 + 5, "{payload}");
+
+    let queue = section(QUEUE_CURVE.title);
+    assert!(
+        queue.contains("| 10^4 | 20.0 ms | 2.00 µs | 1.00× |"),
+        "{queue}"
+    );
+    assert!(
+        queue.contains("| 10^5 | 300 ms | 3.00 µs | 1.50× |"),
+        "{queue}"
+    );
+    assert!(
+        queue.contains("| 10^6 | 4.00 s | 4.00 µs | 2.00× |"),
+        "{queue}"
+    );
+
+    let not = md.split("## Not measured").nth(1).expect("section");
+    assert!(
+        not.contains("- Rust peers `rs_procspawn_vec_u8/16MiB`: killed after 600 s"),
+        "{not}"
+    );
+}
+
+#[test]
+fn plots_the_curves() {
+    let rows = curve_report().rows;
+    let payload = svg::payload_series(&rows);
+    let names: Vec<&str> = payload.iter().map(|(n, _, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "ptools",
+            "raw socketpair",
+            "ipc-channel bytes",
+            "ipc-channel typed",
+            "procspawn"
+        ]
+    );
+    assert_eq!(payload[0].2.len(), 5);
+    assert_eq!(payload[4].2.len(), 4, "procspawn has no 16 MiB point");
+    let queue = svg::queue_series(&rows);
+    assert_eq!(queue.len(), 1);
+    assert_eq!(queue[0].2, [(1e4, 2_000.0), (1e5, 3_000.0), (1e6, 4_000.0)]);
+
+    let svg = svg::render(&rows);
+    // One line per series: five for the payload, one for the queue.
+    assert_eq!(svg.matches("<polyline ").count(), 6, "{svg}");
+    assert_eq!(
+        svg.matches("<circle ").count(),
+        5 + 5 + 5 + 5 + 4 + 3,
+        "{svg}"
+    );
+    for label in ["8 B", "1 KiB", "64 KiB", "1 MiB", "16 MiB", "10^4", "10^6"] {
+        assert!(svg.contains(&format!(">{label}</text>")), "{label}: {svg}");
+    }
+    assert!(!svg.contains("NaN") && !svg.contains("inf"), "{svg}");
+    // Only the throughput bars are empty: the curves' rows have no rates.
+    assert_eq!(svg.matches(">no figures measured<").count(), 1, "{svg}");
+}
+
+#[test]
+#[ignore = "builds and runs bench/rust-peers (a minute or more on a cold build)"]
+fn runs_the_rust_peers() {
+    let lines = run::run_rust_peers(true, Duration::from_secs(300));
+    let keys: Vec<String> = lines
+        .iter()
+        .filter_map(|l| parse_peer_line(l))
+        .map(|(k, fig)| {
+            assert!(matches!(fig, PeerFigure::Seconds { .. }), "{k}: {fig:?}");
+            k
+        })
+        .collect();
+    for s in SCENARIOS {
+        for k in s.rust {
+            assert!(keys.iter().any(|key| key == k), "no {k} in {lines:?}");
+        }
+    }
 }
