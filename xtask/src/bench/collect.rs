@@ -121,7 +121,7 @@ pub(crate) fn collect(target: &Path, extra: &[String], fresh_since: Option<Syste
     }
     // Why a Rust peer key has no line: the crate failed as a whole, or printed no such key.
     let rust_missing = match facts.get(&format!("peer script {RUST_PEERS}")) {
-        Some(why) => format!("bench/{RUST_PEERS} did not run: {why}"),
+        Some(why) => format!("bench/{RUST_PEERS}: {why}"),
         None => format!("no result from bench/{RUST_PEERS}"),
     };
     let rows = SCENARIOS

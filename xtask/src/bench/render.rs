@@ -205,12 +205,15 @@ pub(crate) fn render_markdown(r: &Report) -> String {
             row.rust
                 .iter()
                 .map(|(k, f)| match f {
-                    Ok(p) => format!(
-                        "{}: {} ({})",
-                        rust_peer_name(k),
-                        fmt_peer(p),
-                        vs_text(factor(&row.ptools, p), &row.ptools)
-                    ),
+                    Ok(p) => match factor(&row.ptools, p) {
+                        Some(f) => format!(
+                            "{}: {} ({})",
+                            rust_peer_name(k),
+                            fmt_peer(p),
+                            vs_text(Some(f), &row.ptools)
+                        ),
+                        None => format!("{}: {}", rust_peer_name(k), fmt_peer(p)),
+                    },
                     Err(_) => format!("{}: - (see below)", rust_peer_name(k)),
                 })
                 .collect::<Vec<_>>()

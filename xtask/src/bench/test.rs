@@ -48,7 +48,7 @@ fn report() -> Report {
                 ),
                 (
                     "rs_ipc_channel_round_trip",
-                    Err("bench/rust-peers did not run: build failed".into()),
+                    Err("bench/rust-peers: build failed".into()),
                 ),
             ],
         },
@@ -237,7 +237,7 @@ fn collects_rust_peers_and_their_absence() {
     // The crate failed as a whole: every Rust peer says why, and the report says it once.
     let extra = vec!["peer\trust-peers\tskipped\tbuild failed with exit status: 101".to_owned()];
     let r = collect::collect(none, &extra, None);
-    let why = "bench/rust-peers did not run: build failed with exit status: 101";
+    let why = "bench/rust-peers: build failed with exit status: 101";
     assert!(
         r.rows
             .iter()
@@ -402,9 +402,7 @@ fn renders_the_table() {
     );
     assert!(not.contains("numpy is not installed"), "{not}");
     assert!(
-        not.contains(
-            "- Rust peers `rs_ipc_channel_round_trip`: bench/rust-peers did not run: build failed"
-        ),
+        not.contains("- Rust peers `rs_ipc_channel_round_trip`: bench/rust-peers: build failed"),
         "{not}"
     );
     // The fixture has no curve rows: the sections say so instead of an empty table.
