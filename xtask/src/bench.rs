@@ -189,9 +189,6 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
     printed("256 MiB job, 1 server task, interleaved rounds", ST_IL, "fill256_interleaved/stasks/1", Some("fill256_interleaved/raw_memset"), Reported, None, P::None),
     printed("256 MiB job, 2 server tasks, interleaved rounds", ST_IL, "fill256_interleaved/stasks/2", Some("fill256_interleaved/raw_memset"), BeatPeer, Some("fill256_interleaved/python"), P::None),
     crit("queue of 100 000 tasks with callbacks, 2 workers", Q, "throughput/any_worker_callbacks_2_workers_100k", Some("throughput/baseline_remotecall_fetch_2_threads_100k"), MinRate(50_000.0), None, P::Rate),
-    crit("queue of 10^4 tasks, per-task cost (queue-size curve)", Q, "throughput/queue_size/10000", None, Reported, None, P::None),
-    crit("queue of 10^5 tasks, per-task cost (queue-size curve)", Q, "throughput/queue_size/100000", None, Reported, None, P::None),
-    crit("queue of 10^6 tasks, per-task cost (queue-size curve)", Q, "throughput/queue_size/1000000", None, Reported, None, P::None),
     crit("set_priorities over 100 000 queued tasks", Q, "set_priorities/reverse_100k_queued", None, MaxTime(50e6), None, P::Time),
     crit("addprocs(2) start-up", TP, "startup/addprocs_2", None, Reported, Some("py_pool2_startup"), P::Time),
     Scenario { name: "worker resident memory (idle, after one call)", package: TP.0, bench: TP.1, source: Source::WorkerRss, target: Reported, peer: Some("py_worker_rss"), rust: &[], plot: P::None },
@@ -221,7 +218,9 @@ pub(crate) const PAYLOAD_CURVE: Curve = Curve {
     ],
 };
 
-/// The queue's cost per task by the number of tasks queued.
+/// The queue's cost per task by the number of tasks queued. Its rows come with the queue's
+/// size-curve bench (`throughput/queue_size/<n>`); while the table has none, the section
+/// and the chart say so.
 pub(crate) const QUEUE_CURVE: Curve = Curve {
     title: "Queue-size curve: cost per task",
     x_name: "tasks queued",

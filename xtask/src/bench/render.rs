@@ -423,14 +423,15 @@ fn curves(o: &mut String, r: &Report) {
     let _ = writeln!(
         o,
         "The queue's median time for n tasks divided by n, and its ratio to the cost per task \
-         at 10^4: 1× is a queue whose cost per task does not grow with its length.\n"
+         at 10^4: 1× is a queue whose cost per task does not grow with its length. The last \
+         column is ptools over its baseline of the same size in the same run (see the table).\n"
     );
     let _ = writeln!(
         o,
-        "| {} | median, all tasks | per task | ratio to 10^4 |",
+        "| {} | median, all tasks | per task | ratio to 10^4 | ratio to baseline |",
         c.x_name
     );
-    let _ = writeln!(o, "|---|---|---|---|");
+    let _ = writeln!(o, "|---|---|---|---|---|");
     let per_task = |x: f64, row: &Row| match &row.ptools {
         Figure::Time(m) if m.median_ns > 0.0 => Some(m.median_ns / m.elements.unwrap_or(x)),
         _ => None,
@@ -448,8 +449,9 @@ fn curves(o: &mut String, r: &Report) {
         };
         let _ = writeln!(
             o,
-            "| {label} | {total} | {} | {ratio} |",
-            per.map_or("-".to_owned(), fmt_time)
+            "| {label} | {total} | {} | {ratio} | {} |",
+            per.map_or("-".to_owned(), fmt_time),
+            row.ratio().map_or("-".to_owned(), |x| format!("{x:.2}×"))
         );
     }
     let _ = writeln!(o);
