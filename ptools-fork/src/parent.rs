@@ -238,7 +238,17 @@ where
     // The child runs `child::run`, which never returns.
     match unsafe { sys::fork() }.map_err(errno)? {
         sys::Forked::Child => {
-            drop(read);
+            // The read end is the parent's. On Linux the child leaves its copy open until it
+            // exits, which saves it a system call and a page of libc's code (see
+            // `sys::fork`): the kernel kills the child if the parent dies
+            // (PR_SET_PDEATHSIG), so a write blocked on a full pipe, which its own read end
+            // would keep from failing with EPIPE, cannot outlive the parent. Elsewhere there
+            // is no such signal, and the copy is closed.
+            if cfg!(target_os = "linux") {
+                std::mem::forget(read);
+            } else {
+                drop(read);
+            }
             child::run(f, index, write, parent, max)
         }
         sys::Forked::Parent(pid) => {
