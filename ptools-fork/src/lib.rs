@@ -206,6 +206,7 @@ mod child;
 mod error;
 mod frame;
 mod parent;
+mod scratch;
 mod shm;
 mod sys;
 pub mod test_support;

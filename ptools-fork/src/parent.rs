@@ -18,6 +18,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::ChildError;
 use crate::frame::{self, Progress, Reader, Received};
+use crate::scratch::{Scratch, ScratchVec};
 use crate::sys;
 use crate::{Pfork, child};
 
@@ -94,12 +95,22 @@ where
     let max_alive = opts.max_alive.unwrap_or(n).max(1);
     let deadline = opts.timeout.map(|t| Instant::now() + t);
     let parent = sys::getpid();
-    let mut alive: Vec<Running> = Vec::with_capacity(max_alive.min(n));
+    // The state of the children alive, written between forks, in memory they do not share
+    // (see `scratch`): on the heap, every fork would make the parent's next writes to it
+    // copy pages.
+    let slots = max_alive.min(n);
+    let mut scratch = Scratch::new(
+        ScratchVec::<Running>::bytes_for(slots)
+            + ScratchVec::<sys::PollFd<'static>>::bytes_for(2 * slots)
+            + ScratchVec::<(usize, Ready, bool)>::bytes_for(2 * slots),
+    );
+    let mut carve = scratch.carve();
+    let mut alive: ScratchVec<'_, Running> = carve.vec(slots);
     // The poll list's one buffer, empty between passes (its entries borrow `alive`).
-    let mut poll_buf: Vec<sys::PollFd<'static>> = Vec::with_capacity(2 * max_alive.min(n));
+    let mut poll_buf: ScratchVec<'_, sys::PollFd<'static>> = carve.vec(2 * slots);
     // Which child, and which of its descriptors, each poll entry is, and whether it saw an
     // event.
-    let mut owners: Vec<(usize, Ready, bool)> = Vec::with_capacity(2 * max_alive.min(n));
+    let mut owners: ScratchVec<'_, (usize, Ready, bool)> = carve.vec(2 * slots);
     let mut next = 0;
     // Set when the run must stop starting children (fork failed, or the deadline passed).
     let mut stop: Option<ChildError> = None;
@@ -146,7 +157,7 @@ where
             };
         }
 
-        let mut pollfds = sys::recycle_poll_list(std::mem::take(&mut poll_buf));
+        let mut pollfds: ScratchVec<'_, sys::PollFd<'_>> = poll_buf.recycle();
         owners.clear();
         for (k, c) in alive.iter().enumerate() {
             if let Some(fd) = &c.pipe {
@@ -165,7 +176,7 @@ where
             }
         }
         // The entries borrow `alive`; hand the buffer back before marking the children.
-        poll_buf = sys::recycle_poll_list(pollfds);
+        poll_buf = pollfds.recycle();
         match polled {
             Ok(_) => {
                 for &(k, ready, saw) in &owners {

@@ -205,17 +205,6 @@ pub(crate) fn poll_saw(pfd: &PollFd<'_>) -> bool {
     pfd.any() != Some(false)
 }
 
-/// Empties `v` and hands back its allocation for entries that borrow for another lifetime,
-/// so the poll list of every pass reuses one buffer instead of allocating.
-pub(crate) fn recycle_poll_list<'b>(mut v: Vec<PollFd<'_>>) -> Vec<PollFd<'b>> {
-    v.clear();
-    // In-place collection: same element type up to the lifetime, so the buffer is kept
-    // (tested below); with no elements the closure never runs.
-    v.into_iter()
-        .map(|_| unreachable!("the list is empty"))
-        .collect()
-}
-
 /// `poll(2)` on `fds` for at most `timeout_ms` (-1: no limit). An interrupted poll counts as
 /// a poll that saw nothing.
 pub(crate) fn poll(fds: &mut [PollFd<'_>], timeout_ms: libc::c_int) -> io::Result<usize> {
@@ -226,6 +215,61 @@ pub(crate) fn poll(fds: &mut [PollFd<'_>], timeout_ms: libc::c_int) -> io::Resul
         Err(Errno::EINTR) => Ok(0),
         Err(e) => Err(e.into()),
     }
+}
+
+/// The size of a page.
+pub(crate) fn page_size() -> usize {
+    // sysconf(_SC_PAGESIZE) cannot fail on Linux or macOS; 4 KiB is the fallback anyway.
+    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .and_then(|n| usize::try_from(n).ok())
+        .unwrap_or(4096)
+}
+
+/// A fresh anonymous, private, read-write mapping of `len` bytes (a multiple of the page
+/// size) that a child of `fork` gets as zeros instead of a share of (`MADV_WIPEONFORK`,
+/// madvise(2), Linux 4.14): `fork` does not write-protect its pages in the parent. `None`
+/// if it cannot be made or the kernel refuses the advice (then nothing stays mapped).
+#[cfg(target_os = "linux")]
+pub(crate) fn map_wipe_on_fork(len: usize) -> Option<std::ptr::NonNull<u8>> {
+    use nix::sys::mman::{MapFlags, MmapAdvise, ProtFlags, madvise, mmap_anonymous, munmap};
+    let size = std::num::NonZeroUsize::new(len)?;
+    // SAFETY: a new anonymous mapping at an address the kernel chooses: it aliases nothing.
+    let base = unsafe {
+        mmap_anonymous(
+            None,
+            size,
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+            MapFlags::MAP_PRIVATE,
+        )
+    }
+    .ok()?;
+    // SAFETY: advice on the mapping just made, which nothing uses yet.
+    if unsafe { madvise(base, len, MmapAdvise::MADV_WIPEONFORK) }.is_err() {
+        // SAFETY: the mapping just made, of this length, unused.
+        let _ = unsafe { munmap(base, len) };
+        return None;
+    }
+    Some(base.cast())
+}
+
+/// No such advice outside Linux: the caller keeps its state on the heap.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn map_wipe_on_fork(_len: usize) -> Option<std::ptr::NonNull<u8>> {
+    None
+}
+
+/// Unmaps a mapping made by [`map_wipe_on_fork`].
+///
+/// # Safety
+///
+/// `base` and `len` are those of a mapping [`map_wipe_on_fork`] returned, not unmapped yet,
+/// and nothing refers into it any more.
+pub(crate) unsafe fn unmap(base: std::ptr::NonNull<u8>, len: usize) {
+    // SAFETY: forwarded from the caller. A failure (which munmap(2) has no reason for
+    // here) would leave the mapping in place: memory, not unsoundness.
+    let _ = unsafe { nix::sys::mman::munmap(base.cast(), len) };
 }
 
 /// The calling process's pid.
@@ -345,17 +389,6 @@ fn unsafe_zeroed_taskinfo() -> libc::proc_taskinfo {
 #[cfg(test)]
 mod tests {
     use std::os::fd::AsFd;
-
-    #[test]
-    fn a_recycled_poll_list_keeps_its_buffer() {
-        let (r, _w) = super::pipe().expect("pipe");
-        let mut list = Vec::with_capacity(8);
-        list.push(super::poll_in(r.as_fd()));
-        let (ptr, cap) = (list.as_ptr().addr(), list.capacity());
-        let again: Vec<nix::poll::PollFd<'static>> = super::recycle_poll_list(list);
-        assert!(again.is_empty());
-        assert_eq!((again.as_ptr().addr(), again.capacity()), (ptr, cap));
-    }
 
     #[test]
     fn poll_sees_a_written_pipe_and_not_an_empty_one() {
