@@ -286,6 +286,16 @@ impl Reader {
         self.payload.capacity()
     }
 
+    /// Whether one whole frame has arrived (and was not refused).
+    pub(crate) fn has_frame(&self) -> bool {
+        self.refused.is_none()
+            && self.head_filled >= HEADER_LEN
+            && match self.inline_len() {
+                Some(total) => self.head_filled == total,
+                None => self.payload.len() as u64 == self.announced,
+            }
+    }
+
     /// What arrived: nothing, one whole frame, part of one, or a refused one.
     pub(crate) fn received(&self) -> Received<'_> {
         if let Some(e) = &self.refused {

@@ -7,6 +7,9 @@
 //! A child is finished when it has been reaped *and* its pipe has been read to the end or,
 //! after reaping, drained of what is there: a grandchild that inherited the write end can
 //! keep the pipe open, but everything the child wrote is in the pipe once it is a zombie.
+//! Once a child's whole frame is in and it has a pidfd, only the pidfd is watched: the
+//! child writes nothing more, and the parent then wakes once for its end, as the raw
+//! `read`-then-`waitpid` loop does, instead of twice (end of file, then the zombie).
 
 use std::os::fd::{AsFd, OwnedFd};
 
@@ -77,6 +80,15 @@ impl Running {
                 self.kill(Killed::Refused);
             }
         }
+    }
+
+    /// Whether only the child's end is still to come: its whole frame is in, and its pidfd
+    /// will say when it has ended. A child writes nothing after its frame, so its pipe is
+    /// no longer watched: the parent wakes once, when the child has ended, instead of at the
+    /// pipe's end of file and again when the child is a zombie. The pipe is drained at the
+    /// reap (of anything a grandchild wrote meanwhile) and closed.
+    fn waits_for_exit_only(&self) -> bool {
+        self.reader.has_frame() && self.proc.pidfd().is_some() && self.proc.status().is_none()
     }
 
     fn finished(&self) -> bool {
@@ -160,7 +172,9 @@ where
         let mut pollfds: ScratchVec<'_, sys::PollFd<'_>> = poll_buf.recycle();
         owners.clear();
         for (k, c) in alive.iter().enumerate() {
-            if let Some(fd) = &c.pipe {
+            if let Some(fd) = &c.pipe
+                && !c.waits_for_exit_only()
+            {
                 pollfds.push(sys::poll_in(fd.as_fd()));
                 owners.push((k, Ready::Pipe, false));
             }
@@ -213,9 +227,12 @@ where
                 c.proc.try_wait();
             }
             if c.proc.status().is_some() && c.pipe.is_some() {
-                // Reaped: all the child wrote is in the pipe. Take it, and stop waiting for
-                // an end of file that a grandchild holding the write end could delay.
-                c.read_pipe();
+                // Reaped: all the child wrote is in the pipe. Take it (unless its whole frame
+                // is in already: anything after it is not ours), and stop waiting for an end
+                // of file that a grandchild holding the write end could delay.
+                if !c.reader.has_frame() {
+                    c.read_pipe();
+                }
                 c.pipe = None;
             }
             if c.finished() {
