@@ -198,9 +198,12 @@
 //! - `pfork_shm` passes `&mut ShmSet` (each child has its own copy of the handle) rather than
 //!   `&mut [T]` slices: the set may hold several arrays of different types and shapes.
 //! - Cost: a trivial child costs about a raw `fork`/`pipe`/`waitpid` loop's, plus the fixed
-//!   work above; copy-on-write page faults on pages the child writes are most of the rest,
-//!   so a child encodes small results on its stack and the parent keeps small frames inline.
-//!   See `benches/README.md`.
+//!   work above; page faults are most of the rest (a child copies every page it writes and
+//!   maps every page of code it runs, some microseconds each in a VM). So a child encodes
+//!   small results on its stack and makes its few system calls through one libc entry
+//!   point, the parent keeps small frames inline and its per-child state in memory that
+//!   `fork` neither shares nor write-protects (`MADV_WIPEONFORK`), and it waits for a child
+//!   that has sent its frame on the pidfd alone. See `benches/README.md`.
 
 mod child;
 mod error;

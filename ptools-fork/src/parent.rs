@@ -113,8 +113,8 @@ where
     let slots = max_alive.min(n);
     let mut scratch = Scratch::new(
         ScratchVec::<Running>::bytes_for(slots)
-            + ScratchVec::<sys::PollFd<'static>>::bytes_for(2 * slots)
-            + ScratchVec::<(usize, Ready, bool)>::bytes_for(2 * slots),
+            .saturating_add(ScratchVec::<sys::PollFd<'static>>::bytes_for(2 * slots))
+            .saturating_add(ScratchVec::<(usize, Ready, bool)>::bytes_for(2 * slots)),
     );
     let mut carve = scratch.carve();
     let mut alive: ScratchVec<'_, Running> = carve.vec(slots);
@@ -254,6 +254,11 @@ where
 
 /// Forks child `index`; in the child this never returns. `Err(errno)` if the pipe or the
 /// fork failed.
+///
+/// Not inlined into the parent loop, whose stack frame is large: the child then runs on
+/// this frame and the ones below it only, and every page of stack a child writes is a
+/// page fault.
+#[inline(never)]
 fn spawn<R, F>(f: &F, index: usize, parent: sys::pid_t, max: u64) -> Result<Running, i32>
 where
     F: Fn(usize) -> R,
