@@ -26,7 +26,7 @@ fn main() {
         .find_map(|a| a.parse::<usize>().ok())
         .unwrap_or(300);
     println!("pfork interleaved, {rounds} rounds; times in microseconds");
-    for n in [2, 8, 32] {
+    for n in [1, 2, 8, 32, 128] {
         let (mut raw, mut pt) = (Vec::with_capacity(rounds), Vec::with_capacity(rounds));
         for _ in 0..rounds {
             let t = Instant::now();
@@ -45,7 +45,7 @@ fn main() {
             percentile(&pt, 0.5),
         );
         println!(
-            "n={n:>2}  raw p10 {r10:>8.0} p50 {r50:>8.0}   ptools p10 {p10:>8.0} p50 {p50:>8.0}   ratio p10 {:.2} p50 {:.2}",
+            "n={n:>3}  raw p10 {r10:>8.0} p50 {r50:>8.0}   ptools p10 {p10:>8.0} p50 {p50:>8.0}   ratio p10 {:.2} p50 {:.2}",
             p10 / r10,
             p50 / r50
         );

@@ -27,13 +27,22 @@ pub(crate) const EXIT_WRITE_FAILED: i32 = 102;
 /// Exit code when the parent had ended before the child could ask to die with it.
 pub(crate) const EXIT_ORPHANED: i32 = 103;
 
-/// How deep in nested pfork runs this process is: 0 in the original process, 1 in its
-/// children, and so on. Set once in each child right after `fork`, read by the next run.
-static DEPTH: AtomicUsize = AtomicUsize::new(0);
+/// What a child records about itself right after `fork`, in one static: every page a child
+/// writes is a copy-on-write fault of some microseconds, and two statics of their own would
+/// likely be two pages (one initialised with zeros, one not).
+struct ChildState {
+    /// How deep in nested pfork runs this process is: 0 in the original process, 1 in its
+    /// children, and so on. Set once in each child right after `fork`, read by the next run.
+    depth: AtomicUsize,
+    /// The child's end of its pipe, for the panic hook when panics abort
+    /// (`panic = "abort"`) and for [`write_raw`]; -1 outside a child.
+    panic_fd: AtomicI32,
+}
 
-/// The child's end of its pipe, for the panic hook when panics abort (`panic = "abort"`)
-/// and for [`write_raw`]; -1 outside a child.
-static PANIC_FD: AtomicI32 = AtomicI32::new(-1);
+static STATE: ChildState = ChildState {
+    depth: AtomicUsize::new(0),
+    panic_fd: AtomicI32::new(-1),
+};
 
 thread_local! {
     /// Message and location of the last panic on this thread, recorded by the child's hook.
@@ -42,7 +51,7 @@ thread_local! {
 
 /// Nesting depth of the calling process (0: not a pfork child).
 pub(crate) fn depth() -> usize {
-    DEPTH.load(Ordering::Relaxed)
+    STATE.depth.load(Ordering::Relaxed)
 }
 
 /// The child's side of a run. Never returns.
@@ -59,7 +68,7 @@ where
     if !sys::die_with_parent(parent) {
         sys::exit_now(EXIT_ORPHANED);
     }
-    DEPTH.fetch_add(1, Ordering::Relaxed);
+    STATE.depth.fetch_add(1, Ordering::Relaxed);
     install_panic_hook(&write);
 
     // Small results are encoded on the stack: every heap page the child touches costs a
@@ -181,7 +190,7 @@ impl postcard::ser_flavors::Flavor for Spill<'_> {
                 self.heap = None;
             }
         } else if self.heap.is_none() && self.len + data.len() <= STACK_FRAME {
-            self.stack[self.len..self.len + data.len()].copy_from_slice(data);
+            copy_short(&mut self.stack[self.len..self.len + data.len()], data);
             self.len += data.len();
         } else {
             self.spill(data.len()).extend_from_slice(data);
@@ -197,6 +206,32 @@ impl postcard::ser_flavors::Flavor for Spill<'_> {
             Some(v) => Encoded::Heap(v),
             None => Encoded::Stack(self.len),
         }))
+    }
+}
+
+/// Copies `src` into `dst`, of the same length. Up to 16 bytes (what postcard hands over
+/// for a number) with at most two fixed-size moves, overlapping when the length is not a
+/// power of two, instead of a call to libc's `memcpy`, whose page of code would be one more
+/// page fault in a child that runs it for the first time (see `sys::fork`).
+#[inline(always)]
+fn copy_short(dst: &mut [u8], src: &[u8]) {
+    /// The first and the last `N` bytes of `src` (`N <= src.len() <= 2 * N`) into `dst`.
+    #[inline(always)]
+    fn two<const N: usize>(dst: &mut [u8], src: &[u8]) {
+        let n = src.len();
+        let (mut head, mut tail) = ([0u8; N], [0u8; N]);
+        head.copy_from_slice(&src[..N]);
+        tail.copy_from_slice(&src[n - N..]);
+        dst[..N].copy_from_slice(&head);
+        dst[n - N..].copy_from_slice(&tail);
+    }
+    match src.len() {
+        0 => {}
+        1 => dst[0] = src[0],
+        2..=3 => two::<2>(dst, src),
+        4..=7 => two::<4>(dst, src),
+        8..=16 => two::<8>(dst, src),
+        _ => dst.copy_from_slice(src),
     }
 }
 
@@ -218,14 +253,14 @@ fn panic_frame(report: (String, Option<String>)) -> Vec<u8> {
 /// data, sent to the parent and reported as [`ChildError::Panicked`](crate::ChildError).
 fn install_panic_hook(write: &OwnedFd) {
     use std::os::fd::AsRawFd;
-    PANIC_FD.store(write.as_raw_fd(), Ordering::Relaxed);
+    STATE.panic_fd.store(write.as_raw_fd(), Ordering::Relaxed);
     panic::set_hook(Box::new(|info| {
         let message = payload_message(info.payload());
         let location = info.location().map(|l| l.to_string());
         if cfg!(panic = "abort") {
             // No unwinding will bring us back to `run`: send the report from here, before
             // the runtime aborts. The fd stays open until the process ends.
-            let fd = PANIC_FD.load(Ordering::Relaxed);
+            let fd = STATE.panic_fd.load(Ordering::Relaxed);
             if fd >= 0 {
                 // SAFETY: `fd` is the child's pipe end, owned by `run`'s frame, which stays
                 // alive (the child never leaves `run` except through `_exit`).
@@ -245,7 +280,7 @@ fn install_panic_hook(write: &OwnedFd) {
 ///
 /// `EBADF` outside a pfork child; the write's error otherwise.
 pub(crate) fn write_raw(bytes: &[u8]) -> std::io::Result<()> {
-    let fd = PANIC_FD.load(Ordering::Relaxed);
+    let fd = STATE.panic_fd.load(Ordering::Relaxed);
     if fd < 0 {
         return Err(std::io::Error::from_raw_os_error(libc::EBADF));
     }

@@ -150,6 +150,11 @@ impl Reader {
     /// Reads what is available from `fd` until it would block or ends. After
     /// [`Progress::Refused`] the reader must not be called again.
     ///
+    /// A read that returns less than it asked for has emptied the pipe (a pipe's read
+    /// returns what it holds, up to the size asked for): that is [`Progress::Pending`] at
+    /// once, without one more read to hear `EAGAIN`. Besides a system call, that saves the
+    /// parent a write to `errno`, whose page `fork` has write-protected: a page fault.
+    ///
     /// # Errors
     ///
     /// A read error other than `WouldBlock` (which is [`Progress::Pending`]).
@@ -164,6 +169,8 @@ impl Reader {
                 self.inline_len().unwrap_or(self.head_filled)
             };
             let in_head = self.head_filled < head_want;
+            // What this read asks for; at least 1.
+            let mut asked = head_want - self.head_filled;
             let result = if in_head {
                 sys::read(fd, &mut self.head[self.head_filled..head_want])
             } else if self.wants_payload() {
@@ -175,10 +182,12 @@ impl Reader {
                 // `announced - len` may not fit a usize; the spare capacity does.
                 let room = usize::try_from(self.announced - self.payload.len() as u64)
                     .unwrap_or(usize::MAX);
+                asked = room.min(self.payload.capacity() - self.payload.len());
                 sys::read_append(fd, &mut self.payload, room)
             } else {
                 // Frame complete (or an empty payload): anything more is not ours; read it
                 // away so the writer never blocks, and wait for end of file.
+                asked = trash.len();
                 sys::read(fd, &mut trash)
             };
             let n = match result {
@@ -187,6 +196,7 @@ impl Reader {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Progress::Pending),
                 Err(e) => return Err(e),
             };
+            let short = n < asked;
             if in_head {
                 let had_header = self.head_filled >= HEADER_LEN;
                 self.head_filled += n;
@@ -196,6 +206,9 @@ impl Reader {
                 {
                     return Ok(self.refuse(e));
                 }
+            }
+            if short {
+                return Ok(Progress::Pending);
             }
         }
     }
@@ -271,6 +284,16 @@ impl Reader {
     #[cfg(test)]
     fn held(&self) -> usize {
         self.payload.capacity()
+    }
+
+    /// Whether one whole frame has arrived (and was not refused).
+    pub(crate) fn has_frame(&self) -> bool {
+        self.refused.is_none()
+            && self.head_filled >= HEADER_LEN
+            && match self.inline_len() {
+                Some(total) => self.head_filled == total,
+                None => self.payload.len() as u64 == self.announced,
+            }
     }
 
     /// What arrived: nothing, one whole frame, part of one, or a refused one.

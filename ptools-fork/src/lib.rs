@@ -86,8 +86,9 @@
 //! Rust `Mutex` that `f` uses) stays locked forever in the child. A pfork child runs arbitrary
 //! Rust code, so **by default a run refuses to fork a process that has more than one thread**
 //! and returns [`PforkError::Threaded`] before forking anything. The threads are counted at
-//! the start of every run, from `/proc/self/task` on Linux (about 7 µs here) and with
-//! `proc_pidinfo` on macOS; a count that cannot be read is treated as "several".
+//! the start of every run, from the link count of `/proc/self/task` on Linux (one `statx`,
+//! about 1.5 µs here) and with `proc_pidinfo` on macOS; a count that cannot be read is
+//! treated as "several".
 //!
 //! [`Pfork::allow_threads`] opts in, and is `unsafe`: the caller promises that the other
 //! threads hold no lock the child needs. In practice glibc makes `malloc` usable in a child
@@ -197,14 +198,18 @@
 //! - `pfork_shm` passes `&mut ShmSet` (each child has its own copy of the handle) rather than
 //!   `&mut [T]` slices: the set may hold several arrays of different types and shapes.
 //! - Cost: a trivial child costs about a raw `fork`/`pipe`/`waitpid` loop's, plus the fixed
-//!   work above; copy-on-write page faults on pages the child writes are most of the rest,
-//!   so a child encodes small results on its stack and the parent keeps small frames inline.
-//!   See `benches/README.md`.
+//!   work above; page faults are most of the rest (a child copies every page it writes and
+//!   maps every page of code it runs, some microseconds each in a VM). So a child encodes
+//!   small results on its stack and makes its few system calls through one libc entry
+//!   point, the parent keeps small frames inline and its per-child state in memory that
+//!   `fork` neither shares nor write-protects (`MADV_WIPEONFORK`), and it waits for a child
+//!   that has sent its frame on the pidfd alone. See `benches/README.md`.
 
 mod child;
 mod error;
 mod frame;
 mod parent;
+mod scratch;
 mod shm;
 mod sys;
 pub mod test_support;

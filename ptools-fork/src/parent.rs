@@ -7,6 +7,9 @@
 //! A child is finished when it has been reaped *and* its pipe has been read to the end or,
 //! after reaping, drained of what is there: a grandchild that inherited the write end can
 //! keep the pipe open, but everything the child wrote is in the pipe once it is a zombie.
+//! Once a child's whole frame is in and it has a pidfd, only the pidfd is watched: the
+//! child writes nothing more, and the parent then wakes once for its end, as the raw
+//! `read`-then-`waitpid` loop does, instead of twice (end of file, then the zombie).
 
 use std::os::fd::{AsFd, OwnedFd};
 
@@ -18,6 +21,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::ChildError;
 use crate::frame::{self, Progress, Reader, Received};
+use crate::scratch::{Scratch, ScratchVec};
 use crate::sys;
 use crate::{Pfork, child};
 
@@ -78,6 +82,15 @@ impl Running {
         }
     }
 
+    /// Whether only the child's end is still to come: its whole frame is in, and its pidfd
+    /// will say when it has ended. A child writes nothing after its frame, so its pipe is
+    /// no longer watched: the parent wakes once, when the child has ended, instead of at the
+    /// pipe's end of file and again when the child is a zombie. The pipe is drained at the
+    /// reap (of anything a grandchild wrote meanwhile) and closed.
+    fn waits_for_exit_only(&self) -> bool {
+        self.reader.has_frame() && self.proc.pidfd().is_some() && self.proc.status().is_none()
+    }
+
     fn finished(&self) -> bool {
         self.proc.status().is_some() && self.pipe.is_none()
     }
@@ -94,12 +107,22 @@ where
     let max_alive = opts.max_alive.unwrap_or(n).max(1);
     let deadline = opts.timeout.map(|t| Instant::now() + t);
     let parent = sys::getpid();
-    let mut alive: Vec<Running> = Vec::with_capacity(max_alive.min(n));
+    // The state of the children alive, written between forks, in memory they do not share
+    // (see `scratch`): on the heap, every fork would make the parent's next writes to it
+    // copy pages.
+    let slots = max_alive.min(n);
+    let mut scratch = Scratch::new(
+        ScratchVec::<Running>::bytes_for(slots)
+            .saturating_add(ScratchVec::<sys::PollFd<'static>>::bytes_for(2 * slots))
+            .saturating_add(ScratchVec::<(usize, Ready, bool)>::bytes_for(2 * slots)),
+    );
+    let mut carve = scratch.carve();
+    let mut alive: ScratchVec<'_, Running> = carve.vec(slots);
     // The poll list's one buffer, empty between passes (its entries borrow `alive`).
-    let mut poll_buf: Vec<sys::PollFd<'static>> = Vec::with_capacity(2 * max_alive.min(n));
+    let mut poll_buf: ScratchVec<'_, sys::PollFd<'static>> = carve.vec(2 * slots);
     // Which child, and which of its descriptors, each poll entry is, and whether it saw an
     // event.
-    let mut owners: Vec<(usize, Ready, bool)> = Vec::with_capacity(2 * max_alive.min(n));
+    let mut owners: ScratchVec<'_, (usize, Ready, bool)> = carve.vec(2 * slots);
     let mut next = 0;
     // Set when the run must stop starting children (fork failed, or the deadline passed).
     let mut stop: Option<ChildError> = None;
@@ -146,10 +169,12 @@ where
             };
         }
 
-        let mut pollfds = sys::recycle_poll_list(std::mem::take(&mut poll_buf));
+        let mut pollfds: ScratchVec<'_, sys::PollFd<'_>> = poll_buf.recycle();
         owners.clear();
         for (k, c) in alive.iter().enumerate() {
-            if let Some(fd) = &c.pipe {
+            if let Some(fd) = &c.pipe
+                && !c.waits_for_exit_only()
+            {
                 pollfds.push(sys::poll_in(fd.as_fd()));
                 owners.push((k, Ready::Pipe, false));
             }
@@ -165,7 +190,7 @@ where
             }
         }
         // The entries borrow `alive`; hand the buffer back before marking the children.
-        poll_buf = sys::recycle_poll_list(pollfds);
+        poll_buf = pollfds.recycle();
         match polled {
             Ok(_) => {
                 for &(k, ready, saw) in &owners {
@@ -202,9 +227,12 @@ where
                 c.proc.try_wait();
             }
             if c.proc.status().is_some() && c.pipe.is_some() {
-                // Reaped: all the child wrote is in the pipe. Take it, and stop waiting for
-                // an end of file that a grandchild holding the write end could delay.
-                c.read_pipe();
+                // Reaped: all the child wrote is in the pipe. Take it (unless its whole frame
+                // is in already: anything after it is not ours), and stop waiting for an end
+                // of file that a grandchild holding the write end could delay.
+                if !c.reader.has_frame() {
+                    c.read_pipe();
+                }
                 c.pipe = None;
             }
             if c.finished() {
@@ -226,6 +254,11 @@ where
 
 /// Forks child `index`; in the child this never returns. `Err(errno)` if the pipe or the
 /// fork failed.
+///
+/// Not inlined into the parent loop, whose stack frame is large: the child then runs on
+/// this frame and the ones below it only, and every page of stack a child writes is a
+/// page fault.
+#[inline(never)]
 fn spawn<R, F>(f: &F, index: usize, parent: sys::pid_t, max: u64) -> Result<Running, i32>
 where
     F: Fn(usize) -> R,
@@ -238,7 +271,17 @@ where
     // The child runs `child::run`, which never returns.
     match unsafe { sys::fork() }.map_err(errno)? {
         sys::Forked::Child => {
-            drop(read);
+            // The read end is the parent's. On Linux the child leaves its copy open until it
+            // exits, which saves it a system call and a page of libc's code (see
+            // `sys::fork`): the kernel kills the child if the parent dies
+            // (PR_SET_PDEATHSIG), so a write blocked on a full pipe, which its own read end
+            // would keep from failing with EPIPE, cannot outlive the parent. Elsewhere there
+            // is no such signal, and the copy is closed.
+            if cfg!(target_os = "linux") {
+                std::mem::forget(read);
+            } else {
+                drop(read);
+            }
             child::run(f, index, write, parent, max)
         }
         sys::Forked::Parent(pid) => {

@@ -1,11 +1,13 @@
 //! Shared-array create/map/unlink cycles and a large fill, each against a raw libc
 //! baseline doing the same work in the same run.
 //!
-//! - `shm_cycle/raw/1MiB`: `shm_open` + `ftruncate` + `mmap` + `munmap` + `shm_unlink`.
+//! - `shm_cycle/raw/<size>`: `shm_open` + `ftruncate` + `mmap` + `munmap` + `close` +
+//!   `shm_unlink`, at 4 KiB and 1 MiB.
 //! - `shm_cycle/raw_fallocate/1MiB`: the same plus `posix_fallocate` of the whole size.
 //! - `shm_cycle/ptools_reserve/1MiB`: `ShmArray::create` (default: pages reserved) + drop;
 //!   compare with `raw_fallocate`.
-//! - `shm_cycle/ptools_noreserve/1MiB`: the same with `reserve(false)`; compare with `raw`.
+//! - `shm_cycle/ptools_noreserve/<size>`: the same with `reserve(false)`, at 4 KiB and
+//!   1 MiB of data; compare with `raw/<size>`.
 //! - `fill/raw/256MiB`: `shm_open` + `ftruncate` + `mmap` + `memset` + unmap + unlink.
 //! - `fill/ptools/256MiB`: create with the defaults (reserved), fill, drop;
 //!   `fill/ptools_populate/256MiB`: the same with the pages pre-faulted at creation.
@@ -15,6 +17,7 @@ use std::ffi::CString;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use ptools_shm::{Prefix, ShmArray, ShmBuilder, ShmCfg};
 
+const KIB: usize = 1 << 10;
 const MIB: usize = 1 << 20;
 
 /// One raw cycle; `fallocate` reserves the pages, `fill` writes every byte.
@@ -54,10 +57,17 @@ fn cycles(c: &mut Criterion) {
     let prefix = Prefix::new(format!("bench{}", std::process::id())).unwrap();
     let raw_name = CString::new(format!("/ptools_{}_raw", prefix.as_str())).unwrap();
     let cfg = ShmCfg::new::<u8>("cycle", MIB).unwrap();
+    let cfg_4k = ShmCfg::new::<u8>("cycle4k", 4 * KIB).unwrap();
     let reserve = ShmBuilder::new().prefix(prefix.clone());
     let noreserve = reserve.clone().reserve(false);
 
     let mut g = c.benchmark_group("shm_cycle");
+    g.bench_function(BenchmarkId::new("raw", "4KiB"), |b| {
+        b.iter(|| raw_cycle(&raw_name, 4 * KIB, false, false))
+    });
+    g.bench_function(BenchmarkId::new("ptools_noreserve", "4KiB"), |b| {
+        b.iter(|| drop(noreserve.create_array::<u8>(&cfg_4k).unwrap()))
+    });
     g.bench_function(BenchmarkId::new("raw", "1MiB"), |b| {
         b.iter(|| raw_cycle(&raw_name, MIB, false, false))
     });

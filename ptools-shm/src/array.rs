@@ -5,7 +5,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 
-use crate::cfg::{Prefix, ShmCfg, segment_names};
+use crate::cfg::{Prefix, ShmCfg, segment_name, segment_names};
 use crate::error::{Result, ShmError};
 use crate::segment::{CreateMode, Found, Segment, inspect_object};
 use crate::{ShmElem, sys};
@@ -464,7 +464,7 @@ impl ShmBuilder {
             populate: self.populate,
         };
         let mut segments = Vec::with_capacity(cfgs.len());
-        for (cfg, name) in cfgs.iter().zip(&names) {
+        for (cfg, name) in cfgs.iter().zip(names) {
             // On error, `segments` drops and unlinks what was created so far.
             let mut seg = Segment::create(cfg, name, mode)?;
             seg.set_keep(self.keep);
@@ -496,8 +496,15 @@ impl ShmBuilder {
     /// (checked before anything is created).
     pub fn create_array<T: ShmElem>(&self, cfg: &ShmCfg) -> Result<ShmArray<T>> {
         check_type::<T>(cfg)?;
-        let mut set = self.create(std::slice::from_ref(cfg))?;
-        set.take(cfg.name())
+        // As `create` with one array, without a set around it.
+        let name = segment_name(cfg, &self.prefix)?;
+        let mode = CreateMode {
+            reserve: self.reserve,
+            populate: self.populate,
+        };
+        let mut seg = Segment::create(cfg, name, mode)?;
+        seg.set_keep(self.keep);
+        ShmArray::from_segment(seg)
     }
 
     /// Attaches to one typed array.

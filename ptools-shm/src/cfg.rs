@@ -294,7 +294,13 @@ impl Prefix {
 
     /// The system name of array `name` under this prefix, e.g. `/ptools_sim-42_temps`.
     pub fn segment_name(&self, name: &str) -> String {
-        sys::os_name(&format!("/ptools_{}_{}", self.0, name))
+        // Pieces pushed into one allocation: `format!` costs a segment's creation about as
+        // much as one of its system calls.
+        let mut full = String::with_capacity(9 + self.0.len() + name.len());
+        for piece in ["/ptools_", &self.0, "_", name] {
+            full.push_str(piece);
+        }
+        sys::os_name(full)
     }
 }
 
@@ -327,16 +333,21 @@ pub(crate) fn segment_names(cfgs: &[ShmCfg], prefix: &Prefix) -> Result<Vec<Stri
                 name: cfg.name.clone(),
             });
         }
-        let full = prefix.segment_name(&cfg.name);
-        if full.len() - 1 > sys::MAX_NAME_LEN {
-            return Err(ShmError::NameTooLong {
-                name: full,
-                max: sys::MAX_NAME_LEN,
-            });
-        }
-        names.push(full);
+        names.push(segment_name(cfg, prefix)?);
     }
     Ok(names)
+}
+
+/// The segment name of one array, checked against the system's limit.
+pub(crate) fn segment_name(cfg: &ShmCfg, prefix: &Prefix) -> Result<String> {
+    let full = prefix.segment_name(&cfg.name);
+    if full.len() - 1 > sys::MAX_NAME_LEN {
+        return Err(ShmError::NameTooLong {
+            name: full,
+            max: sys::MAX_NAME_LEN,
+        });
+    }
+    Ok(full)
 }
 
 #[cfg(test)]

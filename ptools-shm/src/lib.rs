@@ -144,7 +144,7 @@
 //!
 //! # Features
 //!
-//! - `ndarray`: [`ShmArray::view`] and `view_mut` give `ndarray` views with the dims.
+//! - `ndarray`: `ShmArray::view` and `view_mut` give `ndarray` views with the dims.
 
 mod array;
 mod cfg;

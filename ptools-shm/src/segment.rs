@@ -28,10 +28,9 @@
 //! generation twice, so safe code cannot hold `&mut [T]` and `&[T]` over the same memory
 //! through two handles (the compiler would assume they do not overlap).
 
-use std::collections::BTreeSet;
 use std::os::fd::OwnedFd;
 
-use parking_lot::{Mutex, MutexGuard};
+use parking_lot::Mutex;
 
 use crate::cfg::ShmCfg;
 use crate::error::{Result, ShmError};
@@ -79,11 +78,30 @@ impl Mapping {
     }
 }
 
-/// Generations mapped in this process (see the module docs).
-static MAPPED: Mutex<BTreeSet<u64>> = Mutex::new(BTreeSet::new());
+/// Generations mapped in this process (see the module docs), sorted. A vector keeps its
+/// buffer when it empties, so creating and dropping one segment at a time allocates
+/// nothing here (a `BTreeSet` allocates a node for its first element and frees it with the
+/// last).
+static MAPPED: Mutex<Vec<u64>> = Mutex::new(Vec::new());
 
-fn mapped() -> MutexGuard<'static, BTreeSet<u64>> {
-    MAPPED.lock()
+/// Records `generation` as mapped; false if it was already.
+fn mapped_insert(generation: u64) -> bool {
+    let mut m = MAPPED.lock();
+    match m.binary_search(&generation) {
+        Ok(_) => false,
+        Err(at) => {
+            m.insert(at, generation);
+            true
+        }
+    }
+}
+
+/// Forgets `generation` (no longer mapped).
+fn mapped_remove(generation: u64) {
+    let mut m = MAPPED.lock();
+    if let Ok(at) = m.binary_search(&generation) {
+        m.remove(at);
+    }
 }
 
 /// A mapped segment: header plus data.
@@ -139,8 +157,32 @@ impl Drop for UnlinkGuard<'_> {
 }
 
 impl Segment {
-    pub(crate) fn create(cfg: &ShmCfg, os_name: &str, mode: CreateMode) -> Result<Segment> {
-        let fd = match sys::create_exclusive(os_name) {
+    pub(crate) fn create(cfg: &ShmCfg, os_name: String, mode: CreateMode) -> Result<Segment> {
+        let (map, generation, owner, on_signal) = {
+            let os_name = os_name.as_str();
+            let fd = Segment::open_new(os_name)?;
+            let mut guard = UnlinkGuard(Some(os_name), None);
+            sys::lock(&fd).map_err(|e| ShmError::os("flock", os_name, e))?;
+            let st = sys::stat(&fd).map_err(|e| ShmError::os("fstat", os_name, e))?;
+            // Covered by SIGINT/SIGTERM cleanup from here on (a few atomics).
+            guard.1 = ptools_sys::signals::register_segment(os_name, st.dev, st.ino);
+            let (map, generation, owner) = Segment::init(cfg, os_name, &fd, mode, &st)?;
+            guard.0 = None;
+            // SAFETY: the mapping is live, writable, page-aligned and longer than
+            // HEADER_LEN; `init` wrote the rest of the header.
+            unsafe { header::publish(map.base()) };
+            // Closing the descriptor releases the creator's lock: the segment is published.
+            drop(fd);
+            (map, generation, owner, guard.1.take())
+        };
+        let mut seg = Segment::from_cfg(map, cfg, os_name, generation, Some(owner));
+        seg.on_signal = on_signal;
+        Ok(seg)
+    }
+
+    /// Opens `os_name` as a new object, taking the name over if a dead owner left it.
+    fn open_new(os_name: &str) -> Result<OwnedFd> {
+        Ok(match sys::create_exclusive(os_name) {
             Ok(fd) => fd,
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
                 if !take_over_stale(os_name)? {
@@ -153,27 +195,19 @@ impl Segment {
                 })?
             }
             Err(e) => return Err(ShmError::os("shm_open", os_name, e)),
-        };
-        let mut guard = UnlinkGuard(Some(os_name), None);
-        sys::lock(&fd).map_err(|e| ShmError::os("flock", os_name, e))?;
-        let st = sys::stat(&fd).map_err(|e| ShmError::os("fstat", os_name, e))?;
-        // Covered by SIGINT/SIGTERM cleanup from here on (a few atomics).
-        guard.1 = ptools_sys::signals::register_segment(os_name, st.dev, st.ino);
-        let mut seg = Segment::init(cfg, os_name, &fd, mode, &st)?;
-        guard.0 = None;
-        seg.on_signal = guard.1.take();
-        // Closing the descriptor releases the creator's lock: the segment is published.
-        drop(fd);
-        Ok(seg)
+        })
     }
 
+    /// Sizes the new object, maps it, writes its header but for the ready flag, and
+    /// reserves what `mode` asks for. Returns the mapping, the generation (registered in
+    /// `MAPPED`) and the owner record.
     fn init(
         cfg: &ShmCfg,
         os_name: &str,
         fd: &OwnedFd,
         mode: CreateMode,
         st: &sys::Stat,
-    ) -> Result<Segment> {
+    ) -> Result<(Mapping, u64, Owner)> {
         let os = |op, e| ShmError::os(op, os_name, e);
         let total = HEADER_LEN as u64 + cfg.data_bytes();
         // ShmCfg guarantees the total fits isize.
@@ -189,9 +223,25 @@ impl Segment {
             }
         };
         sys::set_len(fd, total).map_err(|e| os("ftruncate", e))?;
-        // The header's page is reserved in every mode: writing it must not SIGBUS.
-        sys::reserve(fd, 0, HEADER_LEN as u64).map_err(out_of_space)?;
         let map = Mapping::new(fd, map_len, true, os_name)?;
+        // The header's page is allocated before it is written, in every mode: writing it
+        // must not SIGBUS. Populating it for writing does that and maps it, in one call and
+        // without a page fault; where the kernel lacks that (before Linux 5.14, macOS), the
+        // page is reserved with posix_fallocate and faults in when written.
+        match sys::populate_write_start(&map.map, HEADER_LEN) {
+            Ok(()) => {}
+            // A write would have raised SIGBUS: on tmpfs, no space for the page.
+            Err(e) if e.raw_os_error() == Some(libc::EFAULT) => {
+                return Err(ShmError::OutOfSpace {
+                    name: os_name.to_owned(),
+                    bytes: total,
+                });
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                sys::reserve(fd, 0, HEADER_LEN as u64).map_err(out_of_space)?;
+            }
+            Err(e) => return Err(os("madvise", e)),
+        }
         let (pid, start) = own_identity();
         let generation = new_generation(pid);
         let hdr = Header {
@@ -212,17 +262,14 @@ impl Segment {
             populate(&map);
         }
         // A fresh random generation cannot be mapped here already.
-        mapped().insert(generation);
+        mapped_insert(generation);
         let owner = Owner {
             pid,
             dev: st.dev,
             ino: st.ino,
             unlink_on_drop: true,
         };
-        let seg = Segment::from_cfg(map, cfg, os_name, generation, Some(owner));
-        // SAFETY: as above.
-        unsafe { header::publish(seg.map.base()) };
-        Ok(seg)
+        Ok((map, generation, owner))
     }
 
     pub(crate) fn attach(cfg: &ShmCfg, os_name: &str, populate_pages: bool) -> Result<Segment> {
@@ -275,7 +322,7 @@ impl Segment {
         if st.size < expected {
             return Err(truncated());
         }
-        if !mapped().insert(hdr.generation) {
+        if !mapped_insert(hdr.generation) {
             return Err(ShmError::AlreadyMapped {
                 name: os_name.to_owned(),
             });
@@ -283,20 +330,26 @@ impl Segment {
         if populate_pages {
             populate(&map);
         }
-        Ok(Segment::from_cfg(map, cfg, os_name, hdr.generation, None))
+        Ok(Segment::from_cfg(
+            map,
+            cfg,
+            os_name.to_owned(),
+            hdr.generation,
+            None,
+        ))
     }
 
     /// A segment described by `cfg` over `map`, whose generation is registered already.
     fn from_cfg(
         map: Mapping,
         cfg: &ShmCfg,
-        os_name: &str,
+        os_name: String,
         generation: u64,
         owner: Option<Owner>,
     ) -> Segment {
         Segment {
             map,
-            os_name: os_name.to_owned(),
+            os_name,
             name: cfg.name().to_owned(),
             elem: cfg.elem(),
             dims: cfg.dims().into(),
@@ -356,7 +409,7 @@ impl Segment {
 
 impl Drop for Segment {
     fn drop(&mut self) {
-        mapped().remove(&self.generation);
+        mapped_remove(self.generation);
         if let Some(o) = self.owner
             && o.unlink_on_drop
             && o.pid == std::process::id()

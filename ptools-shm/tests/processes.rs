@@ -541,6 +541,22 @@ fn role_small_tmpfs() {
     // What fits still works.
     let mut ok = ShmArray::<u8>::create(&ShmCfg::new::<u8>("ok", 1 << 20).unwrap(), &p).unwrap();
     ok.fill(7);
+    // Without reservation only the header's page is taken at creation: once even that
+    // does not fit, creation is OutOfSpace too (never a SIGBUS while writing the header).
+    let small = ShmBuilder::new().prefix(p.clone()).reserve(false);
+    let mut held = Vec::new();
+    let last = loop {
+        assert!(held.len() < 4096, "a 4 MiB tmpfs never filled up");
+        let cfg = ShmCfg::new::<u8>(&format!("t{}", held.len()), 1).unwrap();
+        match small.create_array::<u8>(&cfg) {
+            Ok(a) => held.push(a),
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(last, ShmError::OutOfSpace { .. }), "{last:?}");
+    drop(held);
+    let left: Vec<_> = std::fs::read_dir("/dev/shm").unwrap().flatten().collect();
+    assert_eq!(left.len(), 1, "only `ok` is left: {left:?}");
     println!("ROLE OK");
 }
 

@@ -1,8 +1,8 @@
 //! The system calls pfork makes, in one private module with one backend per platform.
 //!
 //! Every backend provides the same items: `can_fork`, `fork`, `exit_now`, `pipe`, `read`,
-//! `read_append`, `write_all`, the poll list (`PollFd`, `poll_in`, `poll_saw`,
-//! `recycle_poll_list`, `poll`), `getpid`, `die_with_parent`, `flush_c_stdio`,
+//! `read_append`, `write_all`, the poll list (`PollFd`, `poll_in`, `poll_saw`, `poll`),
+//! `page_size`, `map_wipe_on_fork`, `unmap`, `getpid`, `die_with_parent`, `flush_c_stdio`,
 //! `flush_c_stdout` and `thread_count`. Errors come back as `io::Error` (errno) and are
 //! turned into the crate's own error kinds in one place each, by the caller.
 //!

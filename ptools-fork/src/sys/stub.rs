@@ -71,15 +71,27 @@ pub(crate) fn poll_saw(_pfd: &PollFd<'_>) -> bool {
     false
 }
 
-/// Empties `v` for entries of another lifetime (nothing is kept across calls here).
-pub(crate) fn recycle_poll_list<'b>(_v: Vec<PollFd<'_>>) -> Vec<PollFd<'b>> {
-    Vec::new()
-}
-
 /// No poll here.
 pub(crate) fn poll(_fds: &mut [PollFd<'_>], _timeout_ms: libc::c_int) -> io::Result<usize> {
     Err(unsupported())
 }
+
+/// A common page size; nothing is mapped here.
+pub(crate) fn page_size() -> usize {
+    4096
+}
+
+/// No mappings here: the caller keeps its state on the heap.
+pub(crate) fn map_wipe_on_fork(_len: usize) -> Option<std::ptr::NonNull<u8>> {
+    None
+}
+
+/// Never called: [`map_wipe_on_fork`] maps nothing here.
+///
+/// # Safety
+///
+/// None needed here; the signature matches the real backend's.
+pub(crate) unsafe fn unmap(_base: std::ptr::NonNull<u8>, _len: usize) {}
 
 /// This process's id, from the standard library.
 pub(crate) fn getpid() -> pid_t {

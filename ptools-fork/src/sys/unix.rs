@@ -9,7 +9,9 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
 use nix::errno::Errno;
-use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use nix::fcntl::OFlag;
+#[cfg(not(target_os = "linux"))]
+use nix::fcntl::{FcntlArg, fcntl};
 use nix::poll::PollTimeout;
 
 pub(crate) use nix::poll::PollFd;
@@ -23,6 +25,12 @@ pub(crate) fn can_fork() -> io::Result<()> {
 
 /// Forks the calling process.
 ///
+/// Raw libc, inlined into the caller: nix's wrapper is a function of its own, and the child
+/// returning through it executes one more page of code. A child inherits no page-table
+/// entries for code (fork(2) copies only those of memory that has been written), so every
+/// page of code a child runs costs it a page fault, some microseconds in a VM: a trivial
+/// child's cost is mostly such faults (see `benches/README.md`).
+///
 /// # Safety
 ///
 /// In the child, if the parent had other threads, only async-signal-safe functions may be
@@ -30,12 +38,14 @@ pub(crate) fn can_fork() -> io::Result<()> {
 /// held a lock (in malloc, stdio, a Rust `Mutex`) that stays locked forever in the child.
 /// The caller must have checked the crate's thread policy (see the crate docs, "Threads"),
 /// and the child must never return into the caller's frames: it leaves with [`exit_now`].
+#[inline(always)]
 pub(crate) unsafe fn fork() -> io::Result<Forked> {
-    // SAFETY: nix's fork has the same contract as fork(2), which the caller upholds (see
-    // above): the child only makes async-signal-safe calls and leaves with `exit_now`.
-    match unsafe { nix::unistd::fork() }? {
-        nix::unistd::ForkResult::Child => Ok(Forked::Child),
-        nix::unistd::ForkResult::Parent { child } => Ok(Forked::Parent(child.as_raw())),
+    // SAFETY: fork(2) takes no arguments; its contract in the child is the caller's (see
+    // above): only async-signal-safe calls unless single-threaded, and out with `exit_now`.
+    match unsafe { libc::fork() } {
+        0 => Ok(Forked::Child),
+        pid if pid > 0 => Ok(Forked::Parent(pid)),
+        _ => Err(io::Error::last_os_error()),
     }
 }
 
@@ -48,25 +58,27 @@ pub(crate) fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-/// Creates a pipe, both ends close-on-exec; the read end (first) is non-blocking, the write
-/// end blocking (a child writing a large result waits for the parent to read).
+/// Creates a pipe, both ends close-on-exec and non-blocking: the parent reads without
+/// waiting, and [`write_all`] waits for room itself (a child writing a large result waits
+/// for the parent to read). On Linux that is the one `pipe2` call, without an `fcntl`.
 pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     #[cfg(target_os = "linux")]
-    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
     #[cfg(not(target_os = "linux"))]
     let (r, w) = {
-        // macOS has no pipe2 (pipe(2) man page); set FD_CLOEXEC right after. A concurrent
-        // fork+exec in another thread could inherit the ends in between; see "Threads".
+        // macOS has no pipe2 (pipe(2) man page); set FD_CLOEXEC and O_NONBLOCK right after.
+        // A concurrent fork+exec in another thread could inherit the ends in between; see
+        // "Threads".
         use nix::fcntl::FdFlag;
         let (r, w) = nix::unistd::pipe()?;
         for fd in [&r, &w] {
             let old = FdFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFD)?);
             fcntl(fd, FcntlArg::F_SETFD(old | FdFlag::FD_CLOEXEC))?;
+            let old = OFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFL)?);
+            fcntl(fd, FcntlArg::F_SETFL(old | OFlag::O_NONBLOCK))?;
         }
         (r, w)
     };
-    let old = OFlag::from_bits_retain(fcntl(&r, FcntlArg::F_GETFL)?);
-    fcntl(&r, FcntlArg::F_SETFL(old | OFlag::O_NONBLOCK))?;
     Ok((r, w))
 }
 
@@ -114,19 +126,73 @@ pub(crate) fn read_append(fd: BorrowedFd<'_>, buf: &mut Vec<u8>, max: usize) -> 
     }
 }
 
-/// Writes all of `buf` to a blocking descriptor, retrying on `EINTR` and short writes.
-/// Async-signal-safe (only `write(2)`, nix's wrapper neither allocates nor locks), so a
-/// child may call it whatever the thread policy.
+/// Writes all of `buf` to a descriptor, blocking or not: retries on `EINTR` and short
+/// writes, and waits in `poll(2)` while a non-blocking pipe is full. Async-signal-safe
+/// (only `write(2)` and `poll(2)`, neither allocates nor locks), so a child may call it
+/// whatever the thread policy.
+///
+/// On Linux the write goes through [`raw_syscall`], like the child's other calls before it
+/// (see [`die_with_parent`]): the code a child runs then spans one page of libc fewer.
 pub(crate) fn write_all(fd: BorrowedFd<'_>, mut buf: &[u8]) -> io::Result<()> {
     while !buf.is_empty() {
-        match nix::unistd::write(fd, buf) {
+        match write(fd, buf) {
             Err(Errno::EINTR) => continue,
+            Err(Errno::EAGAIN) => {
+                let mut p = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLOUT)];
+                match nix::poll::poll(&mut p, PollTimeout::NONE) {
+                    Ok(_) | Err(Errno::EINTR) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
             Err(e) => return Err(e.into()),
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => buf = &buf[n..],
         }
     }
     Ok(())
+}
+
+/// One `write(2)`.
+#[cfg(target_os = "linux")]
+fn write(fd: BorrowedFd<'_>, buf: &[u8]) -> nix::Result<usize> {
+    // SAFETY: write(2) reads `buf.len()` bytes from `buf`, which is valid for them; `fd` is
+    // a borrowed, open descriptor.
+    let n = unsafe {
+        raw_syscall(
+            libc::SYS_write,
+            [
+                fd.as_raw_fd() as libc::c_long,
+                buf.as_ptr() as libc::c_long,
+                buf.len() as libc::c_long,
+            ],
+        )
+    };
+    // A non-negative count is at most `buf.len()`.
+    Errno::result(n).map(|n| n as usize)
+}
+
+/// One `write(2)`.
+#[cfg(not(target_os = "linux"))]
+fn write(fd: BorrowedFd<'_>, buf: &[u8]) -> nix::Result<usize> {
+    nix::unistd::write(fd, buf)
+}
+
+/// `syscall(2)` with three arguments: the one entry point into the kernel for the calls a
+/// child makes before it exits (`prctl`, `getppid`, `write`).
+///
+/// Raw libc, and not nix's wrappers, which call one libc function each: a child inherits no
+/// page-table entries for code (see [`fork`]), so each distinct page of libc it runs costs
+/// it a page fault; through `syscall` the three calls cost one. Async-signal-safe: a bare
+/// system call that sets `errno` on failure.
+///
+/// # Safety
+///
+/// The arguments must be valid for system call `nr` as syscall(2) and the call's own man
+/// page describe them (pointers valid for what the call reads or writes).
+#[cfg(target_os = "linux")]
+unsafe fn raw_syscall(nr: libc::c_long, args: [libc::c_long; 3]) -> libc::c_long {
+    // SAFETY: forwarded from the caller.
+    unsafe { libc::syscall(nr, args[0], args[1], args[2]) }
 }
 
 /// A poll entry that waits for `fd` to be readable (`POLLIN`).
@@ -137,17 +203,6 @@ pub(crate) fn poll_in(fd: BorrowedFd<'_>) -> PollFd<'_> {
 /// Whether a poll entry saw an event (any `revents`, also ones nix does not name).
 pub(crate) fn poll_saw(pfd: &PollFd<'_>) -> bool {
     pfd.any() != Some(false)
-}
-
-/// Empties `v` and hands back its allocation for entries that borrow for another lifetime,
-/// so the poll list of every pass reuses one buffer instead of allocating.
-pub(crate) fn recycle_poll_list<'b>(mut v: Vec<PollFd<'_>>) -> Vec<PollFd<'b>> {
-    v.clear();
-    // In-place collection: same element type up to the lifetime, so the buffer is kept
-    // (tested below); with no elements the closure never runs.
-    v.into_iter()
-        .map(|_| unreachable!("the list is empty"))
-        .collect()
 }
 
 /// `poll(2)` on `fds` for at most `timeout_ms` (-1: no limit). An interrupted poll counts as
@@ -162,6 +217,61 @@ pub(crate) fn poll(fds: &mut [PollFd<'_>], timeout_ms: libc::c_int) -> io::Resul
     }
 }
 
+/// The size of a page.
+pub(crate) fn page_size() -> usize {
+    // sysconf(_SC_PAGESIZE) cannot fail on Linux or macOS; 4 KiB is the fallback anyway.
+    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .and_then(|n| usize::try_from(n).ok())
+        .unwrap_or(4096)
+}
+
+/// A fresh anonymous, private, read-write mapping of `len` bytes (a multiple of the page
+/// size) that a child of `fork` gets as zeros instead of a share of (`MADV_WIPEONFORK`,
+/// madvise(2), Linux 4.14): `fork` does not write-protect its pages in the parent. `None`
+/// if it cannot be made or the kernel refuses the advice (then nothing stays mapped).
+#[cfg(target_os = "linux")]
+pub(crate) fn map_wipe_on_fork(len: usize) -> Option<std::ptr::NonNull<u8>> {
+    use nix::sys::mman::{MapFlags, MmapAdvise, ProtFlags, madvise, mmap_anonymous, munmap};
+    let size = std::num::NonZeroUsize::new(len)?;
+    // SAFETY: a new anonymous mapping at an address the kernel chooses: it aliases nothing.
+    let base = unsafe {
+        mmap_anonymous(
+            None,
+            size,
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+            MapFlags::MAP_PRIVATE,
+        )
+    }
+    .ok()?;
+    // SAFETY: advice on the mapping just made, which nothing uses yet.
+    if unsafe { madvise(base, len, MmapAdvise::MADV_WIPEONFORK) }.is_err() {
+        // SAFETY: the mapping just made, of this length, unused.
+        let _ = unsafe { munmap(base, len) };
+        return None;
+    }
+    Some(base.cast())
+}
+
+/// No such advice outside Linux: the caller keeps its state on the heap.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn map_wipe_on_fork(_len: usize) -> Option<std::ptr::NonNull<u8>> {
+    None
+}
+
+/// Unmaps a mapping made by [`map_wipe_on_fork`].
+///
+/// # Safety
+///
+/// `base` and `len` are those of a mapping [`map_wipe_on_fork`] returned, not unmapped yet,
+/// and nothing refers into it any more.
+pub(crate) unsafe fn unmap(base: std::ptr::NonNull<u8>, len: usize) {
+    // SAFETY: forwarded from the caller. A failure (which munmap(2) has no reason for
+    // here) would leave the mapping in place: memory, not unsoundness.
+    let _ = unsafe { nix::sys::mman::munmap(base.cast(), len) };
+}
+
 /// The calling process's pid.
 pub(crate) fn getpid() -> pid_t {
     nix::unistd::getpid().as_raw()
@@ -171,13 +281,26 @@ pub(crate) fn getpid() -> pid_t {
 /// checks that the parent `parent` is still there: if it ended before the request took effect,
 /// the child was already re-parented and must leave (`prctl(2)`, PR_SET_PDEATHSIG). Returns
 /// false when the parent is gone. On macOS there is no such request; only the re-check runs.
-/// Async-signal-safe: both nix wrappers are one system call each.
+/// Async-signal-safe: one system call each.
+///
+/// On Linux both calls go through [`raw_syscall`]: see there why.
 pub(crate) fn die_with_parent(parent: pid_t) -> bool {
-    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[cfg(target_os = "linux")]
     {
-        let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+        let kill = libc::SIGKILL as libc::c_long;
+        // SAFETY: prctl(PR_SET_PDEATHSIG, sig) and getppid() take no pointers.
+        unsafe {
+            raw_syscall(
+                libc::SYS_prctl,
+                [libc::PR_SET_PDEATHSIG as libc::c_long, kill, 0],
+            );
+            raw_syscall(libc::SYS_getppid, [0; 3]) == parent as libc::c_long
+        }
     }
-    nix::unistd::getppid().as_raw() == parent
+    #[cfg(not(target_os = "linux"))]
+    {
+        nix::unistd::getppid().as_raw() == parent
+    }
 }
 
 /// Flushes every C stdio stream (`fflush(NULL)`), so output a C library buffered is written
@@ -221,11 +344,17 @@ pub(crate) fn flush_c_stdout() {
 /// Number of threads in this process, `None` if it cannot be found out.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub(crate) fn thread_count() -> Option<usize> {
-    // proc(5): one entry per thread in /proc/self/task. Listing it costs about a third of
-    // reading the "Threads:" line of /proc/self/status, which formats every field.
-    let tasks = std::fs::read_dir("/proc/self/task").ok()?;
-    let n = tasks.count();
-    (n > 0).then_some(n)
+    use std::os::unix::fs::MetadataExt;
+    // proc(5): /proc/self/task has one entry per thread, and Linux gives the directory a
+    // link count of 2 plus the number of threads (`proc_task_getattr` in fs/proc/base.c,
+    // since 2.6). One `statx`, no descriptor and no allocation: about a third of listing
+    // the directory (open, getdents, close and a 32 KiB buffer), which costs in turn about
+    // a third of reading the "Threads:" line of /proc/self/status.
+    let links = std::fs::metadata("/proc/self/task").ok()?.nlink();
+    links
+        .checked_sub(2)
+        .filter(|&n| n > 0)
+        .and_then(|n| usize::try_from(n).ok())
 }
 
 /// Number of threads in this process, `None` if it cannot be found out.
@@ -260,17 +389,6 @@ fn unsafe_zeroed_taskinfo() -> libc::proc_taskinfo {
 #[cfg(test)]
 mod tests {
     use std::os::fd::AsFd;
-
-    #[test]
-    fn a_recycled_poll_list_keeps_its_buffer() {
-        let (r, _w) = super::pipe().expect("pipe");
-        let mut list = Vec::with_capacity(8);
-        list.push(super::poll_in(r.as_fd()));
-        let (ptr, cap) = (list.as_ptr().addr(), list.capacity());
-        let again: Vec<nix::poll::PollFd<'static>> = super::recycle_poll_list(list);
-        assert!(again.is_empty());
-        assert_eq!((again.as_ptr().addr(), again.capacity()), (ptr, cap));
-    }
 
     #[test]
     fn poll_sees_a_written_pipe_and_not_an_empty_one() {

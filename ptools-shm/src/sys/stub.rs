@@ -18,8 +18,8 @@ fn unsupported() -> io::Error {
 pub(crate) const MAX_NAME_LEN: usize = 255;
 
 /// The name as given.
-pub(crate) fn os_name(full: &str) -> String {
-    full.to_owned()
+pub(crate) fn os_name(full: String) -> String {
+    full
 }
 
 /// No shared memory here.
@@ -64,6 +64,11 @@ pub(crate) fn map(_fd: &OwnedFd, _len: usize, _writable: bool) -> io::Result<Mma
 
 /// Unreachable without a mapping; fails like the rest.
 pub(crate) fn populate_write(_map: &MmapRaw) -> io::Result<()> {
+    Err(unsupported())
+}
+
+/// Unreachable without a mapping; fails like the rest.
+pub(crate) fn populate_write_start(_map: &MmapRaw, _len: usize) -> io::Result<()> {
     Err(unsupported())
 }
 

@@ -27,16 +27,16 @@ const MACOS_MAX: usize = 30;
 
 /// The name handed to `shm_open`: on Linux the name itself.
 #[cfg(not(target_os = "macos"))]
-pub(crate) fn os_name(full: &str) -> String {
-    full.to_owned()
+pub(crate) fn os_name(full: String) -> String {
+    full
 }
 
 /// The name handed to `shm_open`: on macOS a name longer than `PSHMNAMLEN` becomes
 /// `/ptools_h<16 hex digits of a FNV-1a hash>`, which stays recognisable as ours.
 #[cfg(target_os = "macos")]
-pub(crate) fn os_name(full: &str) -> String {
+pub(crate) fn os_name(full: String) -> String {
     if full.len() <= MACOS_MAX + 1 {
-        return full.to_owned();
+        return full;
     }
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in full.bytes() {
@@ -154,10 +154,17 @@ fn to_stat(st: &libc::stat) -> Stat {
 /// then).
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub(crate) fn stat_name(name: &str) -> io::Result<Stat> {
+    const DIR: &[u8] = b"/dev/shm";
     check_name(name)?;
-    Ok(to_stat(&nix::sys::stat::stat(
-        format!("/dev/shm{name}").as_str(),
-    )?))
+    // The path is put together on the stack: no allocation on the way to a `Drop`'s unlink.
+    // nix adds the NUL on its own stack buffer.
+    let mut path = [0u8; DIR.len() + 1 + MAX_NAME_LEN];
+    let path = path
+        .get_mut(..DIR.len() + name.len())
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::ENAMETOOLONG))?;
+    path[..DIR.len()].copy_from_slice(DIR);
+    path[DIR.len()..].copy_from_slice(name.as_bytes());
+    Ok(to_stat(&nix::sys::stat::stat(&*path)?))
 }
 
 /// The identity of the object a name refers to now. macOS has no path for shared memory
@@ -192,6 +199,22 @@ pub(crate) fn populate_write(map: &MmapRaw) -> io::Result<()> {
 #[cfg(not(target_os = "linux"))]
 pub(crate) fn populate_write(_map: &MmapRaw) -> io::Result<()> {
     Ok(())
+}
+
+/// Allocates and maps the first `len` bytes' pages of a writable shared mapping now, or
+/// fails instead of the `SIGBUS` a write would get: one `madvise(MADV_POPULATE_WRITE)`
+/// (Linux 5.14, madvise(2)). `EFAULT` means a write would have raised `SIGBUS` (on tmpfs:
+/// no space left), `ENOMEM` no memory; `EINVAL` (an older kernel) means the caller must
+/// reserve another way.
+#[cfg(target_os = "linux")]
+pub(crate) fn populate_write_start(map: &MmapRaw, len: usize) -> io::Result<()> {
+    map.advise_range(memmap2::Advice::PopulateWrite, 0, len)
+}
+
+/// No such advice elsewhere: the caller reserves another way.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn populate_write_start(_map: &MmapRaw, _len: usize) -> io::Result<()> {
+    Err(io::Error::from_raw_os_error(libc::EINVAL))
 }
 
 /// Takes an exclusive `flock`, waiting for it. Released when the descriptor is closed.
