@@ -74,7 +74,15 @@ impl Running {
         let Some(fd) = &self.pipe else { return };
         match self.reader.read_from(fd.as_fd()) {
             Ok(Progress::Pending) => {}
-            Ok(Progress::Eof) | Err(_) => self.pipe = None,
+            Ok(Progress::Eof) => self.pipe = None,
+            // No read error is expected on a pipe (EAGAIN and EINTR are the reader's), but
+            // the pipe is never closed under a live child: on Linux the child keeps its copy
+            // of the read end, so a write it is blocked in would never fail with EPIPE. It
+            // is killed, and its outcome is its exit status.
+            Err(_) => {
+                self.pipe = None;
+                self.kill(Killed::Refused);
+            }
             Ok(Progress::Refused(_)) => {
                 self.pipe = None;
                 self.kill(Killed::Refused);

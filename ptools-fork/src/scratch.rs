@@ -20,7 +20,7 @@ use std::marker::PhantomData;
 use std::mem::{ManuallyDrop, align_of, size_of};
 use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
 
 use crate::sys;
 
@@ -69,8 +69,11 @@ impl Scratch {
             {
                 return Some(map);
             }
+            if REFUSED.load(Ordering::Relaxed) {
+                return None;
+            }
             let len = need.checked_next_multiple_of(sys::page_size())?;
-            let base = sys::map_wipe_on_fork(len.max(KEPT_BYTES))?;
+            let base = map_or_note_refusal(len.max(KEPT_BYTES))?;
             Some(Map {
                 base,
                 len: len.max(KEPT_BYTES),
@@ -117,6 +120,18 @@ impl Drop for Scratch {
     }
 }
 
+/// Set once the kernel refused a mapping (no `MADV_WIPEONFORK`: Linux before 4.14, some
+/// sandboxes; always outside Linux): later runs go to the heap at once, with no system call.
+static REFUSED: AtomicBool = AtomicBool::new(false);
+
+fn map_or_note_refusal(len: usize) -> Option<NonNull<u8>> {
+    let m = sys::map_wipe_on_fork(len);
+    if m.is_none() {
+        REFUSED.store(true, Ordering::Relaxed);
+    }
+    m
+}
+
 /// Takes the kept mapping for a run: makes it at the first run, sets it up again in a
 /// child; `None` when it is in use, or cannot be made.
 fn take_kept() -> Option<Map> {
@@ -138,7 +153,10 @@ fn take_kept() -> Option<Map> {
             });
         return taken.is_ok().then(|| kept(base));
     }
-    let base = sys::map_wipe_on_fork(KEPT_BYTES)?;
+    if REFUSED.load(Ordering::Relaxed) {
+        return None;
+    }
+    let base = map_or_note_refusal(KEPT_BYTES)?;
     // SAFETY: a fresh mapping of KEPT_BYTES, zeroed, ours alone until published.
     let head = unsafe { base.cast::<Head>().as_ref() };
     head.state.store(BUSY, Ordering::Relaxed);
@@ -380,8 +398,12 @@ mod tests {
     #[test]
     fn vectors_in_a_scratch_behave_like_vectors() {
         let mut scratch = Scratch::new(1 << 10);
-        // MADV_WIPEONFORK is Linux's (4.14 and later).
-        assert_eq!(scratch.is_mapped(), cfg!(target_os = "linux"));
+        // MADV_WIPEONFORK is Linux's (4.14 and later; a kernel or sandbox may refuse it, and
+        // then the heap serves, as remembered).
+        if !cfg!(target_os = "linux") {
+            assert!(!scratch.is_mapped());
+        }
+        assert_eq!(scratch.is_mapped(), !REFUSED.load(Ordering::Relaxed));
         exercise(&mut scratch);
         drop(scratch);
         // The kept mapping is free again (or this run had its own), and serves again.

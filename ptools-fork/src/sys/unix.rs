@@ -324,14 +324,18 @@ pub(crate) fn flush_c_stdout() {
     #[cfg(target_os = "linux")]
     {
         unsafe extern "C" {
-            // glibc and musl both export the `stdout` pointer and `__fpending`.
-            static stdout: *mut libc::FILE;
+            // glibc and musl both export the `stdout` pointer and `__fpending`. C lets a
+            // program assign `stdout`, so it is a `static mut` here, read once by value.
+            static mut stdout: *mut libc::FILE;
             fn __fpending(stream: *mut libc::FILE) -> libc::size_t;
         }
-        // SAFETY: `stdout` is initialised by the C runtime before main and never null;
-        // __fpending only reads the stream's buffer pointers; fflush takes a valid stream.
+        // SAFETY: `stdout` is initialised by the C runtime before main and never null; it
+        // is read through a raw pointer, with no reference to the mutable static. Even after
+        // a `fclose(stdout)` the object stays valid (glibc and musl keep their standard
+        // streams in static storage), and __fpending only reads the stream's buffer
+        // pointers; fflush takes a valid stream.
         unsafe {
-            let out = stdout;
+            let out = (&raw const stdout).read();
             if __fpending(out) > 0 {
                 libc::fflush(out);
             }
