@@ -1,15 +1,21 @@
 //! Queue throughput end to end (100 000 trivial any-worker tasks with callbacks through 2
-//! workers, against the same calls made directly from 2 threads), `set_priorities` over
-//! 100 000 queued tasks, and queue + dequeue of one task at several queue sizes.
+//! workers, against the same calls made directly from 2 threads), the same at 10^4, 10^5
+//! and 10^6 tasks (the cost per task must not grow with the queue's size), dropping a
+//! paused queue and `set_priorities` at the same sizes (against the same work on plain
+//! `std` structures), and queue + dequeue of one task at several queue sizes.
 
 ptools_workerset::enable_test_support!();
 
+use std::collections::{BTreeSet, VecDeque};
 use std::hint::black_box;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{
+    BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
+};
+use parking_lot::{Condvar, Mutex};
 use ptools_queue::{QueuedWorkerTask, Target, TaskQueue};
 use ptools_workerset::Cluster;
 
@@ -18,6 +24,23 @@ fn add1(x: u64) -> u64 {
 }
 
 const N: u64 = 100_000;
+
+/// The sizes of the size curves.
+const SIZES: [u64; 3] = [10_000, 100_000, 1_000_000];
+
+/// Queues `n` any-worker tasks with callbacks (adding their results to `sum`) and waits
+/// until every callback has run.
+fn run_tasks(q: &TaskQueue, sum: &Arc<AtomicU64>, n: u64) {
+    for i in 0..n {
+        let sum = sum.clone();
+        let cb = move |_x: u64, r: ptools_queue::Result<u64>| {
+            sum.fetch_add(r.unwrap(), Ordering::Relaxed);
+        };
+        q.queue_worker_task(QueuedWorkerTask::new(i, add1, cb, Target::Any))
+            .unwrap();
+    }
+    assert!(q.wait_idle_timeout(Duration::from_secs(600)));
+}
 
 fn throughput(c: &mut Criterion) {
     let cluster = Cluster::new();
@@ -51,21 +74,83 @@ fn throughput(c: &mut Criterion) {
         b.iter_custom(|iters| {
             let t0 = Instant::now();
             for _ in 0..iters {
-                for i in 0..N {
-                    let sum = sum.clone();
-                    let cb = move |_x: u64, r: ptools_queue::Result<u64>| {
-                        sum.fetch_add(r.unwrap(), Ordering::Relaxed);
-                    };
-                    q.queue_worker_task(QueuedWorkerTask::new(i, add1, cb, Target::Any))
-                        .unwrap();
-                }
-                assert!(q.wait_idle_timeout(Duration::from_secs(600)));
+                run_tasks(&q, &sum, N);
             }
             t0.elapsed()
         })
     });
+
+    // The size curve: one iteration per sample (flat sampling), so that 10^6 tasks take
+    // about a minute; the cost per task is the figure to compare across sizes.
+    g.sampling_mode(SamplingMode::Flat);
+    g.warm_up_time(Duration::from_millis(100));
+    for n in SIZES {
+        g.throughput(Throughput::Elements(n));
+        // Measurement times: about one iteration per sample at the expected cost per task.
+        g.measurement_time(per_sample(n, 0.5e-6));
+        g.bench_function(BenchmarkId::new("raw_boxed_fifo", n), |b| {
+            b.iter_custom(|iters| (0..iters).map(|_| raw_boxed_fifo(n)).sum())
+        });
+        g.measurement_time(per_sample(n, 4e-6));
+        g.bench_function(BenchmarkId::new("queue_size", n), |b| {
+            b.iter_custom(|iters| {
+                let t0 = Instant::now();
+                for _ in 0..iters {
+                    run_tasks(&q, &sum, n);
+                }
+                t0.elapsed()
+            })
+        });
+    }
     g.finish();
     eprintln!("counts after the throughput runs: {:?}", q.counts());
+}
+
+type RawJob = Box<dyn FnOnce() + Send>;
+
+/// Baseline of the queue's own data-structure work for `n` tasks, without ptools: one
+/// thread boxes `n` callbacks (each holding its data and a clone of a shared `Arc`, as a
+/// queued task does) into a `Mutex<VecDeque>`, two threads take and run them (a condvar
+/// wakes them). No remote call: what is left is allocation, memory and lock traffic.
+fn raw_boxed_fifo(n: u64) -> Duration {
+    let sum = Arc::new(AtomicU64::new(0));
+    let fifo: Mutex<(VecDeque<RawJob>, bool)> = Mutex::new((VecDeque::new(), false));
+    let ready = Condvar::new();
+    let t0 = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                loop {
+                    let job = {
+                        let mut g = fifo.lock();
+                        loop {
+                            if let Some(j) = g.0.pop_front() {
+                                break j;
+                            }
+                            if g.1 {
+                                return;
+                            }
+                            ready.wait(&mut g);
+                        }
+                    };
+                    job();
+                }
+            });
+        }
+        for i in 0..n {
+            let sum = sum.clone();
+            let job: RawJob = Box::new(move || {
+                sum.fetch_add(add1(i), Ordering::Relaxed);
+            });
+            fifo.lock().0.push_back(job);
+            ready.notify_one();
+        }
+        fifo.lock().1 = true;
+        ready.notify_all();
+    });
+    let t = t0.elapsed();
+    assert_eq!(sum.load(Ordering::Relaxed), n * (n + 1) / 2);
+    t
 }
 
 /// A paused queue holding `n` any-worker tasks.
@@ -80,29 +165,111 @@ fn filled(cluster: &Cluster, n: u64) -> TaskQueue {
     q
 }
 
+/// What a queued task holds on the heap, without ptools: its data and its callback slot
+/// (`Arc<Mutex<Option<Box<dyn FnMut>>>>`, empty), boxed behind a trait object.
+type RawTask = Box<dyn std::any::Any + Send>;
+
+/// `n` raw tasks in a `Vec`, with their priorities and sequence numbers.
+fn raw_filled(n: u64) -> Vec<(f64, u64, RawTask)> {
+    type Slot = Arc<Mutex<Option<Box<dyn FnMut(u64) + Send>>>>;
+    (0..n)
+        .map(|i| {
+            let t: RawTask = Box::new((i, Slot::default()));
+            (i as f64, i, t)
+        })
+        .collect()
+}
+
 fn priorities(c: &mut Criterion) {
     let cluster = Cluster::new();
     cluster.addprocs(1).unwrap();
-    let q = filled(&cluster, N);
+    // Queues are filled on first use, so that a filtered run skips the filling.
+    let mut q100k = None;
     let mut g = c.benchmark_group("set_priorities");
     g.sample_size(20);
     g.bench_function("reverse_100k_queued", |b| {
+        let q = q100k.get_or_insert_with(|| filled(&cluster, N));
         b.iter(|| q.set_priorities(|_, _, p| -p).unwrap())
     });
     g.bench_function("from_data_100k_queued", |b| {
+        let q = q100k.get_or_insert_with(|| filled(&cluster, N));
         b.iter(|| {
             q.set_priorities(|_, t, _| (*t.data::<u64>().unwrap() % 1000) as f64)
                 .unwrap()
         })
     });
+    drop(q100k);
+
+    // The size curve, against a baseline of the same work on `std` structures: a pass
+    // over `n` tasks computing their new priorities, the keys sorted, a tree built.
+    g.sample_size(10);
+    g.sampling_mode(SamplingMode::Flat);
+    g.warm_up_time(Duration::from_millis(100));
+    for n in SIZES {
+        g.throughput(Throughput::Elements(n));
+        g.measurement_time(per_sample(n, 0.3e-6));
+        let mut raw = None;
+        g.bench_function(BenchmarkId::new("raw_sort_btree", n), |b| {
+            let raw = raw.get_or_insert_with(|| raw_filled(n));
+            b.iter(|| {
+                for e in raw.iter_mut() {
+                    e.0 = -e.0;
+                }
+                let mut keys: Vec<(u64, u64)> = raw.iter().map(|e| (key(e.0), e.1)).collect();
+                keys.sort_unstable();
+                black_box(keys.into_iter().collect::<BTreeSet<_>>())
+            })
+        });
+        drop(raw);
+        let mut q = None;
+        g.bench_function(BenchmarkId::from_parameter(n), |b| {
+            let q = q.get_or_insert_with(|| filled(&cluster, n));
+            b.iter(|| q.set_priorities(|_, _, p| -p).unwrap())
+        });
+    }
     g.finish();
-    drop(q);
+
+    let mut g = c.benchmark_group("drop_paused");
+    g.sample_size(10);
+    g.sampling_mode(SamplingMode::Flat);
+    g.warm_up_time(Duration::from_millis(100));
+    for n in SIZES {
+        g.throughput(Throughput::Elements(n));
+        // One drop per sample: the filling, not timed, is what takes long.
+        g.measurement_time(per_sample(n, 0.05e-6));
+        g.bench_function(BenchmarkId::new("raw_vec", n), |b| {
+            b.iter_custom(|iters| {
+                (0..iters)
+                    .map(|_| {
+                        let raw = raw_filled(n);
+                        let t0 = Instant::now();
+                        drop(raw);
+                        t0.elapsed()
+                    })
+                    .sum()
+            })
+        });
+        g.bench_function(BenchmarkId::from_parameter(n), |b| {
+            b.iter_custom(|iters| {
+                (0..iters)
+                    .map(|_| {
+                        let q = filled(&cluster, n);
+                        let t0 = Instant::now();
+                        drop(q);
+                        t0.elapsed()
+                    })
+                    .sum()
+            })
+        });
+    }
+    g.finish();
 
     let mut g = c.benchmark_group("queue_dequeue_one");
     for n in [1_000u64, 10_000, 100_000] {
-        let q = filled(&cluster, n);
+        let mut q = None;
         let mut p = 0.0;
         g.bench_function(BenchmarkId::from_parameter(n), |b| {
+            let q = q.get_or_insert_with(|| filled(&cluster, n));
             b.iter(|| {
                 // A priority in the middle of the queue, so the trees are searched.
                 p = (p + 7919.0) % n as f64;
@@ -113,6 +280,17 @@ fn priorities(c: &mut Criterion) {
         });
     }
     g.finish();
+}
+
+/// A measurement time for 10 samples of `n` tasks at `per_task` seconds each.
+fn per_sample(n: u64, per_task: f64) -> Duration {
+    Duration::from_secs_f64(n as f64 * per_task * 10.0)
+}
+
+/// An `f64` as a `u64` in the same order (`f64::total_cmp`'s).
+fn key(p: f64) -> u64 {
+    let b = p.to_bits();
+    if b >> 63 == 1 { !b } else { b | (1 << 63) }
 }
 
 criterion_group!(benches, throughput, priorities);
