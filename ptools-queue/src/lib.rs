@@ -58,12 +58,18 @@
 //! # Design
 //!
 //! - **Queue core.** A pure data structure (no threads, tested against a model with
-//!   proptest): entries ordered by `(priority, sequence)` in one `BTreeSet` per *bucket*,
-//!   a bucket being the set of workers an entry may run on (any; or a sorted list of ids),
-//!   with an index by entry and by task. Queue and dequeue by id are `O(log n)`; a worker
-//!   takes the best head among the few buckets that admit it. Recomputing priorities
-//!   computes all new values first (so NaN leaves the queue untouched), then rebuilds the
-//!   trees in bulk from a sorted vector, which is several times faster than `n` updates.
+//!   proptest). Entries and task records sit in slabs, vectors addressed by index (a
+//!   task's id carries its record's index beside its number), not in hash maps: a queue
+//!   filled and drained in order walks its memory in order, so the cost per task does not
+//!   grow with the queue once it outgrows the caches. Entries are ordered by `(priority,
+//!   sequence)` per *bucket*, a bucket being the set of workers an entry may run on (any;
+//!   or a sorted list of ids), in a *lane*: keys that come in order (equal priorities in
+//!   submission order, a bucket just reprioritised) go to a sorted deque, `O(1)` to add
+//!   and to take, the others to a B-tree, `O(log n)`. A worker takes the best head among
+//!   the few buckets that admit it. Recomputing priorities computes all new values first
+//!   (so NaN or a panic leaves the queue untouched), then radix-sorts them: linear in the
+//!   number of tasks. Dropping a queue takes its entries out at once and frees them
+//!   outside the lock.
 //! - **All-workers tasks** are split when queued into one entry per prepared worker,
 //!   pinned to it and sharing the task id; each part's outcome goes to the callback.
 //! - **Feeders.** One thread per worker sleeps on a condition variable, takes its best

@@ -281,6 +281,12 @@ pub(crate) struct Core<T> {
     buckets: SeqMap<Bucket, Lane>,
     /// Parts taken by `pop_for` and not finished: the sum of the tasks' `running`.
     running: usize,
+    /// True while `entries` holds its entries in sequence order: since it was last empty,
+    /// each entry went to its end with a sequence number above the ones before (a queue
+    /// filled in order, whatever was taken since).
+    in_order: bool,
+    /// The sequence number of the last entry inserted.
+    last_seq: u64,
 }
 
 impl<T> Default for Core<T> {
@@ -292,6 +298,8 @@ impl<T> Default for Core<T> {
             tasks: Slab::default(),
             buckets: SeqMap::default(),
             running: 0,
+            in_order: true,
+            last_seq: 0,
         }
     }
 }
@@ -369,8 +377,11 @@ impl<T> Core<T> {
     }
 
     fn insert(&mut self, e: Entry<T>) {
-        let task = e.task;
+        let (task, seq) = (e.task, e.seq);
         let slot = self.entries.insert(e);
+        self.in_order = self.entries.len() == 1
+            || (self.in_order && slot as usize + 1 == self.entries.end() && seq > self.last_seq);
+        self.last_seq = seq;
         let e = self.entries.get(slot).expect("just inserted");
         match self.buckets.get_mut(&e.bucket) {
             Some(lane) => lane.insert(e.key(), slot),
@@ -561,7 +572,7 @@ impl<T> Core<T> {
             e.prio = Prio::from_key(k.prio);
         }
         for v in &mut keyed {
-            sort_keyed(v);
+            sort_keyed(v, self.in_order);
         }
         self.buckets = names
             .into_iter()
@@ -635,6 +646,7 @@ impl<T> Core<T> {
         };
         Drained {
             entries: std::mem::take(&mut self.entries),
+            in_order: self.in_order,
             _indexes: (std::mem::take(&mut self.buckets), tasks),
         }
     }
@@ -644,6 +656,8 @@ impl<T> Core<T> {
 #[derive(Debug)]
 pub(crate) struct Drained<T> {
     entries: Slab<Entry<T>>,
+    /// `entries` is in sequence order.
+    in_order: bool,
     /// The old lanes and task records, freed with this rather than under the lock.
     _indexes: (SeqMap<Bucket, Lane>, Slab<TaskRec>),
 }
@@ -653,35 +667,35 @@ impl<T> Drained<T> {
         self.entries.len()
     }
 
-    /// The entries, in no particular order.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = &Entry<T>> {
-        self.entries.iter().map(|(_, e)| e)
+    /// The entries in sequence order: as they are stored in the usual case of a queue
+    /// filled in order (one pass), else radix-sorted (`O(n)`).
+    pub(crate) fn into_seq_order(self) -> IntoSeqOrder<T> {
+        if self.in_order {
+            return IntoSeqOrder::Stored(self.entries.into_slots().into_iter());
+        }
+        let mut keys: Vec<(u64, u32)> = self.entries.iter().map(|(i, e)| (e.seq, i)).collect();
+        radix::sort_by_u64(&mut keys, |k| k.0);
+        IntoSeqOrder::Sorted(keys.into_iter(), self.entries.into_slots())
     }
+}
 
-    /// The entries in sequence order: in the order they are stored (one pass to check it)
-    /// in the usual case of a queue filled in order, else radix-sorted (`O(n)`).
-    pub(crate) fn into_seq_order(self) -> impl Iterator<Item = Entry<T>> {
-        let in_order = self.entries.iter().is_sorted_by_key(|(_, e)| e.seq);
-        let order: Option<Vec<(u64, u32)>> = (!in_order).then(|| {
-            let mut keys: Vec<(u64, u32)> = self.entries.iter().map(|(i, e)| (e.seq, i)).collect();
-            radix::sort_by_u64(&mut keys, |k| k.0);
-            keys
-        });
-        let mut slots = self.entries.into_slots();
-        let mut order = order.map(Vec::into_iter);
-        let mut next = 0;
-        std::iter::from_fn(move || match &mut order {
-            Some(keys) => keys.find_map(|(_, i)| slots[i as usize].take()),
-            None => {
-                while next < slots.len() {
-                    next += 1;
-                    if let Some(e) = slots[next - 1].take() {
-                        return Some(e);
-                    }
-                }
-                None
-            }
-        })
+/// The iterator of [`Drained::into_seq_order`].
+#[derive(Debug)]
+pub(crate) enum IntoSeqOrder<T> {
+    /// The slots in order.
+    Stored(std::vec::IntoIter<Option<Entry<T>>>),
+    /// The slots' indexes in sequence order, and the slots.
+    Sorted(std::vec::IntoIter<(u64, u32)>, Vec<Option<Entry<T>>>),
+}
+
+impl<T> Iterator for IntoSeqOrder<T> {
+    type Item = Entry<T>;
+
+    fn next(&mut self) -> Option<Entry<T>> {
+        match self {
+            IntoSeqOrder::Stored(slots) => slots.find_map(|s| s),
+            IntoSeqOrder::Sorted(keys, slots) => keys.find_map(|(_, i)| slots[i as usize].take()),
+        }
     }
 }
 
@@ -703,10 +717,11 @@ impl BucketIndex<'_> {
     }
 }
 
-/// Sorts one bucket's new keys by `(priority, sequence)`.
-/// Keys already in order, or in reverse order, cost one look (and a reversal); else by
-/// sequence first (a reversal if the old order was the reverse), then stably by priority.
-fn sort_keyed(v: &mut Vec<Keyed>) {
+/// Sorts one bucket's new keys, given in the order of the entries in memory (which is
+/// sequence order if `in_seq_order`), by `(priority, sequence)`. Keys already in order, or
+/// in reverse order, cost one look (and a reversal); else by sequence first (nothing to do
+/// if in sequence order already), then stably by priority.
+fn sort_keyed(v: &mut Vec<Keyed>, in_seq_order: bool) {
     if v.is_sorted_by_key(|k| k.0) {
         return;
     }
@@ -714,9 +729,7 @@ fn sort_keyed(v: &mut Vec<Keyed>) {
         v.reverse();
         return;
     }
-    if v.is_sorted_by(|a, b| a.0.seq >= b.0.seq) {
-        v.reverse();
-    } else {
+    if !in_seq_order {
         radix::sort_by_u64(v, |k| k.0.seq);
     }
     radix::sort_by_u64(v, |k| k.0.prio);

@@ -48,6 +48,11 @@ impl<V> Slab<V> {
         i
     }
 
+    /// One past the highest index in use since the slab was last empty.
+    pub(crate) fn end(&self) -> usize {
+        self.slots.len()
+    }
+
     pub(crate) fn get(&self, i: u32) -> Option<&V> {
         self.slots.get(i as usize)?.as_ref()
     }

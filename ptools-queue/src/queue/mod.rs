@@ -639,14 +639,23 @@ impl Drop for TaskQueue {
         let mut st = lock(&self.sh.st);
         st.shutdown = true;
         let gone = st.core.drain();
-        let n = gone.len();
-        self.sh
-            .count_ended(&mut st, n, callbacks(gone.iter()), true);
+        st.counts.dequeued += gone.len() as u64;
         drop(st);
         self.sh.work.notify_all();
-        // Out of the lock: the callbacks' completions, and freeing the tasks.
-        self.sh
-            .fail(gone.into_seq_order().map(|e| (e, Error::Shutdown)));
+        // Out of the lock, in one pass: the callbacks' completions, and freeing the tasks.
+        // Nobody can wait for this queue to be idle any more (this is its drop), so its
+        // callbacks are counted pending only now, before they reach the callback thread.
+        let done: Vec<Completion> = gone
+            .into_seq_order()
+            .filter_map(|e| {
+                let job = e.payload.job;
+                job.has_callback().then(|| job.fail(Error::Shutdown))
+            })
+            .collect();
+        if !done.is_empty() {
+            lock(&self.sh.st).counts.callbacks_pending += done.len();
+        }
+        self.sh.deliver(done);
     }
 }
 
