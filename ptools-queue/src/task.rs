@@ -279,17 +279,32 @@ pub(crate) struct Part<D, R> {
 
 /// Where a part finds its task's callback.
 pub(crate) enum CallbackSlot<D, R> {
-    /// A one-part task owns its callback (no shared allocation, no lock).
+    /// A one-part task owns its callback (no shared allocation, no lock), and so does each
+    /// part of an all-workers task without callback (none).
     Own(Option<Callback<D, R>>),
-    /// The parts of an all-workers task share it, and call it one at a time.
-    Shared(Arc<Mutex<Option<Callback<D, R>>>>),
+    /// The parts of an all-workers task share its callback, and call it one at a time.
+    /// Whether a part has a callback is known without this lock, so the queue never takes
+    /// it under its own lock (a callback may queue tasks, taking the queue's lock under
+    /// this one).
+    Shared(Arc<Mutex<Callback<D, R>>>),
 }
 
 impl<D, R> CallbackSlot<D, R> {
+    /// The slots of `n` parts sharing `callback`.
+    pub(crate) fn parts(callback: Option<Callback<D, R>>, n: usize) -> Vec<CallbackSlot<D, R>> {
+        match callback {
+            Some(c) => {
+                let c = Arc::new(Mutex::new(c));
+                (0..n).map(|_| CallbackSlot::Shared(c.clone())).collect()
+            }
+            None => (0..n).map(|_| CallbackSlot::Own(None)).collect(),
+        }
+    }
+
     fn is_some(&self) -> bool {
         match self {
             CallbackSlot::Own(c) => c.is_some(),
-            CallbackSlot::Shared(c) => c.lock().is_some(),
+            CallbackSlot::Shared(_) => true,
         }
     }
 
@@ -297,11 +312,7 @@ impl<D, R> CallbackSlot<D, R> {
         match self {
             CallbackSlot::Own(Some(mut f)) => f(data, r),
             CallbackSlot::Own(None) => {}
-            CallbackSlot::Shared(c) => {
-                if let Some(f) = c.lock().as_mut() {
-                    f(data, r);
-                }
-            }
+            CallbackSlot::Shared(c) => (c.lock())(data, r),
         }
     }
 }

@@ -36,15 +36,20 @@ impl<V> Slab<V> {
     ///
     /// # Panics
     ///
-    /// With 2^32 values stored at once (hundreds of GiB of queued tasks).
+    /// With `u32::MAX` values stored at once (hundreds of GiB of queued tasks): indexes
+    /// stay below `u32::MAX`, which the lanes use as a mark.
     pub(crate) fn insert(&mut self, v: V) -> u32 {
-        self.len += 1;
         if let Some(i) = self.free.pop() {
             self.slots[i as usize] = Some(v);
+            self.len += 1;
             return i;
         }
-        let i = u32::try_from(self.slots.len()).expect("fewer than 2^32 queued values");
+        let i = u32::try_from(self.slots.len())
+            .ok()
+            .filter(|&i| i < u32::MAX)
+            .expect("fewer than 2^32 - 1 queued values");
         self.slots.push(Some(v));
+        self.len += 1;
         i
     }
 

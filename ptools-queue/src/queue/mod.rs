@@ -374,13 +374,13 @@ impl TaskQueue {
                 st.core.push(key, b, prio, Queued { target, job });
             }
             Resolved::All(ids) => {
-                let callback = Arc::new(Mutex::new(t.callback));
-                for id in ids {
+                let callbacks = CallbackSlot::parts(t.callback, ids.len());
+                for (id, callback) in ids.into_iter().zip(callbacks) {
                     let job = Box::new(Part {
                         task,
                         data: t.data.clone(),
                         method: t.method,
-                        callback: CallbackSlot::Shared(callback.clone()),
+                        callback,
                     });
                     let q = Queued {
                         target: target.clone(),
