@@ -80,18 +80,19 @@ fn throughput(c: &mut Criterion) {
         })
     });
 
-    // The size curve: one iteration per sample (flat sampling), so that 10^6 tasks take
-    // about a minute; the cost per task is the figure to compare across sizes.
+    // The size curve: flat sampling, one iteration per sample at 10^6 tasks (about a
+    // minute in all), several at the smaller sizes so that each sample lasts long enough
+    // to ride out a shared machine's bursts; the cost per task is the figure to compare
+    // across sizes.
     g.sampling_mode(SamplingMode::Flat);
     g.warm_up_time(Duration::from_millis(100));
     for n in SIZES {
         g.throughput(Throughput::Elements(n));
-        // Measurement times: about one iteration per sample at the expected cost per task.
-        g.measurement_time(per_sample(n, 0.5e-6));
+        g.measurement_time(per_sample(n, 0.5e-6, 1.0));
         g.bench_function(BenchmarkId::new("raw_boxed_fifo", n), |b| {
             b.iter_custom(|iters| (0..iters).map(|_| raw_boxed_fifo(n)).sum())
         });
-        g.measurement_time(per_sample(n, 4e-6));
+        g.measurement_time(per_sample(n, 4e-6, 5.0));
         g.bench_function(BenchmarkId::new("queue_size", n), |b| {
             b.iter_custom(|iters| {
                 let t0 = Instant::now();
@@ -242,7 +243,7 @@ fn priorities(c: &mut Criterion) {
     g.warm_up_time(Duration::from_millis(100));
     for n in SIZES {
         g.throughput(Throughput::Elements(n));
-        g.measurement_time(per_sample(n, 0.3e-6));
+        g.measurement_time(per_sample(n, 0.3e-6, 1.0));
         let mut raw = None;
         let mut salt = 0;
         g.bench_function(BenchmarkId::new("raw_sort_btree", n), |b| {
@@ -293,8 +294,8 @@ fn priorities(c: &mut Criterion) {
     g.warm_up_time(Duration::from_millis(100));
     for n in SIZES {
         g.throughput(Throughput::Elements(n));
-        // One drop per sample: the filling, not timed, is what takes long.
-        g.measurement_time(per_sample(n, 0.05e-6));
+        // The filling, not timed, is what takes long: few drops per sample (one at 10^6).
+        g.measurement_time(per_sample(n, 0.05e-6, 0.2));
         g.bench_function(BenchmarkId::new("raw_vec", n), |b| {
             b.iter_custom(|iters| {
                 (0..iters)
@@ -340,9 +341,11 @@ fn priorities(c: &mut Criterion) {
     g.finish();
 }
 
-/// A measurement time for 10 samples of `n` tasks at `per_task` seconds each.
-fn per_sample(n: u64, per_task: f64) -> Duration {
-    Duration::from_secs_f64(n as f64 * per_task * 10.0)
+/// A measurement time for 10 samples of `n` tasks at `per_task` seconds each, at least
+/// `floor` seconds (flat sampling: each sample runs as many iterations as fit in a tenth
+/// of it, at least one).
+fn per_sample(n: u64, per_task: f64, floor: f64) -> Duration {
+    Duration::from_secs_f64((n as f64 * per_task * 10.0).max(floor))
 }
 
 /// An `f64` as a `u64` in the same order (`f64::total_cmp`'s).
