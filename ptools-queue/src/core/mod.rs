@@ -7,28 +7,35 @@
 //! Entries live in *buckets*, one per distinct set of eligible workers: the any-worker
 //! bucket, and one bucket per sorted list of worker ids (a host target is resolved to the
 //! ids on that host when queued). A worker takes the best head among the buckets it
-//! belongs to, so taking is `O(b log n)` for `b` buckets (a handful in practice: any,
-//! one per worker, one per host), never a scan over tasks pinned elsewhere.
+//! belongs to (a handful in practice: any, one per worker, one per host), never a scan
+//! over tasks pinned elsewhere.
 //!
 //! # Storage
 //!
 //! Entries and tasks are kept in [`Slab`]s, vectors addressed by index, not in hash
-//! maps: a bucket's tree holds `(priority, sequence, entry index)`, an entry holds its
-//! task's index, and a task's index travels in its [`TaskId`](crate::TaskId) (checked
-//! against the task's number, as indexes are reused). So no operation hashes, and a queue
-//! filled and drained in order walks its memory in order: with hash maps every access
-//! was a cache and TLB miss once the queue outgrew the caches, and the cost per task grew
-//! by half from 10^4 to 10^6 queued tasks. A task's record also counts its parts running,
-//! which tells a running task (its id still valid) from a finished one.
+//! maps: a bucket's [`Lane`] holds `(priority, sequence)` keys with entry indexes, an
+//! entry holds its task's index, and a task's index travels in its
+//! [`TaskId`](crate::TaskId) (checked against the task's number, as indexes are reused).
+//! So no operation hashes a task, and a queue filled and drained in order walks its
+//! memory in order: with hash maps every access was a cache and TLB miss once the queue
+//! outgrew the caches, and the cost per task grew by half from 10^4 to 10^6 queued tasks.
+//! A task's record also counts its parts running, which tells a running task (its id
+//! still valid) from a finished one.
 //!
-//! Bulk operations sort with a radix sort ([`radix`]), linear in the number of entries.
+//! A lane keeps the keys that come in order (equal priorities in submission order, a
+//! requeue in front, a bucket just re-sorted) in a sorted deque, the others in a B-tree.
+//! Bulk operations sort with a radix sort ([`radix`]): linear in the number of entries.
 //!
 //! | operation | cost |
 //! |---|---|
-//! | [`Core::push`], [`Core::requeue`] | `O(log n)` (cached: new keys go to the right end of the tree) |
-//! | [`Core::pop_for`] | `O(b log n)` (cached: the left end of the trees) |
+//! | [`Core::push`], [`Core::requeue`] | `O(1)` for keys in order (a FIFO), else `O(log n)` |
+//! | [`Core::pop_for`] | `O(b)` for `b` buckets, plus `O(log n)` from a lane's tree |
 //! | [`Core::remove_task`], [`Core::set_priority`] | `O(p log n)` for the task's `p` parts (1, or one per worker) |
-//! | [`Core::set_priorities`], [`Core::remove_where`], [`Core::drain`] | `O(n)` (radix sort, trees rebuilt in bulk) |
+//! | [`Core::set_priorities`], [`Core::remove_where`] | `O(n)` over the slab (radix sort, lanes rebuilt in bulk) |
+//! | [`Core::drain`] | `O(1)`; the entries are then read out in one pass |
+//!
+//! The slab passes cover the highest number of entries held since the queue was last
+//! empty, holes included.
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
