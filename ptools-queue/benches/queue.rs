@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 use ptools_queue::{QueuedWorkerTask, Target, TaskQueue};
 use ptools_workerset::Cluster;
 
@@ -111,43 +111,31 @@ type RawJob = Box<dyn FnOnce() + Send>;
 
 /// Baseline of the queue's own data-structure work for `n` tasks, without ptools: one
 /// thread boxes `n` callbacks (each holding its data and a clone of a shared `Arc`, as a
-/// queued task does) into a `Mutex<VecDeque>`, two threads take and run them (a condvar
-/// wakes them). No remote call: what is left is allocation, memory and lock traffic.
+/// queued task does) into a `Mutex<VecDeque>`, then two threads take and run them. All
+/// are held at once before they run, as in the queue, whose workers lag far behind the
+/// thread that queues. No remote call: what is left is allocation, memory and locks.
 fn raw_boxed_fifo(n: u64) -> Duration {
     let sum = Arc::new(AtomicU64::new(0));
-    let fifo: Mutex<(VecDeque<RawJob>, bool)> = Mutex::new((VecDeque::new(), false));
-    let ready = Condvar::new();
+    let fifo: Mutex<VecDeque<RawJob>> = Mutex::new(VecDeque::new());
     let t0 = Instant::now();
+    for i in 0..n {
+        let sum = sum.clone();
+        let job: RawJob = Box::new(move || {
+            sum.fetch_add(add1(i), Ordering::Relaxed);
+        });
+        fifo.lock().push_back(job);
+    }
     std::thread::scope(|s| {
         for _ in 0..2 {
             s.spawn(|| {
                 loop {
-                    let job = {
-                        let mut g = fifo.lock();
-                        loop {
-                            if let Some(j) = g.0.pop_front() {
-                                break j;
-                            }
-                            if g.1 {
-                                return;
-                            }
-                            ready.wait(&mut g);
-                        }
+                    let Some(job) = fifo.lock().pop_front() else {
+                        return;
                     };
                     job();
                 }
             });
         }
-        for i in 0..n {
-            let sum = sum.clone();
-            let job: RawJob = Box::new(move || {
-                sum.fetch_add(add1(i), Ordering::Relaxed);
-            });
-            fifo.lock().0.push_back(job);
-            ready.notify_one();
-        }
-        fifo.lock().1 = true;
-        ready.notify_all();
     });
     let t = t0.elapsed();
     assert_eq!(sum.load(Ordering::Relaxed), n * (n + 1) / 2);
