@@ -131,7 +131,7 @@
 //!
 //! The queue beats the bare round trips because feeders pipeline short tasks. Its cost
 //! per task does not grow with its size any more (it did by a third to a half from 10^4
-//! to 10^6 tasks while the core kept hash maps, and dropping 10^6 tasks cost 13 to 15
+//! to 10^6 tasks while the core kept hash maps, and dropping 10^6 tasks cost 8 to 21
 //! times as much as 10^5): what still grows is what any program pays once its data
 //! outgrow the caches. A queued task holds about 230 bytes (its entry, its record, its
 //! key, the boxed task and callback), so 10^6 of them hold about 230 MB. Reordering them
