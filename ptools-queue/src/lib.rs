@@ -58,12 +58,18 @@
 //! # Design
 //!
 //! - **Queue core.** A pure data structure (no threads, tested against a model with
-//!   proptest): entries ordered by `(priority, sequence)` in one `BTreeSet` per *bucket*,
-//!   a bucket being the set of workers an entry may run on (any; or a sorted list of ids),
-//!   with an index by entry and by task. Queue and dequeue by id are `O(log n)`; a worker
-//!   takes the best head among the few buckets that admit it. Recomputing priorities
-//!   computes all new values first (so NaN leaves the queue untouched), then rebuilds the
-//!   trees in bulk from a sorted vector, which is several times faster than `n` updates.
+//!   proptest). Entries and task records sit in slabs, vectors addressed by index (a
+//!   task's id carries its record's index beside its number), not in hash maps: a queue
+//!   filled and drained in order walks its memory in order, so the cost per task does not
+//!   grow with the queue once it outgrows the caches. Entries are ordered by `(priority,
+//!   sequence)` per *bucket*, a bucket being the set of workers an entry may run on (any;
+//!   or a sorted list of ids), in a *lane*: keys that come in order (equal priorities in
+//!   submission order, a bucket just reprioritised) go to a sorted deque, `O(1)` to add
+//!   and to take, the others to a B-tree, `O(log n)`. A worker takes the best head among
+//!   the few buckets that admit it. Recomputing priorities computes all new values first
+//!   (so NaN or a panic leaves the queue untouched), then radix-sorts them: linear in the
+//!   number of tasks. Dropping a queue takes its entries out at once and frees them
+//!   outside the lock.
 //! - **All-workers tasks** are split when queued into one entry per prepared worker,
 //!   pinned to it and sharing the task id; each part's outcome goes to the callback.
 //! - **Feeders.** One thread per worker sleeps on a condition variable, takes its best
@@ -110,19 +116,30 @@
 //! # Performance
 //!
 //! Measured with `benches/queue.rs` (see `benches/README.md`) on this 2-core machine,
-//! shared with other builds (load average 3 to 7), so figures drift between runs:
+//! shared with other builds (load average 4 to 9 for the last figures), so figures drift
+//! between runs; a range is over runs:
 //!
 //! | benchmark | measured | target |
 //! |---|---|---|
-//! | 100 000 any-worker tasks with callbacks, 2 workers | 86 000 to 164 000 tasks/s | at least 50 000/s |
-//! | the same calls with `remotecall_fetch` from 2 threads, no queue (baseline) | 56 000 to 88 000 calls/s | - |
-//! | `set_priorities` over 100 000 queued tasks | 21 to 38 ms (from each task's data: 29 to 71 ms) | at most 50 ms |
-//! | queue + dequeue one task, 1 000 / 10 000 / 100 000 queued | 0.8 / 1.0 / 2.7 to 6 µs | `O(log n)` |
+//! | 100 000 any-worker tasks with callbacks, 2 workers | 315 000 to 328 000 tasks/s | at least 50 000/s |
+//! | the same calls with `remotecall_fetch` from 2 threads, no queue (baseline) | 56 000 to 118 000 calls/s | - |
+//! | the same queue of 10^4 / 10^5 / 10^6 tasks, time per task | 2.7-3.3 / 2.8-3.3 / 3.1-3.6 µs | within 10 % from 10^4 to 10^6 |
+//! | `set_priorities` over 100 000 queued tasks | 2.5 to 2.8 ms (from each task's data: 5.5 ms) | at most 50 ms |
+//! | `set_priorities` reordering 10^4 / 10^5 / 10^6 tasks, time per task | 47-65 / 56-123 / 130-190 ns (the memory passes alone: 10-16 / 20-29 / 42-59 ns) | linear |
+//! | dropping a paused queue of 10^4 / 10^5 / 10^6 tasks, time per task | 47-52 / 50-106 / 62-106 ns (a `Vec` of the same entries: 21-44 / 33-42 / 50-95 ns) | linear |
+//! | queue + dequeue one task, 1 000 / 10 000 / 100 000 queued | 0.4-0.5 / 0.46-0.49 / 0.8-1.1 µs | `O(log n)` |
 //!
-//! The queue beats the bare round trips because feeders pipeline short tasks. Queue and
-//! dequeue grow faster than `log n` from 10 000 to 100 000 tasks: the trees are `O(log n)`,
-//! the rest is cache misses once the queue outgrows the caches (the pure core alone, in
-//! one loaded run of the ignored `core_timing` test: 0.8, 1.3, 2.2 µs).
+//! The queue beats the bare round trips because feeders pipeline short tasks. Its cost
+//! per task does not grow with its size any more (it did by a third to a half from 10^4
+//! to 10^6 tasks while the core kept hash maps, and dropping 10^6 tasks cost 8 to 21
+//! times as much as 10^5): what still grows is what any program pays once its data
+//! outgrow the caches. A queued task holds about 230 bytes (its entry, its record, its
+//! key, the boxed task and callback), so 10^6 of them hold about 230 MB. Reordering them
+//! all reads and writes that memory: the same passes over plain `std` structures cost 4
+//! times more per task at 10^6 than at 10^4, `set_priorities` 2 to 3 times. Dropping them
+//! frees every task's memory, which costs about as much per task as freeing a plain `Vec`
+//! of the same entries. Queuing and dequeuing one task in the middle of the queue grows
+//! as `log n`: a binary search in a bucket's sorted run.
 //!
 //! # Caveats
 //!

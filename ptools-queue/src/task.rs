@@ -21,6 +21,26 @@ pub(crate) type Callback<D, R> = Box<dyn FnMut(D, Result<R>) + Send>;
 pub struct TaskId {
     pub(crate) queue: u64,
     pub(crate) n: u64,
+    /// The index of the task's record in the queue (reused once the task has ended;
+    /// `n` tells the tasks apart).
+    pub(crate) slot: u32,
+}
+
+impl TaskId {
+    pub(crate) fn key(self) -> crate::core::TaskKey {
+        crate::core::TaskKey {
+            n: self.n,
+            slot: self.slot,
+        }
+    }
+
+    pub(crate) fn of(queue: u64, key: crate::core::TaskKey) -> TaskId {
+        TaskId {
+            queue,
+            n: key.n,
+            slot: key.slot,
+        }
+    }
 }
 
 impl fmt::Display for TaskId {
@@ -147,11 +167,19 @@ where
 
 /// What the queue core holds for one entry. The target sits beside the job, not in it,
 /// so that `set_priorities` over many entries reaches a target only when the user's
-/// closure reads it (one cache miss less per entry).
+/// closure reads it (one cache miss less per entry); `None` is [`Target::Any`], which
+/// needs no allocation.
 #[derive(Debug)]
 pub(crate) struct Queued {
-    pub(crate) target: Arc<Target>,
+    pub(crate) target: Option<Arc<Target>>,
     pub(crate) job: Box<dyn Job>,
+}
+
+impl Queued {
+    pub(crate) fn target(&self) -> &Target {
+        static ANY: Target = Target::Any;
+        self.target.as_deref().unwrap_or(&ANY)
+    }
 }
 
 /// A queued task as `set_priorities` and `dequeue_worker_tasks` see it.
@@ -226,6 +254,8 @@ pub(crate) enum Sent {
 /// One queued part, type-erased.
 pub(crate) trait Job: Send + fmt::Debug {
     fn data(&self) -> &dyn Any;
+    /// False for a task without callback: ending it unrun only counts it.
+    fn has_callback(&self) -> bool;
     fn send(self: Box<Self>, cluster: &Cluster, worker: usize) -> Sent;
     /// Ends the part without running it: its callback gets `Err(e)`.
     fn fail(self: Box<Self>, e: Error) -> Completion;
@@ -244,7 +274,47 @@ pub(crate) struct Part<D, R> {
     pub(crate) task: TaskId,
     pub(crate) data: D,
     pub(crate) method: fn(D) -> R,
-    pub(crate) callback: Arc<Mutex<Option<Callback<D, R>>>>,
+    pub(crate) callback: CallbackSlot<D, R>,
+}
+
+/// Where a part finds its task's callback.
+pub(crate) enum CallbackSlot<D, R> {
+    /// A one-part task owns its callback (no shared allocation, no lock), and so does each
+    /// part of an all-workers task without callback (none).
+    Own(Option<Callback<D, R>>),
+    /// The parts of an all-workers task share its callback, and call it one at a time.
+    /// Whether a part has a callback is known without this lock, so the queue never takes
+    /// it under its own lock (a callback may queue tasks, taking the queue's lock under
+    /// this one).
+    Shared(Arc<Mutex<Callback<D, R>>>),
+}
+
+impl<D, R> CallbackSlot<D, R> {
+    /// The slots of `n` parts sharing `callback`.
+    pub(crate) fn parts(callback: Option<Callback<D, R>>, n: usize) -> Vec<CallbackSlot<D, R>> {
+        match callback {
+            Some(c) => {
+                let c = Arc::new(Mutex::new(c));
+                (0..n).map(|_| CallbackSlot::Shared(c.clone())).collect()
+            }
+            None => (0..n).map(|_| CallbackSlot::Own(None)).collect(),
+        }
+    }
+
+    fn is_some(&self) -> bool {
+        match self {
+            CallbackSlot::Own(c) => c.is_some(),
+            CallbackSlot::Shared(_) => true,
+        }
+    }
+
+    fn call(self, data: D, r: Result<R>) {
+        match self {
+            CallbackSlot::Own(Some(mut f)) => f(data, r),
+            CallbackSlot::Own(None) => {}
+            CallbackSlot::Shared(c) => (c.lock())(data, r),
+        }
+    }
 }
 
 impl<D, R> fmt::Debug for Part<D, R> {
@@ -265,19 +335,14 @@ where
         };
         let ok = r.is_ok();
         let (cb, data) = (self.callback, self.data);
-        let has_callback = cb.lock().is_some();
+        let has_callback = cb.is_some();
         Completion {
             task: self.task,
             worker,
             ok,
             died,
             has_callback,
-            run: Box::new(move || {
-                let mut g = cb.lock();
-                if let Some(f) = g.as_mut() {
-                    f(data, r);
-                }
-            }),
+            run: Box::new(move || cb.call(data, r)),
         }
     }
 }
@@ -289,6 +354,10 @@ where
 {
     fn data(&self) -> &dyn Any {
         &self.data
+    }
+
+    fn has_callback(&self) -> bool {
+        self.callback.is_some()
     }
 
     fn send(self: Box<Self>, cluster: &Cluster, worker: usize) -> Sent {

@@ -282,3 +282,127 @@ fn dequeue_of_a_running_task_still_calls_back_once() {
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert_eq!(q.dequeue_worker_task(id), DequeueStatus::Finished);
 }
+
+/// A pseudo-random number from `i` (a multiplicative hash).
+fn mix(i: u64) -> u64 {
+    (i ^ 0x5bd1_e995).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 17
+}
+
+/// Runs the queue (one worker) until idle and returns the data of the tasks in the order
+/// their callbacks saw them, which on one worker is the dispatch order.
+fn run_in_order(q: &TaskQueue, order: &Arc<Mutex<Vec<u64>>>) -> Vec<u64> {
+    q.resume();
+    assert!(q.wait_idle_timeout(WAIT));
+    std::mem::take(&mut *order.lock().unwrap())
+}
+
+fn logging(order: &Arc<Mutex<Vec<u64>>>) -> impl FnMut(u64, ptools_queue::Result<u64>) + 'static {
+    let order = order.clone();
+    move |x, r| {
+        assert_eq!(r.unwrap(), x);
+        order.lock().unwrap().push(x);
+    }
+}
+
+#[test]
+fn equal_priorities_run_in_submission_order_across_100k_tasks() {
+    let (_c, q) = one_worker();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let n = 100_000u64;
+    for i in 0..n {
+        let t = QueuedWorkerTask::new(i, ident, logging(&order), Target::Any).priority(2.5);
+        q.queue_worker_task(t).unwrap();
+    }
+    let got = run_in_order(&q, &order);
+    assert_eq!(got.len(), n as usize);
+    assert!(got.into_iter().eq(0..n), "not in submission order");
+}
+
+#[test]
+fn set_priorities_orders_10k_tasks_by_priority_then_submission() {
+    let (_c, q) = one_worker();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let n = 10_000u64;
+    for i in 0..n {
+        // Queued in another order first, so that the reordering moves everything.
+        let t = QueuedWorkerTask::new(i, ident, logging(&order), Target::Any).priority(-(i as f64));
+        q.queue_worker_task(t).unwrap();
+    }
+    // Many ties (100 values), negative and fractional priorities.
+    let prio = |x: u64| (mix(x) % 100) as f64 / 4.0 - 10.0;
+    q.set_priorities(|_, t, _| prio(*t.data::<u64>().unwrap()))
+        .unwrap();
+    let mut want: Vec<u64> = (0..n).collect();
+    want.sort_by(|&a, &b| prio(a).total_cmp(&prio(b)).then(a.cmp(&b)));
+    assert_eq!(run_in_order(&q, &order), want);
+}
+
+#[test]
+fn dequeue_in_the_middle_of_a_long_queue() {
+    let (_c, q) = one_worker();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let dequeued = Arc::new(Mutex::new(Vec::new()));
+    let mut ids = Vec::new();
+    for i in 0..1000u64 {
+        let (order, dequeued) = (order.clone(), dequeued.clone());
+        let cb = move |x: u64, r: ptools_queue::Result<u64>| match r {
+            Ok(_) => order.lock().unwrap().push(x),
+            Err(Error::Dequeued) => dequeued.lock().unwrap().push(x),
+            Err(e) => panic!("{x}: {e}"),
+        };
+        ids.push(
+            q.queue_worker_task(QueuedWorkerTask::new(i, ident, cb, Target::Any))
+                .unwrap(),
+        );
+    }
+    assert_eq!(q.dequeue_worker_task(ids[500]), DequeueStatus::Dequeued);
+    assert_eq!(q.dequeue_worker_task(ids[500]), DequeueStatus::Finished);
+    assert_eq!(q.priority(ids[500]), None);
+    // Then a third of them at once.
+    let gone = q.dequeue_worker_tasks(|t| t.data::<u64>().is_some_and(|x| x % 3 == 1));
+    let want_gone: Vec<_> = (0..1000).filter(|i| i % 3 == 1).map(|i| ids[i]).collect();
+    assert_eq!(gone, want_gone);
+    let got = run_in_order(&q, &order);
+    let want: Vec<u64> = (0..1000).filter(|&i| i != 500 && i % 3 != 1).collect();
+    assert_eq!(got, want);
+    let mut dequeued = dequeued.lock().unwrap().clone();
+    dequeued.sort_unstable();
+    let mut want_dequeued: Vec<u64> = (0..1000).filter(|i| i % 3 == 1).collect();
+    want_dequeued.push(500);
+    want_dequeued.sort_unstable();
+    assert_eq!(dequeued, want_dequeued);
+}
+
+#[test]
+fn the_id_of_a_finished_task_never_reaches_a_later_one() {
+    // Task records are reused once a task has ended: the old id must still answer
+    // Finished, and leave the task that now uses the record alone.
+    let (_c, q) = one_worker();
+    q.resume();
+    let old: Vec<_> = (0..3u64)
+        .map(|i| {
+            q.queue_worker_task(QueuedWorkerTask::without_callback(i, ident, Target::Any))
+                .unwrap()
+        })
+        .collect();
+    assert!(q.wait_idle_timeout(WAIT));
+    q.pause();
+    let new: Vec<_> = (0..3u64)
+        .map(|i| {
+            q.queue_worker_task(QueuedWorkerTask::without_callback(i, ident, Target::Any))
+                .unwrap()
+        })
+        .collect();
+    for &id in &old {
+        assert_eq!(q.priority(id), None);
+        assert!(!q.set_priority(id, -1.0).unwrap());
+        assert_eq!(q.dequeue_worker_task(id), DequeueStatus::Finished);
+    }
+    for &id in &new {
+        assert!(!old.contains(&id));
+        assert_eq!(q.priority(id), Some(0.0));
+    }
+    assert_eq!(q.counts().queued, 3);
+    assert_eq!(q.dequeue_worker_task(new[1]), DequeueStatus::Dequeued);
+    assert_eq!(q.counts().queued, 2);
+}

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Shared, forget_part, lock};
+use super::{Shared, lock};
 use crate::core::{Entry, Place};
 use crate::error::Error;
 use crate::task::{Completion, InFlight, Queued, Sent};
@@ -138,10 +138,6 @@ fn take(sh: &Shared, w: usize, want: usize, block: bool) -> Take {
         if !st.paused {
             while v.len() < want {
                 let Some(e) = st.core.pop_for(w) else { break };
-                if let Some(l) = st.live.get_mut(&e.task) {
-                    l.queued -= 1;
-                    l.running += 1;
-                }
                 v.push(e);
             }
         }
@@ -175,16 +171,12 @@ fn requeue(sh: &Shared, place: Place, job: Queued) {
         let c = job.job.fail(Error::Shutdown);
         let mut st = lock(&sh.st);
         st.counts.dequeued += 1;
-        forget_part(&mut st, place.task, true);
+        st.core.finish(place.task);
         st.counts.callbacks_pending += usize::from(c.has_callback);
         sh.notify_if_idle(&st);
         drop(st);
         sh.deliver(vec![c]);
         return;
-    }
-    if let Some(l) = st.live.get_mut(&place.task) {
-        l.queued += 1;
-        l.running -= 1;
     }
     st.core.requeue(place, job);
 }
@@ -204,7 +196,7 @@ fn complete(sh: &Shared, done: Vec<(Place, Completion)>) {
             } else {
                 st.counts.failed += 1;
             }
-            forget_part(&mut st, place.task, true);
+            st.core.finish(place.task);
             st.counts.callbacks_pending += usize::from(c.has_callback);
             out.push(c);
         }

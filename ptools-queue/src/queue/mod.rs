@@ -28,10 +28,10 @@ use ptools_workerset::Cluster;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::core::{Bucket, Core, Entry, Prio, SeqMap};
+use crate::core::{Bucket, Core, Entry, Prio, TaskState};
 use crate::error::{Error, Result};
 use crate::target::{RemoteInfo, Resolved, Target, resolve};
-use crate::task::{Completion, Job, Part, Queued, QueuedWorkerTask, TaskId, TaskRef};
+use crate::task::{CallbackSlot, Completion, Part, Queued, QueuedWorkerTask, TaskId, TaskRef};
 
 mod callbacks;
 mod feeder;
@@ -97,12 +97,6 @@ pub struct CallbackPanic {
 
 type Hook = Arc<dyn Fn(&CallbackPanic) + Send + Sync>;
 
-#[derive(Debug, Default, Clone, Copy)]
-struct Live {
-    queued: u32,
-    running: u32,
-}
-
 struct State {
     core: Core<Queued>,
     /// Prepared workers that are alive, with their hosts.
@@ -112,9 +106,6 @@ struct State {
     prepared: bool,
     paused: bool,
     shutdown: bool,
-    next_task: u64,
-    /// Tasks with parts queued or running.
-    live: SeqMap<u64, Live>,
     counts: Counts,
     idle_feeders: usize,
 }
@@ -205,8 +196,6 @@ impl TaskQueue {
                 prepared: false,
                 paused: false,
                 shutdown: false,
-                next_task: 0,
-                live: SeqMap::default(),
                 counts: Counts::default(),
                 idle_feeders: 0,
             }),
@@ -370,41 +359,36 @@ impl TaskQueue {
         } else {
             resolve(&t.target, &live, |id| st.dead.get(&id).cloned())?
         };
-        let task = TaskId {
-            queue: self.sh.id,
-            n: st.next_task,
-        };
-        st.next_task += 1;
-        let callback = Arc::new(Mutex::new(t.callback));
-        let target = Arc::new(t.target);
-        let part = |data: D| -> Box<dyn Job> {
-            Box::new(Part {
-                task,
-                data,
-                method: t.method,
-                callback: callback.clone(),
-            })
-        };
-        let parts: Vec<(Bucket, Box<dyn Job>)> = match resolved {
-            Resolved::One(b) => vec![(b, part(t.data))],
-            Resolved::All(ids) => ids
-                .into_iter()
-                .map(|id| (Bucket::ids(vec![id]), part(t.data.clone())))
-                .collect(),
-        };
-        st.live.insert(
-            task.n,
-            Live {
-                queued: parts.len() as u32,
-                running: 0,
-            },
-        );
-        for (b, job) in parts {
-            let q = Queued {
-                target: target.clone(),
-                job,
-            };
-            st.core.push(task.n, b, prio, q);
+        // Nothing can fail from here on: the task gets its number and its parts.
+        let key = st.core.new_task();
+        let task = TaskId::of(self.sh.id, key);
+        let target = (!matches!(t.target, Target::Any)).then(|| Arc::new(t.target));
+        match resolved {
+            Resolved::One(b) => {
+                let job = Box::new(Part {
+                    task,
+                    data: t.data,
+                    method: t.method,
+                    callback: CallbackSlot::Own(t.callback),
+                });
+                st.core.push(key, b, prio, Queued { target, job });
+            }
+            Resolved::All(ids) => {
+                let callbacks = CallbackSlot::parts(t.callback, ids.len());
+                for (id, callback) in ids.into_iter().zip(callbacks) {
+                    let job = Box::new(Part {
+                        task,
+                        data: t.data.clone(),
+                        method: t.method,
+                        callback,
+                    });
+                    let q = Queued {
+                        target: target.clone(),
+                        job,
+                    };
+                    st.core.push(key, Bucket::ids(vec![id]), prio, q);
+                }
+            }
         }
         if st.idle_feeders > 0 && !st.paused {
             self.sh.work.notify_all();
@@ -453,19 +437,18 @@ impl TaskQueue {
             return DequeueStatus::Unknown;
         }
         let mut st = lock(&self.sh.st);
-        if st.core.has_task(id.n) {
-            let gone = st.core.remove_task(id.n);
-            let done = self.sh.end_queued(&mut st, gone, || Error::Dequeued);
-            drop(st);
-            self.sh.deliver(done);
-            return DequeueStatus::Dequeued;
-        }
-        if st.live.contains_key(&id.n) {
-            DequeueStatus::Running
-        } else if id.n < st.next_task {
-            DequeueStatus::Finished
-        } else {
-            DequeueStatus::Unknown
+        match st.core.task_state(id.key()) {
+            TaskState::Queued => {
+                let gone = st.core.remove_task(id.key());
+                self.sh
+                    .count_ended(&mut st, gone.len(), callbacks(gone.iter()), true);
+                drop(st);
+                self.sh.fail(gone.into_iter().map(|e| (e, Error::Dequeued)));
+                DequeueStatus::Dequeued
+            }
+            TaskState::Running => DequeueStatus::Running,
+            TaskState::Gone if st.core.issued(id.n) => DequeueStatus::Finished,
+            TaskState::Gone => DequeueStatus::Unknown,
         }
     }
 
@@ -481,18 +464,13 @@ impl TaskQueue {
         let qid = self.sh.id;
         let mut st = lock(&self.sh.st);
         let gone = st.core.remove_where(|e| filter(&task_ref(qid, e)));
-        let mut ids: Vec<TaskId> = gone
-            .iter()
-            .map(|e| TaskId {
-                queue: qid,
-                n: e.task,
-            })
-            .collect();
+        self.sh
+            .count_ended(&mut st, gone.len(), callbacks(gone.iter()), true);
+        drop(st);
+        let mut ids: Vec<TaskId> = gone.iter().map(|e| TaskId::of(qid, e.task)).collect();
         ids.sort_unstable();
         ids.dedup();
-        let done = self.sh.end_queued(&mut st, gone, || Error::Dequeued);
-        drop(st);
-        self.sh.deliver(done);
+        self.sh.fail(gone.into_iter().map(|e| (e, Error::Dequeued)));
         ids
     }
 
@@ -538,10 +516,10 @@ impl TaskQueue {
         let qid = self.sh.id;
         let mut st = lock(&self.sh.st);
         let core = &mut st.core;
-        // Unwind safety: `Core::set_priorities` writes only each entry's scratch `next`
-        // before the last call of `f` returns, and `next` is overwritten before it is
-        // read, so a panic in `f` leaves the core exactly as it was. Catching it here,
-        // under the guard, also keeps the mutex from being poisoned.
+        // Unwind safety: `Core::set_priorities` changes nothing before the last call of
+        // `f` returns (it computes every new priority into a vector of its own first), so
+        // a panic in `f` leaves the core exactly as it was. Catching it here, under the
+        // guard, also keeps the queue from being left half-updated.
         let r = catch_unwind(AssertUnwindSafe(|| {
             core.set_priorities(|e, cur| {
                 let r = task_ref(qid, e);
@@ -564,7 +542,7 @@ impl TaskQueue {
         if id.queue != self.sh.id {
             return None;
         }
-        lock(&self.sh.st).core.priority(id.n)
+        lock(&self.sh.st).core.priority(id.key())
     }
 
     /// Sets the priority of queued task `id`; `Ok(false)` if it is not queued.
@@ -577,7 +555,7 @@ impl TaskQueue {
         if id.queue != self.sh.id {
             return Ok(false);
         }
-        Ok(lock(&self.sh.st).core.set_priority(id.n, p))
+        Ok(lock(&self.sh.st).core.set_priority(id.key(), p))
     }
 
     /// Stops handing tasks to workers; running tasks finish. Queuing still works.
@@ -661,20 +639,38 @@ impl Drop for TaskQueue {
         let mut st = lock(&self.sh.st);
         st.shutdown = true;
         let gone = st.core.drain();
-        let done = self.sh.end_queued(&mut st, gone, || Error::Shutdown);
+        st.counts.dequeued += gone.len() as u64;
         drop(st);
-        self.sh.deliver(done);
         self.sh.work.notify_all();
+        // Out of the lock, in one pass: the callbacks' completions, and freeing the tasks.
+        // Nobody can wait for this queue to be idle any more (this is its drop), so its
+        // callbacks are counted pending only now, before they reach the callback thread.
+        let done: Vec<Completion> = gone
+            .into_seq_order()
+            .filter_map(|e| {
+                let job = e.payload.job;
+                job.has_callback().then(|| job.fail(Error::Shutdown))
+            })
+            .collect();
+        if !done.is_empty() {
+            lock(&self.sh.st).counts.callbacks_pending += done.len();
+        }
+        self.sh.deliver(done);
     }
 }
 
 fn task_ref(queue: u64, e: &Entry<Queued>) -> TaskRef<'_> {
     TaskRef {
-        id: TaskId { queue, n: e.task },
+        id: TaskId::of(queue, e.task),
         bucket: &e.bucket,
-        target: &e.payload.target,
+        target: e.payload.target(),
         job: &*e.payload.job,
     }
+}
+
+/// How many of `entries` have a callback.
+fn callbacks<'a>(entries: impl Iterator<Item = &'a Entry<Queued>>) -> usize {
+    entries.filter(|e| e.payload.job.has_callback()).count()
 }
 
 fn is_idle(st: &State) -> bool {
@@ -682,29 +678,30 @@ fn is_idle(st: &State) -> bool {
 }
 
 impl Shared {
-    /// Ends entries taken out of the queue without running: counts them and makes their
-    /// completions (to be delivered once the lock is released).
-    fn end_queued(
-        &self,
-        st: &mut State,
-        gone: Vec<Entry<Queued>>,
-        err: impl Fn() -> Error,
-    ) -> Vec<Completion> {
-        let mut out = Vec::with_capacity(gone.len());
-        for e in gone {
-            let e2 = err();
-            if matches!(e2, Error::Dequeued | Error::Shutdown) {
-                st.counts.dequeued += 1;
-            } else {
-                st.counts.failed += 1;
-            }
-            forget_part(st, e.task, false);
-            let c = e.payload.job.fail(e2);
-            st.counts.callbacks_pending += usize::from(c.has_callback);
-            out.push(c);
+    /// Counts `n` entries taken out of the queue without running, under the lock: as
+    /// dequeued (for [`Error::Dequeued`] and [`Error::Shutdown`]) or as failed, and the
+    /// `callbacks` among them as pending. [`fail`](Self::fail) ends them once the lock is
+    /// released.
+    fn count_ended(&self, st: &mut State, n: usize, callbacks: usize, dequeued: bool) {
+        if dequeued {
+            st.counts.dequeued += n as u64;
+        } else {
+            st.counts.failed += n as u64;
         }
+        st.counts.callbacks_pending += callbacks;
         self.notify_if_idle(st);
-        out
+    }
+
+    /// Ends entries counted by [`count_ended`](Self::count_ended), without the lock: the
+    /// callbacks get their error on the callback thread, the tasks without callback are
+    /// freed here.
+    fn fail(&self, gone: impl IntoIterator<Item = (Entry<Queued>, Error)>) {
+        let done: Vec<Completion> = gone
+            .into_iter()
+            .filter(|(e, _)| e.payload.job.has_callback())
+            .map(|(e, err)| e.payload.job.fail(err))
+            .collect();
+        self.deliver(done);
     }
 
     /// Wakes `wait_idle` callers if the queue is idle now (the callback thread does it
@@ -755,27 +752,10 @@ impl Shared {
                     .unwrap_or(Error::NoWorkers),
             })
             .collect();
-        let mut done = Vec::with_capacity(gone.len());
-        for (e, err) in gone.into_iter().zip(errors) {
-            done.extend(self.end_queued(&mut st, vec![e], || err.clone()));
-        }
+        self.count_ended(&mut st, gone.len(), callbacks(gone.iter()), false);
         drop(st);
-        self.deliver(done);
+        self.fail(gone.into_iter().zip(errors));
         self.work.notify_all();
         self.idle.notify_all();
-    }
-}
-
-/// Counts one part of `task` as no longer queued (or no longer running).
-fn forget_part(st: &mut State, task: u64, running: bool) {
-    if let Some(l) = st.live.get_mut(&task) {
-        if running {
-            l.running -= 1;
-        } else {
-            l.queued -= 1;
-        }
-        if l.queued == 0 && l.running == 0 {
-            st.live.remove(&task);
-        }
     }
 }
