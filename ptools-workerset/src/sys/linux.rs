@@ -460,6 +460,33 @@ pub(crate) fn spawn_worker(
     Ok(Process { inner })
 }
 
+/// Makes the allocator keep up to `bytes` of freed memory instead of returning it to the
+/// system at once (glibc's `M_TRIM_THRESHOLD`, and `M_MMAP_THRESHOLD` so that large
+/// buffers come from the heap where freed memory is kept): a worker's large buffers then
+/// cost page faults on the first call only. [`release_freed_memory`] gives it back.
+pub(crate) fn keep_freed_memory(bytes: usize) {
+    #[cfg(target_env = "gnu")]
+    {
+        let b = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+        // SAFETY: mallopt only sets allocator parameters; it is thread-safe in glibc.
+        unsafe {
+            libc::mallopt(libc::M_TRIM_THRESHOLD, b);
+            libc::mallopt(libc::M_MMAP_THRESHOLD, b / 2);
+        }
+    }
+    #[cfg(not(target_env = "gnu"))]
+    let _ = bytes;
+}
+
+/// Returns the freed memory the allocator kept (glibc's `malloc_trim`).
+pub(crate) fn release_freed_memory() {
+    // SAFETY: malloc_trim only returns free heap memory to the system; thread-safe.
+    #[cfg(target_env = "gnu")]
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 #[cfg(test)]
 mod cloexec_tests {
     use super::cloexec_all_but;
@@ -495,32 +522,5 @@ mod cloexec_tests {
         assert!(cloexec(c.as_fd()));
         // Stdio is never touched, kept or not.
         assert!(!cloexec(std::io::stderr().as_fd()));
-    }
-}
-
-/// Makes the allocator keep up to `bytes` of freed memory instead of returning it to the
-/// system at once (glibc's `M_TRIM_THRESHOLD`, and `M_MMAP_THRESHOLD` so that large
-/// buffers come from the heap where freed memory is kept): a worker's large buffers then
-/// cost page faults on the first call only. [`release_freed_memory`] gives it back.
-pub(crate) fn keep_freed_memory(bytes: usize) {
-    #[cfg(target_env = "gnu")]
-    {
-        let b = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-        // SAFETY: mallopt only sets allocator parameters; it is thread-safe in glibc.
-        unsafe {
-            libc::mallopt(libc::M_TRIM_THRESHOLD, b);
-            libc::mallopt(libc::M_MMAP_THRESHOLD, b / 2);
-        }
-    }
-    #[cfg(not(target_env = "gnu"))]
-    let _ = bytes;
-}
-
-/// Returns the freed memory the allocator kept (glibc's `malloc_trim`).
-pub(crate) fn release_freed_memory() {
-    // SAFETY: malloc_trim only returns free heap memory to the system; thread-safe.
-    #[cfg(target_env = "gnu")]
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
