@@ -36,8 +36,9 @@ pub(crate) struct Region {
 // value); moving it to another thread moves that ownership, and every use goes through
 // `&mut self` or copies bytes (see `copy_out`).
 unsafe impl Send for Region {}
-// SAFETY: the `&self` methods only read the descriptor (`fd`); everything touching the
-// mapping takes `&mut self`.
+// SAFETY: the `&self` methods read the descriptor (`fd`), or (the unsafe `slice`) lend
+// the mapping shared under its caller's contract; everything that maps, unmaps or writes
+// takes `&mut self`.
 unsafe impl Sync for Region {}
 
 impl Region {
