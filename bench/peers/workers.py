@@ -1,6 +1,6 @@
-"""Worker-pool peers: ProcessPoolExecutor round trip, Pool.map throughput with
-chunksize 1 and with the default chunking, Pool(2) start-up and a worker's resident
-memory. Two worker processes, like the ptools benches; every pool is shut down on exit.
+"""Worker-pool peers: ProcessPoolExecutor round trip (8 bytes and a 16 MiB bytes
+payload), Pool.map throughput with chunksize 1 and with the default chunking, Pool(2)
+start-up and a worker's resident memory. Two worker processes, like the ptools benches; every pool is shut down on exit.
 """
 
 import concurrent.futures
@@ -26,6 +26,19 @@ def round_trip():
             skip("py_worker_rss", "no /proc/PID/status")
         else:
             report_kib("py_worker_rss", kib)
+
+
+def echo(b):
+    return b
+
+
+def payload_round_trip():
+    """16 MiB of bytes to a worker and back (pickled through its pipe both ways)."""
+    data = bytes(range(256)) * (16 * 1024 * 1024 // 256)
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1, initializer=die_with_parent) as ex:
+        assert ex.submit(echo, data).result() == data
+        s = measure(lambda: ex.submit(echo, data).result(), budget(3), max_samples=20, min_samples=3)
+        report("py_processpool_payload_16mib", s)
 
 
 def pool_map():
@@ -55,6 +68,7 @@ if __name__ == "__main__":
     note(f"workers.py: start method {multiprocessing.get_start_method()}")
     t0 = time.perf_counter()
     round_trip()
+    payload_round_trip()
     pool_map()
     startup()
     note(f"workers.py: {time.perf_counter() - t0:.1f} s")

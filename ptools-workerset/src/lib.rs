@@ -106,10 +106,18 @@
 //!
 //! - worker to master, first: `HELLO` (magic, protocol version, pid, build identity);
 //!   the master answers `WELCOME(id)` or `REJECT` (the worker then exits with code 3);
-//! - master to worker: `CALL(function offset, trampoline offset, encoded argument)`;
+//! - master to worker: `CALL(function offset, trampoline offset, acked, encoded argument)`;
 //! - worker to master: one reply per call, in call order: `OK(result)`,
 //!   `PANIC(message, location)`, `DECODE(message)` (argument), `ENCODE(message)` (result)
 //!   or `TOO_LARGE(length, cap)` (a result over the frame cap, not sent).
+//!
+//! A local worker also gets two shared-memory regions at exec (memfds sealed against
+//! shrinking: never in `/dev/shm`, gone with the last process holding them). An argument
+//! or result of 64 KiB or more goes through them when they are free (`CALL_ZC`,
+//! `REPLY_ZC`: the frame carries only its offset and length), so a large payload costs
+//! user-space copies into mappings kept from call to call instead of the socket's kernel
+//! copies into fresh buffers; the master checks every reference a worker sends and copies
+//! a result out once before decoding it (`src/cluster/PROTOCOL.md`, "Large payloads").
 //!
 //! Replies need no call id: a worker runs calls one at a time in arrival order, so the
 //! n-th reply answers the n-th call, and the master keeps a FIFO of completion slots per

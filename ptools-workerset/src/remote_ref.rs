@@ -234,7 +234,9 @@ impl<R> fmt::Debug for RemoteRef<R> {
 
 fn decode<R: DeserializeOwned>(r: Result<Vec<u8>>) -> Result<R> {
     let bytes = r?;
-    crate::codec::decode(&bytes).map_err(|e| Error::Decode(format!("result: {e}")))
+    let r = crate::codec::decode(&bytes).map_err(|e| Error::Decode(format!("result: {e}")));
+    crate::wire::give_back(bytes);
+    r
 }
 
 impl<R: DeserializeOwned> RemoteRef<R> {

@@ -12,8 +12,23 @@ use std::time::{Duration, Instant};
 
 use crate::sys;
 
-/// Master to worker, data link: `[f_off u64][tramp_off u64][argument]`.
+/// Master to worker, data link: `[f_off u64][tramp_off u64][acked u64][argument]`;
+/// `acked` counts the [`REPLY_ZC`] results the master has read out of the result region so
+/// far (the region is free for the next one when the worker has sent no more).
 pub(crate) const CALL: u8 = 1;
+/// Master to worker, data link, a local worker only: `[f_off u64][tramp_off u64]
+/// [acked u64][offset u64][length u64]`, the argument being those bytes of the argument
+/// region (see `cluster/PROTOCOL.md`, "Large payloads").
+pub(crate) const CALL_ZC: u8 = 2;
+/// The length of a call's header (kind, two offsets, `acked`).
+pub(crate) const CALL_HEAD: usize = 25;
+/// Worker to master, data link, a local worker only: a successful result left in the
+/// result region, `[offset u64][length u64]` (a plain reply's kind is its status byte).
+pub(crate) const REPLY_ZC: u8 = 0x41;
+/// Arguments and results of at least this many bytes go through a local worker's
+/// shared-memory regions instead of the socket (measured: see the payload rows in
+/// `cluster/PROTOCOL.md`).
+pub(crate) const ZC_THRESHOLD: usize = 64 * 1024;
 /// Worker to master, data link, first frame: the encoded [`Hello`] (`codec`).
 pub(crate) const HELLO: u8 = 10;
 /// Master to worker, data link, answer to `HELLO`: `[id u64]`.
@@ -35,8 +50,48 @@ pub(crate) const PONG: u8 = 21;
 /// Control link, master to worker: finish the running call, then exit.
 pub(crate) const SHUTDOWN: u8 = 22;
 
-/// Bumped whenever the frames change (2: the codec's own format replaced postcard).
-pub(crate) const PROTOCOL: u32 = 2;
+/// The largest scratch buffer (a call's frame on the master, a result on the worker) kept
+/// from one call to the next: a fresh large buffer costs a page fault per 4 KiB page on
+/// every call, more than the copies themselves. A worker gives its buffer back once idle
+/// for [`IDLE_RELEASE`], so its idle resident memory stays what it was before the call.
+pub(crate) const KEEP_BUF: usize = 64 << 20;
+/// How long a worker holding a large scratch buffer waits for the next call before it
+/// gives the buffer back.
+pub(crate) const IDLE_RELEASE: Duration = Duration::from_millis(500);
+
+thread_local! {
+    /// A result buffer given back after decoding, for the next large result read on this
+    /// thread (see [`result_buf`]).
+    static SPARE: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// An empty buffer for a result of `len` bytes: the one this thread gave back last when it
+/// is large enough (a `remotecall_fetch` reads its own reply on its own thread and decodes
+/// it there, so a run of large calls reuses one buffer instead of faulting in a fresh one
+/// each time).
+pub(crate) fn result_buf(len: usize) -> Vec<u8> {
+    if len < 64 * 1024 {
+        return Vec::with_capacity(len);
+    }
+    let mut v = SPARE.take();
+    if v.capacity() < len {
+        v = Vec::with_capacity(len);
+    }
+    v.clear();
+    v
+}
+
+/// Gives a decoded result's buffer back to this thread, if it is large but not over
+/// [`KEEP_BUF`] (one buffer per thread at most).
+pub(crate) fn give_back(v: Vec<u8>) {
+    if (64 * 1024..=KEEP_BUF).contains(&v.capacity()) {
+        SPARE.set(v);
+    }
+}
+
+/// Bumped whenever the frames change (2: the codec's own format replaced postcard; 3:
+/// `acked` in calls, `CALL_ZC` and `REPLY_ZC`).
+pub(crate) const PROTOCOL: u32 = 3;
 /// Opens every handshake.
 pub(crate) const MAGIC: u64 = 0x5054_4f4f_4c53_5753;
 /// The default cap on a frame's body (1 GiB): an argument or result larger than this is a

@@ -20,7 +20,8 @@ use crate::sys;
 use crate::wire::{self, FrameReader, Link, UnixLink};
 
 /// Set in a worker's environment by the master:
-/// `data_fd,control_fd,master_pid,max_frame_bytes,handshake_timeout_ms`.
+/// `data_fd,control_fd,master_pid,max_frame_bytes,handshake_timeout_ms,arg_fd,res_fd` (the
+/// last two the shared-memory regions, -1 when the master has none for it).
 pub(crate) const ENV_FDS: &str = "PTOOLS_WORKER_FD";
 
 static MYID: AtomicUsize = AtomicUsize::new(1);
@@ -56,16 +57,20 @@ pub(crate) fn enter_if_worker() {
     let Some(v) = std::env::var_os(ENV_FDS) else {
         return;
     };
-    let parsed: Option<(RawFd, RawFd, i32, usize, u64)> = v.to_str().and_then(|s| {
+    type Parsed = (RawFd, RawFd, i32, usize, u64, RawFd, RawFd);
+    let parsed: Option<Parsed> = v.to_str().and_then(|s| {
         let mut it = s.split(',');
         let d = it.next()?.parse().ok()?;
         let c = it.next()?.parse().ok()?;
         let m = it.next()?.parse().ok()?;
         let cap = it.next()?.parse().ok()?;
         let ms = it.next()?.parse().ok()?;
-        it.next().is_none().then_some((d, c, m, cap, ms))
+        // The regions are optional: without them the worker uses its socket only.
+        let a = it.next().map_or(Some(-1), |a| a.parse().ok())?;
+        let r = it.next().map_or(Some(-1), |r| r.parse().ok())?;
+        it.next().is_none().then_some((d, c, m, cap, ms, a, r))
     });
-    let Some((d, c, master, cap, ms)) = parsed else {
+    let Some((d, c, master, cap, ms, a, r)) = parsed else {
         eprintln!("ptools-workerset: malformed {ENV_FDS}={v:?}");
         exit_now(2)
     };
@@ -95,12 +100,58 @@ pub(crate) fn enter_if_worker() {
     if !sys::die_with_parent(master) {
         exit_now(0)
     }
+    // Without both regions, every payload goes on the socket (the master sends no
+    // `CALL_ZC` to a worker it passed none; one it did is refused below, see `serve`).
+    let zc = (a >= 0 && r >= 0 && a != r && ![d, c].contains(&a) && ![d, c].contains(&r))
+        .then(|| {
+            Some(WorkerZc::new(
+                sys::Region::adopt(a).ok()?,
+                sys::Region::adopt(r).ok()?,
+            ))
+        })
+        .flatten();
     run(
         UnixLink(data),
         UnixLink(ctl),
         cap,
         Duration::from_millis(ms),
+        zc,
     )
+}
+
+/// A local worker's side of its two shared-memory regions (see `cluster/PROTOCOL.md`,
+/// "Large payloads").
+struct WorkerZc {
+    /// Written by the master, read here.
+    arg: sys::Region,
+    /// Written here, copied out by the master.
+    res: sys::Region,
+    /// Results left in `res` so far.
+    sent: u64,
+    /// The largest count of those the master has said it copied out.
+    acked: u64,
+}
+
+impl WorkerZc {
+    fn new(arg: sys::Region, res: sys::Region) -> WorkerZc {
+        WorkerZc {
+            arg,
+            res,
+            sent: 0,
+            acked: 0,
+        }
+    }
+
+    /// Leaves `res` in the result region if it is free (the master copied out every
+    /// earlier one) and can hold it; true when it did.
+    fn put(&mut self, res: &[u8]) -> bool {
+        if self.acked != self.sent || self.res.ensure(res.len()).is_err() {
+            return false;
+        }
+        self.res.write(0, res);
+        self.sent += 1;
+        true
+    }
 }
 
 /// Worker mode for a process a launcher started: join the master over TCP, then serve.
@@ -138,6 +189,7 @@ fn serve_joined(joined: crate::net::Joined, why: &str) -> ! {
                     cfg.handshake + cfg.heartbeat + Duration::from_secs(5),
                     cfg.heartbeat,
                 )),
+                None,
             )
         }
         Err(m) => {
@@ -175,7 +227,7 @@ pub(crate) fn single_threaded() -> bool {
         .unwrap_or(false)
 }
 
-fn run(data: UnixLink, ctl: UnixLink, cap: usize, handshake: Duration) -> ! {
+fn run(data: UnixLink, ctl: UnixLink, cap: usize, handshake: Duration, zc: Option<WorkerZc>) -> ! {
     CAP.store(cap, Ordering::Relaxed);
     let mut reader = FrameReader::with_cap(wire::HANDSHAKE_CAP);
     let Ok(build) = sys::BuildId::of_self() else {
@@ -218,6 +270,7 @@ fn run(data: UnixLink, ctl: UnixLink, cap: usize, handshake: Duration) -> ! {
         reader.with_new_cap(cap),
         cap,
         None,
+        zc,
     )
 }
 
@@ -231,6 +284,7 @@ fn serve(
     mut reader: FrameReader,
     cap: usize,
     heartbeat: Option<(Duration, Duration)>,
+    mut zc: Option<WorkerZc>,
 ) -> ! {
     CAP.store(cap, Ordering::Relaxed);
     DATA_FD.store(data_fd, Ordering::Relaxed);
@@ -252,24 +306,60 @@ fn serve(
         .spawn(move || r2.flusher())
         .unwrap_or_else(|_| exit_now(2));
     let mut res = Vec::new();
+    // Freed memory is kept by the allocator while calls come (see `KEEP_BUF`), given back
+    // once the worker is idle.
+    sys::keep_freed_memory(wire::KEEP_BUF);
+    let mut held_large = false;
     loop {
         // Replies go out as soon as no further call is already buffered: a lone call is
         // answered at once, and pipelined calls share one write.
         if !reader.has_frame() {
             replies.flush();
+            // A large result buffer is kept for the next call only if it comes soon.
+            if held_large && !data.wait_readable(wire::IDLE_RELEASE).unwrap_or(true) {
+                res = Vec::new();
+                sys::release_freed_memory();
+                held_large = false;
+            }
         }
         let body = match reader.next(&*data) {
             Ok(Some(b)) => b,
             Ok(None) => exit_now(0),
             Err(_) => exit_now(1),
         };
-        if body[0] != wire::CALL || body.len() < 17 {
+        let zc_call = body[0] == wire::CALL_ZC && body.len() == wire::CALL_HEAD + 16;
+        if !(zc_call || body[0] == wire::CALL && body.len() >= wire::CALL_HEAD) {
             eprintln!("ptools-workerset: worker got a malformed frame");
             exit_now(1)
         }
         let f = FnRef {
             f_off: wire::u64_at(body, 1).unwrap_or(0),
             tramp_off: wire::u64_at(body, 9).unwrap_or(0),
+        };
+        let acked = wire::u64_at(body, 17).unwrap_or(0);
+        if let Some(z) = &mut zc {
+            z.acked = z.acked.max(acked);
+        }
+        let mut arg_len = body.len();
+        let arg: &[u8] = if zc_call {
+            let off = wire::u64_at(body, 25).unwrap_or(0);
+            let len = wire::u64_at(body, 33).unwrap_or(0);
+            let Some(z) = zc.as_mut() else {
+                eprintln!("ptools-workerset: worker got a malformed frame");
+                exit_now(1)
+            };
+            if z.arg.cover(off, len, cap).is_err() {
+                eprintln!("ptools-workerset: worker got a malformed frame");
+                exit_now(1)
+            }
+            arg_len = len as usize;
+            // SAFETY: `cover` checked the range; the master writes its argument region
+            // again only after it has read the reply to this call, which is sent after the
+            // argument is decoded (and this borrow is gone), and this worker trusts its
+            // master in any case (it runs the code the master names).
+            unsafe { z.arg.slice(off as usize, len as usize) }
+        } else {
+            &body[wire::CALL_HEAD..]
         };
         BUSY.store(true, Ordering::SeqCst);
         if SHUTDOWN.load(Ordering::SeqCst) {
@@ -279,10 +369,16 @@ fn serve(
         res.clear();
         // SAFETY: the handshake proved the master runs this very executable image, and
         // the master made these offsets with `FnRef::single`/`FnRef::batch`.
-        let status = unsafe { f.invoke(&body[17..], &mut res) };
+        let status = unsafe { f.invoke(arg, &mut res) };
         // The reply is in the buffer before the call counts as done: a shutdown that finds
         // this worker idle flushes the buffer, so a finished call is never reported dead.
-        replies.push(status, &res);
+        let cap_ok = res.len() < CAP.load(Ordering::Relaxed);
+        let large = status == Status::Ok && res.len() >= wire::ZC_THRESHOLD && cap_ok;
+        if large && zc.as_mut().is_some_and(|z| z.put(&res)) {
+            replies.push_zc(res.len());
+        } else {
+            replies.push(status, &res);
+        }
         BUSY.store(false, Ordering::SeqCst);
         if SHUTDOWN.load(Ordering::SeqCst) {
             replies.flush();
@@ -293,9 +389,10 @@ fn serve(
             // the flusher writes the held replies soon if the call thread does not.
             replies.arm();
         }
-        if res.capacity() > 1 << 20 {
+        if res.capacity() > wire::KEEP_BUF {
             res = Vec::new();
         }
+        held_large |= res.capacity() > 1 << 20 || arg_len > 1 << 20;
     }
 }
 
@@ -329,6 +426,15 @@ impl Replies {
         let mut b = lock(&self.buf);
         let at = wire::append(&mut b, status as u8);
         b.extend_from_slice(res);
+        wire::finish_at(&mut b, at);
+    }
+
+    /// The reply to a call whose result was left in the result region.
+    fn push_zc(&self, len: usize) {
+        let mut b = lock(&self.buf);
+        let at = wire::append(&mut b, wire::REPLY_ZC);
+        b.extend_from_slice(&0u64.to_le_bytes());
+        b.extend_from_slice(&(len as u64).to_le_bytes());
         wire::finish_at(&mut b, at);
     }
 

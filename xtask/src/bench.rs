@@ -160,7 +160,8 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
     crit("remotecall_fetch round trip, Vec<u8> of 1 KiB", PAYLOAD, "payload/remotecall_fetch_vec_u8/1KiB", Some("payload/raw_socketpair/1KiB"), Reported, None, P::None).rust(&["rs_ipc_channel_bytes/1KiB", "rs_ipc_channel_vec_u8/1KiB", "rs_procspawn_vec_u8/1KiB"]),
     crit("remotecall_fetch round trip, Vec<u8> of 64 KiB", PAYLOAD, "payload/remotecall_fetch_vec_u8/64KiB", Some("payload/raw_socketpair/64KiB"), Reported, None, P::None).rust(&["rs_ipc_channel_bytes/64KiB", "rs_ipc_channel_vec_u8/64KiB", "rs_procspawn_vec_u8/64KiB"]),
     crit("remotecall_fetch round trip, Vec<u8> of 1 MiB", PAYLOAD, "payload/remotecall_fetch_vec_u8/1MiB", Some("payload/raw_socketpair/1MiB"), Reported, None, P::Time).rust(&["rs_ipc_channel_bytes/1MiB", "rs_ipc_channel_vec_u8/1MiB", "rs_procspawn_vec_u8/1MiB"]),
-    crit("remotecall_fetch round trip, Vec<u8> of 16 MiB", PAYLOAD, "payload/remotecall_fetch_vec_u8/16MiB", Some("payload/raw_socketpair/16MiB"), Ratio(2.0), None, P::Time).rust(&["rs_ipc_channel_bytes/16MiB", "rs_ipc_channel_vec_u8/16MiB", "rs_procspawn_vec_u8/16MiB"]),
+    crit("remotecall_fetch round trip, Vec<u8> of 16 MiB", PAYLOAD, "payload/remotecall_fetch_vec_u8/16MiB", Some("payload/raw_socketpair/16MiB"), Ratio(2.0), Some("py_processpool_payload_16mib"), P::Time).rust(&["rs_ipc_channel_bytes/16MiB", "rs_ipc_channel_vec_u8/16MiB", "rs_procspawn_vec_u8/16MiB"]),
+    crit("remotecall_fetch round trip, Vec<u8> of 16 MiB (baseline: two memcpys)", PAYLOAD, "payload/remotecall_fetch_vec_u8/16MiB", Some("payload/two_memcpy/16MiB"), Ratio(1.2), Some("py_processpool_payload_16mib"), P::None),
     crit("remotecall_fetch round trip, Vec<f64> of 1 MiB", PAYLOAD, "payload/remotecall_fetch_vec_f64/1MiB", Some("payload/raw_socketpair/1MiB"), Reported, None, P::None),
     crit("remotecall_fetch round trip, Vec<f64> of 16 MiB", PAYLOAD, "payload/remotecall_fetch_vec_f64/16MiB", Some("payload/raw_socketpair/16MiB"), Reported, None, P::None),
     crit("addprocs over ssh to the first result (1 worker, loopback sshd)", REMOTE, "remote/addprocs_ssh_first_result", Some("remote/raw_ssh_true"), Reported, None, P::Time),
@@ -287,6 +288,7 @@ pub(crate) fn spaced_size(size: &str) -> String {
 #[rustfmt::skip]
 pub(crate) const PEER_LABELS: &[(&str, &str)] = &[
     ("py_processpool_round_trip", "ProcessPoolExecutor(1) submit().result()"),
+    ("py_processpool_payload_16mib", "ProcessPoolExecutor(1) submit(echo, 16 MiB bytes).result()"),
     ("py_pool_map_chunksize1", "Pool(2).map, chunksize=1"),
     ("py_pool_map_default", "Pool(2).map, default chunksize"),
     ("py_fork_pickle_2", "os.fork + pickle, n = 2"),

@@ -3,7 +3,7 @@
 
 use std::cell::Cell;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -77,6 +77,35 @@ impl Peer {
     }
 }
 
+/// A local worker's two shared-memory regions (see `PROTOCOL.md`, "Large payloads").
+pub(crate) struct Zc {
+    /// The argument region (the master writes, the worker reads) and the number of the last
+    /// call that referenced it: free again once that call's reply is in. Under `tx`.
+    arg: Mutex<(sys::Region, Option<u64>)>,
+    /// The result region (the worker writes, the master copies out); used by whoever holds
+    /// the read side.
+    res: Mutex<sys::Region>,
+    /// Calls written to the data link (counted under `tx`).
+    sent: AtomicU64,
+    /// Replies read from it.
+    replied: AtomicU64,
+    /// Results copied out of the result region: told to the worker in every call.
+    acked: AtomicU64,
+}
+
+impl Zc {
+    /// The master's side of two regions made for a worker (and passed to it at its start).
+    pub(crate) fn new(arg: sys::Region, res: sys::Region) -> Zc {
+        Zc {
+            arg: Mutex::new((arg, None)),
+            res: Mutex::new(res),
+            sent: AtomicU64::new(0),
+            replied: AtomicU64::new(0),
+            acked: AtomicU64::new(0),
+        }
+    }
+}
+
 /// One worker process, seen from the master.
 pub(crate) struct Remote {
     pub(super) id: usize,
@@ -109,6 +138,8 @@ pub(crate) struct Remote {
     pub(super) idle_cv: Condvar,
     /// Wakes the sender thread when the outbox gets a frame or the worker is gone.
     pub(super) out_cv: Condvar,
+    /// The shared-memory path for large payloads: local workers only.
+    pub(super) zc: Option<Zc>,
 }
 
 /// The reader thread's parking state, under `Remote::idle`.
@@ -151,7 +182,7 @@ impl Remote {
         }
         let mut tx = lock(&self.tx);
         let buf = std::mem::take(&mut *tx);
-        let buf = self.frame(buf, f, encode)?;
+        let buf = self.frame(buf, f, encode, true)?;
         let kick = {
             let mut p = lock(&self.pending);
             if let Some(why) = p.dead.clone() {
@@ -173,30 +204,61 @@ impl Remote {
         // A failed write means the worker is gone: its reader sees the end of the stream
         // and fails the slot just queued, with the exit status.
         let _ = self.data.send_all(&buf);
-        if buf.capacity() <= 1 << 20 {
+        self.count_sent();
+        if buf.capacity() <= wire::KEEP_BUF {
             *tx = buf;
         }
         Ok(())
     }
 
-    /// The frame of a call, built in `buf`.
+    /// Counts a call written (under `tx`), for the argument region's bookkeeping.
+    fn count_sent(&self) {
+        if let Some(z) = &self.zc {
+            z.sent.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The frame of a call, built in `buf`. With `zc` (the caller holds `tx` and writes
+    /// the frame next), a large argument goes to the argument region when it is free.
     fn frame(
         &self,
         mut buf: Vec<u8>,
         f: FnRef,
         encode: &mut dyn FnMut(Vec<u8>) -> std::result::Result<Vec<u8>, String>,
+        zc: bool,
     ) -> Result<Vec<u8>> {
         wire::begin(&mut buf, wire::CALL);
         buf.extend_from_slice(&f.f_off.to_le_bytes());
         buf.extend_from_slice(&f.tramp_off.to_le_bytes());
+        let acked = self
+            .zc
+            .as_ref()
+            .map_or(0, |z| z.acked.load(Ordering::Acquire));
+        buf.extend_from_slice(&acked.to_le_bytes());
         let mut buf = encode(buf).map_err(|e| Error::Encode(format!("argument: {e}")))?;
-        // The body: kind, two offsets, the argument.
+        // The body: kind, two offsets, `acked`, the argument.
+        const HEAD: usize = wire::CALL_HEAD;
         if buf.len() - 4 > self.cap {
-            let len = (buf.len() - 4 - 17) as u64;
+            let len = (buf.len() - 4 - HEAD) as u64;
             return Err(Error::ArgumentTooLarge {
                 len,
-                cap: (self.cap - 17) as u64,
+                cap: (self.cap - HEAD) as u64,
             });
+        }
+        let len = buf.len() - 4 - HEAD;
+        if let Some(z) = self.zc.as_ref().filter(|_| zc && len >= wire::ZC_THRESHOLD) {
+            let mut arg = lock(&z.arg);
+            let (region, last) = &mut *arg;
+            let free = last.is_none_or(|k| z.replied.load(Ordering::Acquire) > k);
+            // A region that cannot grow (out of memory) leaves the call on the socket.
+            if free && region.ensure(len).is_ok() {
+                region.write(0, &buf[4 + HEAD..]);
+                *last = Some(z.sent.load(Ordering::Relaxed));
+                buf.truncate(4 + HEAD);
+                buf[4] = wire::CALL_ZC;
+                buf.extend_from_slice(&0u64.to_le_bytes());
+                buf.extend_from_slice(&(len as u64).to_le_bytes());
+            }
         }
         wire::finish(&mut buf);
         Ok(buf)
@@ -209,7 +271,9 @@ impl Remote {
         encode: &mut dyn FnMut(Vec<u8>) -> std::result::Result<Vec<u8>, String>,
         slot: Arc<Slot>,
     ) -> Result<()> {
-        let buf = self.frame(Vec::new(), f, encode)?;
+        // Not under `tx`: the argument stays on the socket (the region's bookkeeping
+        // counts calls in the order of the wire, which the sender thread decides).
+        let buf = self.frame(Vec::new(), f, encode, false)?;
         let mut p = lock(&self.pending);
         if let Some(why) = p.dead.clone() {
             drop(p);
@@ -254,6 +318,7 @@ impl Remote {
                 self.kick();
             }
             let _ = self.data.send_all(&buf);
+            self.count_sent();
             drop(tx);
         }
     }
@@ -281,13 +346,48 @@ impl Remote {
 
     /// Completes the oldest pending slot with a reply; the cause on a protocol error.
     fn dispatch(&self, body: &[u8]) -> std::result::Result<(), String> {
+        if body[0] == wire::REPLY_ZC {
+            return self.dispatch_zc(body);
+        }
         let Some(status) = Status::from_u8(body[0]) else {
             return Err(format!("reply of unknown kind {}", body[0]));
         };
         let Some(slot) = lock(&self.pending).queue.pop_front() else {
             return Err("reply to no call".into());
         };
+        if let Some(z) = &self.zc {
+            z.replied.fetch_add(1, Ordering::Release);
+        }
         slot.complete(outcome(self.id, status, &body[1..]));
+        Ok(())
+    }
+
+    /// A result left in the result region: checked against the region, copied out once
+    /// into memory of our own (what gets decoded), then acknowledged in the next call.
+    fn dispatch_zc(&self, body: &[u8]) -> std::result::Result<(), String> {
+        let Some(z) = &self.zc else {
+            return Err("shared-memory reply on a link without regions".into());
+        };
+        let (Some(off), Some(len), 17) = (wire::u64_at(body, 1), wire::u64_at(body, 9), body.len())
+        else {
+            return Err("malformed shared-memory reply".into());
+        };
+        let out = {
+            let mut res = lock(&z.res);
+            // Checked before anything is allocated: a forged length costs nothing.
+            res.cover(off, len, self.cap)?;
+            // `cover` checked that both fit in `usize` and lie in the region.
+            let mut out = wire::result_buf(len as usize);
+            res.copy_out(off as usize, len as usize, &mut out);
+            out
+        };
+        // The region is the worker's again from its next call on.
+        z.acked.fetch_add(1, Ordering::Release);
+        let Some(slot) = lock(&self.pending).queue.pop_front() else {
+            return Err("reply to no call".into());
+        };
+        z.replied.fetch_add(1, Ordering::Release);
+        slot.complete(Ok(out));
         Ok(())
     }
 

@@ -384,7 +384,11 @@ fn start_local() -> mpsc::Sender<LocalJob> {
 fn outcome(id: usize, status: Status, payload: &[u8]) -> Result<Vec<u8>> {
     let text = || String::from_utf8_lossy(payload).into_owned();
     match status {
-        Status::Ok => Ok(payload.to_vec()),
+        Status::Ok => {
+            let mut v = wire::result_buf(payload.len());
+            v.extend_from_slice(payload);
+            Ok(v)
+        }
         Status::Panic => {
             let (message, location) = decode_panic(payload);
             Err(Error::RemotePanic {

@@ -343,6 +343,8 @@ impl Cluster {
                 data,
                 ctl,
                 j.reader.with_new_cap(cap),
+                // No shared memory across hosts: large payloads stay on the socket.
+                None,
             );
             match registered {
                 Ok(remote) => {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use super::Cluster;
-use super::link::{Park, Peer, Pending, Remote};
+use super::link::{Park, Peer, Pending, Remote, Zc};
 use crate::error::{Error, Result};
 use crate::sys;
 use crate::wire::{self, FrameReader, Link, UnixLink};
@@ -57,6 +57,7 @@ struct Starting {
     ctl: Arc<UnixLink>,
     reader: FrameReader,
     id: usize,
+    zc: Option<Zc>,
 }
 
 impl Cluster {
@@ -94,9 +95,15 @@ impl Cluster {
                 let (d_master, d_child) = sys::socketpair()?;
                 let (c_master, c_child) = sys::socketpair()?;
                 let (prog, args) = (program.clone(), self.inner.opts.args.clone());
+                // The shared-memory regions for large payloads; a worker without them (out
+                // of descriptors, say) still works, over its socket only.
+                let zc = sys::Region::create()
+                    .and_then(|a| Ok((a, sys::Region::create()?)))
+                    .ok();
                 let limits = sys::WorkerLimits {
                     max_frame: cap,
                     handshake: self.inner.opts.start_timeout,
+                    regions: zc.as_ref().map(|(a, r)| (a.raw_fd(), r.raw_fd())),
                 };
                 let proc =
                     on_spawner(move || sys::spawn_worker(&prog, &args, &d_child, &c_child, limits))
@@ -110,6 +117,7 @@ impl Cluster {
                     ctl: Arc::new(UnixLink(c_master)),
                     reader: FrameReader::with_cap(wire::HANDSHAKE_CAP),
                     id: 0,
+                    zc: zc.map(|(a, r)| Zc::new(a, r)),
                 });
             }
             let deadline = Instant::now() + self.inner.opts.start_timeout;
@@ -134,6 +142,7 @@ impl Cluster {
                 s.data,
                 s.ctl,
                 s.reader.with_new_cap(cap),
+                s.zc,
             )?;
             ids.push(s.id);
         }
@@ -150,6 +159,7 @@ impl Cluster {
         data: Arc<dyn Link>,
         ctl: Arc<dyn Link>,
         reader: FrameReader,
+        zc: Option<Zc>,
     ) -> Result<Arc<Remote>> {
         let remote = Arc::new(Remote {
             id,
@@ -172,6 +182,7 @@ impl Cluster {
             idle: Mutex::new(Park::default()),
             idle_cv: Condvar::new(),
             out_cv: Condvar::new(),
+            zc,
         });
         self.inner.workers.write().insert(id, remote.clone());
         let weak = Arc::downgrade(&self.inner);

@@ -14,6 +14,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "region.rs"]
+mod region;
+pub(crate) use region::Region;
+
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, FdFlag};
 use nix::poll::{PollFlags, PollTimeout};
@@ -369,7 +373,7 @@ pub(crate) fn adopt_passed_socket(fd: RawFd) -> Result<OwnedFd, String> {
 ///
 /// Raw libc: nix's `fcntl` needs a `BorrowedFd`, that is, a descriptor known to be open,
 /// which is what this finds out.
-fn is_open(fd: RawFd) -> io::Result<()> {
+pub(super) fn is_open(fd: RawFd) -> io::Result<()> {
     // SAFETY: fcntl(F_GETFD) only reads the descriptor's flags; a number that is not an
     // open descriptor is an EBADF, not undefined behaviour.
     if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
@@ -403,18 +407,22 @@ pub(crate) fn spawn_worker(
 ) -> io::Result<Process> {
     let master = std::process::id() as i32;
     let (d, c) = (data.as_raw_fd(), ctl.as_raw_fd());
+    let (a, r) = limits.regions.unwrap_or((-1, -1));
     let mut cmd = Command::new(program);
     cmd.args(args)
         .env(
             crate::worker::ENV_FDS,
             format!(
-                "{d},{c},{master},{},{}",
+                "{d},{c},{master},{},{},{},{}",
                 limits.max_frame,
-                limits.handshake.as_millis()
+                limits.handshake.as_millis(),
+                a,
+                r
             ),
         )
         .stdin(Stdio::null());
-    let mut keep = [d, c];
+    // Without regions, the data socket stands in for them (kept anyway).
+    let mut keep = [d, c, if a < 0 { d } else { a }, if r < 0 { d } else { r }];
     keep.sort_unstable();
     // SAFETY: the closure runs in the child between fork and exec, where only one thread
     // exists and another thread's lock (malloc's, say) may be held forever. It takes no
@@ -450,6 +458,33 @@ pub(crate) fn spawn_worker(
         return Err(io::Error::from(io::ErrorKind::Unsupported));
     }
     Ok(Process { inner })
+}
+
+/// Makes the allocator keep up to `bytes` of freed memory instead of returning it to the
+/// system at once (glibc's `M_TRIM_THRESHOLD`, and `M_MMAP_THRESHOLD` so that large
+/// buffers come from the heap where freed memory is kept): a worker's large buffers then
+/// cost page faults on the first call only. [`release_freed_memory`] gives it back.
+pub(crate) fn keep_freed_memory(bytes: usize) {
+    #[cfg(target_env = "gnu")]
+    {
+        let b = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+        // SAFETY: mallopt only sets allocator parameters; it is thread-safe in glibc.
+        unsafe {
+            libc::mallopt(libc::M_TRIM_THRESHOLD, b);
+            libc::mallopt(libc::M_MMAP_THRESHOLD, b / 2);
+        }
+    }
+    #[cfg(not(target_env = "gnu"))]
+    let _ = bytes;
+}
+
+/// Returns the freed memory the allocator kept (glibc's `malloc_trim`).
+pub(crate) fn release_freed_memory() {
+    // SAFETY: malloc_trim only returns free heap memory to the system; thread-safe.
+    #[cfg(target_env = "gnu")]
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 #[cfg(test)]

@@ -50,4 +50,7 @@ pub(crate) struct BuildId {
 pub(crate) struct WorkerLimits {
     pub(crate) max_frame: usize,
     pub(crate) handshake: Duration,
+    /// The descriptors of the worker's two shared-memory regions (arguments, results),
+    /// when they could be made: passed to it at its start.
+    pub(crate) regions: Option<(i32, i32)>,
 }

@@ -142,3 +142,44 @@ pub(crate) fn spawn_worker(
 ) -> io::Result<Process> {
     Err(unsupported())
 }
+
+/// A shared-memory region: none can exist here ([`Region::create`] always fails; no
+/// worker runs to adopt one).
+#[derive(Debug)]
+pub(crate) struct Region(std::convert::Infallible);
+
+impl Region {
+    pub(crate) fn create() -> io::Result<Region> {
+        Err(unsupported())
+    }
+    pub(crate) fn adopt(_fd: RawFd) -> Result<Region, String> {
+        Err("shared-memory regions are not supported on this platform".into())
+    }
+    pub(crate) fn raw_fd(&self) -> RawFd {
+        match self.0 {}
+    }
+    pub(crate) fn ensure(&mut self, _len: usize) -> io::Result<()> {
+        match self.0 {}
+    }
+    pub(crate) fn cover(&mut self, _off: u64, _len: u64, _max: usize) -> Result<(), String> {
+        match self.0 {}
+    }
+    pub(crate) fn write(&mut self, _off: usize, _src: &[u8]) {
+        match self.0 {}
+    }
+    pub(crate) fn copy_out(&mut self, _off: usize, _len: usize, _dst: &mut Vec<u8>) {
+        match self.0 {}
+    }
+    /// # Safety
+    ///
+    /// None needed: it cannot be called.
+    pub(crate) unsafe fn slice(&self, _off: usize, _len: usize) -> &[u8] {
+        match self.0 {}
+    }
+}
+
+/// Nothing to tune here (no worker runs).
+pub(crate) fn keep_freed_memory(_bytes: usize) {}
+
+/// Nothing to give back here (no worker runs).
+pub(crate) fn release_freed_memory() {}

@@ -116,8 +116,10 @@ fn table_is_consistent() {
             );
         }
         if let Source::Criterion { id, baseline } | Source::Printed { id, baseline } = s.source {
-            assert!(!ids.contains(&id), "{id} twice");
-            ids.push(id);
+            // One id may be read against two baselines (the 16 MiB payload against the
+            // raw socketpair and against two memcpys), never twice against the same one.
+            assert!(!ids.contains(&(id, baseline)), "{id} twice");
+            ids.push((id, baseline));
             assert_ne!(Some(id), baseline);
         }
         if let Target::Ratio(_) = s.target {
@@ -481,11 +483,13 @@ fn curve_report() -> Report {
                 (k, fig)
             })
             .collect();
+        // The 16 MiB row has a Python peer: 3 times ptools.
+        let peer = s.peer.map(|_| secs(3.0 * ns));
         r.rows.push(Row {
             scenario: s,
             ptools: measured(ns, None),
             baseline: Some(measured(ns / 1.25, None)),
-            peer: None,
+            peer,
             rust,
         });
     }
@@ -524,16 +528,17 @@ fn renders_the_curves() {
     let payload = section(PAYLOAD_CURVE.title);
     assert!(
         payload.contains(
-            "| size | ptools | raw socketpair | ratio | ipc-channel bytes | ipc-channel typed | procspawn |\n"
+            "| size | ptools | raw socketpair | ratio | ipc-channel bytes | ipc-channel typed | procspawn | Python |\n"
         ),
-        "no Python column when no row has a Python peer: {payload}"
+        "a Python column, since the 16 MiB row has a Python peer: {payload}"
     );
     assert!(
-        payload.contains("| 8 B | 10.0 µs | 8.01 µs | 1.25× | 20.0 µs | 20.0 µs | 40.0 µs |"),
+        payload.contains("| 8 B | 10.0 µs | 8.01 µs | 1.25× | 20.0 µs | 20.0 µs | 40.0 µs | - |"),
         "{payload}"
     );
     assert!(
-        payload.contains("| 16 MiB | 16.8 ms | 13.4 ms | 1.25× | 33.6 ms | 33.6 ms | - |"),
+        payload
+            .contains("| 16 MiB | 16.8 ms | 13.4 ms | 1.25× | 33.6 ms | 33.6 ms | - | 50.4 ms |"),
         "{payload}"
     );
     assert_eq!(payload.matches("\n| ").count(), 1 + 5, "{payload}");
@@ -571,21 +576,23 @@ fn plots_the_curves() {
             "raw socketpair",
             "ipc-channel bytes",
             "ipc-channel typed",
-            "procspawn"
+            "procspawn",
+            "Python"
         ]
     );
     assert_eq!(payload[0].2.len(), 5);
     assert_eq!(payload[4].2.len(), 4, "procspawn has no 16 MiB point");
+    assert_eq!(payload[5].2.len(), 1, "Python has the 16 MiB point only");
     let queue = svg::queue_series(&rows);
     assert_eq!(queue.len(), 1);
     assert_eq!(queue[0].2, [(1e4, 2_000.0), (1e5, 3_000.0), (1e6, 4_000.0)]);
 
     let svg = svg::render(&rows);
-    // One line per series: five for the payload, one for the queue.
-    assert_eq!(svg.matches("<polyline ").count(), 6, "{svg}");
+    // One line per series: six for the payload (Python's of one point), one for the queue.
+    assert_eq!(svg.matches("<polyline ").count(), 7, "{svg}");
     assert_eq!(
         svg.matches("<circle ").count(),
-        5 + 5 + 5 + 5 + 4 + 3,
+        5 + 5 + 5 + 5 + 4 + 1 + 3,
         "{svg}"
     );
     for label in ["8 B", "1 KiB", "64 KiB", "1 MiB", "16 MiB", "10^4", "10^6"] {

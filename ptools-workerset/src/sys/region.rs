@@ -1,0 +1,240 @@
+//! A shared-memory region for large arguments and results: a `memfd` sealed against
+//! shrinking, kept mapped in both processes and reused across calls (see `zerocopy` in the
+//! crate docs and `cluster/PROTOCOL.md`).
+//!
+//! Why a `memfd` and not a POSIX segment: it has no name, so it never appears in
+//! `/dev/shm` and nothing can be left behind on any path (the kernel frees it with the last
+//! descriptor or mapping, `SIGKILL` included). Why `F_SEAL_SHRINK | F_SEAL_SEAL`, set by the
+//! master that creates it before any worker holds it: a mapping of a file that shrinks under
+//! it faults with `SIGBUS` on access, so a worker that could `ftruncate` the region down
+//! could kill its master; with the seal the size only grows, and every byte below a size
+//! once seen by `fstat` stays backed. `F_SEAL_SEAL` keeps a worker from adding
+//! `F_SEAL_GROW` or `F_SEAL_WRITE` (which would make the master's own growth or writes
+//! fail).
+
+use std::io;
+use std::num::NonZeroUsize;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::ptr::NonNull;
+
+use nix::fcntl::{FcntlArg, FdFlag, SealFlag, fcntl};
+use nix::sys::memfd::{MFdFlags, memfd_create};
+use nix::sys::mman::{MapFlags, ProtFlags, mmap, munmap};
+
+/// Mappings grow in steps of this much (and at least double), so a run of growing
+/// payloads remaps a few times only.
+const STEP: usize = 2 << 20;
+
+/// One region: its descriptor and its current mapping (`[0, len)`, shared, read-write).
+#[derive(Debug)]
+pub(crate) struct Region {
+    fd: OwnedFd,
+    map: Option<(NonNull<u8>, usize)>,
+}
+
+// SAFETY: the region owns its mapping exclusively (no other `Region` maps through this
+// value); moving it to another thread moves that ownership, and every use goes through
+// `&mut self` or copies bytes (see `copy_out`).
+unsafe impl Send for Region {}
+// SAFETY: the `&self` methods read the descriptor (`fd`), or (the unsafe `slice`) lend
+// the mapping shared under its caller's contract; everything that maps, unmaps or writes
+// takes `&mut self`.
+unsafe impl Sync for Region {}
+
+impl Region {
+    /// A new empty region, sealed against shrinking (see the module docs).
+    pub(crate) fn create() -> io::Result<Region> {
+        let fd = memfd_create(
+            c"ptools-zerocopy",
+            MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
+        )?;
+        let seals = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_SEAL;
+        fcntl(&fd, FcntlArg::F_ADD_SEALS(seals))?;
+        let r = Region { fd, map: None };
+        check_sealed(&r.fd).map_err(io::Error::other)?;
+        Ok(r)
+    }
+
+    /// Takes the region descriptor `fd` that the master passed through the environment
+    /// (a worker), once it is checked to be open and sealed against shrinking, and marks it
+    /// close-on-exec. On error `fd` is left alone: it may belong to something else.
+    pub(crate) fn adopt(fd: RawFd) -> Result<Region, String> {
+        super::is_open(fd).map_err(|e| e.to_string())?;
+        // SAFETY: `fd` is open (just checked), and the master passed it to this process
+        // alone for its region: nothing else in this process owns it or closes it.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        let checked = check_sealed(&owned).and_then(|()| {
+            fcntl(&owned, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))
+                .map(drop)
+                .map_err(|e| e.to_string())
+        });
+        match checked {
+            Ok(()) => Ok(Region {
+                fd: owned,
+                map: None,
+            }),
+            Err(why) => {
+                // Not ours after all: give the number back without closing it.
+                let _ = std::os::fd::IntoRawFd::into_raw_fd(owned);
+                Err(why)
+            }
+        }
+    }
+
+    /// The descriptor, to pass to a worker at its start.
+    pub(crate) fn raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    fn size(&self) -> io::Result<usize> {
+        let st = nix::sys::stat::fstat(self.fd.as_fd())?;
+        usize::try_from(st.st_size).map_err(|_| io::Error::other("region: negative size"))
+    }
+
+    fn mapped(&self) -> usize {
+        self.map.map_or(0, |(_, l)| l)
+    }
+
+    /// Maps `[0, len)` in place of the current mapping. The caller checked that the file
+    /// holds at least `len` bytes (it never shrinks: sealed).
+    fn remap(&mut self, len: usize) -> io::Result<()> {
+        self.unmap();
+        let Some(n) = NonZeroUsize::new(len) else {
+            return Ok(());
+        };
+        // SAFETY: a new shared mapping of our own descriptor at an address the kernel
+        // picks: it aliases no Rust object. The file is at least `len` bytes and cannot
+        // shrink (F_SEAL_SHRINK, checked at creation or adoption), so no access below
+        // `len` can fault with SIGBUS.
+        let p = unsafe {
+            mmap(
+                None,
+                n,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_SHARED,
+                self.fd.as_fd(),
+                0,
+            )
+        }?;
+        self.map = Some((p.cast(), len));
+        Ok(())
+    }
+
+    fn unmap(&mut self) {
+        if let Some((p, l)) = self.map.take() {
+            // SAFETY: `p, l` is the mapping `remap` made, and no reference into it
+            // outlives the `&mut self` or `&self` borrow that made it.
+            let _ = unsafe { munmap(p.cast(), l) };
+        }
+    }
+
+    /// The writer's side: makes the region (and its mapping) hold at least `len` bytes.
+    pub(crate) fn ensure(&mut self, len: usize) -> io::Result<()> {
+        if len <= self.mapped() {
+            return Ok(());
+        }
+        let want = len
+            .max(self.mapped().saturating_mul(2))
+            .checked_next_multiple_of(STEP)
+            .ok_or_else(|| io::Error::other("region: size overflow"))?;
+        if self.size()? < want {
+            let off = i64::try_from(want).map_err(|_| io::Error::other("region: too large"))?;
+            nix::unistd::ftruncate(&self.fd, off)?;
+        }
+        self.remap(want)
+    }
+
+    /// The reader's side: checks that `[off, off + len)` lies inside the region as its
+    /// writer grew it, and maps that far. `max` bounds `len` (the link's frame cap), so a
+    /// forged length maps nothing large.
+    pub(crate) fn cover(&mut self, off: u64, len: u64, max: usize) -> Result<(), String> {
+        let end = off
+            .checked_add(len)
+            .and_then(|e| usize::try_from(e).ok())
+            .filter(|_| len as usize <= max)
+            .ok_or_else(|| {
+                format!("region reference ({off}, {len}) overflows or is over the cap")
+            })?;
+        if end <= self.mapped() {
+            return Ok(());
+        }
+        let size = self.size().map_err(|e| format!("region: fstat: {e}"))?;
+        if end > size {
+            return Err(format!(
+                "region reference ({off}, {len}) past its size {size}"
+            ));
+        }
+        // Mapped no further than the bytes referenced (rounded): the peer's own growth of
+        // the file decides nothing here.
+        let to = end.next_multiple_of(STEP).min(size).max(end);
+        self.remap(to).map_err(|e| format!("region: mmap: {e}"))
+    }
+
+    /// Writes `src` at `off` (the caller's region: the peer reads it only once told).
+    /// `ensure(off + src.len())` must have succeeded.
+    pub(crate) fn write(&mut self, off: usize, src: &[u8]) {
+        let (p, l) = self.map.expect("region mapped");
+        assert!(off.checked_add(src.len()).is_some_and(|e| e <= l));
+        // SAFETY: `[off, off + len)` lies inside our mapping (asserted); the destination is
+        // shared memory no Rust reference points into, so the copy aliases nothing. The peer
+        // does not read it before the frame that references it is sent (the protocol); if
+        // it did, it would read torn bytes, its own business.
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), p.as_ptr().add(off), src.len()) };
+    }
+
+    /// Appends `[off, off + len)` to `dst` (one copy into memory this process owns, which
+    /// is what gets decoded). `cover(off, len, _)` must have succeeded.
+    pub(crate) fn copy_out(&mut self, off: usize, len: usize, dst: &mut Vec<u8>) {
+        let (p, l) = self.map.expect("region mapped");
+        assert!(off.checked_add(len).is_some_and(|e| e <= l));
+        dst.reserve(len);
+        // SAFETY: the source lies inside our mapping (asserted), backed by the file (it
+        // cannot shrink), so the read cannot fault; the destination is `dst`'s spare
+        // capacity, just reserved. The peer process may write the source concurrently (it
+        // is untrusted): the copy goes through raw pointers into bytes this process owns
+        // and no `&[u8]` over the shared memory is ever made, so such a write can only
+        // make the copied bytes wrong (any byte is a valid `u8`), which the decoder then
+        // refuses or accepts like any other bytes; it cannot make this process misbehave.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                p.as_ptr().add(off),
+                dst.as_mut_ptr().add(dst.len()),
+                len,
+            );
+            dst.set_len(dst.len() + len);
+        }
+    }
+
+    /// `[off, off + len)` borrowed, for a worker reading the argument its master wrote.
+    ///
+    /// # Safety
+    ///
+    /// Nothing may write those bytes while the slice lives: the master does not write its
+    /// argument region again before the reply to the call that references it (the
+    /// protocol), and a worker trusts its master (it runs the code the master names).
+    /// `cover(off, len, _)` must have succeeded.
+    pub(crate) unsafe fn slice(&self, off: usize, len: usize) -> &[u8] {
+        let (p, l) = self.map.expect("region mapped");
+        assert!(off.checked_add(len).is_some_and(|e| e <= l));
+        // SAFETY: inside the mapping (asserted), backed (cannot shrink), and not written
+        // while borrowed (the caller's contract).
+        unsafe { std::slice::from_raw_parts(p.as_ptr().add(off), len) }
+    }
+}
+
+/// Checks `F_SEAL_SHRINK` (see the module docs).
+fn check_sealed(fd: &OwnedFd) -> Result<(), String> {
+    let seals =
+        fcntl(fd, FcntlArg::F_GET_SEALS).map_err(|e| format!("region: F_GET_SEALS: {e}"))?;
+    if SealFlag::from_bits_truncate(seals).contains(SealFlag::F_SEAL_SHRINK) {
+        Ok(())
+    } else {
+        Err("region is not sealed against shrinking".into())
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        self.unmap();
+    }
+}

@@ -1,0 +1,245 @@
+//! Large arguments and results through a local worker's shared-memory regions: sizes on
+//! both sides of the threshold in both directions, reuse and growth over many calls,
+//! pipelined calls (which fall back to the socket while a region is busy), a worker killed
+//! in a large call (typed error, no descriptor or mapping left), and forged references to
+//! the result region (a protocol error for that worker, never a crash of the master).
+
+ptools_workerset::enable_test_support!();
+
+use std::time::{Duration, Instant};
+
+use ptools_workerset::__test_hooks::write_raw_to_data_link;
+use ptools_workerset::{Cluster, Error};
+
+/// The threshold in `wire.rs` (`ZC_THRESHOLD`).
+const T: usize = 64 * 1024;
+const MIB: usize = 1 << 20;
+
+/// The tests count this process's descriptors and mappings: one at a time.
+static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one() -> std::sync::MutexGuard<'static, ()> {
+    ONE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn echo(v: Vec<u8>) -> Vec<u8> {
+    v
+}
+
+fn len_of(v: Vec<u8>) -> usize {
+    v.len()
+}
+
+fn make(n: usize) -> Vec<u8> {
+    pattern(n, 5)
+}
+
+fn pattern(n: usize, seed: u8) -> Vec<u8> {
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 12) as u8)
+        .collect()
+}
+
+fn add1(x: u64) -> u64 {
+    x + 1
+}
+
+/// Our open descriptors (the directory's own one excluded).
+fn fd_count() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count() - 1
+}
+
+/// Our mappings and descriptors of regions.
+fn regions_held() -> (usize, usize) {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let mapped = maps
+        .lines()
+        .filter(|l| l.contains("memfd:ptools-zerocopy"))
+        .count();
+    let fds = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read_link(e.path())
+                .is_ok_and(|l| l.to_string_lossy().contains("memfd:ptools-zerocopy"))
+        })
+        .count();
+    (mapped, fds)
+}
+
+fn wait_gone(c: &Cluster, id: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while c.procs().contains(&id) {
+        assert!(Instant::now() < deadline, "worker {id} was not removed");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn sizes_around_the_threshold_both_directions() {
+    let _one = one();
+    let c = Cluster::new();
+    let id = c.addprocs(1).unwrap()[0];
+    for n in [0, 1, T - 1, T, T + 1, MIB, 16 * MIB, 64 * MIB] {
+        let v = pattern(n, n as u8);
+        // Both ways large, argument only, result only.
+        assert!(
+            c.remotecall_fetch(id, echo, v.clone()).unwrap() == v,
+            "echo {n}"
+        );
+        assert_eq!(c.remotecall_fetch(id, len_of, v).unwrap(), n, "len_of {n}");
+        assert!(
+            c.remotecall_fetch(id, make, n).unwrap() == make(n),
+            "make {n}"
+        );
+    }
+}
+
+#[test]
+fn many_calls_reuse_and_grow_the_regions() {
+    let _one = one();
+    let c = Cluster::new();
+    let id = c.addprocs(1).unwrap()[0];
+    let mut sizes: Vec<usize> = (0..40).map(|i| T + i * 97_000).collect();
+    sizes.extend([3 * MIB, T, 5, 9 * MIB, 2 * T, 1]);
+    for (k, &n) in sizes.iter().enumerate() {
+        let v = pattern(n, k as u8);
+        assert!(
+            c.remotecall_fetch(id, echo, v.clone()).unwrap() == v,
+            "call {k}, {n} bytes"
+        );
+    }
+    assert_eq!(c.remotecall_fetch(id, add1, 1).unwrap(), 2);
+}
+
+#[test]
+fn pipelined_large_calls_keep_their_order_and_bytes() {
+    let _one = one();
+    let c = Cluster::new();
+    let id = c.addprocs(1).unwrap()[0];
+    let inputs: Vec<Vec<u8>> = (0..12)
+        .map(|k| pattern(if k % 3 == 2 { 100 } else { T + k * 50_000 }, k as u8))
+        .collect();
+    let refs: Vec<_> = inputs
+        .iter()
+        .map(|v| c.remotecall(id, echo, v.clone()).unwrap())
+        .collect();
+    let makes: Vec<_> = (0..6)
+        .map(|k| c.remotecall(id, make, 2 * MIB + k).unwrap())
+        .collect();
+    for (k, (r, v)) in refs.into_iter().zip(&inputs).enumerate() {
+        assert!(r.fetch().unwrap() == *v, "call {k}");
+    }
+    for (k, r) in makes.into_iter().enumerate() {
+        assert!(r.fetch().unwrap() == make(2 * MIB + k), "make {k}");
+    }
+}
+
+fn kill_self(v: Vec<u8>) -> usize {
+    // SAFETY: kill(2) on our own pid; the signal ends this worker at once.
+    unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    v.len()
+}
+
+#[test]
+fn a_worker_killed_in_a_large_call_leaves_nothing_behind() {
+    let _one = one();
+    // The crate's own lasting descriptors (its spawner's and death watcher's) opened by
+    // a first cluster, before counting.
+    {
+        let c = Cluster::new();
+        let id = c.addprocs(1).unwrap()[0];
+        assert_eq!(c.remotecall_fetch(id, add1, 1).unwrap(), 2);
+    }
+    // No cluster lives now (the tests run one at a time), but the last one's reader
+    // threads may still hold their regions for a moment.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while regions_held() != (0, 0) {
+        assert!(
+            Instant::now() < deadline,
+            "regions held: {:?}",
+            regions_held()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let before_fds = fd_count();
+    let before = (0, 0);
+    {
+        let c = Cluster::new();
+        let ids = c.addprocs(2).unwrap();
+        let (victim, other) = (ids[0], ids[1]);
+        assert!(c.remotecall_fetch(victim, echo, make(4 * MIB)).unwrap() == make(4 * MIB));
+        let queued = c.remotecall(victim, echo, make(2 * MIB)).unwrap();
+        match c.remotecall_fetch(victim, kill_self, make(8 * MIB)) {
+            Err(Error::WorkerDied { id, .. }) => assert_eq!(id, victim),
+            other => panic!("expected WorkerDied, got {other:?}"),
+        }
+        // Queued before the fatal call, so answered; or failed with it.
+        match queued.fetch() {
+            Ok(v) => assert!(v == make(2 * MIB)),
+            Err(Error::WorkerDied { .. }) => {}
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+        wait_gone(&c, victim);
+        assert!(c.remotecall_fetch(other, echo, make(3 * MIB)).unwrap() == make(3 * MIB));
+    }
+    // The cluster is gone: every region unmapped and closed, no descriptor leaked.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // (At most as many descriptors: the first cluster's may still have been closing.)
+    while fd_count() > before_fds || regions_held() != before {
+        assert!(
+            Instant::now() < deadline,
+            "descriptors {} -> {}, regions {before:?} -> {:?}",
+            before_fds,
+            fd_count(),
+            regions_held()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Sends a reply that says the result is in the region at `(off, len)`, then idles.
+fn forge_reply(r: (u64, u64, usize)) {
+    let (off, len, body) = r;
+    let mut f = (body as u32).to_le_bytes().to_vec();
+    f.push(0x41);
+    f.extend_from_slice(&off.to_le_bytes());
+    f.extend_from_slice(&len.to_le_bytes());
+    f.truncate(4 + body);
+    write_raw_to_data_link(&f).unwrap();
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+fn expect_protocol<T: std::fmt::Debug>(r: Result<T, Error>, id: usize, what: &str) {
+    match r {
+        Err(Error::Protocol { id: i, cause, .. }) => {
+            assert_eq!(i, id);
+            assert!(cause.contains(what), "cause {cause:?} lacks {what:?}");
+        }
+        other => panic!("expected Protocol, got {other:?}"),
+    }
+}
+
+#[test]
+fn forged_region_references_are_protocol_errors() {
+    let _one = one();
+    let c = Cluster::new();
+    let cases: [((u64, u64, usize), &str); 4] = [
+        // Past the region (which holds nothing yet, or what an earlier result needed).
+        ((0, 1 << 29, 17), "past its size"),
+        ((u64::MAX - 3, 16, 17), "overflows"),
+        // Over the frame cap.
+        ((0, u64::MAX / 2, 17), "over the cap"),
+        ((0, 16, 9), "malformed"),
+    ];
+    for (forged, what) in cases {
+        let id = c.addprocs(1).unwrap()[0];
+        // A first large result, so the region exists and is mapped on both sides.
+        assert!(c.remotecall_fetch(id, make, 3 * MIB).unwrap() == make(3 * MIB));
+        let r = c.remotecall(id, forge_reply, forged).unwrap();
+        expect_protocol(r.fetch(), id, what);
+        wait_gone(&c, id);
+    }
+    let id = c.addprocs(1).unwrap()[0];
+    assert_eq!(c.remotecall_fetch(id, add1, 1).unwrap(), 2);
+}
