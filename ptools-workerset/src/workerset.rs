@@ -93,6 +93,23 @@ impl Waiter {
     }
 }
 
+impl Job {
+    /// The call `f(arg)`, encoded, with a fresh slot for its outcome.
+    fn new<A, R>(f: fn(A) -> R, arg: A) -> Result<Job>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        let arg =
+            crate::codec::encode(&arg).map_err(|e| Error::Encode(format!("argument: {e}")))?;
+        Ok(Job {
+            f: FnRef::single(f)?,
+            arg,
+            slot: Slot::new(0, None),
+        })
+    }
+}
+
 struct FirstFree {
     free: VecDeque<usize>,
     live: Vec<usize>,
@@ -279,14 +296,9 @@ impl WorkerSet {
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
     {
-        let arg =
-            crate::codec::encode(&arg).map_err(|e| Error::Encode(format!("argument: {e}")))?;
-        let slot = Slot::new(0, None);
-        self.submit(Job {
-            f: FnRef::single(f)?,
-            arg,
-            slot: slot.clone(),
-        })?;
+        let job = Job::new(f, arg)?;
+        let slot = job.slot.clone();
+        self.submit(job)?;
         Ok(RemoteRef::new(slot))
     }
 
@@ -317,20 +329,10 @@ impl WorkerSet {
             let _ = r.wait();
             return Ok(r);
         }
-        let arg =
-            crate::codec::encode(&arg).map_err(|e| Error::Encode(format!("argument: {e}")))?;
-        let f = FnRef::single(f)?;
+        let job = Job::new(f, arg)?;
+        let r = RemoteRef::new(job.slot.clone());
         let w = self.inner.acquire()?;
-        let slot = Slot::new(0, None);
-        self.inner.clone().run_on(
-            w,
-            Job {
-                f,
-                arg,
-                slot: slot.clone(),
-            },
-        );
-        let r = RemoteRef::new(slot);
+        self.inner.clone().run_on(w, job);
         let _ = r.wait();
         Ok(r)
     }
@@ -419,18 +421,12 @@ impl WorkerSet {
             }
             Mode::FirstFree => {
                 let mut g = lock(&self.inner.ff);
-                while let Some(w) = g.free.pop_front() {
-                    if self.inner.cluster.inner.is_alive(w) {
-                        drop(g);
-                        self.inner.clone().run_on(w, job);
-                        return Ok(());
-                    }
-                    g.live.retain(|&x| x != w);
+                if let Some(w) = self.inner.take_free(&mut g)? {
+                    drop(g);
+                    self.inner.clone().run_on(w, job);
+                } else {
+                    g.queue.push_back(Waiter::Job(job));
                 }
-                if g.live.is_empty() {
-                    return Err(Error::NoWorkers);
-                }
-                g.queue.push_back(Waiter::Job(job));
                 Ok(())
             }
         }
@@ -461,14 +457,8 @@ impl SetInner {
     /// waiting (FIFO). Blocks.
     fn acquire(&self) -> Result<usize> {
         let mut g = lock(&self.ff);
-        while let Some(w) = g.free.pop_front() {
-            if self.cluster.inner.is_alive(w) {
-                return Ok(w);
-            }
-            g.live.retain(|&x| x != w);
-        }
-        if g.live.is_empty() {
-            return Err(Error::NoWorkers);
+        if let Some(w) = self.take_free(&mut g)? {
+            return Ok(w);
         }
         let h = Arc::new(Handoff {
             worker: Mutex::new(None),
@@ -477,6 +467,25 @@ impl SetInner {
         g.queue.push_back(Waiter::Caller(h.clone()));
         drop(g);
         h.wait()
+    }
+
+    /// A live free worker, taken off the free list (dead ones found there leave the
+    /// set); `None` when every live worker is busy.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoWorkers`] when no worker of the set is alive.
+    fn take_free(&self, g: &mut FirstFree) -> Result<Option<usize>> {
+        while let Some(w) = g.free.pop_front() {
+            if self.cluster.inner.is_alive(w) {
+                return Ok(Some(w));
+            }
+            g.live.retain(|&x| x != w);
+        }
+        if g.live.is_empty() {
+            return Err(Error::NoWorkers);
+        }
+        Ok(None)
     }
 
     fn release(self: Arc<Self>, w: usize) {
