@@ -136,6 +136,37 @@ fn round_trip(c: &mut Criterion) {
     g.bench_function("remotecall_fetch_u64", |b| {
         b.iter(|| cluster.remotecall_fetch(id, add1, black_box(41)).unwrap())
     });
+    // The same calls over the socket alone (the ring turned off), and two callers each
+    // with a worker of its own, four busy threads on a machine of two cores: where
+    // spinning could starve the peer it waits for.
+    let plain = Cluster::builder().shared_memory_ring(false).build();
+    let pid = plain.addprocs(1).unwrap()[0];
+    g.bench_function("remotecall_fetch_u64_socket", |b| {
+        b.iter(|| plain.remotecall_fetch(pid, add1, black_box(41)).unwrap())
+    });
+    for (name, c) in [
+        ("two_callers_u64", &cluster),
+        ("two_callers_u64_socket", &plain),
+    ] {
+        let ids = c.addprocs(2).unwrap();
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let t = std::time::Instant::now();
+                std::thread::scope(|s| {
+                    for &w in &ids {
+                        s.spawn(move || {
+                            for _ in 0..iters {
+                                c.remotecall_fetch(w, add1, black_box(41)).unwrap();
+                            }
+                        });
+                    }
+                });
+                t.elapsed()
+            })
+        });
+        c.rmprocs(&ids).unwrap();
+    }
+    drop(plain);
     let mut tcp = TcpEcho::start();
     g.bench_function("raw_tcp_u64", |b| b.iter(|| tcp.ping(black_box(41))));
     drop(tcp);

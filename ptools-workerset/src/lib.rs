@@ -82,7 +82,8 @@
 //!   stream (the master is gone), and `PR_SET_PDEATHSIG(SIGKILL)` kills one stuck in a call.
 //!   Workers are forked from one long-lived thread of this crate, because the death signal
 //!   follows the *thread* that forked (prctl(2)).
-//! - Workers inherit only their two sockets and stdio (stdin is `/dev/null`): every other
+//! - Workers inherit only their two sockets, their shared-memory regions and ring (memfds),
+//!   and stdio (stdin is `/dev/null`): every other
 //!   descriptor is marked close-on-exec in the child before exec (`close_range`).
 //! - `SIGINT` (Ctrl-C) or `SIGTERM` to the master stops its workers before it dies by that
 //!   signal: `SIGTERM` to each (by pidfd), up to [`signals::WORKER_GRACE_MS`] to exit,
@@ -119,6 +120,12 @@
 //! copies into fresh buffers; the master checks every reference a worker sends and copies
 //! a result out once before decoding it (`src/cluster/PROTOCOL.md`, "Large payloads").
 //!
+//! After the handshake a local worker's calls and replies travel through a shared-memory
+//! ring instead of its socket (one more memfd, sealed at its size): the same frames, but a
+//! side that waits spins briefly before it sleeps on a futex, so a short call is answered
+//! without a system call or a wake-up on either side, and an idle worker uses no CPU
+//! ([`ClusterBuilder::shared_memory_ring`]; `src/cluster/PROTOCOL.md`, "The ring").
+//!
 //! Replies need no call id: a worker runs calls one at a time in arrival order, so the
 //! n-th reply answers the n-th call, and the master keeps a FIFO of completion slots per
 //! worker. The transport is the private `Link` trait (send, receive, wait, shut down); a
@@ -126,7 +133,9 @@
 //!
 //! # Performance
 //!
-//! - `remotecall_fetch` costs one `send` and one `recv` on each side. A caller waiting
+//! - `remotecall_fetch` to a local worker costs no system call while both sides are busy
+//!   (the ring); over a socket (TCP, or the ring turned off) one `send` and one `recv` on
+//!   each side. A caller waiting
 //!   for its reply reads the worker's link itself (the per-worker reader thread steps
 //!   aside while a caller "drives"), so the reply wakes the caller directly, as in a plain
 //!   socket ping-pong, instead of waking a reader thread that wakes the caller. The
@@ -189,13 +198,19 @@ mod workerset;
 #[doc(hidden)]
 pub mod __test_hooks {
     /// In a worker: writes `bytes` on the data link as they are, past the framing, as a
-    /// worker with corrupt memory might. Fails with `EBADF` outside a worker.
+    /// worker with corrupt memory might. Fails with `NotConnected` outside a worker.
     ///
     /// # Errors
     ///
     /// The write's own error.
     pub fn write_raw_to_data_link(bytes: &[u8]) -> std::io::Result<()> {
         crate::worker::write_raw_to_data_link(bytes)
+    }
+
+    /// In a worker whose data link is a shared-memory ring: publishes `pos` as its write
+    /// position, as a worker with corrupt memory might. False without a ring.
+    pub fn forge_ring_position(pos: u64) -> bool {
+        crate::worker::forge_ring_position(pos)
     }
 }
 

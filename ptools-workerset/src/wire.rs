@@ -128,6 +128,11 @@ pub(crate) trait Link: Send + Sync + 'static {
     fn wait_readable(&self, timeout: Duration) -> io::Result<bool>;
     /// Ends both directions, waking a blocked reader.
     fn shutdown(&self);
+    /// A fault test's hook: publishes `pos` as this side's write position, as a process
+    /// with corrupt memory might; false on a link that has none to forge (a socket).
+    fn forge_write_position(&self, _pos: u64) -> bool {
+        false
+    }
 }
 
 /// A connected Unix stream socket.

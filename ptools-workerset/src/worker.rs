@@ -20,15 +20,15 @@ use crate::sys;
 use crate::wire::{self, FrameReader, Link, UnixLink};
 
 /// Set in a worker's environment by the master:
-/// `data_fd,control_fd,master_pid,max_frame_bytes,handshake_timeout_ms,arg_fd,res_fd` (the
-/// last two the shared-memory regions, -1 when the master has none for it).
+/// `data_fd,control_fd,master_pid,max_frame_bytes,handshake_timeout_ms,arg_fd,res_fd,ring_fd`
+/// (the shared-memory regions and ring, -1 when the master has none for it).
 pub(crate) const ENV_FDS: &str = "PTOOLS_WORKER_FD";
 
 static MYID: AtomicUsize = AtomicUsize::new(1);
 static BUSY: AtomicBool = AtomicBool::new(false);
 static SHUTDOWN: AtomicBool = AtomicBool::new(false);
-/// This worker's data socket (for [`write_raw_to_data_link`]); -1 in the master.
-static DATA_FD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+/// This worker's data link (for [`write_raw_to_data_link`]); unset in the master.
+static DATA_LINK: std::sync::OnceLock<Arc<dyn Link>> = std::sync::OnceLock::new();
 /// The link's frame cap, as the master set it.
 static CAP: AtomicUsize = AtomicUsize::new(wire::DEFAULT_MAX_FRAME);
 
@@ -57,7 +57,7 @@ pub(crate) fn enter_if_worker() {
     let Some(v) = std::env::var_os(ENV_FDS) else {
         return;
     };
-    type Parsed = (RawFd, RawFd, i32, usize, u64, RawFd, RawFd);
+    type Parsed = (RawFd, RawFd, i32, usize, u64, RawFd, RawFd, RawFd);
     let parsed: Option<Parsed> = v.to_str().and_then(|s| {
         let mut it = s.split(',');
         let d = it.next()?.parse().ok()?;
@@ -68,9 +68,10 @@ pub(crate) fn enter_if_worker() {
         // The regions are optional: without them the worker uses its socket only.
         let a = it.next().map_or(Some(-1), |a| a.parse().ok())?;
         let r = it.next().map_or(Some(-1), |r| r.parse().ok())?;
-        it.next().is_none().then_some((d, c, m, cap, ms, a, r))
+        let g = it.next().map_or(Some(-1), |g| g.parse().ok())?;
+        it.next().is_none().then_some((d, c, m, cap, ms, a, r, g))
     });
-    let Some((d, c, master, cap, ms, a, r)) = parsed else {
+    let Some((d, c, master, cap, ms, a, r, g)) = parsed else {
         eprintln!("ptools-workerset: malformed {ENV_FDS}={v:?}");
         exit_now(2)
     };
@@ -110,12 +111,22 @@ pub(crate) fn enter_if_worker() {
             ))
         })
         .flatten();
+    // The ring, when the master made one, is the data link after the handshake: the master
+    // switches to it then, so a worker that cannot take it cannot serve.
+    let ring = (g >= 0 && ![d, c, a, r].contains(&g)).then(|| match sys::Ring::adopt(g) {
+        Ok(ring) => ring,
+        Err(why) => {
+            eprintln!("ptools-workerset: worker ring descriptor {g}: {why}");
+            exit_now(2)
+        }
+    });
     run(
         UnixLink(data),
         UnixLink(ctl),
         cap,
         Duration::from_millis(ms),
         zc,
+        ring,
     )
 }
 
@@ -176,11 +187,9 @@ fn serve_joined(joined: crate::net::Joined, why: &str) -> ! {
     match joined {
         Ok((data, ctl, id, cfg)) => {
             MYID.store(id, Ordering::Relaxed);
-            let fd = std::os::fd::AsRawFd::as_raw_fd(&data.0);
             serve(
                 Arc::new(data),
                 Box::new(ctl),
-                fd,
                 FrameReader::with_cap(cfg.cap),
                 cfg.cap,
                 // The master pings only once every worker of the start has joined (within
@@ -214,11 +223,18 @@ pub(crate) fn serve_rank_zero(path: &std::path::Path, timeout: Duration) -> ! {
 /// Writes `bytes` as they are on this worker's data link, past the framing (tests of the
 /// master's handling of a corrupt stream use it from a remote function).
 pub(crate) fn write_raw_to_data_link(bytes: &[u8]) -> std::io::Result<()> {
-    let fd = DATA_FD.load(Ordering::Relaxed);
-    if fd < 0 {
-        return Err(std::io::Error::from_raw_os_error(libc::EBADF));
+    match DATA_LINK.get() {
+        Some(link) => link.send_all(bytes),
+        None => Err(std::io::ErrorKind::NotConnected.into()),
     }
-    sys::send_all(fd, bytes)
+}
+
+/// Publishes `pos` as this worker's write position on its shared-memory ring (tests of the
+/// master's checks of the ring use it from a remote function); false without a ring.
+pub(crate) fn forge_ring_position(pos: u64) -> bool {
+    DATA_LINK
+        .get()
+        .is_some_and(|link| link.forge_write_position(pos))
 }
 
 pub(crate) fn single_threaded() -> bool {
@@ -227,7 +243,14 @@ pub(crate) fn single_threaded() -> bool {
         .unwrap_or(false)
 }
 
-fn run(data: UnixLink, ctl: UnixLink, cap: usize, handshake: Duration, zc: Option<WorkerZc>) -> ! {
+fn run(
+    data: UnixLink,
+    ctl: UnixLink,
+    cap: usize,
+    handshake: Duration,
+    zc: Option<WorkerZc>,
+    ring: Option<sys::Ring>,
+) -> ! {
     CAP.store(cap, Ordering::Relaxed);
     let mut reader = FrameReader::with_cap(wire::HANDSHAKE_CAP);
     let Ok(build) = sys::BuildId::of_self() else {
@@ -262,16 +285,12 @@ fn run(data: UnixLink, ctl: UnixLink, cap: usize, handshake: Duration, zc: Optio
             exit_now(2)
         }
     }
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&data.0);
-    serve(
-        Arc::new(data),
-        Box::new(ctl),
-        fd,
-        reader.with_new_cap(cap),
-        cap,
-        None,
-        zc,
-    )
+    // Nothing follows the welcome on the socket: with a ring, calls come through it.
+    let data: Arc<dyn Link> = match ring {
+        Some(r) => Arc::new(r.worker(sys::ring_spin())),
+        None => Arc::new(data),
+    };
+    serve(data, Box::new(ctl), reader.with_new_cap(cap), cap, None, zc)
 }
 
 /// Serves calls on `data` until shutdown or the master's end; `ctl` is served beside it
@@ -280,14 +299,13 @@ fn run(data: UnixLink, ctl: UnixLink, cap: usize, handshake: Duration, zc: Optio
 fn serve(
     data: Arc<dyn Link>,
     ctl: Box<dyn Link>,
-    data_fd: RawFd,
     mut reader: FrameReader,
     cap: usize,
     heartbeat: Option<(Duration, Duration)>,
     mut zc: Option<WorkerZc>,
 ) -> ! {
     CAP.store(cap, Ordering::Relaxed);
-    DATA_FD.store(data_fd, Ordering::Relaxed);
+    let _ = DATA_LINK.set(data.clone());
     let replies = Arc::new(Replies {
         buf: Mutex::new(Vec::with_capacity(64 * 1024)),
         spare: Mutex::new(Vec::with_capacity(64 * 1024)),

@@ -1,5 +1,5 @@
 //! What a worker inherits, and how long it lives: only its two sockets, its two
-//! shared-memory regions (memfds, never in /dev/shm) and stdio; workers
+//! shared-memory regions and its ring (memfds, never in /dev/shm) and stdio; workers
 //! started from a thread that then ends keep running (the death signal follows the
 //! spawning thread, so the crate forks from a long-lived thread of its own).
 
@@ -45,9 +45,9 @@ fn workers_inherit_only_their_sockets_and_stdio() {
     drop(leaky);
     assert!(!env, "PTOOLS_WORKER_FD must be cleared in the worker");
     assert_eq!(&fds[..3], &[0, 1, 2]);
-    // Two sockets and two memfds, nothing else.
-    assert_eq!(fds.len(), 7, "worker descriptors: {fds:?}");
-    let (mut sockets, mut memfds) = (0, 0);
+    // Two sockets and three memfds, nothing else.
+    assert_eq!(fds.len(), 8, "worker descriptors: {fds:?}");
+    let (mut sockets, mut memfds, mut rings) = (0, 0, 0);
     for fd in &fds[3..] {
         let link = std::fs::read_link(format!("/proc/{}/fd/{fd}", c.pid(id).unwrap())).unwrap();
         let link = link.to_string_lossy();
@@ -55,11 +55,17 @@ fn workers_inherit_only_their_sockets_and_stdio() {
             sockets += 1;
         } else if link.starts_with("/memfd:ptools-zerocopy") {
             memfds += 1;
+        } else if link.starts_with("/memfd:ptools-ring") {
+            rings += 1;
         } else {
             panic!("{fd} -> {link:?}");
         }
     }
-    assert_eq!((sockets, memfds), (2, 2), "worker descriptors: {fds:?}");
+    assert_eq!(
+        (sockets, memfds, rings),
+        (2, 2, 1),
+        "worker descriptors: {fds:?}"
+    );
 }
 
 #[test]

@@ -154,7 +154,9 @@ const Q: (&str, &str) = ("ptools-queue", "queue");
 /// key and the plot panel.
 #[rustfmt::skip]
 pub(crate) const SCENARIOS: &[Scenario] = &[
-    crit("remotecall_fetch round trip (u64)", RT, "round_trip/remotecall_fetch_u64", Some("round_trip/raw_socketpair_u64"), Ratio(1.5), Some("py_processpool_round_trip"), P::Time).rust(&["rs_procspawn_round_trip", "rs_ipc_channel_round_trip"]),
+    crit("remotecall_fetch round trip (u64)", RT, "round_trip/remotecall_fetch_u64", Some("round_trip/raw_socketpair_u64"), Ratio(0.5), Some("py_processpool_round_trip"), P::Time).rust(&["rs_procspawn_round_trip", "rs_ipc_channel_round_trip"]),
+    crit("remotecall_fetch round trip (u64), ring off: the socket alone", RT, "round_trip/remotecall_fetch_u64_socket", Some("round_trip/raw_socketpair_u64"), Ratio(1.5), None, P::None),
+    crit("2 callers, each with its own worker: 4 busy threads on 2 cores (baseline: ring off)", RT, "round_trip/two_callers_u64", Some("round_trip/two_callers_u64_socket"), Ratio(1.0), None, P::None),
     crit("remotecall_fetch round trip over TCP (u64, loopback)", RT, "round_trip/remotecall_fetch_tcp_u64", Some("round_trip/raw_tcp_u64"), Ratio(1.3), None, P::Time),
     crit("remotecall_fetch round trip, Vec<u8> of 8 B", PAYLOAD, "payload/remotecall_fetch_vec_u8/8B", Some("payload/raw_socketpair/8B"), Reported, None, P::None).rust(&["rs_ipc_channel_bytes/8B", "rs_ipc_channel_vec_u8/8B", "rs_procspawn_vec_u8/8B"]),
     crit("remotecall_fetch round trip, Vec<u8> of 1 KiB", PAYLOAD, "payload/remotecall_fetch_vec_u8/1KiB", Some("payload/raw_socketpair/1KiB"), Reported, None, P::None).rust(&["rs_ipc_channel_bytes/1KiB", "rs_ipc_channel_vec_u8/1KiB", "rs_procspawn_vec_u8/1KiB"]),

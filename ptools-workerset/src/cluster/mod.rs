@@ -55,6 +55,7 @@ pub struct ClusterBuilder {
     heartbeat_interval: Duration,
     heartbeat_timeout: Duration,
     remote_program: Option<PathBuf>,
+    ring: bool,
 }
 
 impl Default for ClusterBuilder {
@@ -69,6 +70,7 @@ impl Default for ClusterBuilder {
             heartbeat_interval: Duration::from_secs(1),
             heartbeat_timeout: Duration::from_secs(10),
             remote_program: None,
+            ring: true,
         }
     }
 }
@@ -144,6 +146,21 @@ impl ClusterBuilder {
     /// content); another build is refused with [`Error::BuildMismatch`].
     pub fn remote_program(mut self, path: impl Into<PathBuf>) -> Self {
         self.remote_program = Some(path.into());
+        self
+    }
+
+    /// Whether local workers talk to the master through a shared-memory ring (the
+    /// default) or through their socket alone.
+    ///
+    /// The ring carries the same frames as the socket, without a system call on either
+    /// side while both are busy: a waiting side spins for a few tens of microseconds
+    /// before it sleeps on a futex, so a short call is answered without waking anyone,
+    /// and an idle worker uses no CPU. On a machine with one CPU for this process, nothing
+    /// spins. Turn it off when other work on the machine needs every cycle of the
+    /// spinning (many more busy processes than cores), or to compare the two.
+    /// Workers started by a [`Launcher`](crate::Launcher) always use TCP.
+    pub fn shared_memory_ring(mut self, on: bool) -> Self {
+        self.ring = on;
         self
     }
 

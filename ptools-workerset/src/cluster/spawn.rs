@@ -58,6 +58,8 @@ struct Starting {
     reader: FrameReader,
     id: usize,
     zc: Option<Zc>,
+    /// The shared-memory ring that becomes the data link after the handshake.
+    ring: Option<sys::Ring>,
 }
 
 impl Cluster {
@@ -100,10 +102,18 @@ impl Cluster {
                 let zc = sys::Region::create()
                     .and_then(|a| Ok((a, sys::Region::create()?)))
                     .ok();
+                // Likewise the ring: without one, the data link stays the socket.
+                let ring = self
+                    .inner
+                    .opts
+                    .ring
+                    .then(|| sys::Ring::create().ok())
+                    .flatten();
                 let limits = sys::WorkerLimits {
                     max_frame: cap,
                     handshake: self.inner.opts.start_timeout,
                     regions: zc.as_ref().map(|(a, r)| (a.raw_fd(), r.raw_fd())),
+                    ring: ring.as_ref().map(sys::Ring::raw_fd),
                 };
                 let proc =
                     on_spawner(move || sys::spawn_worker(&prog, &args, &d_child, &c_child, limits))
@@ -118,6 +128,7 @@ impl Cluster {
                     reader: FrameReader::with_cap(wire::HANDSHAKE_CAP),
                     id: 0,
                     zc: zc.map(|(a, r)| Zc::new(a, r)),
+                    ring,
                 });
             }
             let deadline = Instant::now() + self.inner.opts.start_timeout;
@@ -136,10 +147,17 @@ impl Cluster {
         }
         let mut ids = Vec::with_capacity(n);
         for s in started {
+            // After the handshake the worker reads its calls from the ring, when it has
+            // one; its socket then carries nothing more (the worker's death is seen through
+            // its pidfd, which shuts the ring down).
+            let data: Arc<dyn Link> = match s.ring {
+                Some(r) => Arc::new(r.master(sys::ring_spin())),
+                None => s.data,
+            };
             self.register(
                 s.id,
                 Peer::Local(s.proc),
-                s.data,
+                data,
                 s.ctl,
                 s.reader.with_new_cap(cap),
                 s.zc,

@@ -3,7 +3,7 @@
 //! They go through nix. Raw `libc` stays only where nix has no wrapper or its wrapper does
 //! not fit, each with its reason at the call: `dladdr` and `dl_iterate_phdr` (the loader,
 //! no nix wrapper), `atexit` and `_exit` (no nix wrapper), `close_range` (no nix wrapper:
-//! `syscall`), and `fcntl` on bare descriptor numbers (nix's `fcntl` takes a `BorrowedFd`,
+//! `syscall`), `futex` (no nix wrapper: `syscall`, for the shared-memory ring), and `fcntl` on bare descriptor numbers (nix's `fcntl` takes a `BorrowedFd`,
 //! which must be open; these numbers may not be).
 
 use std::ffi::OsString;
@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 #[path = "region.rs"]
 mod region;
 pub(crate) use region::Region;
+#[path = "ring.rs"]
+mod ring;
+pub(crate) use ring::Ring;
 
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, FdFlag};
@@ -27,6 +30,63 @@ use super::{BuildId, WorkerLimits};
 use crate::error::Termination;
 
 pub(crate) use nix::poll::PollFd;
+
+/// Sleeps while `word` holds `expected`, until woken by [`futex_wake`] on the same
+/// address (in this process or another that maps the same file), or `timeout` passes.
+/// Returns at once if `word` holds something else; spurious returns are allowed (the
+/// caller looks again).
+fn futex_wait(word: &std::sync::atomic::AtomicU32, expected: u32, timeout: Option<Duration>) {
+    let ts = timeout.map(|t| libc::timespec {
+        tv_sec: t.as_secs().min(i64::MAX as u64) as libc::time_t,
+        tv_nsec: t.subsec_nanos() as libc::c_long,
+    });
+    let tp = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: FUTEX_WAIT (shared: the word lives in a `MAP_SHARED` mapping) only reads the
+    // 32-bit word at a valid, aligned address (an `&AtomicU32`) and the timespec, which
+    // lives on this frame through the call. A relative timeout, as FUTEX_WAIT takes. Its
+    // errors (EAGAIN: the word changed; EINTR; ETIMEDOUT) all mean "look again".
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            tp,
+            std::ptr::null::<u32>(),
+            0u32,
+        );
+    }
+}
+
+/// Wakes every sleeper of [`futex_wait`] on `word`.
+fn futex_wake(word: &std::sync::atomic::AtomicU32) {
+    // SAFETY: FUTEX_WAKE touches no memory of ours: the address only names the wait queue.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE,
+            i32::MAX,
+            std::ptr::null::<libc::timespec>(),
+            std::ptr::null::<u32>(),
+            0u32,
+        );
+    }
+}
+
+/// How long a side of a shared-memory ring spins before it sleeps: long enough to catch
+/// the answer to a short call or the next call of a busy caller, short enough that a
+/// waiting side gives a core back soon. Nothing spins when this process may run on one
+/// CPU only (spinning would only delay the peer it waits for).
+pub(crate) fn ring_spin() -> Duration {
+    static SPIN: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *SPIN.get_or_init(|| match std::thread::available_parallelism() {
+        Ok(n) if n.get() >= 2 => Duration::from_micros(50),
+        _ => Duration::ZERO,
+    })
+}
 
 /// A connected pair of stream sockets, both close-on-exec.
 pub(crate) fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
@@ -408,21 +468,24 @@ pub(crate) fn spawn_worker(
     let master = std::process::id() as i32;
     let (d, c) = (data.as_raw_fd(), ctl.as_raw_fd());
     let (a, r) = limits.regions.unwrap_or((-1, -1));
+    let g = limits.ring.unwrap_or(-1);
     let mut cmd = Command::new(program);
     cmd.args(args)
         .env(
             crate::worker::ENV_FDS,
             format!(
-                "{d},{c},{master},{},{},{},{}",
+                "{d},{c},{master},{},{},{},{},{}",
                 limits.max_frame,
                 limits.handshake.as_millis(),
                 a,
-                r
+                r,
+                g
             ),
         )
         .stdin(Stdio::null());
-    // Without regions, the data socket stands in for them (kept anyway).
-    let mut keep = [d, c, if a < 0 { d } else { a }, if r < 0 { d } else { r }];
+    // Without regions or a ring, the data socket stands in for them (kept anyway).
+    let or_d = |x: RawFd| if x < 0 { d } else { x };
+    let mut keep = [d, c, or_d(a), or_d(r), or_d(g)];
     keep.sort_unstable();
     // SAFETY: the closure runs in the child between fork and exec, where only one thread
     // exists and another thread's lock (malloc's, say) may be held forever. It takes no

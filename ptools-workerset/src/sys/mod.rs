@@ -53,4 +53,7 @@ pub(crate) struct WorkerLimits {
     /// The descriptors of the worker's two shared-memory regions (arguments, results),
     /// when they could be made: passed to it at its start.
     pub(crate) regions: Option<(i32, i32)>,
+    /// The descriptor of the worker's shared-memory ring, when it has one: its data link
+    /// after the handshake.
+    pub(crate) ring: Option<i32>,
 }

@@ -178,6 +178,34 @@ impl Region {
     }
 }
 
+/// A shared-memory ring: none can exist here ([`Ring::create`] always fails; no worker
+/// runs to adopt one).
+#[derive(Debug)]
+pub(crate) struct Ring(std::convert::Infallible);
+
+impl Ring {
+    pub(crate) fn create() -> io::Result<Ring> {
+        Err(unsupported())
+    }
+    pub(crate) fn adopt(_fd: RawFd) -> Result<Ring, String> {
+        Err("shared-memory rings are not supported on this platform".into())
+    }
+    pub(crate) fn raw_fd(&self) -> RawFd {
+        match self.0 {}
+    }
+    pub(crate) fn master(self, _spin: Duration) -> crate::wire::UnixLink {
+        match self.0 {}
+    }
+    pub(crate) fn worker(self, _spin: Duration) -> crate::wire::UnixLink {
+        match self.0 {}
+    }
+}
+
+/// Nothing spins here (no worker runs).
+pub(crate) fn ring_spin() -> Duration {
+    Duration::ZERO
+}
+
 /// Nothing to tune here (no worker runs).
 pub(crate) fn keep_freed_memory(_bytes: usize) {}
 
