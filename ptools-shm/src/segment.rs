@@ -166,11 +166,25 @@ impl Segment {
             let st = sys::stat(&fd).map_err(|e| ShmError::os("fstat", os_name, e))?;
             // Covered by SIGINT/SIGTERM cleanup from here on (a few atomics).
             guard.1 = ptools_sys::signals::register_segment(os_name, st.dev, st.ino);
-            let (map, generation, owner) = Segment::init(cfg, os_name, &fd, mode, &st)?;
+            let (map, generation, owner, via_fd) = Segment::init(cfg, os_name, &fd, mode, &st)?;
+            if via_fd {
+                // The header went through the descriptor; so does its ready flag, after a
+                // fence: the kernel's copies of the header were this thread's stores, and
+                // an attacher's acquire load of the flag must see them all.
+                std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+                if let Err(e) =
+                    sys::write_at(&fd, &header::READY.to_ne_bytes(), header::READY_AT as u64)
+                {
+                    // Never mapped by anyone: the guard unlinks the name.
+                    mapped_remove(generation);
+                    return Err(ShmError::os("pwrite", os_name, e));
+                }
+            } else {
+                // SAFETY: the mapping is live, writable, page-aligned and longer than
+                // HEADER_LEN; `init` wrote the rest of the header.
+                unsafe { header::publish(map.base()) };
+            }
             guard.0 = None;
-            // SAFETY: the mapping is live, writable, page-aligned and longer than
-            // HEADER_LEN; `init` wrote the rest of the header.
-            unsafe { header::publish(map.base()) };
             // Closing the descriptor releases the creator's lock: the segment is published.
             drop(fd);
             (map, generation, owner, guard.1.take())
@@ -200,14 +214,15 @@ impl Segment {
 
     /// Sizes the new object, maps it, writes its header but for the ready flag, and
     /// reserves what `mode` asks for. Returns the mapping, the generation (registered in
-    /// `MAPPED`) and the owner record.
+    /// `MAPPED`), the owner record, and whether the header went through the descriptor
+    /// (then so must the ready flag).
     fn init(
         cfg: &ShmCfg,
         os_name: &str,
         fd: &OwnedFd,
         mode: CreateMode,
         st: &sys::Stat,
-    ) -> Result<(Mapping, u64, Owner)> {
+    ) -> Result<(Mapping, u64, Owner, bool)> {
         let os = |op, e| ShmError::os(op, os_name, e);
         let total = HEADER_LEN as u64 + cfg.data_bytes();
         // ShmCfg guarantees the total fits isize.
@@ -223,25 +238,6 @@ impl Segment {
             }
         };
         sys::set_len(fd, total).map_err(|e| os("ftruncate", e))?;
-        let map = Mapping::new(fd, map_len, true, os_name)?;
-        // The header's page is allocated before it is written, in every mode: writing it
-        // must not SIGBUS. Populating it for writing does that and maps it, in one call and
-        // without a page fault; where the kernel lacks that (before Linux 5.14, macOS), the
-        // page is reserved with posix_fallocate and faults in when written.
-        match sys::populate_write_start(&map.map, HEADER_LEN) {
-            Ok(()) => {}
-            // A write would have raised SIGBUS: on tmpfs, no space for the page.
-            Err(e) if e.raw_os_error() == Some(libc::EFAULT) => {
-                return Err(ShmError::OutOfSpace {
-                    name: os_name.to_owned(),
-                    bytes: total,
-                });
-            }
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                sys::reserve(fd, 0, HEADER_LEN as u64).map_err(out_of_space)?;
-            }
-            Err(e) => return Err(os("madvise", e)),
-        }
         let (pid, start) = own_identity();
         let generation = new_generation(pid);
         let hdr = Header {
@@ -251,8 +247,44 @@ impl Segment {
             owner_start: start,
             generation,
         };
-        // SAFETY: the mapping is live, writable, page-aligned and longer than HEADER_LEN.
-        unsafe { hdr.write_into(map.base()) };
+        // The header's page is allocated before the header is in it, in every mode: writing
+        // it must not SIGBUS. On Linux one `pwrite` of the header does both, without a page
+        // fault or a page-table entry (`ENOSPC` on a full tmpfs).
+        let via_fd = match sys::write_at(fd, &hdr.encode(), 0) {
+            Ok(()) => true,
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
+                return Err(ShmError::OutOfSpace {
+                    name: os_name.to_owned(),
+                    bytes: total,
+                });
+            }
+            // macOS: shared memory objects take no `write`.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => false,
+            Err(e) => return Err(os("pwrite", e)),
+        };
+        let map = Mapping::new(fd, map_len, true, os_name)?;
+        if !via_fd {
+            // Populating the header's page for writing allocates and maps it in one call,
+            // without a page fault; where the kernel lacks that (macOS), the page is
+            // reserved with posix_fallocate and faults in when written.
+            match sys::populate_write_start(&map.map, HEADER_LEN) {
+                Ok(()) => {}
+                // A write would have raised SIGBUS: on tmpfs, no space for the page.
+                Err(e) if e.raw_os_error() == Some(libc::EFAULT) => {
+                    return Err(ShmError::OutOfSpace {
+                        name: os_name.to_owned(),
+                        bytes: total,
+                    });
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    sys::reserve(fd, 0, HEADER_LEN as u64).map_err(out_of_space)?;
+                }
+                Err(e) => return Err(os("madvise", e)),
+            }
+            // SAFETY: the mapping is live, writable, page-aligned and longer than
+            // HEADER_LEN.
+            unsafe { hdr.write_into(map.base()) };
+        }
         // Owner fields are in place: if we die while reserving, the segment is ours and
         // stale, so `remove_stale_shm` can clean it.
         if mode.reserve && cfg.data_bytes() > 0 {
@@ -269,7 +301,7 @@ impl Segment {
             ino: st.ino,
             unlink_on_drop: true,
         };
-        Ok((map, generation, owner))
+        Ok((map, generation, owner, via_fd))
     }
 
     pub(crate) fn attach(cfg: &ShmCfg, os_name: &str, populate_pages: bool) -> Result<Segment> {

@@ -73,6 +73,11 @@ pub(crate) fn populate_write_start(_map: &MmapRaw, _len: usize) -> io::Result<()
 }
 
 /// Unreachable without an object; fails like the rest.
+pub(crate) fn write_at(_fd: &OwnedFd, _buf: &[u8], _off: u64) -> io::Result<()> {
+    Err(unsupported())
+}
+
+/// Unreachable without an object; fails like the rest.
 pub(crate) fn lock(_fd: &OwnedFd) -> io::Result<()> {
     Err(unsupported())
 }

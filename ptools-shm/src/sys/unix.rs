@@ -217,6 +217,34 @@ pub(crate) fn populate_write_start(_map: &MmapRaw, _len: usize) -> io::Result<()
     Err(io::Error::from_raw_os_error(libc::EINVAL))
 }
 
+/// Writes all of `buf` at `off` through the descriptor (`pwrite`). On Linux's tmpfs this
+/// allocates the pages it covers, `ENOSPC` when the file system is full, and maps nothing:
+/// a new segment's header costs no page fault and no page-table entry to tear down.
+#[cfg(target_os = "linux")]
+pub(crate) fn write_at(fd: &OwnedFd, mut buf: &[u8], mut off: u64) -> io::Result<()> {
+    while !buf.is_empty() {
+        let o =
+            libc::off_t::try_from(off).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+        match nix::sys::uio::pwrite(fd, buf, o) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                buf = &buf[n..];
+                off += n as u64;
+            }
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// macOS shared memory objects cannot be written through a descriptor: `EINVAL`, and the
+/// caller writes through the mapping instead.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn write_at(_fd: &OwnedFd, _buf: &[u8], _off: u64) -> io::Result<()> {
+    Err(io::Error::from_raw_os_error(libc::EINVAL))
+}
+
 /// Takes an exclusive `flock`, waiting for it. Released when the descriptor is closed.
 pub(crate) fn lock(fd: &OwnedFd) -> io::Result<()> {
     loop {
