@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | 0 | 8 | magic `PTOOLSHM` |
 //! | 8 | 4 | version |
-//! | 12 | 4 | ready flag, stored last with release ordering |
+//! | 12 | 4 | ready flag, stored last (see `Segment::create`) |
 //! | 16 | 1 | element tag (kind, log2 size) |
 //! | 17 | 1 | rank |
 //! | 18 | 2 | reserved, zero |
@@ -137,9 +137,12 @@ impl Header {
             .then(|| (u32_at(b, 20), u64_at(b, 24)))
     }
 
-    /// Writes every field but the ready flag into a mapping. Every access to a mapped
-    /// header is a 32-bit atomic one (see [`read_mapped`]), so a reader racing the
-    /// creator, in another process or in this one, reads well-defined values.
+    /// Writes every field but the ready flag into a mapping (where the header cannot go
+    /// through the descriptor: macOS). Every access of ours to a mapped header is a 32-bit
+    /// atomic one (see [`read_mapped`]), so a reader racing the creator, in another process
+    /// or in this one, reads well-defined values. On Linux the creator writes the header
+    /// and then the flag with `pwrite`, a fence between: the kernel's copies are that
+    /// thread's stores, so a reader whose acquire load sees the flag sees the header.
     ///
     /// # Safety
     ///

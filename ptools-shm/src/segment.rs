@@ -175,7 +175,8 @@ impl Segment {
                 if let Err(e) =
                     sys::write_at(&fd, &header::READY.to_ne_bytes(), header::READY_AT as u64)
                 {
-                    // Never mapped by anyone: the guard unlinks the name.
+                    // Never published (an attacher that mapped it saw it not ready): the
+                    // guard unlinks the name.
                     mapped_remove(generation);
                     return Err(ShmError::os("pwrite", os_name, e));
                 }

@@ -208,9 +208,10 @@ pub mod __test_hooks {
     }
 
     /// In a worker whose data link is a shared-memory ring: publishes `pos` as its write
-    /// position, as a worker with corrupt memory might. False without a ring.
-    pub fn forge_ring_position(pos: u64) -> bool {
-        crate::worker::forge_ring_position(pos)
+    /// position (`write`) or its read position, as a worker with corrupt memory might.
+    /// False without a ring.
+    pub fn forge_ring_position(write: bool, pos: u64) -> bool {
+        crate::worker::forge_ring_position(write, pos)
     }
 }
 

@@ -117,8 +117,9 @@ pub(crate) struct Hello {
     pub(crate) build: sys::BuildId,
 }
 
-/// A byte stream between master and worker. Local workers use a Unix socket pair; a TCP
-/// stream to another host is the next implementation.
+/// A byte stream between master and worker: a Unix socket pair (the handshake, and a
+/// local worker's calls without a ring), a shared-memory ring (a local worker's calls,
+/// `sys/ring.rs`), or TCP (a worker started by a launcher, `net/link.rs`).
 pub(crate) trait Link: Send + Sync + 'static {
     /// Writes all of `buf`.
     fn send_all(&self, buf: &[u8]) -> io::Result<()>;
@@ -126,11 +127,13 @@ pub(crate) trait Link: Send + Sync + 'static {
     fn recv(&self, buf: &mut [u8]) -> io::Result<usize>;
     /// Waits until data is available; false when `timeout` passes first.
     fn wait_readable(&self, timeout: Duration) -> io::Result<bool>;
-    /// Ends both directions, waking a blocked reader.
+    /// Ends both directions for this side, waking its blocked readers and writers (a
+    /// socket also tells the peer; a ring does not: see `sys/ring.rs`, "Ends").
     fn shutdown(&self);
-    /// A fault test's hook: publishes `pos` as this side's write position, as a process
-    /// with corrupt memory might; false on a link that has none to forge (a socket).
-    fn forge_write_position(&self, _pos: u64) -> bool {
+    /// A fault test's hook: publishes `pos` as this side's write position (`write`) or
+    /// read position, as a process with corrupt memory might; false on a link that has
+    /// none to forge (a socket).
+    fn forge_position(&self, _write: bool, _pos: u64) -> bool {
         false
     }
 }

@@ -229,12 +229,13 @@ pub(crate) fn write_raw_to_data_link(bytes: &[u8]) -> std::io::Result<()> {
     }
 }
 
-/// Publishes `pos` as this worker's write position on its shared-memory ring (tests of the
-/// master's checks of the ring use it from a remote function); false without a ring.
-pub(crate) fn forge_ring_position(pos: u64) -> bool {
+/// Publishes `pos` as this worker's write (`write`) or read position on its shared-memory
+/// ring (tests of the master's checks of the ring use it from a remote function); false
+/// without a ring.
+pub(crate) fn forge_ring_position(write: bool, pos: u64) -> bool {
     DATA_LINK
         .get()
-        .is_some_and(|link| link.forge_write_position(pos))
+        .is_some_and(|link| link.forge_position(write, pos))
 }
 
 pub(crate) fn single_threaded() -> bool {

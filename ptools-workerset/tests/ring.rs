@@ -33,7 +33,15 @@ fn memfds(_: ()) -> Vec<String> {
 /// check of the position can end the call).
 fn forge_then_idle(pos: u64) -> bool {
     std::thread::sleep(Duration::from_millis(50));
-    let forged = forge_ring_position(pos);
+    let forged = forge_ring_position(true, pos);
+    std::thread::sleep(Duration::from_secs(if forged { 60 } else { 0 }));
+    forged
+}
+
+/// Forges this worker's read position in its ring (as if it had read calls never sent),
+/// then sits idle.
+fn forge_read_then_idle(pos: u64) -> bool {
+    let forged = forge_ring_position(false, pos);
     std::thread::sleep(Duration::from_secs(if forged { 60 } else { 0 }));
     forged
 }
@@ -109,6 +117,27 @@ fn a_forged_ring_position_is_a_protocol_error_for_that_worker_alone() {
         assert!(!c.workers().contains(&bad));
         assert_eq!(c.remotecall_fetch(good, add1, 1).unwrap(), 2);
     }
+}
+
+#[test]
+fn a_forged_read_position_is_a_protocol_error_at_the_next_call() {
+    let c = Cluster::new();
+    let ids = c.addprocs(2).unwrap();
+    let (bad, good) = (ids[0], ids[1]);
+    let first = c.remotecall(bad, forge_read_then_idle, 1 << 40).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    // Writing this call finds the forged position.
+    let second = c.remotecall(bad, add1, 1).unwrap();
+    let t = Instant::now();
+    for r in [first.fetch().map(|_| 0), second.fetch()] {
+        let e = r.unwrap_err();
+        assert!(
+            matches!(&e, Error::Protocol { id, cause, .. } if *id == bad && cause.contains("ring")),
+            "{e:?}"
+        );
+    }
+    assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
+    assert_eq!(c.remotecall_fetch(good, add1, 1).unwrap(), 2);
 }
 
 #[test]

@@ -32,7 +32,15 @@ fn another_build_is_rejected() {
     let dir = std::env::temp_dir().join(format!("ptools-ws-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let copy = dir.join("copy-of-test-binary");
-    std::fs::copy("/proc/self/exe", &copy).unwrap();
+    // Copied by another process: a copy written here would hold a writable descriptor of
+    // the file for a moment, which a worker forked meanwhile by a test on another thread
+    // inherits until its exec, and starting the copy would then fail with ETXTBSY.
+    let cp = std::process::Command::new("cp")
+        .arg("/proc/self/exe")
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(cp.success());
     let c = Cluster::builder()
         .program(&copy)
         .start_timeout(Duration::from_secs(30))

@@ -51,7 +51,8 @@ impl Peer {
     }
 
     /// Closes a TCP worker's connections (it exits at their end); nothing for a local one,
-    /// whose socket pair ends with its process.
+    /// whose link ends with its process (its socket pair, or its ring, which the death
+    /// watcher shuts down).
     pub(crate) fn kill_links(&self) {
         if let Peer::Tcp(t) = self {
             t.kill();
@@ -201,14 +202,27 @@ impl Remote {
             // Nobody drives: the reader must read the reply.
             self.kick();
         }
-        // A failed write means the worker is gone: its reader sees the end of the stream
-        // and fails the slot just queued, with the exit status.
-        let _ = self.data.send_all(&buf);
+        // A failed write means the worker is gone (its reader sees the end of the stream,
+        // or the death watcher shuts the link, and fails the slot just queued with the
+        // exit status) or broke the link (see `write`).
+        self.write(&buf);
         self.count_sent();
         if buf.capacity() <= wire::KEEP_BUF {
             *tx = buf;
         }
         Ok(())
+    }
+
+    /// Writes a frame (under `tx`). A write that finds the link broken by the worker (a
+    /// shared-memory ring whose read position the worker forged) is a protocol fault,
+    /// reported by the reader like any other; any other failure means the worker is gone.
+    fn write(&self, buf: &[u8]) {
+        if let Err(e) = self.data.send_all(buf)
+            && e.kind() == std::io::ErrorKind::InvalidData
+        {
+            self.fault(e.to_string());
+            self.kick();
+        }
     }
 
     /// Counts a call written (under `tx`), for the argument region's bookkeeping.
@@ -288,7 +302,7 @@ impl Remote {
 
     /// The sender thread: writes the calls queued on read sides, in order, until the
     /// worker is gone. It holds the write side like any caller, never the read side, so a
-    /// write blocked on a full socket never stops replies from being read.
+    /// write blocked on a full link never stops replies from being read.
     pub(super) fn send_loop(self: Arc<Self>) {
         loop {
             {
@@ -317,7 +331,7 @@ impl Remote {
             if kick {
                 self.kick();
             }
-            let _ = self.data.send_all(&buf);
+            self.write(&buf);
             self.count_sent();
             drop(tx);
         }

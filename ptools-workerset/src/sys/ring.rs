@@ -29,9 +29,11 @@
 //!
 //! The ring has no end of stream of its own: a dead peer just stops writing. The master
 //! sees a worker's death through its pidfd (the death watcher), which calls
-//! [`Link::shutdown`]: that marks this side closed, in this process's memory, and wakes
-//! every waiter of this process; a reader then drains what the worker wrote before it died
-//! and reads the end. A worker sees its master's end on its control socket (and by
+//! [`Link::shutdown`]: that notes the worker's write position, marks this side closed, in
+//! this process's memory, and wakes every waiter of this process; a reader then drains what
+//! the worker wrote up to that position and reads the end (a helper the worker forked,
+//! still mapping the ring, cannot keep the stream going). Each futex sleep is bounded, so
+//! a wake-up lost to such a helper writing the futex word back costs a delay, not a hang. A worker sees its master's end on its control socket (and by
 //! `PR_SET_PDEATHSIG`), as before.
 
 use std::io;
@@ -54,6 +56,9 @@ use crate::wire::Link;
 pub(crate) const RING_BYTES: usize = 256 * 1024;
 /// How long a wait spins without giving its core away, before it spins by yielding.
 const BUSY_SPIN: Duration = Duration::from_micros(4);
+/// The longest one futex sleep lasts before the sleeper looks at its own flags again: a
+/// belt against a wake-up lost to a peer that wrote the futex word back.
+const MAX_SLEEP: Duration = Duration::from_millis(250);
 /// The control page: one block per direction.
 const CONTROL: usize = 4096;
 /// The whole file: the control page and both rings.
@@ -99,7 +104,8 @@ pub(crate) struct Ring {
 // goes through atomics or raw-pointer copies (see `RingLink`), never through references to
 // bytes that another thread or process writes.
 unsafe impl Send for Ring {}
-// SAFETY: as for `Send`: `&Ring` gives out no reference into the mapping.
+// SAFETY: as for `Send`: the only references `&Ring` gives out into the mapping are to
+// the control blocks, which are made of atomics (see `block`).
 unsafe impl Sync for Ring {}
 
 impl Ring {
@@ -118,7 +124,8 @@ impl Ring {
 
     /// Takes the ring descriptor `fd` the master passed through the environment (a worker),
     /// once it is checked to be open, sealed and of the right size, and marks it
-    /// close-on-exec. On error `fd` is left alone: it may belong to something else.
+    /// close-on-exec. When it is not a ring file, `fd` is left alone: it may belong to
+    /// something else (a ring file that then fails to map is closed).
     pub(crate) fn adopt(fd: RawFd) -> Result<Ring, String> {
         super::is_open(fd).map_err(|e| e.to_string())?;
         // SAFETY: `fd` is open (just checked), and the master passed it to this process
@@ -226,6 +233,9 @@ pub(crate) struct RingLink {
     read: AtomicU64,
     /// Set by [`Link::shutdown`]: in this process's memory, where the peer cannot clear it.
     closed: AtomicBool,
+    /// The peer's write position when the link was shut down (stored before `closed`):
+    /// a closed link reads up to there, then its end, whatever the peer writes later.
+    end: AtomicU64,
     /// Set when the peer's position was impossible: the link is broken for good.
     faulted: AtomicBool,
     /// How long a wait spins before it sleeps (zero: never spins).
@@ -242,46 +252,54 @@ impl RingLink {
             tail: Mutex::new(()),
             read: AtomicU64::new(0),
             closed: AtomicBool::new(false),
+            end: AtomicU64::new(0),
             faulted: AtomicBool::new(false),
             spin,
         }
     }
 
+    /// Marks the link broken for good and wakes every waiter of this process, so that
+    /// whoever waits on it (the reader thread, a writer waiting for room) sees the fault.
+    /// Only a side holding the positions it checked (`recv` under `tail`, `send_all` under
+    /// `head`) may call it.
     fn broken(&self, what: &str) -> io::Error {
         self.faulted.store(true, Ordering::SeqCst);
+        self.wake_all();
         io::Error::new(
             io::ErrorKind::InvalidData,
             format!("shared-memory ring: {what}"),
         )
     }
 
-    /// Bytes waiting in the incoming ring; an error when the peer's position is
-    /// impossible (more than a ring ahead of what was read, or behind it).
-    fn available(&self) -> io::Result<u64> {
-        if self.faulted.load(Ordering::Relaxed) {
-            return Err(self.broken("the peer broke it earlier"));
-        }
-        // Our position first, then the peer's: a reader on another thread of this side
-        // stores `read` only after it saw the peer's position at least that far, so a
-        // position loaded after it is at least as far (loaded before, it could be behind
-        // `read`, which would look like a forged position).
+    /// Bytes waiting in the incoming ring, from the peer's write position and ours; `None`
+    /// when the position is impossible (more than a ring ahead of ours, or behind it).
+    ///
+    /// Outside `tail` (the waits) `read` may be stale: another thread may have read on and
+    /// the peer written on since, so an impossible answer there proves nothing, and only
+    /// `recv` (which holds `tail`, so `read` is current) calls the link broken.
+    fn peer_bytes(&self) -> Option<u64> {
+        // Ours first, then the peer's: a reader stores `read` only after it saw the peer's
+        // position at least that far, so a position loaded after it is at least as far.
         let read = self.read.load(Ordering::Acquire);
-        let head = self.ring.block(self.inn).head.0.load(Ordering::Acquire);
+        let head = self.ring.block(self.inn).head.0.load(Ordering::SeqCst);
         let n = head.wrapping_sub(read);
-        if n > RING_BYTES as u64 {
-            return Err(self.broken(&format!("peer's write position {head} is impossible")));
-        }
-        Ok(n)
+        (n <= RING_BYTES as u64).then_some(n)
     }
 
-    /// Something for a reader to act on: bytes, the end, or a fault.
+    /// Something for a reader to act on: bytes, the end, or a fault (or what may be one:
+    /// `recv` decides).
     fn readable(&self) -> bool {
-        self.closed.load(Ordering::Relaxed) || self.available().map_or(true, |n| n > 0)
+        self.closed.load(Ordering::SeqCst)
+            || self.faulted.load(Ordering::Relaxed)
+            || self.peer_bytes().is_none_or(|n| n > 0)
     }
 
     /// Room in the outgoing ring, given this side's write position.
     fn room(&self, head: u64) -> io::Result<usize> {
-        let tail = self.ring.block(self.out).tail.0.load(Ordering::Acquire);
+        if self.faulted.load(Ordering::Relaxed) {
+            return Err(self.broken("the peer broke it earlier"));
+        }
+        let tail = self.ring.block(self.out).tail.0.load(Ordering::SeqCst);
         let used = head.wrapping_sub(tail);
         if used > RING_BYTES as u64 {
             return Err(self.broken(&format!("peer's read position {tail} is impossible")));
@@ -289,16 +307,20 @@ impl RingLink {
         Ok(RING_BYTES - used as usize)
     }
 
-    /// Spins for up to `self.spin` until `ready`, then sleeps on `w` until `ready` or
-    /// `deadline`; true when `ready` held.
+    /// Spins for up to `self.spin` (never past `deadline`) until `ready`, then sleeps on `w`
+    /// until `ready` or `deadline`; true when `ready` held.
     fn wait(&self, w: &Wait, deadline: Option<Instant>, ready: impl Fn() -> bool) -> bool {
         if ready() {
             return true;
         }
-        if !self.spin.is_zero() {
-            let start = Instant::now();
+        let start = Instant::now();
+        let spin = match deadline {
+            Some(d) => self.spin.min(d.saturating_duration_since(start)),
+            None => self.spin,
+        };
+        if !spin.is_zero() {
             let mut elapsed = Duration::ZERO;
-            while elapsed < self.spin {
+            while elapsed < spin {
                 if elapsed < BUSY_SPIN {
                     for _ in 0..64 {
                         std::hint::spin_loop();
@@ -321,24 +343,40 @@ impl RingLink {
         loop {
             let seq = w.seq.load(Ordering::SeqCst);
             w.sleepers.fetch_add(1, Ordering::SeqCst);
-            // Checked after saying so: a writer that stored before this load sees no
-            // sleeper and wakes nobody, but then this sees its bytes; one that stored after
-            // sees the sleeper and changes `seq`, so the futex does not sleep on it.
+            // Against the writer's store, fence and load of `sleepers` (see `wake`): of
+            // this and that, one sees the other. A writer that stored before sees no
+            // sleeper and wakes nobody, but then the check below sees its bytes; one that
+            // stored after sees the sleeper and changes `seq`, so the futex does not sleep
+            // on the value loaded above.
+            fence(Ordering::SeqCst);
             if ready() {
                 w.sleepers.fetch_sub(1, Ordering::SeqCst);
                 return true;
             }
-            let timeout = match deadline.map(|d| d.saturating_duration_since(Instant::now())) {
-                Some(t) if t.is_zero() => {
-                    w.sleepers.fetch_sub(1, Ordering::SeqCst);
-                    return false;
-                }
-                t => t,
-            };
-            super::futex_wait(&w.seq, seq, timeout);
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left.is_some_and(|t| t.is_zero()) {
+                w.sleepers.fetch_sub(1, Ordering::SeqCst);
+                return false;
+            }
+            // Each sleep is bounded, so that a flag of this process (`closed`, `faulted`)
+            // is seen even if a wake-up was lost to a peer that wrote `seq` back.
+            let t = left.map_or(MAX_SLEEP, |t| t.min(MAX_SLEEP));
+            super::futex_wait(&w.seq, seq, Some(t));
             w.sleepers.fetch_sub(1, Ordering::SeqCst);
             if ready() {
                 return true;
+            }
+        }
+    }
+
+    /// Wakes every waiter of this process on this link (and the peer's, who look and
+    /// sleep again).
+    fn wake_all(&self) {
+        for dir in [self.out, self.inn] {
+            let b = self.ring.block(dir);
+            for w in [&b.data.0, &b.room.0] {
+                w.seq.fetch_add(1, Ordering::SeqCst);
+                super::futex_wake(&w.seq);
             }
         }
     }
@@ -401,15 +439,27 @@ impl Link for RingLink {
         let _turn = self.tail.lock();
         let block = self.ring.block(self.inn);
         loop {
-            let avail = self.available()?;
-            if avail == 0 {
-                if self.closed.load(Ordering::SeqCst) {
-                    // Closed, and a last look found nothing the peer wrote before.
-                    return match self.available()? {
-                        0 => Ok(0),
-                        _ => continue,
-                    };
+            if self.faulted.load(Ordering::Relaxed) {
+                return Err(self.broken("the peer broke it earlier"));
+            }
+            let Some(mut avail) = self.peer_bytes() else {
+                let head = block.head.0.load(Ordering::Relaxed);
+                return Err(self.broken(&format!("peer's write position {head} is impossible")));
+            };
+            if self.closed.load(Ordering::SeqCst) {
+                // Up to where the peer had written when the link was shut down, then the
+                // end: a peer (or a helper it left mapping the ring) cannot keep it going.
+                // A position then that was impossible leaves nothing.
+                let left = self
+                    .end
+                    .load(Ordering::SeqCst)
+                    .wrapping_sub(self.read.load(Ordering::Relaxed));
+                avail = avail.min(if left > RING_BYTES as u64 { 0 } else { left });
+                if avail == 0 {
+                    return Ok(0);
                 }
+            }
+            if avail == 0 {
                 self.wait(&block.data.0, None, || self.readable());
                 continue;
             }
@@ -442,23 +492,25 @@ impl Link for RingLink {
         Ok(self.wait(&block.data.0, deadline, || self.readable()))
     }
 
-    fn forge_write_position(&self, pos: u64) -> bool {
-        let block = self.ring.block(self.out);
-        block.head.0.store(pos, Ordering::SeqCst);
-        RingLink::wake(&block.data.0);
+    fn forge_position(&self, write: bool, pos: u64) -> bool {
+        if write {
+            let block = self.ring.block(self.out);
+            block.head.0.store(pos, Ordering::SeqCst);
+            RingLink::wake(&block.data.0);
+        } else {
+            let block = self.ring.block(self.inn);
+            block.tail.0.store(pos, Ordering::SeqCst);
+            RingLink::wake(&block.room.0);
+        }
         true
     }
 
     fn shutdown(&self) {
+        // What the peer has written by now is still read; nothing after it (see `recv`).
+        let end = self.ring.block(self.inn).head.0.load(Ordering::SeqCst);
+        self.end.store(end, Ordering::SeqCst);
         self.closed.store(true, Ordering::SeqCst);
-        // Wakes this process's sleepers (and the peer's, who look and sleep again).
-        for dir in [self.out, self.inn] {
-            let b = self.ring.block(dir);
-            for w in [&b.data.0, &b.room.0] {
-                w.seq.fetch_add(1, Ordering::SeqCst);
-                super::futex_wake(&w.seq);
-            }
-        }
+        self.wake_all();
     }
 }
 
@@ -514,6 +566,44 @@ mod tests {
         assert_eq!(&buf[..10], b"last words");
         assert_eq!(m.recv(&mut buf).expect("end"), 0);
         assert!(m.send_all(b"x").is_err());
+    }
+
+    #[test]
+    fn a_shut_down_side_reads_nothing_written_after_the_shutdown() {
+        let (m, w) = pair();
+        w.send_all(b"before").expect("send");
+        m.shutdown();
+        w.send_all(b"after").expect("send");
+        let mut buf = [0u8; 64];
+        assert_eq!(m.recv(&mut buf).expect("recv"), 6);
+        assert_eq!(&buf[..6], b"before");
+        assert_eq!(m.recv(&mut buf).expect("end"), 0);
+    }
+
+    #[test]
+    fn a_zero_timeout_does_not_spin() {
+        let (m, _w) = pair();
+        let m = RingLink {
+            spin: Duration::from_secs(5),
+            ..m
+        };
+        let t = Instant::now();
+        assert!(!m.wait_readable(Duration::ZERO).expect("wait"));
+        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    }
+
+    #[test]
+    fn a_forged_read_position_wakes_a_writer_waiting_for_room_with_an_error() {
+        let (m, w) = pair();
+        let m = std::sync::Arc::new(m);
+        let m2 = m.clone();
+        // More than a ring: the writer fills it and waits for room.
+        let t = std::thread::spawn(move || m2.send_all(&vec![1u8; RING_BYTES + 10]));
+        std::thread::sleep(Duration::from_millis(50));
+        w.ring.block(DOWN).tail.0.store(u64::MAX, Ordering::SeqCst);
+        RingLink::wake(&w.ring.block(DOWN).room.0);
+        let e = t.join().expect("thread").expect_err("forged tail");
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
     }
 
     #[test]
