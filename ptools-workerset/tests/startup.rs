@@ -36,7 +36,7 @@ fn another_build_is_rejected() {
     // the file for a moment, which a worker forked meanwhile by a test on another thread
     // inherits until its exec, and starting the copy would then fail with ETXTBSY.
     let cp = std::process::Command::new("cp")
-        .arg("/proc/self/exe")
+        .arg(std::env::current_exe().unwrap())
         .arg(&copy)
         .status()
         .unwrap();
