@@ -56,6 +56,10 @@ use crate::wire::Link;
 pub(crate) const RING_BYTES: usize = 256 * 1024;
 /// How long a wait spins without giving its core away, before it spins by yielding.
 const BUSY_SPIN: Duration = Duration::from_micros(4);
+/// Spins in a row that found nothing, after which a link spins on one wait in [`RETRY`]
+/// only.
+const MISSES: u32 = 8;
+const RETRY: u32 = 16;
 /// The longest one futex sleep lasts before the sleeper looks at its own flags again: a
 /// belt against a wake-up lost to a peer that wrote the futex word back.
 const MAX_SLEEP: Duration = Duration::from_millis(250);
@@ -240,6 +244,8 @@ pub(crate) struct RingLink {
     faulted: AtomicBool,
     /// How long a wait spins before it sleeps (zero: never spins).
     spin: Duration,
+    /// Waits in a row whose spin ended without what they waited for (see [`MISSES`]).
+    misses: AtomicU32,
 }
 
 impl RingLink {
@@ -255,6 +261,7 @@ impl RingLink {
             end: AtomicU64::new(0),
             faulted: AtomicBool::new(false),
             spin,
+            misses: AtomicU32::new(0),
         }
     }
 
@@ -314,10 +321,7 @@ impl RingLink {
             return true;
         }
         let start = Instant::now();
-        let spin = match deadline {
-            Some(d) => self.spin.min(d.saturating_duration_since(start)),
-            None => self.spin,
-        };
+        let (spin, misses) = self.spin_budget(deadline, start);
         if !spin.is_zero() {
             let mut elapsed = Duration::ZERO;
             while elapsed < spin {
@@ -325,6 +329,7 @@ impl RingLink {
                     for _ in 0..64 {
                         std::hint::spin_loop();
                         if ready() {
+                            self.misses.store(0, Ordering::Relaxed);
                             return true;
                         }
                     }
@@ -334,10 +339,16 @@ impl RingLink {
                     // `sched_yield`, which returns at once when nothing else could.
                     std::thread::yield_now();
                     if ready() {
+                        self.misses.store(0, Ordering::Relaxed);
                         return true;
                     }
                 }
                 elapsed = start.elapsed();
+            }
+            // Counted only when nothing cut the spin short (a deadline is not a miss).
+            if spin == self.spin {
+                self.misses
+                    .store(misses.saturating_add(1), Ordering::Relaxed);
             }
         }
         loop {
@@ -366,6 +377,30 @@ impl RingLink {
             if ready() {
                 return true;
             }
+        }
+    }
+
+    /// How long the wait that starts at `now` spins, and the count of misses before it.
+    ///
+    /// After [`MISSES`] spins in a row that found nothing (calls that take longer than a
+    /// spin, or a peer that does not get a core), only one wait in [`RETRY`] spins: the
+    /// others sleep at once and leave the core to the work being waited for. A spin that
+    /// finds what it waits for sets the count back to zero.
+    fn spin_budget(&self, deadline: Option<Instant>, now: Instant) -> (Duration, u32) {
+        let spin = match deadline {
+            Some(d) => self.spin.min(d.saturating_duration_since(now)),
+            None => self.spin,
+        };
+        let misses = self.misses.load(Ordering::Relaxed);
+        if misses < MISSES {
+            return (spin, misses);
+        }
+        self.misses
+            .store(misses.wrapping_add(1).max(MISSES), Ordering::Relaxed);
+        if (misses - MISSES) % RETRY == RETRY - 1 {
+            (spin, misses)
+        } else {
+            (Duration::ZERO, misses)
         }
     }
 
@@ -578,6 +613,43 @@ mod tests {
         assert_eq!(m.recv(&mut buf).expect("recv"), 6);
         assert_eq!(&buf[..6], b"before");
         assert_eq!(m.recv(&mut buf).expect("end"), 0);
+    }
+
+    #[test]
+    fn a_link_whose_spins_find_nothing_spins_rarely_until_one_finds_something() {
+        let (m, w) = pair();
+        let m = RingLink {
+            spin: Duration::from_millis(20),
+            ..m
+        };
+        let mut buf = [0u8; 8];
+        // Waits whose spins find nothing: the peer writes only after them.
+        for i in 0..MISSES {
+            assert_eq!(m.spin_budget(None, Instant::now()).0, m.spin, "wait {i}");
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    std::thread::sleep(Duration::from_millis(40));
+                    w.send_all(b"x").expect("send");
+                });
+                assert_eq!(m.recv(&mut buf).expect("recv"), 1);
+            });
+        }
+        assert_eq!(m.misses.load(Ordering::Relaxed), MISSES);
+        // Now one wait in RETRY spins.
+        let spins: Vec<bool> = (0..2 * RETRY)
+            .map(|_| !m.spin_budget(None, Instant::now()).0.is_zero())
+            .collect();
+        assert_eq!(spins.iter().filter(|&&s| s).count(), 2, "{spins:?}");
+        assert!(spins[RETRY as usize - 1] && spins[2 * RETRY as usize - 1]);
+        // A spin that finds what it waits for makes the link spin again.
+        while m.spin_budget(None, Instant::now()).0.is_zero() {}
+        m.misses.fetch_sub(1, Ordering::Relaxed);
+        // Not ready at the first look, ready at the first look while spinning.
+        let looks = AtomicU32::new(0);
+        let data = &m.ring.block(m.inn).data.0;
+        assert!(m.wait(data, None, || looks.fetch_add(1, Ordering::Relaxed) >= 1));
+        assert_eq!(m.misses.load(Ordering::Relaxed), 0);
+        assert_eq!(m.spin_budget(None, Instant::now()).0, m.spin);
     }
 
     #[test]
