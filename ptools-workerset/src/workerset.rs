@@ -332,7 +332,8 @@ impl WorkerSet {
         let job = Job::new(f, arg)?;
         let r = RemoteRef::new(job.slot.clone());
         let w = self.inner.acquire()?;
-        self.inner.clone().run_on(w, job);
+        // This thread reads its own reply (nobody else is woken for it).
+        self.inner.clone().run_on(w, job, true);
         let _ = r.wait();
         Ok(r)
     }
@@ -423,7 +424,7 @@ impl WorkerSet {
                 let mut g = lock(&self.inner.ff);
                 if let Some(w) = self.inner.take_free(&mut g)? {
                     drop(g);
-                    self.inner.clone().run_on(w, job);
+                    self.inner.clone().run_on(w, job, false);
                 } else {
                     g.queue.push_back(Waiter::Job(job));
                 }
@@ -434,20 +435,22 @@ impl WorkerSet {
 }
 
 impl SetInner {
-    /// Runs `job` on free worker `w`; when it ends, `w` goes to the next waiting job.
-    fn run_on(self: Arc<Self>, w: usize, job: Job) {
+    /// Runs `job` on free worker `w`; when it ends, `w` goes to the next waiting job. With
+    /// `drive`, this thread waits for the job next and reads its reply on the way.
+    fn run_on(self: Arc<Self>, w: usize, job: Job, drive: bool) {
         let me = self.clone();
         job.slot.add_hook(Box::new(move || me.release(w)));
         let arg = job.arg;
-        let r = self.cluster.inner.submit(
-            w,
-            job.f,
-            &mut |mut b| {
-                b.extend_from_slice(&arg);
-                Ok(b)
-            },
-            job.slot.clone(),
-        );
+        let mut encode = |mut b: Vec<u8>| {
+            b.extend_from_slice(&arg);
+            Ok(b)
+        };
+        let inner = &self.cluster.inner;
+        let r = if drive {
+            inner.call_and_drive(w, job.f, &mut encode, job.slot.clone())
+        } else {
+            inner.submit(w, job.f, &mut encode, job.slot.clone())
+        };
         if let Err(e) = r {
             job.slot.complete(Err(e));
         }
@@ -504,7 +507,7 @@ impl SetInner {
         match g.queue.pop_front() {
             Some(Waiter::Job(job)) => {
                 drop(g);
-                self.run_on(w, job);
+                self.run_on(w, job, false);
             }
             Some(Waiter::Caller(h)) => {
                 drop(g);

@@ -178,25 +178,54 @@ impl Remote {
         encode: &mut dyn FnMut(Vec<u8>) -> std::result::Result<Vec<u8>, String>,
         slot: Arc<Slot>,
     ) -> Result<()> {
+        self.submit_to_drive(f, encode, slot, false).map(drop)
+    }
+
+    /// [`submit`](Self::submit); with `drive` (the caller reads its own reply next), the
+    /// caller is counted in `drivers` before its call is queued when the write cannot
+    /// block, so that the parked reader thread is not woken for the call. True when it was
+    /// counted so.
+    ///
+    /// A write cannot block when nothing is pending on the link and the frame is small:
+    /// every earlier call has been answered and its reply read, so the worker is idle and
+    /// its link empty, and a frame of `ZC_THRESHOLD` or less fits in a socket's buffer or
+    /// the ring. Otherwise (the worker may be blocked writing replies that only the reader
+    /// would read) the caller counts itself only after the write.
+    fn submit_to_drive(
+        &self,
+        f: FnRef,
+        encode: &mut dyn FnMut(Vec<u8>) -> std::result::Result<Vec<u8>, String>,
+        slot: Arc<Slot>,
+        drive: bool,
+    ) -> Result<bool> {
         if READ_SIDE.get() {
-            return self.submit_deferred(f, encode, slot);
+            return self.submit_deferred(f, encode, slot).map(|()| false);
         }
         let mut tx = lock(&self.tx);
         let buf = std::mem::take(&mut *tx);
         let buf = self.frame(buf, f, encode, true)?;
-        let kick = {
+        let (kick, counted) = {
             let mut p = lock(&self.pending);
             if let Some(why) = p.dead.clone() {
                 drop(p);
                 *tx = buf;
                 drop(tx);
                 slot.complete(Err(why));
-                return Ok(());
+                return Ok(false);
+            }
+            let counted = drive
+                && p.queue.is_empty()
+                && p.outbox.is_empty()
+                && buf.len() <= wire::ZC_THRESHOLD;
+            if counted {
+                // Under `pending`, like the read below: a leaving driver then sees a
+                // driver still there, and nobody kicks the reader for this call.
+                self.drivers.fetch_add(1, Ordering::SeqCst);
             }
             p.queue.push_back(slot);
             // Read under `pending`, the lock under which a leaving driver looks at the
             // queue: either it sees this call, or this sees it gone.
-            self.drivers.load(Ordering::SeqCst) == 0
+            (self.drivers.load(Ordering::SeqCst) == 0, counted)
         };
         if kick {
             // Nobody drives: the reader must read the reply.
@@ -210,7 +239,7 @@ impl Remote {
         if buf.capacity() <= wire::KEEP_BUF {
             *tx = buf;
         }
-        Ok(())
+        Ok(counted)
     }
 
     /// Writes a frame (under `tx`). A write that finds the link broken by the worker (a
@@ -441,10 +470,13 @@ impl Remote {
             // A hook cannot drive (it holds a read side): queue it, the caller waits.
             return self.submit(f, encode, slot.clone());
         }
-        // Counted as a driver only once the call is written: while a large call's write
-        // blocks (the worker busy writing a large reply), the reader must go on reading.
-        self.submit(f, encode, slot.clone())?;
-        self.drivers.fetch_add(1, Ordering::SeqCst);
+        // Counted as a driver before the call is queued only when its write cannot block
+        // (see `submit_to_drive`); otherwise once it is written: while a large call's
+        // write blocks (the worker busy writing a large reply), the reader must go on
+        // reading.
+        if !self.submit_to_drive(f, encode, slot.clone(), true)? {
+            self.drivers.fetch_add(1, Ordering::SeqCst);
+        }
         self.drive_registered(slot);
         Ok(())
     }

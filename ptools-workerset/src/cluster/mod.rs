@@ -335,6 +335,29 @@ impl Inner {
         }
     }
 
+    /// [`submit`](Self::submit) for a caller that waits for the call next: it reads the
+    /// replies on its own thread until `slot` is complete, and the worker's reader thread
+    /// is not woken (see `Remote::call_and_drive`). Calls to the master itself, and calls
+    /// made on a read side, are plain submits.
+    pub(crate) fn call_and_drive(
+        &self,
+        id: usize,
+        f: FnRef,
+        encode: &mut dyn FnMut(Vec<u8>) -> std::result::Result<Vec<u8>, String>,
+        slot: Arc<Slot>,
+    ) -> Result<()> {
+        if id == 1 || crate::worker::myid() != 1 || on_read_side() {
+            return self.submit(id, f, encode, slot);
+        }
+        match self.get(id) {
+            Some(w) => {
+                slot.set_driver(id, w.clone());
+                w.call_and_drive(f, encode, &slot)
+            }
+            None => Err(self.gone_error(id)),
+        }
+    }
+
     pub(crate) fn gone_error(&self, id: usize) -> Error {
         match lock(&self.gone).get(&id) {
             Some(e) => e.clone(),
