@@ -409,9 +409,9 @@ impl WorkerSet {
                         return self.inner.cluster.inner.submit(
                             id,
                             job.f,
-                            &mut |mut b| {
-                                b.extend_from_slice(&arg);
-                                Ok(b)
+                            &mut |o| {
+                                o.extend(&arg);
+                                Ok(())
                             },
                             job.slot,
                         );
@@ -442,9 +442,9 @@ impl SetInner {
         let r = self.cluster.inner.submit(
             w,
             job.f,
-            &mut |mut b| {
-                b.extend_from_slice(&arg);
-                Ok(b)
+            &mut |o| {
+                o.extend(&arg);
+                Ok(())
             },
             job.slot.clone(),
         );

@@ -10,6 +10,7 @@ use std::time::Duration;
 use parking_lot::{Condvar, Mutex};
 
 use super::{Inner, lock, outcome};
+use crate::codec::{EncodeArg, Out};
 use crate::error::{Error, Result, Termination};
 use crate::func::{FnRef, Status};
 use crate::remote_ref::{Drive, Slot};
@@ -174,7 +175,7 @@ impl Remote {
     pub(super) fn submit(
         &self,
         f: FnRef,
-        encode: &mut dyn FnMut(Vec<u8>) -> std::result::Result<Vec<u8>, String>,
+        encode: &mut EncodeArg<'_>,
         slot: Arc<Slot>,
     ) -> Result<()> {
         if READ_SIDE.get() {
@@ -224,7 +225,7 @@ impl Remote {
         &self,
         mut buf: Vec<u8>,
         f: FnRef,
-        encode: &mut dyn FnMut(Vec<u8>) -> std::result::Result<Vec<u8>, String>,
+        encode: &mut EncodeArg<'_>,
         zc: bool,
     ) -> Result<Vec<u8>> {
         wire::begin(&mut buf, wire::CALL);
@@ -235,42 +236,46 @@ impl Remote {
             .as_ref()
             .map_or(0, |z| z.acked.load(Ordering::Acquire));
         buf.extend_from_slice(&acked.to_le_bytes());
-        let mut buf = encode(buf).map_err(|e| Error::Encode(format!("argument: {e}")))?;
         // The body: kind, two offsets, `acked`, the argument.
         const HEAD: usize = wire::CALL_HEAD;
-        if buf.len() - 4 > self.cap {
-            let len = (buf.len() - 4 - HEAD) as u64;
+        // With `zc`, an argument of `ZC_THRESHOLD` bytes or more is encoded straight into
+        // the argument region (one copy, by the codec) when the region is free: the reply
+        // to the last call that referenced it is in.
+        let mut arg = self.zc.as_ref().filter(|_| zc).map(|z| (lock(&z.arg), z));
+        let region = arg.as_mut().and_then(|(g, z)| {
+            let (region, last) = &mut **g;
+            let free = last.is_none_or(|k| z.replied.load(Ordering::Acquire) > k);
+            free.then_some(region)
+        });
+        let mut out = match region {
+            Some(r) => Out::with_region(buf, r, wire::ZC_THRESHOLD),
+            None => Out::new(buf),
+        };
+        let encoded = encode(&mut out);
+        let len = out.payload_len();
+        let (mut buf, spilled) = out.finish();
+        encoded.map_err(|e| Error::Encode(format!("argument: {e}")))?;
+        if HEAD + len > self.cap {
             return Err(Error::ArgumentTooLarge {
-                len,
+                len: len as u64,
                 cap: (self.cap - HEAD) as u64,
             });
         }
-        let len = buf.len() - 4 - HEAD;
-        if let Some(z) = self.zc.as_ref().filter(|_| zc && len >= wire::ZC_THRESHOLD) {
-            let mut arg = lock(&z.arg);
-            let (region, last) = &mut *arg;
-            let free = last.is_none_or(|k| z.replied.load(Ordering::Acquire) > k);
-            // A region that cannot grow (out of memory) leaves the call on the socket.
-            if free && region.ensure(len).is_ok() {
-                region.write(0, &buf[4 + HEAD..]);
-                *last = Some(z.sent.load(Ordering::Relaxed));
-                buf.truncate(4 + HEAD);
-                buf[4] = wire::CALL_ZC;
-                buf.extend_from_slice(&0u64.to_le_bytes());
-                buf.extend_from_slice(&(len as u64).to_le_bytes());
-            }
+        if let (Some(n), Some((g, z))) = (spilled, arg.as_mut()) {
+            // The argument is in the region, from offset 0 (a region that could not grow
+            // left it in `buf`, for the socket).
+            g.1 = Some(z.sent.load(Ordering::Relaxed));
+            buf[4] = wire::CALL_ZC;
+            buf.extend_from_slice(&0u64.to_le_bytes());
+            buf.extend_from_slice(&(n as u64).to_le_bytes());
         }
+        drop(arg);
         wire::finish(&mut buf);
         Ok(buf)
     }
 
     /// A call made on a read side: queued for the sender thread, which writes it.
-    fn submit_deferred(
-        &self,
-        f: FnRef,
-        encode: &mut dyn FnMut(Vec<u8>) -> std::result::Result<Vec<u8>, String>,
-        slot: Arc<Slot>,
-    ) -> Result<()> {
+    fn submit_deferred(&self, f: FnRef, encode: &mut EncodeArg<'_>, slot: Arc<Slot>) -> Result<()> {
         // Not under `tx`: the argument stays on the socket (the region's bookkeeping
         // counts calls in the order of the wire, which the sender thread decides).
         let buf = self.frame(Vec::new(), f, encode, false)?;
@@ -420,7 +425,7 @@ impl Remote {
     pub(super) fn call_and_drive(
         &self,
         f: FnRef,
-        encode: &mut dyn FnMut(Vec<u8>) -> std::result::Result<Vec<u8>, String>,
+        encode: &mut EncodeArg<'_>,
         slot: &Arc<Slot>,
     ) -> Result<()> {
         if READ_SIDE.get() {

@@ -288,7 +288,7 @@ impl Inner {
         &self,
         id: usize,
         f: FnRef,
-        encode: &mut dyn FnMut(Vec<u8>) -> std::result::Result<Vec<u8>, String>,
+        encode: &mut crate::codec::EncodeArg<'_>,
         slot: Arc<Slot>,
     ) -> Result<()> {
         if crate::worker::myid() != 1 {
@@ -298,7 +298,9 @@ impl Inner {
             ));
         }
         if id == 1 {
-            let arg = encode(Vec::new()).map_err(|e| Error::Encode(format!("argument: {e}")))?;
+            let mut out = crate::codec::Out::new(Vec::new());
+            encode(&mut out).map_err(|e| Error::Encode(format!("argument: {e}")))?;
+            let arg = out.finish().0;
             let tx = {
                 let mut g = lock(&self.local);
                 g.get_or_insert_with(start_local).clone()
@@ -364,12 +366,14 @@ fn start_local() -> mpsc::Sender<LocalJob> {
     let spawned = std::thread::Builder::new()
         .name("ptools-local".into())
         .spawn(move || {
-            let mut out = Vec::new();
+            let mut buf = Vec::new();
             for job in rx {
-                out.clear();
+                buf.clear();
+                let mut out = crate::codec::Out::new(buf);
                 // SAFETY: the offsets were made by `FnRef::single`/`batch` in this process.
                 let status = unsafe { job.f.invoke(&job.arg, &mut out) };
-                job.slot.complete(outcome(1, status, &out));
+                buf = out.finish().0;
+                job.slot.complete(outcome(1, status, &buf));
             }
         });
     if spawned.is_err() {
@@ -591,7 +595,7 @@ impl Cluster {
         self.inner.submit(
             id,
             FnRef::single(f)?,
-            &mut |b| crate::codec::encode_into(&arg, b),
+            &mut |o| crate::codec::encode_out(&arg, o),
             slot.clone(),
         )?;
         Ok(RemoteRef::new(slot))
@@ -616,7 +620,7 @@ impl Cluster {
             let slot = Slot::new(id, None);
             w.call_and_drive(
                 FnRef::single(f)?,
-                &mut |b| crate::codec::encode_into(&arg, b),
+                &mut |o| crate::codec::encode_out(&arg, o),
                 &slot,
             )?;
             return RemoteRef::new(slot).fetch();

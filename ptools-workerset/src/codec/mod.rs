@@ -71,6 +71,7 @@
 mod bulk;
 mod de;
 mod error;
+mod out;
 mod ser;
 #[cfg(test)]
 mod tests;
@@ -79,12 +80,23 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub(crate) use error::Error;
+pub(crate) use out::Out;
+
+/// What encodes a call's argument into an [`Out`] (the argument is captured).
+pub(crate) type EncodeArg<'a> = dyn FnMut(&mut Out<'_>) -> Result<(), String> + 'a;
 
 /// Appends the encoding of `v` to `buf`.
 pub(crate) fn encode_into<T: Serialize + ?Sized>(v: &T, buf: Vec<u8>) -> Result<Vec<u8>, String> {
-    let mut w = ser::Writer::new(buf);
-    v.serialize(&mut w).map_err(|e| e.to_string())?;
-    Ok(w.out)
+    let mut out = Out::new(buf);
+    encode_out(v, &mut out)?;
+    Ok(out.finish().0)
+}
+
+/// Appends the encoding of `v` to `out` (which may move it into a shared-memory region).
+/// On an error, what was written is left in `out`: the caller truncates it.
+pub(crate) fn encode_out<T: Serialize + ?Sized>(v: &T, out: &mut Out<'_>) -> Result<(), String> {
+    let mut w = ser::Writer::new(out);
+    v.serialize(&mut w).map_err(|e| e.to_string())
 }
 
 /// The encoding of `v`.
