@@ -13,7 +13,7 @@ use super::{Inner, lock, outcome};
 use crate::codec::{EncodeArg, Out};
 use crate::error::{Error, Result, Termination};
 use crate::func::{FnRef, Status};
-use crate::remote_ref::{Drive, Slot};
+use crate::remote_ref::{Drive, Payload, Slot};
 use crate::sys;
 use crate::wire::{self, FrameReader, Link};
 
@@ -83,14 +83,22 @@ pub(crate) struct Zc {
     /// The argument region (the master writes, the worker reads) and the number of the last
     /// call that referenced it: free again once that call's reply is in. Under `tx`.
     arg: Mutex<(sys::Region, Option<u64>)>,
-    /// The result region (the worker writes, the master copies out); used by whoever holds
-    /// the read side.
-    res: Mutex<sys::Region>,
+    /// The result region and its count of results read: shared with the results left
+    /// there until they are read ([`InRegion`]).
+    res: Arc<Results>,
     /// Calls written to the data link (counted under `tx`).
     sent: AtomicU64,
     /// Replies read from it.
     replied: AtomicU64,
-    /// Results copied out of the result region: told to the worker in every call.
+}
+
+/// The master's side of a result region.
+struct Results {
+    /// The region (the worker writes, the master reads). Locked to map it further (by
+    /// whoever holds the read side) and to read a result out of it.
+    region: Mutex<sys::Region>,
+    /// `REPLY_ZC` results read out of the region (decoded, copied out, or dropped
+    /// unread): told to the worker in every call, which then may write the region again.
     acked: AtomicU64,
 }
 
@@ -99,11 +107,57 @@ impl Zc {
     pub(crate) fn new(arg: sys::Region, res: sys::Region) -> Zc {
         Zc {
             arg: Mutex::new((arg, None)),
-            res: Mutex::new(res),
+            res: Arc::new(Results {
+                region: Mutex::new(res),
+                acked: AtomicU64::new(0),
+            }),
             sent: AtomicU64::new(0),
             replied: AtomicU64::new(0),
-            acked: AtomicU64::new(0),
         }
+    }
+}
+
+/// A successful result a local worker left in its result region, checked to lie inside
+/// it, not read yet. Whoever takes the call's outcome reads it where it lies: decodes it
+/// straight from the mapping ([`InRegion::decode`], what `RemoteRef::fetch` does) or
+/// copies it out ([`InRegion::into_vec`]); either, or dropping it unread, acknowledges it
+/// (the region is the worker's again from the next call on). The worker does not write
+/// the region before that: it leaves later results on the socket meanwhile.
+pub(crate) struct InRegion {
+    res: Arc<Results>,
+    off: usize,
+    len: usize,
+}
+
+impl InRegion {
+    /// Decodes the result straight from the region, then acknowledges it.
+    ///
+    /// Why decoding from memory the worker can write is sound: see `codec::decode_shared`
+    /// (every byte copied out once, into the value or a local, and nothing decided on the
+    /// shared bytes). A worker writing its region while it is read (it should not: it was
+    /// not acknowledged) can make the value wrong or the decoding fail, nothing more.
+    pub(crate) fn decode<R: serde::de::DeserializeOwned>(self) -> std::result::Result<R, String> {
+        let region = lock(&self.res.region);
+        // The mapping only grows (`Region::cover` maps further, never less), so the
+        // range checked when the reply came still lies inside it.
+        let p = region.shared(self.off, self.len);
+        // SAFETY: `[p, p + len)` lies inside the mapping (checked by `shared`), which
+        // stays mapped while `region` is locked (only `&mut` methods remap or unmap it),
+        // and is backed by the file (sealed against shrinking), so reading it cannot fault.
+        unsafe { crate::codec::decode_shared(p, self.len) }
+    }
+
+    /// Copies the result out once into a buffer of our own, then acknowledges it.
+    pub(crate) fn into_vec(self) -> Vec<u8> {
+        let mut out = wire::result_buf(self.len);
+        lock(&self.res.region).copy_out(self.off, self.len, &mut out);
+        out
+    }
+}
+
+impl Drop for InRegion {
+    fn drop(&mut self) {
+        self.res.acked.fetch_add(1, Ordering::Release);
     }
 }
 
@@ -234,7 +288,7 @@ impl Remote {
         let acked = self
             .zc
             .as_ref()
-            .map_or(0, |z| z.acked.load(Ordering::Acquire));
+            .map_or(0, |z| z.res.acked.load(Ordering::Acquire));
         buf.extend_from_slice(&acked.to_le_bytes());
         // The body: kind, two offsets, `acked`, the argument.
         const HEAD: usize = wire::CALL_HEAD;
@@ -367,8 +421,8 @@ impl Remote {
         Ok(())
     }
 
-    /// A result left in the result region: checked against the region, copied out once
-    /// into memory of our own (what gets decoded), then acknowledged in the next call.
+    /// A result left in the result region: checked against the region (and mapped that
+    /// far), then handed to the slot where it lies (see [`InRegion`]).
     fn dispatch_zc(&self, body: &[u8]) -> std::result::Result<(), String> {
         let Some(z) = &self.zc else {
             return Err("shared-memory reply on a link without regions".into());
@@ -377,22 +431,18 @@ impl Remote {
         else {
             return Err("malformed shared-memory reply".into());
         };
-        let out = {
-            let mut res = lock(&z.res);
-            // Checked before anything is allocated: a forged length costs nothing.
-            res.cover(off, len, self.cap)?;
-            // `cover` checked that both fit in `usize` and lie in the region.
-            let mut out = wire::result_buf(len as usize);
-            res.copy_out(off as usize, len as usize, &mut out);
-            out
-        };
-        // The region is the worker's again from its next call on.
-        z.acked.fetch_add(1, Ordering::Release);
+        // Checked before anything is allocated: a forged length costs nothing.
+        lock(&z.res.region).cover(off, len, self.cap)?;
         let Some(slot) = lock(&self.pending).queue.pop_front() else {
             return Err("reply to no call".into());
         };
         z.replied.fetch_add(1, Ordering::Release);
-        slot.complete(Ok(out));
+        // `cover` checked that both fit in `usize` and lie in the region.
+        slot.complete_payload(Ok(Payload::Region(InRegion {
+            res: z.res.clone(),
+            off: off as usize,
+            len: len as usize,
+        })));
         Ok(())
     }
 

@@ -11,7 +11,7 @@
 #![doc = include_str!("PROTOCOL.md")]
 
 mod link;
-pub(crate) use link::on_read_side;
+pub(crate) use link::{InRegion, on_read_side};
 mod remote;
 mod shutdown;
 mod spawn;

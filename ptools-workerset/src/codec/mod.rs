@@ -111,7 +111,31 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
 
 /// As [`decode`], with the typed error.
 pub(crate) fn decode_typed<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
-    let mut r = de::Reader::new(bytes);
+    read_all(de::Reader::new(de::Slice::new(bytes)))
+}
+
+/// Decodes a `T` from all of `[ptr, ptr + len)`, memory that another process may write
+/// meanwhile (a shared-memory region an untrusted worker writes): each byte is copied
+/// out once, into the value or into a local, and nothing is decided on the shared bytes
+/// themselves (see `de::Shared`), so such writes can make the value wrong or the decoding
+/// fail, never make this process misbehave. A `Vec<u8>` or `Vec<f64>` is one copy, from
+/// the region into its new buffer.
+///
+/// # Safety
+///
+/// `[ptr, ptr + len)` must stay mapped and readable for the whole call.
+pub(crate) unsafe fn decode_shared<T: DeserializeOwned>(
+    ptr: *const u8,
+    len: usize,
+) -> Result<T, String> {
+    // SAFETY: the caller keeps the range mapped and readable for this call.
+    let input = unsafe { de::Shared::new(ptr, len) };
+    read_all(de::Reader::new(input)).map_err(|e| e.to_string())
+}
+
+fn read_all<'de, T: serde::Deserialize<'de>, I: de::Input<'de>>(
+    mut r: de::Reader<'de, I>,
+) -> Result<T, Error> {
     let v = T::deserialize(&mut r)?;
     if r.left() != 0 {
         return Err(Error::Trailing {
