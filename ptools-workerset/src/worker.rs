@@ -129,7 +129,7 @@ struct WorkerZc {
     res: sys::Region,
     /// Results left in `res` so far.
     sent: u64,
-    /// The largest count of those the master has said it copied out.
+    /// The largest count of those the master has said it read.
     acked: u64,
 }
 
