@@ -367,7 +367,10 @@ fn serve(
         // A result of `ZC_THRESHOLD` bytes or more is encoded straight into the result
         // region when it is free (one copy, by the codec), else into `res`.
         let mut out = match z_res {
-            Some(r) => Out::with_region(std::mem::take(&mut res), r, wire::ZC_THRESHOLD),
+            Some(r) => {
+                let max = CAP.load(Ordering::Relaxed) - 1;
+                Out::with_region(std::mem::take(&mut res), r, wire::ZC_THRESHOLD, max)
+            }
             None => Out::new(std::mem::take(&mut res)),
         };
         // SAFETY: the handshake proved the master runs this very executable image, and

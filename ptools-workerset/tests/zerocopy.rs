@@ -452,3 +452,38 @@ fn a_worker_scribbling_its_regions_cannot_crash_the_master() {
     std::thread::sleep(Duration::from_millis(350));
     assert!(c.remotecall_fetch(id, make, 3 * MIB).unwrap() == make(3 * MIB));
 }
+
+/// The sizes of the regions this process holds descriptors of.
+fn region_sizes() -> Vec<u64> {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read_link(e.path())
+                .is_ok_and(|l| l.to_string_lossy().contains("memfd:ptools-zerocopy"))
+        })
+        .filter_map(|e| std::fs::metadata(e.path()).ok().map(|m| m.len()))
+        .collect()
+}
+
+/// Payloads over the frame cap are refused as before, and the regions they started to
+/// fill are not grown for them (they stay at most a step past the cap).
+#[test]
+fn payloads_over_the_cap_do_not_grow_the_regions() {
+    let _one = one();
+    let c = Cluster::builder().max_frame_bytes(MIB).build();
+    let id = c.addprocs(1).unwrap()[0];
+    match c.remotecall_fetch(id, len_of, make(20 * MIB)) {
+        Err(Error::ArgumentTooLarge { len, .. }) => assert_eq!(len, 20 * MIB as u64 + 4),
+        other => panic!("expected ArgumentTooLarge, got {other:?}"),
+    }
+    match c.remotecall_fetch(id, make, 20 * MIB) {
+        Err(Error::ResultTooLarge { len, .. }) => assert_eq!(len, 20 * MIB as u64 + 4),
+        other => panic!("expected ResultTooLarge, got {other:?}"),
+    }
+    let v = make(MIB / 2);
+    assert!(c.remotecall_fetch(id, echo, v.clone()).unwrap() == v);
+    let sizes = region_sizes();
+    assert_eq!(sizes.len(), 2, "{sizes:?}");
+    assert!(sizes.iter().all(|&s| s <= 2 * MIB as u64), "{sizes:?}");
+}

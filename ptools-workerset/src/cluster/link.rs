@@ -302,7 +302,7 @@ impl Remote {
             free.then_some(region)
         });
         let mut out = match region {
-            Some(r) => Out::with_region(buf, r, wire::ZC_THRESHOLD),
+            Some(r) => Out::with_region(buf, r, wire::ZC_THRESHOLD, self.cap.saturating_sub(HEAD)),
             None => Out::new(buf),
         };
         let encoded = encode(&mut out);

@@ -22,6 +22,9 @@ pub(crate) struct Out<'r> {
     start: usize,
     /// The payload size that moves it to the region.
     threshold: usize,
+    /// The largest payload the region is grown for: a larger one (over the link's frame
+    /// cap, refused anyway) moves back to the `Vec`, so it leaves no region that large.
+    max: usize,
     region: Option<&'r mut Region>,
     /// The payload's length in the region, once spilled.
     spilled: Option<usize>,
@@ -35,6 +38,7 @@ impl Out<'static> {
             limit: usize::MAX,
             start: 0,
             threshold: usize::MAX,
+            max: 0,
             region: None,
             spilled: None,
         }
@@ -42,16 +46,23 @@ impl Out<'static> {
 }
 
 impl<'r> Out<'r> {
-    /// Appends to `vec`; a payload (what is appended) of `threshold` bytes or more moves to
-    /// `region`, from its offset 0, when the region can hold it. The caller owns the region
-    /// for writing until [`Out::finish`] (its peer reads nothing there meanwhile).
-    pub(crate) fn with_region(vec: Vec<u8>, region: &'r mut Region, threshold: usize) -> Out<'r> {
+    /// Appends to `vec`; a payload (what is appended) of `threshold` bytes or more, up to
+    /// `max`, moves to `region`, from its offset 0, when the region can hold it. The caller
+    /// owns the region for writing until [`Out::finish`] (its peer reads nothing there
+    /// meanwhile).
+    pub(crate) fn with_region(
+        vec: Vec<u8>,
+        region: &'r mut Region,
+        threshold: usize,
+        max: usize,
+    ) -> Out<'r> {
         let start = vec.len();
         Out {
             limit: start.saturating_add(threshold),
             vec,
             start,
             threshold,
+            max,
             region: Some(region),
             spilled: None,
         }
@@ -116,7 +127,7 @@ impl<'r> Out<'r> {
             self.limit = usize::MAX;
             return false;
         };
-        if r.ensure(n + more).is_err() {
+        if n + more > self.max || r.ensure(n + more).is_err() {
             self.limit = usize::MAX;
             return false;
         }
@@ -127,12 +138,13 @@ impl<'r> Out<'r> {
         true
     }
 
-    /// Makes the region hold `len` payload bytes; when it cannot (out of memory), moves
+    /// Makes the region hold `len` payload bytes; when it cannot (over `max`, or out of
+    /// memory), moves
     /// the payload back into the `Vec` (the region is ours: nobody else writes it) and
     /// stays there. True when the payload is (still) in the region.
     fn grow(&mut self, len: usize) -> bool {
         let r = self.region.as_deref_mut().expect("spilled into a region");
-        if r.ensure(len).is_ok() {
+        if len <= self.max && r.ensure(len).is_ok() {
             return true;
         }
         let n = self.spilled.take().unwrap_or(0);
@@ -200,7 +212,7 @@ mod tests {
     /// of 3 bytes: the bytes (from the `Vec` or the region) and whether they spilled.
     fn through_region<T: serde::Serialize + ?Sized>(v: &T, threshold: usize) -> (Vec<u8>, bool) {
         let mut r = Region::create().unwrap();
-        let mut out = Out::with_region(vec![7, 8, 9], &mut r, threshold);
+        let mut out = Out::with_region(vec![7, 8, 9], &mut r, threshold, usize::MAX);
         crate::codec::encode_out(v, &mut out).unwrap();
         let len = out.payload_len();
         let (vec, spilled) = out.finish();
@@ -263,7 +275,7 @@ mod tests {
     #[test]
     fn truncating_to_the_start_brings_the_payload_back() {
         let mut r = Region::create().unwrap();
-        let mut out = Out::with_region(vec![1], &mut r, 16);
+        let mut out = Out::with_region(vec![1], &mut r, 16, 100);
         out.extend(&[3; 40]);
         assert_eq!(out.spilled(), Some(40));
         out.truncate(21);
@@ -272,9 +284,18 @@ mod tests {
         assert_eq!(out.spilled(), None);
         out.extend(b"short");
         assert_eq!(out.finish(), (b"\x01short".to_vec(), None));
-        let mut out = Out::with_region(vec![1], &mut r, 16);
+        let mut out = Out::with_region(vec![1], &mut r, 16, 100);
         out.extend(&[4; 40]);
         out.unspill();
         assert_eq!(out.finish(), ([&[1u8][..], &[4; 40]].concat(), None));
+        // Past `max`, the payload comes back and stays in the `Vec`.
+        let mut out = Out::with_region(vec![1], &mut r, 16, 100);
+        out.extend(&[5; 60]);
+        assert_eq!(out.spilled(), Some(60));
+        out.extend(&[6; 60]);
+        assert_eq!((out.spilled(), out.payload_len()), (None, 120));
+        out.extend(&[7; 10]);
+        let want = [&[1u8][..], &[5; 60], &[6; 60], &[7; 10]].concat();
+        assert_eq!(out.finish(), (want, None));
     }
 }
