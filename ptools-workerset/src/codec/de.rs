@@ -5,11 +5,6 @@ use serde::de::{self, DeserializeSeed, IntoDeserializer, Visitor};
 
 use super::error::{Error, Result, ZERO_SIZED_MAX};
 
-/// A bulk vector of at least this many bytes asks for huge pages before it is filled
-/// (see `sys::advise_huge`): NumPy's threshold for the same advice.
-#[cfg(target_endian = "little")]
-const HUGE_ADVICE: usize = 4 << 20;
-
 /// Where a [`Reader`] takes its bytes from.
 pub(super) trait Input<'de> {
     /// The bytes not read yet.
@@ -281,9 +276,6 @@ impl<'de, I: Input<'de>> Reader<'de, I> {
             });
         };
         let mut v = Vec::<T>::with_capacity(n);
-        if bytes >= HUGE_ADVICE {
-            crate::sys::advise_huge(v.as_mut_ptr().cast(), bytes);
-        }
         // SAFETY: `v` has room for `n` elements, `bytes` bytes, and the input holds `bytes`
         // bytes (checked); `v` is new, so they do not overlap. The copy is bytewise, so the
         // input needs no alignment, and `T: Plain` makes any bytes a valid value, so the

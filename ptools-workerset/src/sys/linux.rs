@@ -478,21 +478,6 @@ pub(crate) fn keep_freed_memory(bytes: usize) {
     let _ = bytes;
 }
 
-/// Asks for transparent huge pages on the 2 MiB-aligned part of `[ptr, ptr + len)`, a new
-/// large buffer about to be filled: it then takes one page fault per 2 MiB instead of per
-/// 4 KiB (what NumPy does for its large arrays). Advice only: the contents do not change,
-/// and with huge pages off (`/sys/kernel/mm/transparent_hugepage/enabled`) it does nothing.
-pub(crate) fn advise_huge(ptr: *mut u8, len: usize) {
-    const HUGE: usize = 2 << 20;
-    let start = (ptr as usize).next_multiple_of(HUGE);
-    let end = (ptr as usize).saturating_add(len) & !(HUGE - 1);
-    if end > start {
-        // SAFETY: `[start, end)` lies inside the caller's buffer; MADV_HUGEPAGE changes how
-        // the kernel backs those pages, never what they hold, so no Rust value can tell.
-        unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE) };
-    }
-}
-
 /// Returns the freed memory the allocator kept (glibc's `malloc_trim`).
 pub(crate) fn release_freed_memory() {
     // SAFETY: malloc_trim only returns free heap memory to the system; thread-safe.

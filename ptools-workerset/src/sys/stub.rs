@@ -187,8 +187,5 @@ impl Region {
 /// Nothing to tune here (no worker runs).
 pub(crate) fn keep_freed_memory(_bytes: usize) {}
 
-/// No advice here.
-pub(crate) fn advise_huge(_ptr: *mut u8, _len: usize) {}
-
 /// Nothing to give back here (no worker runs).
 pub(crate) fn release_freed_memory() {}
