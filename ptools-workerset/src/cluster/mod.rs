@@ -618,9 +618,17 @@ impl Cluster {
                 .get(id)
                 .ok_or_else(|| self.inner.gone_error(id))?;
             let slot = Slot::new(id, None);
+            // The argument is dropped as soon as it is encoded, before the wait: a large
+            // one's memory is then free for the result to be decoded into (the allocator
+            // hands it back instead of new pages that fault in), and the peak is one
+            // payload instead of two.
+            let mut arg = Some(arg);
             w.call_and_drive(
                 FnRef::single(f)?,
-                &mut |o| crate::codec::encode_out(&arg, o),
+                &mut |o| match arg.take() {
+                    Some(a) => crate::codec::encode_out(&a, o),
+                    None => Err("the argument was already encoded".into()),
+                },
                 &slot,
             )?;
             return RemoteRef::new(slot).fetch();
