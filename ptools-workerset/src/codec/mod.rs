@@ -61,6 +61,17 @@
 //! Not bounded: the nesting depth of recursive types (as with postcard). A forged value of
 //! a recursive type can be as deep as its bytes allow.
 //!
+//! # Straight into and out of shared memory
+//!
+//! [`Out`] is where an encoding goes: a `Vec<u8>` that, lent a shared-memory region,
+//! moves the encoding there once it reaches a threshold, so a large argument or result is
+//! written into its region by the bulk copy itself. [`decode_shared`] decodes from memory
+//! another process may write meanwhile (a result region an untrusted worker writes): the
+//! reader copies each byte out once, into the value or a local, and decides everything on
+//! that copy (`de::Shared`), so the bytes changing under it can make the value wrong or the
+//! decoding fail, nothing else; lengths are checked against the reader's own bound, never
+//! read twice.
+//!
 //! # Errors keep their words
 //!
 //! [`Error::Custom`] holds the message a serde impl gave to `custom` (and serde's own
