@@ -20,6 +20,7 @@ use std::sync::{Once, OnceLock};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::codec::Out;
 use crate::error::{Error, Result};
 
 /// The fixed point every offset is measured from.
@@ -65,7 +66,7 @@ impl Status {
 ///
 /// `f` must be the address of a `fn(A) -> R` for exactly the `A` and `R` the trampoline was
 /// monomorphised with.
-pub(crate) type Tramp = unsafe fn(f: usize, arg: &[u8], out: &mut Vec<u8>) -> Status;
+pub(crate) type Tramp = unsafe fn(f: usize, arg: &[u8], out: &mut Out<'_>) -> Status;
 
 /// A function and its trampoline, as offsets from [`anchor`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,7 +172,7 @@ impl FnRef {
     /// The offsets must come from [`FnRef::single`] or [`FnRef::batch`] in a process running
     /// the same executable image (this process, or a master whose build the handshake
     /// checked).
-    pub(crate) unsafe fn invoke(self, arg: &[u8], out: &mut Vec<u8>) -> Status {
+    pub(crate) unsafe fn invoke(self, arg: &[u8], out: &mut Out<'_>) -> Status {
         // SAFETY: by the caller's promise, `tramp_off` is the offset of a `Tramp` in this
         // image, so the address is that function's.
         let tramp: Tramp = unsafe { std::mem::transmute::<usize, Tramp>(address(self.tramp_off)) };
@@ -188,7 +189,7 @@ impl FnRef {
 unsafe fn trampoline<A: DeserializeOwned, R: Serialize>(
     f: usize,
     arg: &[u8],
-    out: &mut Vec<u8>,
+    out: &mut Out<'_>,
 ) -> Status {
     // SAFETY: the caller promises `f` is a `fn(A) -> R`; fn pointers are address-sized.
     let f: fn(A) -> R = unsafe { std::mem::transmute::<usize, fn(A) -> R>(f) };
@@ -210,7 +211,7 @@ unsafe fn trampoline<A: DeserializeOwned, R: Serialize>(
 unsafe fn batch_trampoline<A: DeserializeOwned, R: Serialize>(
     f: usize,
     arg: &[u8],
-    out: &mut Vec<u8>,
+    out: &mut Out<'_>,
 ) -> Status {
     // SAFETY: the caller promises `f` is a `fn(A) -> R`; fn pointers are address-sized.
     let f: fn(A) -> R = unsafe { std::mem::transmute::<usize, fn(A) -> R>(f) };
@@ -224,30 +225,27 @@ unsafe fn batch_trampoline<A: DeserializeOwned, R: Serialize>(
     }
 }
 
-fn encode_into<R: Serialize>(r: &R, out: &mut Vec<u8>) -> Status {
+fn encode_into<R: Serialize>(r: &R, out: &mut Out<'_>) -> Status {
     let start = out.len();
-    match crate::codec::encode_into(r, std::mem::take(out)) {
-        Ok(v) => {
-            *out = v;
-            Status::Ok
-        }
+    match crate::codec::encode_out(r, out) {
+        Ok(()) => Status::Ok,
         Err(e) => {
-            // The codec consumed the buffer; start over with the message only.
+            // Start over with the message only.
             out.truncate(start);
             message(out, Status::EncodeResult, &e.to_string())
         }
     }
 }
 
-fn message(out: &mut Vec<u8>, status: Status, m: &str) -> Status {
-    out.extend_from_slice(m.as_bytes());
+fn message(out: &mut Out<'_>, status: Status, m: &str) -> Status {
+    out.extend(m.as_bytes());
     status
 }
 
-fn panic_into(out: &mut Vec<u8>, m: &str, l: Option<String>) -> Status {
-    match crate::codec::encode_into(&(m, l), std::mem::take(out)) {
-        Ok(v) => *out = v,
-        Err(_) => out.clear(),
+fn panic_into(out: &mut Out<'_>, m: &str, l: Option<String>) -> Status {
+    let start = out.len();
+    if crate::codec::encode_out(&(m, l), out).is_err() {
+        out.truncate(start);
     }
     Status::Panic
 }
@@ -318,31 +316,31 @@ mod tests {
     #[test]
     fn local_invoke_round_trips() {
         let r = FnRef::single(add).unwrap();
-        let mut out = Vec::new();
+        let mut out = Out::new(Vec::new());
         let arg = crate::codec::encode(&(2u32, 3u32)).unwrap();
         // SAFETY: made by `FnRef::single` in this process.
         let s = unsafe { r.invoke(&arg, &mut out) };
         assert_eq!(s, Status::Ok);
-        assert_eq!(crate::codec::decode::<u32>(&out).unwrap(), 5);
+        assert_eq!(crate::codec::decode::<u32>(&out.finish().0).unwrap(), 5);
     }
 
     #[test]
     fn closures_coerce_and_panics_are_caught() {
         let r = FnRef::batch::<u8, u8>(|x| x * 2).unwrap();
-        let mut out = Vec::new();
+        let mut out = Out::new(Vec::new());
         let arg = crate::codec::encode(&vec![1u8, 2, 3]).unwrap();
         // SAFETY: made by `FnRef::batch` in this process.
         assert_eq!(unsafe { r.invoke(&arg, &mut out) }, Status::Ok);
         assert_eq!(
-            crate::codec::decode::<Vec<u8>>(&out).unwrap(),
+            crate::codec::decode::<Vec<u8>>(&out.finish().0).unwrap(),
             vec![2, 4, 6]
         );
 
-        let mut out = Vec::new();
+        let mut out = Out::new(Vec::new());
         // SAFETY: made by `FnRef::single` in this process.
         let s = unsafe { FnRef::single(boom).unwrap().invoke(&[], &mut out) };
         assert_eq!(s, Status::Panic);
-        let (m, l) = decode_panic(&out);
+        let (m, l) = decode_panic(&out.finish().0);
         assert_eq!(m, "boom");
         assert!(l.unwrap().contains("func.rs"));
     }
@@ -372,7 +370,7 @@ mod tests {
 
     #[test]
     fn bad_argument_is_reported() {
-        let mut out = Vec::new();
+        let mut out = Out::new(Vec::new());
         // SAFETY: made by `FnRef::single` in this process.
         let s = unsafe { FnRef::single(add).unwrap().invoke(&[0xff], &mut out) };
         assert_eq!(s, Status::DecodeArg);

@@ -117,8 +117,10 @@
 //! or result of 64 KiB or more goes through them when they are free (`CALL_ZC`,
 //! `REPLY_ZC`: the frame carries only its offset and length), so a large payload costs
 //! user-space copies into mappings kept from call to call instead of the socket's kernel
-//! copies into fresh buffers; the master checks every reference a worker sends and copies
-//! a result out once before decoding it (`src/cluster/PROTOCOL.md`, "Large payloads").
+//! copies into fresh buffers. Both sides encode straight into the region and decode
+//! straight from it; the master checks every reference a worker sends, and decodes a
+//! result without trusting the region's bytes to stay put: each is copied out once and
+//! checked on the copy (`src/cluster/PROTOCOL.md`, "Large payloads").
 //!
 //! After the handshake a local worker's calls and replies travel through a shared-memory
 //! ring instead of its socket (one more memfd, sealed at its size): the same frames, but a

@@ -16,9 +16,27 @@ use crate::error::{Error, Result};
 
 pub(crate) type Hook = Box<dyn FnOnce() + Send>;
 
+/// A successful call's encoded result.
+pub(crate) enum Payload {
+    /// Bytes of our own.
+    Bytes(Vec<u8>),
+    /// Left by a local worker in its result region, read where it lies.
+    Region(crate::cluster::InRegion),
+}
+
+impl Payload {
+    /// The bytes, in a buffer of our own (a result in a region is copied out once).
+    pub(crate) fn into_vec(self) -> Vec<u8> {
+        match self {
+            Payload::Bytes(v) => v,
+            Payload::Region(r) => r.into_vec(),
+        }
+    }
+}
+
 enum State {
     Pending,
-    Ready(Result<Vec<u8>>),
+    Ready(Result<Payload>),
     Taken,
 }
 
@@ -113,6 +131,11 @@ impl Slot {
 
     /// Completes the slot; later completions are ignored.
     pub(crate) fn complete(&self, r: Result<Vec<u8>>) {
+        self.complete_payload(r.map(Payload::Bytes));
+    }
+
+    /// Completes the slot with a payload; later completions are ignored (and drop it).
+    pub(crate) fn complete_payload(&self, r: Result<Payload>) {
         let mut g = lock(&self.inner);
         if !matches!(g.state, State::Pending) {
             return;
@@ -176,7 +199,7 @@ impl Slot {
     }
 
     /// The outcome, once; `None` while pending.
-    fn take(&self) -> Option<Result<Vec<u8>>> {
+    fn take(&self) -> Option<Result<Payload>> {
         let mut g = lock(&self.inner);
         match std::mem::replace(&mut g.state, State::Taken) {
             State::Pending => {
@@ -190,7 +213,9 @@ impl Slot {
 
     /// The outcome of a completed slot (pending counts as already taken).
     pub(crate) fn take_done(&self) -> Result<Vec<u8>> {
-        self.take().unwrap_or(Err(Error::AlreadyFetched))
+        self.take()
+            .unwrap_or(Err(Error::AlreadyFetched))
+            .map(Payload::into_vec)
     }
 
     /// The error, if the call failed, without taking anything.
@@ -201,7 +226,7 @@ impl Slot {
         }
     }
 
-    fn poll_take(&self, cx: &mut Context<'_>) -> Option<Result<Vec<u8>>> {
+    fn poll_take(&self, cx: &mut Context<'_>) -> Option<Result<Payload>> {
         let mut g = lock(&self.inner);
         if matches!(g.state, State::Pending) {
             g.waker = Some(cx.waker().clone());
@@ -232,11 +257,17 @@ impl<R> fmt::Debug for RemoteRef<R> {
     }
 }
 
-fn decode<R: DeserializeOwned>(r: Result<Vec<u8>>) -> Result<R> {
-    let bytes = r?;
-    let r = crate::codec::decode(&bytes).map_err(|e| Error::Decode(format!("result: {e}")));
-    crate::wire::give_back(bytes);
-    r
+fn decode<R: DeserializeOwned>(r: Result<Payload>) -> Result<R> {
+    let r = match r? {
+        Payload::Bytes(bytes) => {
+            let r = crate::codec::decode(&bytes);
+            crate::wire::give_back(bytes);
+            r
+        }
+        // Straight from the region: one copy, into the value.
+        Payload::Region(r) => r.decode(),
+    };
+    r.map_err(|e| Error::Decode(format!("result: {e}")))
 }
 
 impl<R: DeserializeOwned> RemoteRef<R> {

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
+use crate::codec::Out;
 use crate::func::{FnRef, Status};
 use crate::sys;
 use crate::wire::{self, FrameReader, Link, UnixLink};
@@ -135,11 +136,11 @@ pub(crate) fn enter_if_worker() {
 struct WorkerZc {
     /// Written by the master, read here.
     arg: sys::Region,
-    /// Written here, copied out by the master.
+    /// Written here (results are encoded straight into it), read by the master.
     res: sys::Region,
     /// Results left in `res` so far.
     sent: u64,
-    /// The largest count of those the master has said it copied out.
+    /// The largest count of those the master has said it read.
     acked: u64,
 }
 
@@ -151,17 +152,6 @@ impl WorkerZc {
             sent: 0,
             acked: 0,
         }
-    }
-
-    /// Leaves `res` in the result region if it is free (the master copied out every
-    /// earlier one) and can hold it; true when it did.
-    fn put(&mut self, res: &[u8]) -> bool {
-        if self.acked != self.sent || self.res.ensure(res.len()).is_err() {
-            return false;
-        }
-        self.res.write(0, res);
-        self.sent += 1;
-        true
     }
 }
 
@@ -356,18 +346,25 @@ fn serve(
             tramp_off: wire::u64_at(body, 9).unwrap_or(0),
         };
         let acked = wire::u64_at(body, 17).unwrap_or(0);
-        if let Some(z) = &mut zc {
-            z.acked = z.acked.max(acked);
-        }
+        // The result region is lent to this call's result when the master has read every
+        // result left there before (`acked` from its calls against our count).
+        let (z_arg, z_res) = match zc.as_mut() {
+            Some(z) => {
+                z.acked = z.acked.max(acked);
+                let free = z.acked == z.sent;
+                (Some(&mut z.arg), free.then_some(&mut z.res))
+            }
+            None => (None, None),
+        };
         let mut arg_len = body.len();
         let arg: &[u8] = if zc_call {
             let off = wire::u64_at(body, 25).unwrap_or(0);
             let len = wire::u64_at(body, 33).unwrap_or(0);
-            let Some(z) = zc.as_mut() else {
+            let Some(a) = z_arg else {
                 eprintln!("ptools-workerset: worker got a malformed frame");
                 exit_now(1)
             };
-            if z.arg.cover(off, len, cap).is_err() {
+            if a.cover(off, len, cap).is_err() {
                 eprintln!("ptools-workerset: worker got a malformed frame");
                 exit_now(1)
             }
@@ -376,7 +373,7 @@ fn serve(
             // again only after it has read the reply to this call, which is sent after the
             // argument is decoded (and this borrow is gone), and this worker trusts its
             // master in any case (it runs the code the master names).
-            unsafe { z.arg.slice(off as usize, len as usize) }
+            unsafe { a.slice(off as usize, len as usize) }
         } else {
             &body[wire::CALL_HEAD..]
         };
@@ -386,17 +383,37 @@ fn serve(
             exit_now(0)
         }
         res.clear();
+        // A result of `ZC_THRESHOLD` bytes or more is encoded straight into the result
+        // region when it is free (one copy, by the codec), else into `res`.
+        let mut out = match z_res {
+            Some(r) => {
+                let max = CAP.load(Ordering::Relaxed) - 1;
+                Out::with_region(std::mem::take(&mut res), r, wire::ZC_THRESHOLD, max)
+            }
+            None => Out::new(std::mem::take(&mut res)),
+        };
         // SAFETY: the handshake proved the master runs this very executable image, and
         // the master made these offsets with `FnRef::single`/`FnRef::batch`.
-        let status = unsafe { f.invoke(arg, &mut res) };
+        let status = unsafe { f.invoke(arg, &mut out) };
         // The reply is in the buffer before the call counts as done: a shutdown that finds
         // this worker idle flushes the buffer, so a finished call is never reported dead.
-        let cap_ok = res.len() < CAP.load(Ordering::Relaxed);
-        let large = status == Status::Ok && res.len() >= wire::ZC_THRESHOLD && cap_ok;
-        if large && zc.as_mut().is_some_and(|z| z.put(&res)) {
-            replies.push_zc(res.len());
-        } else {
-            replies.push(status, &res);
+        let len = out.payload_len();
+        let cap_ok = len < CAP.load(Ordering::Relaxed);
+        match out.spilled() {
+            Some(_) if status == Status::Ok && cap_ok => {
+                res = out.finish().0;
+                if let Some(z) = zc.as_mut() {
+                    z.sent += 1;
+                }
+                replies.push_zc(len);
+            }
+            _ => {
+                // An error's message that spilled comes back to go on the socket (a
+                // payload over the cap never stays in the region: `max`).
+                out.unspill();
+                res = out.finish().0;
+                replies.push(status, &res);
+            }
         }
         BUSY.store(false, Ordering::SeqCst);
         if SHUTDOWN.load(Ordering::SeqCst) {
@@ -437,15 +454,21 @@ impl Replies {
         // The body is the status byte and the result.
         let cap = CAP.load(Ordering::Relaxed) - 1;
         if res.len() > cap && status != Status::TooLarge {
-            let mut m = [0u8; 16];
-            m[..8].copy_from_slice(&(res.len() as u64).to_le_bytes());
-            m[8..].copy_from_slice(&(cap as u64).to_le_bytes());
-            return self.push(Status::TooLarge, &m);
+            return self.push_too_large(res.len());
         }
         let mut b = lock(&self.buf);
         let at = wire::append(&mut b, status as u8);
         b.extend_from_slice(res);
         wire::finish_at(&mut b, at);
+    }
+
+    /// The reply to a call whose result (of `len` bytes) is over the link's frame cap.
+    fn push_too_large(&self, len: usize) {
+        let cap = CAP.load(Ordering::Relaxed) - 1;
+        let mut m = [0u8; 16];
+        m[..8].copy_from_slice(&(len as u64).to_le_bytes());
+        m[8..].copy_from_slice(&(cap as u64).to_le_bytes());
+        self.push(Status::TooLarge, &m);
     }
 
     /// The reply to a call whose result was left in the result region.

@@ -410,9 +410,9 @@ impl WorkerSet {
                         return self.inner.cluster.inner.submit(
                             id,
                             job.f,
-                            &mut |mut b| {
-                                b.extend_from_slice(&arg);
-                                Ok(b)
+                            &mut |o| {
+                                o.extend(&arg);
+                                Ok(())
                             },
                             job.slot,
                         );
@@ -441,9 +441,9 @@ impl SetInner {
         let me = self.clone();
         job.slot.add_hook(Box::new(move || me.release(w)));
         let arg = job.arg;
-        let mut encode = |mut b: Vec<u8>| {
-            b.extend_from_slice(&arg);
-            Ok(b)
+        let mut encode = |o: &mut crate::codec::Out<'_>| {
+            o.extend(&arg);
+            Ok(())
         };
         let inner = &self.cluster.inner;
         let r = if drive {

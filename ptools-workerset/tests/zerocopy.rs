@@ -243,3 +243,247 @@ fn forged_region_references_are_protocol_errors() {
     let id = c.addprocs(1).unwrap()[0];
     assert_eq!(c.remotecall_fetch(id, add1, 1).unwrap(), 2);
 }
+
+// ---- Encoded straight into the regions, decoded straight from the result region. ----
+
+fn strings(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| format!("string {i} {}", "é".repeat(i % 7)))
+        .collect()
+}
+
+fn echo_strings(v: Vec<String>) -> Vec<String> {
+    v
+}
+
+fn echo_pairs(v: Vec<(u32, f64)>) -> Vec<(u32, f64)> {
+    v
+}
+
+/// Numbers written as a sequence of unknown length (its length is inserted before its
+/// elements at the end, in the region once the encoding moved there).
+#[derive(Debug, PartialEq)]
+struct Odd(Vec<u64>);
+
+impl serde::Serialize for Odd {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // `filter` makes the length unknown to the serializer.
+        s.collect_seq(self.0.iter().filter(|_| true))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Odd {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Odd, D::Error> {
+        <Vec<u64> as serde::Deserialize>::deserialize(d).map(Odd)
+    }
+}
+
+fn odd(n: u64) -> Odd {
+    Odd((0..n).filter(|i| i % 2 == 1).collect())
+}
+
+fn echo_odd(v: Odd) -> Odd {
+    v
+}
+
+fn big_panic(n: usize) -> u8 {
+    panic!("{}", "p".repeat(n))
+}
+
+#[test]
+fn structured_values_cross_the_regions_element_by_element() {
+    let _one = one();
+    let c = Cluster::new();
+    let id = c.addprocs(1).unwrap()[0];
+    for n in [10, 5_000, 200_000] {
+        let s = strings(n);
+        assert!(
+            c.remotecall_fetch(id, echo_strings, s.clone()).unwrap() == s,
+            "{n}"
+        );
+        let p: Vec<(u32, f64)> = (0..n as u32).map(|i| (i, f64::from(i) * 0.5)).collect();
+        assert!(
+            c.remotecall_fetch(id, echo_pairs, p.clone()).unwrap() == p,
+            "{n}"
+        );
+    }
+    // Unknown lengths, as a result and as an argument (encoded on the master).
+    for n in [7u64, 40_000, 1_000_000] {
+        assert_eq!(c.remotecall_fetch(id, odd, n).unwrap(), odd(n), "{n}");
+        assert_eq!(
+            c.remotecall_fetch(id, echo_odd, odd(n)).unwrap(),
+            odd(n),
+            "{n}"
+        );
+    }
+    // A panic message over the threshold went into the region as it was written and
+    // comes back on the socket.
+    match c.remotecall_fetch(id, big_panic, 3 * T) {
+        Err(Error::RemotePanic { message, .. }) => assert_eq!(message.len(), 3 * T),
+        other => panic!("expected RemotePanic, got {other:?}"),
+    }
+    assert!(c.remotecall_fetch(id, make, 2 * MIB).unwrap() == make(2 * MIB));
+}
+
+/// A result left in the region holds it until it is fetched (or dropped): later large
+/// results take the socket meanwhile, and everything arrives whole in any order of fetches.
+#[test]
+fn results_fetched_late_or_never_keep_everything_whole() {
+    let _one = one();
+    let c = Cluster::new();
+    let id = c.addprocs(1).unwrap()[0];
+    for round in 0..3 {
+        let first = c.remotecall(id, make, 3 * MIB + round).unwrap();
+        let dropped = c.remotecall(id, make, 2 * MIB).unwrap();
+        let waited = c.remotecall(id, make, MIB).unwrap();
+        // The three replies are in before anything is fetched.
+        waited.wait().unwrap();
+        drop(dropped);
+        assert!(c.remotecall_fetch(id, make, 4 * MIB).unwrap() == make(4 * MIB));
+        assert!(waited.fetch().unwrap() == make(MIB));
+        assert!(first.fetch().unwrap() == make(3 * MIB + round));
+    }
+    // Unfetched, dropped with the cluster's worker alive: the region is free again.
+    drop(c.remotecall(id, make, 5 * MIB).unwrap());
+    for n in [T, 6 * MIB] {
+        assert!(c.remotecall_fetch(id, make, n).unwrap() == make(n));
+    }
+}
+
+/// Maps this worker's two regions (found by their name among its descriptors) and
+/// writes arbitrary bytes all over them for `ms` milliseconds, from another thread.
+fn scribble_regions(ms: u64) {
+    use std::os::fd::AsRawFd;
+    let mut maps = Vec::new();
+    for e in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        let is_region = std::fs::read_link(e.path())
+            .is_ok_and(|l| l.to_string_lossy().contains("memfd:ptools-zerocopy"));
+        let Ok(f) = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(e.path())
+        else {
+            continue;
+        };
+        let len = f.metadata().map(|m| m.len() as usize).unwrap_or(0);
+        if !is_region || len == 0 {
+            continue;
+        }
+        // SAFETY: a new shared mapping of a region's file at an address the kernel picks;
+        // only the raw pointer below touches it.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                f.as_raw_fd(),
+                0,
+            )
+        };
+        if p != libc::MAP_FAILED {
+            maps.push((p as usize, len));
+        }
+    }
+    std::thread::spawn(move || {
+        let end = Instant::now() + Duration::from_millis(ms);
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        while Instant::now() < end {
+            for &(p, len) in &maps {
+                for _ in 0..4096 {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let at = (x as usize) % len;
+                    // SAFETY: inside the mapping made above, which is never unmapped.
+                    unsafe { ((p + at) as *mut u8).write_volatile(x as u8 | 0x80) };
+                }
+            }
+        }
+    });
+}
+
+/// The strings of [`strings`], from a worker that scribbles over its regions while its
+/// result is encoded, sent and read.
+fn strings_scribbled(n: usize) -> Vec<String> {
+    scribble_regions(300);
+    strings(n)
+}
+
+fn bytes_scribbled(n: usize) -> Vec<u8> {
+    scribble_regions(300);
+    make(n)
+}
+
+/// A worker that writes its result region while the master decodes from it gets a wrong
+/// value or a decode error back, never a crash or a hang of the master.
+#[test]
+fn a_worker_scribbling_its_regions_cannot_crash_the_master() {
+    let _one = one();
+    let c = Cluster::new();
+    let id = c.addprocs(1).unwrap()[0];
+    // The regions exist (and are mapped by the worker) before it scribbles on them.
+    assert!(c.remotecall_fetch(id, make, 4 * MIB).unwrap() == make(4 * MIB));
+    assert!(c.remotecall_fetch(id, echo, make(4 * MIB)).unwrap() == make(4 * MIB));
+    let mut outcomes = (0, 0);
+    for _ in 0..20 {
+        match c.remotecall_fetch(id, strings_scribbled, 100_000) {
+            Ok(v) => {
+                assert!(v.len() <= 100_000);
+                outcomes.0 += 1;
+            }
+            Err(Error::Decode(m)) => {
+                assert!(m.starts_with("result: "), "{m}");
+                outcomes.1 += 1;
+            }
+            Err(e) => panic!("expected a value or a decode error, got {e}"),
+        }
+        // Its length may be scribbled on too.
+        match c.remotecall_fetch(id, bytes_scribbled, 2 * MIB) {
+            Ok(v) => assert!(v.len() <= 2 * MIB),
+            Err(Error::Decode(m)) => assert!(m.starts_with("result: "), "{m}"),
+            Err(e) => panic!("expected a value or a decode error, got {e}"),
+        }
+    }
+    eprintln!(
+        "scribbled: {} values, {} decode errors",
+        outcomes.0, outcomes.1
+    );
+    std::thread::sleep(Duration::from_millis(350));
+    assert!(c.remotecall_fetch(id, make, 3 * MIB).unwrap() == make(3 * MIB));
+}
+
+/// The sizes of the regions this process holds descriptors of.
+fn region_sizes() -> Vec<u64> {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read_link(e.path())
+                .is_ok_and(|l| l.to_string_lossy().contains("memfd:ptools-zerocopy"))
+        })
+        .filter_map(|e| std::fs::metadata(e.path()).ok().map(|m| m.len()))
+        .collect()
+}
+
+/// Payloads over the frame cap are refused as before, and the regions they started to
+/// fill are not grown for them (they stay at most a step past the cap).
+#[test]
+fn payloads_over_the_cap_do_not_grow_the_regions() {
+    let _one = one();
+    let c = Cluster::builder().max_frame_bytes(MIB).build();
+    let id = c.addprocs(1).unwrap()[0];
+    match c.remotecall_fetch(id, len_of, make(20 * MIB)) {
+        Err(Error::ArgumentTooLarge { len, .. }) => assert_eq!(len, 20 * MIB as u64 + 4),
+        other => panic!("expected ArgumentTooLarge, got {other:?}"),
+    }
+    match c.remotecall_fetch(id, make, 20 * MIB) {
+        Err(Error::ResultTooLarge { len, .. }) => assert_eq!(len, 20 * MIB as u64 + 4),
+        other => panic!("expected ResultTooLarge, got {other:?}"),
+    }
+    let v = make(MIB / 2);
+    assert!(c.remotecall_fetch(id, echo, v.clone()).unwrap() == v);
+    let sizes = region_sizes();
+    assert_eq!(sizes.len(), 2, "{sizes:?}");
+    assert!(sizes.iter().all(|&s| s <= 2 * MIB as u64), "{sizes:?}");
+}

@@ -10,9 +10,10 @@ use std::time::Duration;
 use parking_lot::{Condvar, Mutex};
 
 use super::{Inner, lock, outcome};
+use crate::codec::{EncodeArg, Out};
 use crate::error::{Error, Result, Termination};
 use crate::func::{FnRef, Status};
-use crate::remote_ref::{Drive, Slot};
+use crate::remote_ref::{Drive, Payload, Slot};
 use crate::sys;
 use crate::wire::{self, FrameReader, Link};
 
@@ -83,14 +84,22 @@ pub(crate) struct Zc {
     /// The argument region (the master writes, the worker reads) and the number of the last
     /// call that referenced it: free again once that call's reply is in. Under `tx`.
     arg: Mutex<(sys::Region, Option<u64>)>,
-    /// The result region (the worker writes, the master copies out); used by whoever holds
-    /// the read side.
-    res: Mutex<sys::Region>,
+    /// The result region and its count of results read: shared with the results left
+    /// there until they are read ([`InRegion`]).
+    res: Arc<Results>,
     /// Calls written to the data link (counted under `tx`).
     sent: AtomicU64,
     /// Replies read from it.
     replied: AtomicU64,
-    /// Results copied out of the result region: told to the worker in every call.
+}
+
+/// The master's side of a result region.
+struct Results {
+    /// The region (the worker writes, the master reads). Locked to map it further (by
+    /// whoever holds the read side) and to read a result out of it.
+    region: Mutex<sys::Region>,
+    /// `REPLY_ZC` results read out of the region (decoded, copied out, or dropped
+    /// unread): told to the worker in every call, which then may write the region again.
     acked: AtomicU64,
 }
 
@@ -99,11 +108,57 @@ impl Zc {
     pub(crate) fn new(arg: sys::Region, res: sys::Region) -> Zc {
         Zc {
             arg: Mutex::new((arg, None)),
-            res: Mutex::new(res),
+            res: Arc::new(Results {
+                region: Mutex::new(res),
+                acked: AtomicU64::new(0),
+            }),
             sent: AtomicU64::new(0),
             replied: AtomicU64::new(0),
-            acked: AtomicU64::new(0),
         }
+    }
+}
+
+/// A successful result a local worker left in its result region, checked to lie inside
+/// it, not read yet. Whoever takes the call's outcome reads it where it lies: decodes it
+/// straight from the mapping ([`InRegion::decode`], what `RemoteRef::fetch` does) or
+/// copies it out ([`InRegion::into_vec`]); either, or dropping it unread, acknowledges it
+/// (the region is the worker's again from the next call on). The worker does not write
+/// the region before that: it leaves later results on the socket meanwhile.
+pub(crate) struct InRegion {
+    res: Arc<Results>,
+    off: usize,
+    len: usize,
+}
+
+impl InRegion {
+    /// Decodes the result straight from the region, then acknowledges it.
+    ///
+    /// Why decoding from memory the worker can write is sound: see `codec::decode_shared`
+    /// (every byte copied out once, into the value or a local, and nothing decided on the
+    /// shared bytes). A worker writing its region while it is read (it should not: it was
+    /// not acknowledged) can make the value wrong or the decoding fail, nothing more.
+    pub(crate) fn decode<R: serde::de::DeserializeOwned>(self) -> std::result::Result<R, String> {
+        let region = lock(&self.res.region);
+        // The mapping only grows (`Region::cover` maps further, never less), so the
+        // range checked when the reply came still lies inside it.
+        let p = region.shared(self.off, self.len);
+        // SAFETY: `[p, p + len)` lies inside the mapping (checked by `shared`), which
+        // stays mapped while `region` is locked (only `&mut` methods remap or unmap it),
+        // and is backed by the file (sealed against shrinking), so reading it cannot fault.
+        unsafe { crate::codec::decode_shared(p, self.len) }
+    }
+
+    /// Copies the result out once into a buffer of our own, then acknowledges it.
+    pub(crate) fn into_vec(self) -> Vec<u8> {
+        let mut out = wire::result_buf(self.len);
+        lock(&self.res.region).copy_out(self.off, self.len, &mut out);
+        out
+    }
+}
+
+impl Drop for InRegion {
+    fn drop(&mut self) {
+        self.res.acked.fetch_add(1, Ordering::Release);
     }
 }
 
@@ -175,7 +230,7 @@ impl Remote {
     pub(super) fn submit(
         &self,
         f: FnRef,
-        encode: &mut dyn FnMut(Vec<u8>) -> std::result::Result<Vec<u8>, String>,
+        encode: &mut EncodeArg<'_>,
         slot: Arc<Slot>,
     ) -> Result<()> {
         self.submit_to_drive(f, encode, slot, false).map(drop)
@@ -194,7 +249,7 @@ impl Remote {
     fn submit_to_drive(
         &self,
         f: FnRef,
-        encode: &mut dyn FnMut(Vec<u8>) -> std::result::Result<Vec<u8>, String>,
+        encode: &mut EncodeArg<'_>,
         slot: Arc<Slot>,
         drive: bool,
     ) -> Result<bool> {
@@ -267,7 +322,7 @@ impl Remote {
         &self,
         mut buf: Vec<u8>,
         f: FnRef,
-        encode: &mut dyn FnMut(Vec<u8>) -> std::result::Result<Vec<u8>, String>,
+        encode: &mut EncodeArg<'_>,
         zc: bool,
     ) -> Result<Vec<u8>> {
         wire::begin(&mut buf, wire::CALL);
@@ -276,44 +331,48 @@ impl Remote {
         let acked = self
             .zc
             .as_ref()
-            .map_or(0, |z| z.acked.load(Ordering::Acquire));
+            .map_or(0, |z| z.res.acked.load(Ordering::Acquire));
         buf.extend_from_slice(&acked.to_le_bytes());
-        let mut buf = encode(buf).map_err(|e| Error::Encode(format!("argument: {e}")))?;
         // The body: kind, two offsets, `acked`, the argument.
         const HEAD: usize = wire::CALL_HEAD;
-        if buf.len() - 4 > self.cap {
-            let len = (buf.len() - 4 - HEAD) as u64;
+        // With `zc`, an argument of `ZC_THRESHOLD` bytes or more is encoded straight into
+        // the argument region (one copy, by the codec) when the region is free: the reply
+        // to the last call that referenced it is in.
+        let mut arg = self.zc.as_ref().filter(|_| zc).map(|z| (lock(&z.arg), z));
+        let region = arg.as_mut().and_then(|(g, z)| {
+            let (region, last) = &mut **g;
+            let free = last.is_none_or(|k| z.replied.load(Ordering::Acquire) > k);
+            free.then_some(region)
+        });
+        let mut out = match region {
+            Some(r) => Out::with_region(buf, r, wire::ZC_THRESHOLD, self.cap.saturating_sub(HEAD)),
+            None => Out::new(buf),
+        };
+        let encoded = encode(&mut out);
+        let len = out.payload_len();
+        let (mut buf, spilled) = out.finish();
+        encoded.map_err(|e| Error::Encode(format!("argument: {e}")))?;
+        if HEAD + len > self.cap {
             return Err(Error::ArgumentTooLarge {
-                len,
+                len: len as u64,
                 cap: (self.cap - HEAD) as u64,
             });
         }
-        let len = buf.len() - 4 - HEAD;
-        if let Some(z) = self.zc.as_ref().filter(|_| zc && len >= wire::ZC_THRESHOLD) {
-            let mut arg = lock(&z.arg);
-            let (region, last) = &mut *arg;
-            let free = last.is_none_or(|k| z.replied.load(Ordering::Acquire) > k);
-            // A region that cannot grow (out of memory) leaves the call on the socket.
-            if free && region.ensure(len).is_ok() {
-                region.write(0, &buf[4 + HEAD..]);
-                *last = Some(z.sent.load(Ordering::Relaxed));
-                buf.truncate(4 + HEAD);
-                buf[4] = wire::CALL_ZC;
-                buf.extend_from_slice(&0u64.to_le_bytes());
-                buf.extend_from_slice(&(len as u64).to_le_bytes());
-            }
+        if let (Some(n), Some((g, z))) = (spilled, arg.as_mut()) {
+            // The argument is in the region, from offset 0 (a region that could not grow
+            // left it in `buf`, for the socket).
+            g.1 = Some(z.sent.load(Ordering::Relaxed));
+            buf[4] = wire::CALL_ZC;
+            buf.extend_from_slice(&0u64.to_le_bytes());
+            buf.extend_from_slice(&(n as u64).to_le_bytes());
         }
+        drop(arg);
         wire::finish(&mut buf);
         Ok(buf)
     }
 
     /// A call made on a read side: queued for the sender thread, which writes it.
-    fn submit_deferred(
-        &self,
-        f: FnRef,
-        encode: &mut dyn FnMut(Vec<u8>) -> std::result::Result<Vec<u8>, String>,
-        slot: Arc<Slot>,
-    ) -> Result<()> {
+    fn submit_deferred(&self, f: FnRef, encode: &mut EncodeArg<'_>, slot: Arc<Slot>) -> Result<()> {
         // Not under `tx`: the argument stays on the socket (the region's bookkeeping
         // counts calls in the order of the wire, which the sender thread decides).
         let buf = self.frame(Vec::new(), f, encode, false)?;
@@ -405,8 +464,8 @@ impl Remote {
         Ok(())
     }
 
-    /// A result left in the result region: checked against the region, copied out once
-    /// into memory of our own (what gets decoded), then acknowledged in the next call.
+    /// A result left in the result region: checked against the region (and mapped that
+    /// far), then handed to the slot where it lies (see [`InRegion`]).
     fn dispatch_zc(&self, body: &[u8]) -> std::result::Result<(), String> {
         let Some(z) = &self.zc else {
             return Err("shared-memory reply on a link without regions".into());
@@ -415,22 +474,18 @@ impl Remote {
         else {
             return Err("malformed shared-memory reply".into());
         };
-        let out = {
-            let mut res = lock(&z.res);
-            // Checked before anything is allocated: a forged length costs nothing.
-            res.cover(off, len, self.cap)?;
-            // `cover` checked that both fit in `usize` and lie in the region.
-            let mut out = wire::result_buf(len as usize);
-            res.copy_out(off as usize, len as usize, &mut out);
-            out
-        };
-        // The region is the worker's again from its next call on.
-        z.acked.fetch_add(1, Ordering::Release);
+        // Checked before anything is allocated: a forged length costs nothing.
+        lock(&z.res.region).cover(off, len, self.cap)?;
         let Some(slot) = lock(&self.pending).queue.pop_front() else {
             return Err("reply to no call".into());
         };
         z.replied.fetch_add(1, Ordering::Release);
-        slot.complete(Ok(out));
+        // `cover` checked that both fit in `usize` and lie in the region.
+        slot.complete_payload(Ok(Payload::Region(InRegion {
+            res: z.res.clone(),
+            off: off as usize,
+            len: len as usize,
+        })));
         Ok(())
     }
 
@@ -463,7 +518,7 @@ impl Remote {
     pub(super) fn call_and_drive(
         &self,
         f: FnRef,
-        encode: &mut dyn FnMut(Vec<u8>) -> std::result::Result<Vec<u8>, String>,
+        encode: &mut EncodeArg<'_>,
         slot: &Arc<Slot>,
     ) -> Result<()> {
         if READ_SIDE.get() {

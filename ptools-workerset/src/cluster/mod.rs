@@ -11,7 +11,7 @@
 #![doc = include_str!("PROTOCOL.md")]
 
 mod link;
-pub(crate) use link::on_read_side;
+pub(crate) use link::{InRegion, on_read_side};
 mod remote;
 mod shutdown;
 mod spawn;
@@ -305,7 +305,7 @@ impl Inner {
         &self,
         id: usize,
         f: FnRef,
-        encode: &mut dyn FnMut(Vec<u8>) -> std::result::Result<Vec<u8>, String>,
+        encode: &mut crate::codec::EncodeArg<'_>,
         slot: Arc<Slot>,
     ) -> Result<()> {
         if crate::worker::myid() != 1 {
@@ -315,7 +315,9 @@ impl Inner {
             ));
         }
         if id == 1 {
-            let arg = encode(Vec::new()).map_err(|e| Error::Encode(format!("argument: {e}")))?;
+            let mut out = crate::codec::Out::new(Vec::new());
+            encode(&mut out).map_err(|e| Error::Encode(format!("argument: {e}")))?;
+            let arg = out.finish().0;
             let tx = {
                 let mut g = lock(&self.local);
                 g.get_or_insert_with(start_local).clone()
@@ -343,7 +345,7 @@ impl Inner {
         &self,
         id: usize,
         f: FnRef,
-        encode: &mut dyn FnMut(Vec<u8>) -> std::result::Result<Vec<u8>, String>,
+        encode: &mut crate::codec::EncodeArg<'_>,
         slot: Arc<Slot>,
     ) -> Result<()> {
         if id == 1 || crate::worker::myid() != 1 || on_read_side() {
@@ -404,12 +406,14 @@ fn start_local() -> mpsc::Sender<LocalJob> {
     let spawned = std::thread::Builder::new()
         .name("ptools-local".into())
         .spawn(move || {
-            let mut out = Vec::new();
+            let mut buf = Vec::new();
             for job in rx {
-                out.clear();
+                buf.clear();
+                let mut out = crate::codec::Out::new(buf);
                 // SAFETY: the offsets were made by `FnRef::single`/`batch` in this process.
                 let status = unsafe { job.f.invoke(&job.arg, &mut out) };
-                job.slot.complete(outcome(1, status, &out));
+                buf = out.finish().0;
+                job.slot.complete(outcome(1, status, &buf));
             }
         });
     if spawned.is_err() {
@@ -631,7 +635,7 @@ impl Cluster {
         self.inner.submit(
             id,
             FnRef::single(f)?,
-            &mut |b| crate::codec::encode_into(&arg, b),
+            &mut |o| crate::codec::encode_out(&arg, o),
             slot.clone(),
         )?;
         Ok(RemoteRef::new(slot))
@@ -654,9 +658,17 @@ impl Cluster {
                 .get(id)
                 .ok_or_else(|| self.inner.gone_error(id))?;
             let slot = Slot::new(id, None);
+            // The argument is dropped as soon as it is encoded, before the wait: a large
+            // one's memory is then free for the result to be decoded into (the allocator
+            // hands it back instead of new pages that fault in), and the peak is one
+            // payload instead of two.
+            let mut arg = Some(arg);
             w.call_and_drive(
                 FnRef::single(f)?,
-                &mut |b| crate::codec::encode_into(&arg, b),
+                &mut |o| match arg.take() {
+                    Some(a) => crate::codec::encode_out(&a, o),
+                    None => Err("the argument was already encoded".into()),
+                },
                 &slot,
             )?;
             return RemoteRef::new(slot).fetch();

@@ -10,7 +10,7 @@ use std::mem::ManuallyDrop;
 
 use serde::de::{self, Deserialize, DeserializeOwned, Visitor};
 
-use super::de::Reader;
+use super::de::{Input, Reader};
 use super::error::Result;
 
 /// A primitive number whose sequences travel as one copy.
@@ -48,13 +48,13 @@ macro_rules! plain {
 
         /// Reads a `Vec<T>` of `n` elements in one copy when `V` is serde's own visitor of
         /// `Vec<T>` for some [`Plain`] type `T` (`None`: the per-element path reads it).
-        pub(super) fn read<'de, V: Visitor<'de>>(
-            r: &mut Reader<'de>,
+        pub(super) fn read<'de, I: Input<'de>, V: Visitor<'de>>(
+            r: &mut Reader<'de, I>,
             n: usize,
         ) -> Option<Result<V::Value>> {
             $(
                 $(#[$cfg])*
-                if let Some(v) = read_as::<V, $t>(r, n) {
+                if let Some(v) = read_as::<I, V, $t>(r, n) {
                     return Some(v);
                 }
             )*
@@ -112,8 +112,8 @@ fn as_bytes<T: Plain>(s: &[T]) -> &[u8] {
     unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<u8>(), std::mem::size_of_val(s)) }
 }
 
-fn read_as<'de, V: Visitor<'de>, T: Plain>(
-    r: &mut Reader<'de>,
+fn read_as<'de, I: Input<'de>, V: Visitor<'de>, T: Plain>(
+    r: &mut Reader<'de, I>,
     n: usize,
 ) -> Option<Result<V::Value>> {
     // The first test compares the type ids of two known types (the optimizer can fold it);

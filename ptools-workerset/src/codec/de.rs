@@ -5,32 +5,182 @@ use serde::de::{self, DeserializeSeed, IntoDeserializer, Visitor};
 
 use super::error::{Error, Result, ZERO_SIZED_MAX};
 
-/// Reads values from a byte slice.
-pub(super) struct Reader<'de> {
-    input: &'de [u8],
-    /// The whole input's length, for the offsets in errors.
-    total: usize,
-    /// How many more sequence elements or map entries may take no bytes.
-    zero_left: usize,
+/// Where a [`Reader`] takes its bytes from.
+pub(super) trait Input<'de> {
+    /// The bytes not read yet.
+    fn left(&self) -> usize;
+    /// The whole input's length.
+    fn total(&self) -> usize;
+    /// The next `N` bytes (`None`, nothing read, when fewer are left).
+    fn array<const N: usize>(&mut self) -> Option<[u8; N]>;
+    /// The next `n` bytes, borrowed from the input for `'de` when it can lend them, else
+    /// copied once into a new `Vec` (`None`, nothing read, when fewer are left).
+    fn bytes(&mut self, n: usize) -> Option<Bytes<'de>>;
+    /// Copies the next `n` bytes to `dst`; false (nothing read) when fewer are left.
+    ///
+    /// # Safety
+    ///
+    /// `dst` must be valid for `n` bytes of writes and not overlap the input.
+    unsafe fn copy_to(&mut self, dst: *mut u8, n: usize) -> bool;
 }
 
-impl<'de> Reader<'de> {
-    pub(super) fn new(input: &'de [u8]) -> Reader<'de> {
+/// Bytes from an [`Input`]: lent for `'de`, or copied out.
+pub(super) enum Bytes<'de> {
+    Borrowed(&'de [u8]),
+    Owned(Vec<u8>),
+}
+
+/// A byte slice this process owns (or may treat as stable while it is borrowed).
+pub(super) struct Slice<'de>(&'de [u8], usize);
+
+impl<'de> Slice<'de> {
+    pub(super) fn new(input: &'de [u8]) -> Slice<'de> {
+        Slice(input, input.len())
+    }
+}
+
+impl<'de> Input<'de> for Slice<'de> {
+    #[inline]
+    fn left(&self) -> usize {
+        self.0.len()
+    }
+    #[inline]
+    fn total(&self) -> usize {
+        self.1
+    }
+    #[inline]
+    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let (a, rest) = self.0.split_first_chunk::<N>()?;
+        self.0 = rest;
+        Some(*a)
+    }
+    #[inline]
+    fn bytes(&mut self, n: usize) -> Option<Bytes<'de>> {
+        if n > self.0.len() {
+            return None;
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Some(Bytes::Borrowed(a))
+    }
+    unsafe fn copy_to(&mut self, dst: *mut u8, n: usize) -> bool {
+        let Some(Bytes::Borrowed(src)) = self.bytes(n) else {
+            return false;
+        };
+        // SAFETY: `src` holds `n` bytes; the caller promises `dst` is valid for `n` bytes
+        // and does not overlap the input.
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst, n) };
+        true
+    }
+}
+
+/// Memory another process may write while it is read: a mapping of a shared-memory
+/// region that an untrusted peer writes (see [`super::decode_shared`]).
+///
+/// Why this is sound: no `&[u8]` (which promises bytes that do not change) is ever made
+/// over it. Every byte is read at most once, by `ptr::copy_nonoverlapping` from the raw
+/// pointer into memory this process owns (a local array for a number, a length or a tag;
+/// the new `Vec` of a bulk `Vec<T>`, bytes or a string), and every decision (a length
+/// checked against what is left, a tag, UTF-8) is made on that private copy, never on
+/// the shared bytes again. A peer writing meanwhile can only change which bytes were
+/// copied, and any bytes are a valid `u8` (and a valid plain number): the decoder then
+/// accepts or refuses them like any others. Bounds come from this reader's own `len`,
+/// fixed when it is made, never from the shared bytes.
+pub(super) struct Shared {
+    ptr: *const u8,
+    len: usize,
+    pos: usize,
+}
+
+impl Shared {
+    /// # Safety
+    ///
+    /// `[ptr, ptr + len)` must stay mapped and readable (it may change) while the reader
+    /// lives.
+    pub(super) unsafe fn new(ptr: *const u8, len: usize) -> Shared {
+        Shared { ptr, len, pos: 0 }
+    }
+
+    /// Takes `n` bytes from the input, or `None` when fewer are left.
+    #[inline]
+    fn advance(&mut self, n: usize) -> Option<*const u8> {
+        if n > self.len - self.pos {
+            return None;
+        }
+        // Inside `[ptr, ptr + len)`: `pos + n <= len` (checked).
+        let p = self.ptr.wrapping_add(self.pos);
+        self.pos += n;
+        Some(p)
+    }
+}
+
+impl<'de> Input<'de> for Shared {
+    #[inline]
+    fn left(&self) -> usize {
+        self.len - self.pos
+    }
+    #[inline]
+    fn total(&self) -> usize {
+        self.len
+    }
+    #[inline]
+    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let p = self.advance(N)?;
+        let mut a = [0u8; N];
+        // SAFETY: `p` is valid for `N` bytes of reads (inside the range the caller of
+        // `Shared::new` keeps mapped); `a` is ours. See the type's docs for the peer's
+        // concurrent writes.
+        unsafe { std::ptr::copy_nonoverlapping(p, a.as_mut_ptr(), N) };
+        Some(a)
+    }
+    fn bytes(&mut self, n: usize) -> Option<Bytes<'de>> {
+        if n > self.left() {
+            return None;
+        }
+        let mut v = Vec::with_capacity(n);
+        // SAFETY: `v` has room for `n` bytes, and it is new, so no overlap.
+        unsafe {
+            self.copy_to(v.as_mut_ptr(), n);
+            v.set_len(n);
+        }
+        Some(Bytes::Owned(v))
+    }
+    unsafe fn copy_to(&mut self, dst: *mut u8, n: usize) -> bool {
+        let Some(p) = self.advance(n) else {
+            return false;
+        };
+        // SAFETY: `p` is valid for `n` bytes of reads (as in `array`), `dst` for `n` bytes
+        // of writes, not overlapping (the caller's promise). See the type's docs.
+        unsafe { std::ptr::copy_nonoverlapping(p, dst, n) };
+        true
+    }
+}
+
+/// Reads values from an [`Input`]: a byte slice, or shared memory.
+pub(super) struct Reader<'de, I: Input<'de> = Slice<'de>> {
+    input: I,
+    /// How many more sequence elements or map entries may take no bytes.
+    zero_left: usize,
+    _de: std::marker::PhantomData<&'de ()>,
+}
+
+impl<'de, I: Input<'de>> Reader<'de, I> {
+    pub(super) fn new(input: I) -> Reader<'de, I> {
         Reader {
             input,
-            total: input.len(),
             zero_left: ZERO_SIZED_MAX,
+            _de: std::marker::PhantomData,
         }
     }
 
     /// Where the next byte is.
     pub(super) fn at(&self) -> usize {
-        self.total - self.input.len()
+        self.input.total() - self.input.left()
     }
 
     /// The bytes not read yet.
     pub(super) fn left(&self) -> usize {
-        self.input.len()
+        self.input.left()
     }
 
     fn end(&self, needed: usize) -> Error {
@@ -41,39 +191,34 @@ impl<'de> Reader<'de> {
         }
     }
 
-    fn take(&mut self, n: usize) -> Result<&'de [u8]> {
-        if n > self.input.len() {
-            return Err(self.end(n));
+    fn take(&mut self, n: usize) -> Result<Bytes<'de>> {
+        match self.input.bytes(n) {
+            Some(b) => Ok(b),
+            None => Err(self.end(n)),
         }
-        let (a, b) = self.input.split_at(n);
-        self.input = b;
-        Ok(a)
     }
 
     fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
-        let Some((a, rest)) = self.input.split_first_chunk::<N>() else {
-            return Err(self.end(N));
-        };
-        self.input = rest;
-        Ok(*a)
+        match self.input.array::<N>() {
+            Some(a) => Ok(a),
+            None => Err(self.end(N)),
+        }
     }
 
     fn byte(&mut self) -> Result<u8> {
         Ok(self.array::<1>()?[0])
     }
 
-    /// A LEB128 varint of at most `bits` (at most 64) bits, in its shortest form.
+    /// A LEB128 varint of at most `bits` (at most 64) bits, in its shortest form. Each
+    /// byte is read once and what is decided is decided on that copy.
     fn varint(&mut self, bits: u32) -> Result<u64> {
-        if let Some((&b, rest)) = self.input.split_first()
-            && b < 0x80
-        {
-            self.input = rest;
-            return Ok(u64::from(b));
-        }
         let at = self.at();
         let mut v = 0u64;
         let mut shift = 0u32;
-        for (i, &b) in self.input.iter().enumerate() {
+        for i in 0.. {
+            let Some([b]) = self.input.array::<1>() else {
+                return Err(self.end(1));
+            };
             let low = u64::from(b & 0x7f);
             // The bits this byte may still carry.
             if shift >= bits || (bits - shift < 7 && low >> (bits - shift) != 0) {
@@ -84,12 +229,11 @@ impl<'de> Reader<'de> {
                 if b == 0 && i > 0 {
                     return Err(Error::Varint { at }); // overlong: a zero last byte
                 }
-                self.input = &self.input[i + 1..];
                 return Ok(v);
             }
             shift += 7;
         }
-        Err(self.end(self.left() + 1))
+        unreachable!("the loop returns")
     }
 
     fn len(&mut self) -> Result<usize> {
@@ -131,14 +275,15 @@ impl<'de> Reader<'de> {
                 left: self.left(),
             });
         };
-        let src = self.take(bytes)?;
         let mut v = Vec::<T>::with_capacity(n);
-        // SAFETY: `v` has room for `n` elements, `bytes` bytes, and `src` holds `bytes`
-        // bytes; the two do not overlap (`v` is new). The copy is bytewise, so `src` needs no
-        // alignment, and `T: Plain` makes any bytes a valid value, so the first `n`
-        // elements are initialized when `set_len` says so.
+        // SAFETY: `v` has room for `n` elements, `bytes` bytes, and the input holds `bytes`
+        // bytes (checked); `v` is new, so they do not overlap. The copy is bytewise, so the
+        // input needs no alignment, and `T: Plain` makes any bytes a valid value, so the
+        // first `n` elements are initialized when `set_len` says so.
         unsafe {
-            std::ptr::copy_nonoverlapping(src.as_ptr(), v.as_mut_ptr().cast::<u8>(), bytes);
+            if !self.input.copy_to(v.as_mut_ptr().cast::<u8>(), bytes) {
+                return Err(self.end(bytes));
+            }
             v.set_len(n);
         }
         Ok(v)
@@ -150,7 +295,7 @@ impl<'de> Reader<'de> {
         &mut self,
         n: usize,
         counted: bool,
-        visit: impl FnOnce(&mut Items<'_, 'de>) -> Result<T>,
+        visit: impl FnOnce(&mut Items<'_, 'de, I>) -> Result<T>,
     ) -> Result<T> {
         let mut items = Items {
             r: self,
@@ -176,7 +321,7 @@ macro_rules! fixed {
     };
 }
 
-impl<'de> de::Deserializer<'de> for &mut Reader<'de> {
+impl<'de, I: Input<'de>> de::Deserializer<'de> for &mut Reader<'de, I> {
     type Error = Error;
 
     fixed!(
@@ -210,15 +355,25 @@ impl<'de> de::Deserializer<'de> for &mut Reader<'de> {
     fn deserialize_str<V: Visitor<'de>>(self, v: V) -> Out<V::Value> {
         let n = self.len()?;
         let at = self.at();
-        let s = std::str::from_utf8(self.take(n)?).map_err(|_| Error::Utf8 { at })?;
-        v.visit_borrowed_str(s)
+        match self.take(n)? {
+            Bytes::Borrowed(b) => {
+                v.visit_borrowed_str(std::str::from_utf8(b).map_err(|_| Error::Utf8 { at })?)
+            }
+            // Checked on the copy, which is what the visitor gets.
+            Bytes::Owned(b) => {
+                v.visit_string(String::from_utf8(b).map_err(|_| Error::Utf8 { at })?)
+            }
+        }
     }
     fn deserialize_string<V: Visitor<'de>>(self, v: V) -> Out<V::Value> {
         self.deserialize_str(v)
     }
     fn deserialize_bytes<V: Visitor<'de>>(self, v: V) -> Out<V::Value> {
         let n = self.len()?;
-        v.visit_borrowed_bytes(self.take(n)?)
+        match self.take(n)? {
+            Bytes::Borrowed(b) => v.visit_borrowed_bytes(b),
+            Bytes::Owned(b) => v.visit_byte_buf(b),
+        }
     }
     fn deserialize_byte_buf<V: Visitor<'de>>(self, v: V) -> Out<V::Value> {
         self.deserialize_bytes(v)
@@ -246,7 +401,7 @@ impl<'de> de::Deserializer<'de> for &mut Reader<'de> {
     fn deserialize_seq<V: Visitor<'de>>(self, v: V) -> Out<V::Value> {
         let n = self.seq_len()?;
         #[cfg(target_endian = "little")]
-        if let Some(r) = super::bulk::read::<V>(self, n) {
+        if let Some(r) = super::bulk::read::<I, V>(self, n) {
             return r;
         }
         self.items(n, true, |items| v.visit_seq(items))
@@ -294,15 +449,15 @@ impl<'de> de::Deserializer<'de> for &mut Reader<'de> {
 }
 
 /// The elements of a sequence, tuple, struct or map still to read.
-struct Items<'a, 'de> {
-    r: &'a mut Reader<'de>,
+struct Items<'a, 'de, I: Input<'de>> {
+    r: &'a mut Reader<'de, I>,
     left: usize,
     counted: bool,
     /// Where the current map entry started (bytes left then).
     entry: usize,
 }
 
-impl<'de> de::SeqAccess<'de> for Items<'_, 'de> {
+impl<'de, I: Input<'de>> de::SeqAccess<'de> for Items<'_, 'de, I> {
     type Error = Error;
     fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Out<Option<T::Value>> {
         if self.left == 0 {
@@ -322,7 +477,7 @@ impl<'de> de::SeqAccess<'de> for Items<'_, 'de> {
     }
 }
 
-impl<'de> de::MapAccess<'de> for Items<'_, 'de> {
+impl<'de, I: Input<'de>> de::MapAccess<'de> for Items<'_, 'de, I> {
     type Error = Error;
     fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Out<Option<K::Value>> {
         if self.left == 0 {
@@ -344,7 +499,7 @@ impl<'de> de::MapAccess<'de> for Items<'_, 'de> {
     }
 }
 
-impl<'de> de::EnumAccess<'de> for &mut Reader<'de> {
+impl<'de, I: Input<'de>> de::EnumAccess<'de> for &mut Reader<'de, I> {
     type Error = Error;
     type Variant = Self;
     fn variant_seed<V: DeserializeSeed<'de>>(self, seed: V) -> Out<(V::Value, Self)> {
@@ -354,7 +509,7 @@ impl<'de> de::EnumAccess<'de> for &mut Reader<'de> {
     }
 }
 
-impl<'de> de::VariantAccess<'de> for &mut Reader<'de> {
+impl<'de, I: Input<'de>> de::VariantAccess<'de> for &mut Reader<'de, I> {
     type Error = Error;
     fn unit_variant(self) -> Out<()> {
         Ok(())

@@ -61,6 +61,17 @@
 //! Not bounded: the nesting depth of recursive types (as with postcard). A forged value of
 //! a recursive type can be as deep as its bytes allow.
 //!
+//! # Straight into and out of shared memory
+//!
+//! [`Out`] is where an encoding goes: a `Vec<u8>` that, lent a shared-memory region,
+//! moves the encoding there once it reaches a threshold, so a large argument or result is
+//! written into its region by the bulk copy itself. [`decode_shared`] decodes from memory
+//! another process may write meanwhile (a result region an untrusted worker writes): the
+//! reader copies each byte out once, into the value or a local, and decides everything on
+//! that copy (`de::Shared`), so the bytes changing under it can make the value wrong or the
+//! decoding fail, nothing else; lengths are checked against the reader's own bound, never
+//! read twice.
+//!
 //! # Errors keep their words
 //!
 //! [`Error::Custom`] holds the message a serde impl gave to `custom` (and serde's own
@@ -71,6 +82,7 @@
 mod bulk;
 mod de;
 mod error;
+mod out;
 mod ser;
 #[cfg(test)]
 mod tests;
@@ -79,12 +91,23 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub(crate) use error::Error;
+pub(crate) use out::Out;
+
+/// What encodes a call's argument into an [`Out`] (the argument is captured).
+pub(crate) type EncodeArg<'a> = dyn FnMut(&mut Out<'_>) -> Result<(), String> + 'a;
 
 /// Appends the encoding of `v` to `buf`.
 pub(crate) fn encode_into<T: Serialize + ?Sized>(v: &T, buf: Vec<u8>) -> Result<Vec<u8>, String> {
-    let mut w = ser::Writer::new(buf);
-    v.serialize(&mut w).map_err(|e| e.to_string())?;
-    Ok(w.out)
+    let mut out = Out::new(buf);
+    encode_out(v, &mut out)?;
+    Ok(out.finish().0)
+}
+
+/// Appends the encoding of `v` to `out` (which may move it into a shared-memory region).
+/// On an error, what was written is left in `out`: the caller truncates it.
+pub(crate) fn encode_out<T: Serialize + ?Sized>(v: &T, out: &mut Out<'_>) -> Result<(), String> {
+    let mut w = ser::Writer::new(out);
+    v.serialize(&mut w).map_err(|e| e.to_string())
 }
 
 /// The encoding of `v`.
@@ -99,7 +122,31 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
 
 /// As [`decode`], with the typed error.
 pub(crate) fn decode_typed<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
-    let mut r = de::Reader::new(bytes);
+    read_all(de::Reader::new(de::Slice::new(bytes)))
+}
+
+/// Decodes a `T` from all of `[ptr, ptr + len)`, memory that another process may write
+/// meanwhile (a shared-memory region an untrusted worker writes): each byte is copied
+/// out once, into the value or into a local, and nothing is decided on the shared bytes
+/// themselves (see `de::Shared`), so such writes can make the value wrong or the decoding
+/// fail, never make this process misbehave. A `Vec<u8>` or `Vec<f64>` is one copy, from
+/// the region into its new buffer.
+///
+/// # Safety
+///
+/// `[ptr, ptr + len)` must stay mapped and readable for the whole call.
+pub(crate) unsafe fn decode_shared<T: DeserializeOwned>(
+    ptr: *const u8,
+    len: usize,
+) -> Result<T, String> {
+    // SAFETY: the caller keeps the range mapped and readable for this call.
+    let input = unsafe { de::Shared::new(ptr, len) };
+    read_all(de::Reader::new(input)).map_err(|e| e.to_string())
+}
+
+fn read_all<'de, T: serde::Deserialize<'de>, I: de::Input<'de>>(
+    mut r: de::Reader<'de, I>,
+) -> Result<T, Error> {
     let v = T::deserialize(&mut r)?;
     if r.left() != 0 {
         return Err(Error::Trailing {

@@ -1,19 +1,21 @@
-//! The serializer: writes the format described in the module docs into a `Vec<u8>`.
+//! The serializer: writes the format described in the module docs into an [`Out`] (a
+//! `Vec<u8>`, or a shared-memory region once large).
 
 use serde::Serialize;
 use serde::ser::{self, SerializeSeq as _};
 
 use super::error::{Error, Result, ZERO_SIZED_MAX};
+use super::out::Out;
 
-/// Appends encodings to its buffer.
-pub(super) struct Writer {
-    pub(super) out: Vec<u8>,
+/// Appends encodings to its output.
+pub(super) struct Writer<'o, 'r> {
+    pub(super) out: &'o mut Out<'r>,
     /// How many more sequence elements or map entries may take no bytes.
     zero_left: usize,
 }
 
-impl Writer {
-    pub(super) fn new(out: Vec<u8>) -> Writer {
+impl<'o, 'r> Writer<'o, 'r> {
+    pub(super) fn new(out: &'o mut Out<'r>) -> Writer<'o, 'r> {
         Writer {
             out,
             zero_left: ZERO_SIZED_MAX,
@@ -23,7 +25,7 @@ impl Writer {
     fn varint(&mut self, v: u64) {
         let mut tmp = [0u8; 10];
         let n = varint_into(v, &mut tmp);
-        self.out.extend_from_slice(&tmp[..n]);
+        self.out.extend(&tmp[..n]);
     }
 
     fn len(&mut self, n: usize) {
@@ -54,20 +56,20 @@ pub(super) fn varint_into(mut v: u64, buf: &mut [u8; 10]) -> usize {
 macro_rules! fixed {
     ($($f:ident: $t:ty),* $(,)?) => {
         $(fn $f(self, v: $t) -> Result<()> {
-            self.out.extend_from_slice(&v.to_le_bytes());
+            self.out.extend(&v.to_le_bytes());
             Ok(())
         })*
     };
 }
 
-impl<'a> ser::Serializer for &'a mut Writer {
+impl<'a, 'o, 'r> ser::Serializer for &'a mut Writer<'o, 'r> {
     type Ok = ();
     type Error = Error;
-    type SerializeSeq = Seq<'a>;
+    type SerializeSeq = Seq<'a, 'o, 'r>;
     type SerializeTuple = Self;
     type SerializeTupleStruct = Self;
     type SerializeTupleVariant = Self;
-    type SerializeMap = Map<'a>;
+    type SerializeMap = Map<'a, 'o, 'r>;
     type SerializeStruct = Self;
     type SerializeStructVariant = Self;
 
@@ -93,7 +95,7 @@ impl<'a> ser::Serializer for &'a mut Writer {
     }
     fn serialize_bytes(self, v: &[u8]) -> Result<()> {
         self.len(v.len());
-        self.out.extend_from_slice(v);
+        self.out.extend(v);
         Ok(())
     }
     fn serialize_none(self) -> Result<()> {
@@ -127,7 +129,7 @@ impl<'a> ser::Serializer for &'a mut Writer {
         self.varint(u64::from(index));
         v.serialize(self)
     }
-    fn serialize_seq(self, len: Option<usize>) -> Result<Seq<'a>> {
+    fn serialize_seq(self, len: Option<usize>) -> Result<Seq<'a, 'o, 'r>> {
         if let Some(n) = len {
             self.len(n);
         }
@@ -154,7 +156,7 @@ impl<'a> ser::Serializer for &'a mut Writer {
         self.varint(u64::from(index));
         Ok(self)
     }
-    fn serialize_map(self, len: Option<usize>) -> Result<Map<'a>> {
+    fn serialize_map(self, len: Option<usize>) -> Result<Map<'a, 'o, 'r>> {
         if let Some(n) = len {
             self.len(n);
         }
@@ -191,7 +193,7 @@ impl<'a> ser::Serializer for &'a mut Writer {
         #[cfg(target_endian = "little")]
         if let Some((n, bytes)) = super::bulk::bytes_of(&iter) {
             self.len(n);
-            self.out.extend_from_slice(bytes);
+            self.out.extend(bytes);
             return Ok(());
         }
         let iter = iter.into_iter();
@@ -213,8 +215,8 @@ impl<'a> ser::Serializer for &'a mut Writer {
 
 /// A sequence being written. Its length was written first when known; otherwise it is
 /// inserted before the elements at the end.
-pub(super) struct Seq<'a> {
-    w: &'a mut Writer,
+pub(super) struct Seq<'a, 'o, 'r> {
+    w: &'a mut Writer<'o, 'r>,
     /// Where the elements start.
     start: usize,
     announced: Option<usize>,
@@ -222,7 +224,12 @@ pub(super) struct Seq<'a> {
 }
 
 /// Checks the count against the announced length, or inserts it before the elements.
-fn close(w: &mut Writer, start: usize, announced: Option<usize>, count: usize) -> Result<()> {
+fn close(
+    w: &mut Writer<'_, '_>,
+    start: usize,
+    announced: Option<usize>,
+    count: usize,
+) -> Result<()> {
     match announced {
         Some(n) if n != count => Err(Error::LengthMismatch {
             announced: n,
@@ -232,13 +239,13 @@ fn close(w: &mut Writer, start: usize, announced: Option<usize>, count: usize) -
         None => {
             let mut tmp = [0u8; 10];
             let n = varint_into(count as u64, &mut tmp);
-            w.out.splice(start..start, tmp[..n].iter().copied());
+            w.out.insert(start, &tmp[..n]);
             Ok(())
         }
     }
 }
 
-impl ser::SerializeSeq for Seq<'_> {
+impl ser::SerializeSeq for Seq<'_, '_, '_> {
     type Ok = ();
     type Error = Error;
     fn serialize_element<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<()> {
@@ -256,8 +263,8 @@ impl ser::SerializeSeq for Seq<'_> {
 }
 
 /// A map being written, as [`Seq`]; an entry is its key, then its value.
-pub(super) struct Map<'a> {
-    w: &'a mut Writer,
+pub(super) struct Map<'a, 'o, 'r> {
+    w: &'a mut Writer<'o, 'r>,
     start: usize,
     /// Where the current entry starts.
     entry: usize,
@@ -265,7 +272,7 @@ pub(super) struct Map<'a> {
     count: usize,
 }
 
-impl ser::SerializeMap for Map<'_> {
+impl ser::SerializeMap for Map<'_, '_, '_> {
     type Ok = ();
     type Error = Error;
     fn serialize_key<T: Serialize + ?Sized>(&mut self, k: &T) -> Result<()> {
@@ -287,7 +294,7 @@ impl ser::SerializeMap for Map<'_> {
 
 macro_rules! positional {
     ($($tr:ident :: $f:ident),* $(,)?) => {
-        $(impl ser::$tr for &mut Writer {
+        $(impl ser::$tr for &mut Writer<'_, '_> {
             type Ok = ();
             type Error = Error;
             fn $f<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<()> {
@@ -308,7 +315,7 @@ positional!(
 
 macro_rules! named {
     ($($tr:ident),* $(,)?) => {
-        $(impl ser::$tr for &mut Writer {
+        $(impl ser::$tr for &mut Writer<'_, '_> {
             type Ok = ();
             type Error = Error;
             fn serialize_field<T: Serialize + ?Sized>(

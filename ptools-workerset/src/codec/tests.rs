@@ -395,7 +395,7 @@ fn a_user_visitor_of_a_vec_u8_is_not_bypassed() {
     #[cfg(target_endian = "little")]
     bulk::TAKEN.with(|t| t.set((0, 0)));
     let back = Counting(&seen)
-        .deserialize(&mut de::Reader::new(&bytes))
+        .deserialize(&mut de::Reader::new(de::Slice::new(&bytes)))
         .unwrap();
     assert_eq!(back, v);
     assert_eq!(seen.get(), 256);
@@ -570,8 +570,12 @@ where
 {
     let bytes = encode(v).unwrap();
     let back: T = decode(&bytes).unwrap_or_else(|e| panic!("{e} for {v:?}"));
+    // SAFETY: `bytes` is ours and outlives the call.
+    let shared: T = unsafe { super::decode_shared(bytes.as_ptr(), bytes.len()) }
+        .unwrap_or_else(|e| panic!("{e} for {v:?} from shared memory"));
     if !std::any::type_name::<T>().contains("HashMap") {
         assert_eq!(encode(&back).unwrap(), bytes);
+        assert_eq!(encode(&shared).unwrap(), bytes);
     }
     if format!("{v:?}").contains("NaN") {
         return;
@@ -723,6 +727,16 @@ fn fuzz_all(bytes: &[u8]) {
         // than the bytes left: times an element's size (at most 64 here), and for a hash
         // map times the up to 2.3 buckets per entry of its power-of-two table.
         let bound = 160 * bytes.len() + 4096;
+        assert!(largest <= bound, "{largest} > {bound}");
+        // From shared memory: the same outcome, the same bound.
+        let (shared, largest) = largest_alloc(|| {
+            // SAFETY: `bytes` is ours and outlives the call.
+            unsafe { super::decode_shared::<T>(bytes.as_ptr(), bytes.len()) }.map(drop)
+        });
+        let slice = decode_typed::<T>(bytes)
+            .map(drop)
+            .map_err(|e| e.to_string());
+        assert_eq!(shared, slice);
         assert!(largest <= bound, "{largest} > {bound}");
     }
     one::<Vec<u64>>(bytes);

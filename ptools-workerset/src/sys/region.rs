@@ -182,6 +182,28 @@ impl Region {
         unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), p.as_ptr().add(off), src.len()) };
     }
 
+    /// Moves `[from, from + len)` to `to` inside the writer's own region (the bytes may
+    /// overlap). `ensure` must cover both ranges.
+    pub(crate) fn copy_within(&mut self, from: usize, to: usize, len: usize) {
+        let (p, l) = self.map.expect("region mapped");
+        assert!(from.checked_add(len).is_some_and(|e| e <= l));
+        assert!(to.checked_add(len).is_some_and(|e| e <= l));
+        // SAFETY: both ranges lie inside our mapping (asserted); `ptr::copy` allows
+        // overlap, and no Rust reference points into the shared memory. As for `write`, the
+        // peer does not read these bytes before the frame that references them is sent.
+        unsafe { std::ptr::copy(p.as_ptr().add(from), p.as_ptr().add(to), len) };
+    }
+
+    /// `[off, off + len)` as a raw pointer, for a reader that copies out of the mapping
+    /// piece by piece (`codec::decode_shared`). `cover(off, len, _)` must have succeeded;
+    /// the pointer is valid for `len` bytes of reads while this region is neither remapped
+    /// nor dropped (both take `&mut self`), whatever the peer writes meanwhile.
+    pub(crate) fn shared(&self, off: usize, len: usize) -> *const u8 {
+        let (p, l) = self.map.expect("region mapped");
+        assert!(off.checked_add(len).is_some_and(|e| e <= l));
+        p.as_ptr().wrapping_add(off).cast_const()
+    }
+
     /// Appends `[off, off + len)` to `dst` (one copy into memory this process owns, which
     /// is what gets decoded). `cover(off, len, _)` must have succeeded.
     pub(crate) fn copy_out(&mut self, off: usize, len: usize, dst: &mut Vec<u8>) {

@@ -167,6 +167,12 @@ impl Region {
     pub(crate) fn write(&mut self, _off: usize, _src: &[u8]) {
         match self.0 {}
     }
+    pub(crate) fn copy_within(&mut self, _from: usize, _to: usize, _len: usize) {
+        match self.0 {}
+    }
+    pub(crate) fn shared(&self, _off: usize, _len: usize) -> *const u8 {
+        match self.0 {}
+    }
     pub(crate) fn copy_out(&mut self, _off: usize, _len: usize, _dst: &mut Vec<u8>) {
         match self.0 {}
     }
