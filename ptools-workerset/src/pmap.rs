@@ -2,10 +2,12 @@
 //!
 //! The calling thread does the sending: in first-free mode it takes free workers of the
 //! set itself (waiting its turn with the set's other callers only when it has nothing in
-//! flight) and writes each batch, its items encoded straight into the frame, so no batch
-//! waits in the set's queue for a reader thread to hand it on and a sender thread to write
-//! it. It also reads replies itself when that cannot delay a worker for long (see
-//! [`wait_any`]). A batch's time is taken when its reply is read, by whichever thread.
+//! flight) and writes each batch, its items encoded straight into the frame. A batch waits
+//! in the set's queue (for a reader thread to hand it a worker and a sender thread to write
+//! it: two thread hops) only behind long batches, where the hops cost little and spare the
+//! workers from waiting on this thread. It also reads replies itself when that cannot
+//! delay a worker for long (see [`wait_any`]). A batch's time is taken when its reply is
+//! read, by whichever thread.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, mpsc};
@@ -65,8 +67,9 @@ impl Sizer {
     }
 
     /// How many batches may be in flight: one per worker for the probes and the measured
-    /// batches, then `width`, then no limit for the last split. (In first-free mode a
-    /// batch goes only to a free worker, so at most one per worker is in flight anyway.)
+    /// batches, then `width`, then no limit for the last split. (In first-free mode,
+    /// batches beyond one per worker wait in the set's queue, and only behind long ones:
+    /// see [`run`].)
     fn in_flight_limit(&self, live: usize, width: usize) -> usize {
         if self.last.is_some() {
             // The last split goes out at once.
@@ -183,14 +186,23 @@ where
     let (tx, rx) = mpsc::channel::<(usize, Instant)>();
     let mut batches: Vec<Batch> = Vec::new();
     let mut results: Vec<Option<Vec<R>>> = Vec::new();
-    // Batches in flight, oldest first.
+    // Batches in flight, oldest first; finished ones not decoded yet.
     let mut flying: VecDeque<usize> = VecDeque::new();
+    let mut finished: Vec<usize> = Vec::new();
     let mut next = 0;
-    while next < n || !flying.is_empty() {
+    loop {
+        // Send first, decode after: a worker gets its next batch before this thread
+        // spends time on results.
         while next < n && flying.len() < sizer.in_flight_limit(live, width) {
-            // With nothing in flight, wait for a worker; otherwise take only a free one.
-            let Some(w) = set.take_worker(flying.is_empty())? else {
-                break;
+            // With nothing in flight, wait for a worker; otherwise take a free one. When
+            // none is free, a batch behind long ones waits in the set's queue (written by
+            // the link's sender thread as soon as a worker is handed it, so no worker
+            // waits for this thread); behind short ones, this thread waits instead, reads
+            // the reply itself and sends the next batch at once (see `wait_any`).
+            let w = match set.take_worker(flying.is_empty())? {
+                Some(w) => w,
+                None if !sizer.soon(batches[flying[0]].len) => 0,
+                None => break,
             };
             let len = sizer.next(n - next, live, width);
             let slot = Slot::new(0, None);
@@ -216,23 +228,30 @@ where
             next += len;
             flying.push_back(index);
         }
+        for index in finished.drain(..) {
+            let b = &batches[index];
+            let bytes = b.slot.take_done()?;
+            let v: Vec<R> =
+                crate::codec::decode(&bytes).map_err(|e| Error::Decode(format!("result: {e}")))?;
+            crate::wire::give_back(bytes);
+            if v.len() != b.len {
+                return Err(Error::Decode(format!(
+                    "batch of {} gave {} results",
+                    b.len,
+                    v.len()
+                )));
+            }
+            results[index] = Some(v);
+            progress.advance(b.len);
+        }
+        if flying.is_empty() {
+            break;
+        }
         let (index, end) = wait_any(&rx, &batches[flying[0]], next == n, &sizer);
         flying.retain(|&i| i != index);
+        finished.push(index);
         let b = &batches[index];
         sizer.finished(b.len, (end - b.t0).as_secs_f64());
-        let bytes = b.slot.take_done()?;
-        let v: Vec<R> =
-            crate::codec::decode(&bytes).map_err(|e| Error::Decode(format!("result: {e}")))?;
-        crate::wire::give_back(bytes);
-        if v.len() != b.len {
-            return Err(Error::Decode(format!(
-                "batch of {} gave {} results",
-                b.len,
-                v.len()
-            )));
-        }
-        results[index] = Some(v);
-        progress.advance(b.len);
     }
     progress.finish();
     let mut out = Vec::with_capacity(n);

@@ -391,17 +391,18 @@ impl WorkerSet {
     pub(crate) fn width(&self) -> usize {
         let live = self.workers().len().max(1);
         match self.inner.mode {
-            // Round-robin: one running per worker plus one queued on each, so no worker
-            // idles between batches for a round trip. First-free: `pmap` sends only to a
-            // free worker, so this is never reached; the caller sends the next batch as
-            // soon as it reads a reply.
+            // One running per worker plus one queued each (round-robin: on the worker's
+            // link; first-free: in the set's queue), so no worker idles between batches
+            // for a round trip.
             Mode::FirstFree | Mode::RoundRobin => 2 * live,
         }
     }
 
     /// `pmap`: a worker for the next batch. First-free: a free one, or `None` when every
     /// worker is busy, unless `wait`, when it waits its turn (FIFO, with the set's other
-    /// callers). Round-robin: always `Some(0)`, the worker being picked at the send.
+    /// callers). Round-robin: always `Some(0)`, the worker being picked at the send. (For
+    /// [`send_batch`](Self::send_batch), worker 0 means "by the set's mode": first-free,
+    /// the batch then waits in the set's queue like any call.)
     ///
     /// # Errors
     ///

@@ -143,6 +143,44 @@ fn a_worker_dying_mid_map_is_a_typed_error_not_a_hang() {
     }
 }
 
+fn spin_500us(x: u64) -> u64 {
+    let t = std::time::Instant::now();
+    while t.elapsed() < std::time::Duration::from_micros(500) {
+        std::hint::spin_loop();
+    }
+    x + 1
+}
+
+fn id(_: ()) -> usize {
+    ptools_workerset::myid()
+}
+
+#[test]
+fn other_callers_of_the_set_take_turns_with_a_long_map() {
+    let c = Cluster::new();
+    let ids = c.addprocs(2).unwrap();
+    let ws = WorkerSet::with_cluster(&c, &ids, Mode::FirstFree).unwrap();
+    let t0 = std::time::Instant::now();
+    let (got, (served_at, on)) = std::thread::scope(|s| {
+        let map = s.spawn(|| {
+            let r = ws.pmap(spin_500us, 0..400u64).unwrap();
+            (r, t0.elapsed())
+        });
+        let call = s.spawn(|| {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            let on = ws.remotecall_fetch(id, ()).unwrap();
+            (t0.elapsed(), on)
+        });
+        let (r, map_took) = map.join().unwrap();
+        let (served_at, on) = call.join().unwrap();
+        // Batches of about 2 ms: the call waits for a few, not for the whole map.
+        assert!(served_at < map_took, "{served_at:?} vs {map_took:?}");
+        (r, (served_at, on))
+    });
+    assert!(ids.contains(&on), "{on} {served_at:?}");
+    assert_eq!(got, (1..401).collect::<Vec<u64>>());
+}
+
 #[test]
 fn without_workers_it_runs_on_the_master() {
     let c = Cluster::new();
