@@ -465,7 +465,10 @@ impl Remote {
                         Ok(()) => continue,
                         Err(c) => Some(c),
                     },
-                    Err(e) if e.kind() == std::io::ErrorKind::TimedOut => break,
+                    // The deadline passed: the reader thread takes over (see `leave`).
+                    Err(e) if deadline.is_some() && e.kind() == std::io::ErrorKind::TimedOut => {
+                        break;
+                    }
                     Err(e) if e.kind() == std::io::ErrorKind::InvalidData => Some(e.to_string()),
                     Ok(None) | Err(_) => None,
                 };
