@@ -55,6 +55,8 @@ struct Inner {
 pub(crate) trait Drive: Send + Sync {
     /// Reads replies until `slot` is complete or the link has ended.
     fn drive(&self, slot: &Slot);
+    /// As [`drive`](Drive::drive), returning at `deadline` at the latest.
+    fn drive_until(&self, slot: &Slot, deadline: Instant);
 }
 
 /// Where a call's outcome lands: completed once, by the reader of the worker's link (or by
@@ -161,6 +163,27 @@ impl Slot {
 
     pub(crate) fn is_ready(&self) -> bool {
         self.done.load(Ordering::Acquire)
+    }
+
+    /// Waits until completed, reading the reply on this thread once the call is on a link.
+    pub(crate) fn wait(&self) {
+        self.wait_until(None);
+    }
+
+    /// Reads replies on this thread until completed or `deadline`, when the call is on a
+    /// link; returns at once otherwise. True when completed.
+    pub(crate) fn drive_until(&self, deadline: Instant) -> bool {
+        let driver = {
+            let g = lock(&self.inner);
+            match g.state {
+                State::Pending => g.driver.clone(),
+                _ => return true,
+            }
+        };
+        if let Some(d) = driver {
+            d.drive_until(self, deadline);
+        }
+        self.is_ready()
     }
 
     /// Waits until completed or the deadline passes; true when completed. Without a

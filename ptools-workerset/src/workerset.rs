@@ -392,33 +392,114 @@ impl WorkerSet {
     pub(crate) fn width(&self) -> usize {
         let live = self.workers().len().max(1);
         match self.inner.mode {
-            // One running per worker plus one queued each, so no worker idles between
-            // batches for a round trip.
+            // One running per worker plus one queued each (round-robin: on the worker's
+            // link; first-free: in the set's queue), so no worker idles between batches
+            // for a round trip.
             Mode::FirstFree | Mode::RoundRobin => 2 * live,
         }
+    }
+
+    /// `pmap`: a worker for the next batch. First-free: a free one, or `None` when every
+    /// worker is busy, unless `wait`, when it waits its turn (FIFO, with the set's other
+    /// callers). Round-robin: always `Some(0)`, the worker being picked at the send. (For
+    /// [`send_batch`](Self::send_batch), worker 0 means "by the set's mode": first-free,
+    /// the batch then waits in the set's queue like any call.)
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoWorkers`] when no worker of the set is alive.
+    pub(crate) fn take_worker(&self, wait: bool) -> Result<Option<usize>> {
+        match self.inner.mode {
+            Mode::RoundRobin => Ok(Some(0)),
+            Mode::FirstFree if wait && !crate::cluster::on_read_side() => {
+                self.inner.acquire().map(Some)
+            }
+            Mode::FirstFree => {
+                let mut g = lock(&self.inner.ff);
+                match self.inner.take_free(&mut g)? {
+                    Some(w) => Ok(Some(w)),
+                    // A read side must not block for a worker (see `call_and_wait`): the
+                    // batch waits in the queue as an encoded call instead.
+                    None if wait => Ok(Some(0)),
+                    None => Ok(None),
+                }
+            }
+        }
+    }
+
+    /// `pmap`: sends a batch on this thread to `w` from [`take_worker`](Self::take_worker),
+    /// its argument encoded straight into the frame; `then` runs once the slot is
+    /// complete, after the worker is handed on. An error (the argument did not encode,
+    /// the worker is gone) also completes the slot.
+    pub(crate) fn send_batch(
+        &self,
+        w: usize,
+        f: FnRef,
+        encode: &mut crate::codec::EncodeArg<'_>,
+        slot: Arc<Slot>,
+        then: crate::remote_ref::Hook,
+    ) -> Result<()> {
+        let r = match self.inner.mode {
+            Mode::FirstFree if w != 0 => {
+                let me = self.inner.clone();
+                slot.add_hook(Box::new(move || me.release(w)));
+                slot.add_hook(then);
+                self.inner.cluster.inner.submit(w, f, encode, slot.clone())
+            }
+            Mode::RoundRobin => {
+                slot.add_hook(then);
+                self.next_round_robin()
+                    .and_then(|id| self.inner.cluster.inner.submit(id, f, encode, slot.clone()))
+            }
+            Mode::FirstFree => {
+                // Made on a read side: it waits for a worker in the queue like any job.
+                slot.add_hook(then);
+                let mut out = crate::codec::Out::new(Vec::new());
+                let arg = encode(&mut out)
+                    .map(|()| out.finish().0)
+                    .map_err(|e| Error::Encode(format!("argument: {e}")));
+                arg.and_then(|arg| {
+                    self.submit(Job {
+                        f,
+                        arg,
+                        slot: slot.clone(),
+                    })
+                })
+            }
+        };
+        if let Err(e) = &r {
+            slot.complete(Err(e.clone()));
+        }
+        r
+    }
+
+    /// The next live worker in round-robin order.
+    fn next_round_robin(&self) -> Result<usize> {
+        let ids = &self.inner.ids;
+        for _ in 0..ids.len() {
+            let id = ids[self.inner.next.fetch_add(1, Ordering::Relaxed) % ids.len()];
+            if self.inner.cluster.inner.is_alive(id) {
+                return Ok(id);
+            }
+        }
+        Err(Error::NoWorkers)
     }
 
     /// Sends a job by the set's mode.
     pub(crate) fn submit(&self, job: Job) -> Result<()> {
         match self.inner.mode {
             Mode::RoundRobin => {
-                let ids = &self.inner.ids;
-                for _ in 0..ids.len() {
-                    let id = ids[self.inner.next.fetch_add(1, Ordering::Relaxed) % ids.len()];
-                    if self.inner.cluster.inner.is_alive(id) {
-                        let arg = job.arg;
-                        return self.inner.cluster.inner.submit(
-                            id,
-                            job.f,
-                            &mut |o| {
-                                o.extend(&arg);
-                                Ok(())
-                            },
-                            job.slot,
-                        );
-                    }
-                }
-                Err(Error::NoWorkers)
+                let id = self.next_round_robin()?;
+                let arg = job.arg;
+                self.inner.cluster.inner.submit(
+                    id,
+                    job.f,
+                    &mut |o| {
+                        o.extend(&arg);
+                        Ok(())
+                    },
+                    job.slot,
+                )
             }
             Mode::FirstFree => {
                 let mut g = lock(&self.inner.ff);

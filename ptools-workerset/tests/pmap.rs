@@ -13,6 +13,38 @@ fn fail_at_777(x: u64) -> u64 {
     x
 }
 
+/// Item `x` of a map whose worker dies at item `die`.
+fn exit_at((x, die): (u64, u64)) -> u64 {
+    if x == die {
+        std::process::exit(3);
+    }
+    x
+}
+
+/// Item `x` of a map whose item `at` panics.
+fn panic_at((x, at): (u64, u64)) -> u64 {
+    assert_ne!(x, at, "item {at}");
+    x
+}
+
+/// Slow for a few items, so batches end out of the order they were sent in.
+fn uneven(x: u64) -> u64 {
+    if x.is_multiple_of(97) {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    x * 3
+}
+
+/// `f` on another thread; panics if it takes longer than a minute (a hang).
+fn within_a_minute<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(60))
+        .expect("pmap hung")
+}
+
 #[test]
 fn results_in_order_for_many_sizes() {
     let c = Cluster::new();
@@ -56,6 +88,97 @@ fn a_panic_fails_the_map() {
     }
     // The workers are fine afterwards.
     assert_eq!(c.pmap(square, 0..10u64).unwrap()[3], 9);
+}
+
+#[test]
+fn results_in_order_when_batches_end_out_of_order() {
+    let c = Cluster::new();
+    let ids = c.addprocs(2).unwrap();
+    for mode in [Mode::RoundRobin, Mode::FirstFree] {
+        let ws = WorkerSet::with_cluster(&c, &ids, mode).unwrap();
+        let got = ws.pmap(uneven, 0..3000u64).unwrap();
+        assert_eq!(got, (0..3000u64).map(|x| x * 3).collect::<Vec<_>>());
+    }
+}
+
+#[test]
+fn a_panic_in_any_round_fails_the_map_in_both_modes() {
+    let c = Cluster::new();
+    let ids = c.addprocs(2).unwrap();
+    for mode in [Mode::RoundRobin, Mode::FirstFree] {
+        let ws = WorkerSet::with_cluster(&c, &ids, mode).unwrap();
+        // A probe, an item of the early batches, an item of the last ones.
+        for at in [0u64, 1, 40, 9_999] {
+            match ws.pmap(panic_at, (0..10_000u64).map(|x| (x, at))) {
+                Err(Error::RemotePanic { message, .. }) => {
+                    assert!(message.contains(&format!("item {at}")), "{message}")
+                }
+                other => panic!("{mode:?} at {at}: {:?}", other.map(|v| v.len())),
+            }
+        }
+        // Nothing leaked: every worker is free again and serves the next map.
+        assert_eq!(ws.pmap(square, 0..1000u64).unwrap()[999], 999 * 999);
+        assert_eq!(ws.waiting(), 0);
+    }
+}
+
+#[test]
+fn a_worker_dying_mid_map_is_a_typed_error_not_a_hang() {
+    // Dying on a probe, in an early batch, in one of the last batches.
+    for die in [0u64, 50, 9_990] {
+        let c = Cluster::new();
+        let ids = c.addprocs(2).unwrap();
+        let ws = WorkerSet::with_cluster(&c, &ids, Mode::FirstFree).unwrap();
+        let ws2 = ws.clone();
+        let r = within_a_minute(move || ws2.pmap(exit_at, (0..10_000u64).map(|x| (x, die))));
+        match r {
+            Err(Error::WorkerDied { id, .. }) => assert!(ids.contains(&id)),
+            other => panic!("die at {die}: {:?}", other.map(|v| v.len())),
+        }
+        // The survivor serves the next map alone.
+        let ws2 = ws.clone();
+        let got = within_a_minute(move || ws2.pmap(square, 0..5000u64)).unwrap();
+        assert_eq!(got[4999], 4999 * 4999);
+        assert_eq!(ws.workers().len(), 1);
+    }
+}
+
+fn spin_500us(x: u64) -> u64 {
+    let t = std::time::Instant::now();
+    while t.elapsed() < std::time::Duration::from_micros(500) {
+        std::hint::spin_loop();
+    }
+    x + 1
+}
+
+fn id(_: ()) -> usize {
+    ptools_workerset::myid()
+}
+
+#[test]
+fn other_callers_of_the_set_take_turns_with_a_long_map() {
+    let c = Cluster::new();
+    let ids = c.addprocs(2).unwrap();
+    let ws = WorkerSet::with_cluster(&c, &ids, Mode::FirstFree).unwrap();
+    let t0 = std::time::Instant::now();
+    let (got, (served_at, on)) = std::thread::scope(|s| {
+        let map = s.spawn(|| {
+            let r = ws.pmap(spin_500us, 0..400u64).unwrap();
+            (r, t0.elapsed())
+        });
+        let call = s.spawn(|| {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            let on = ws.remotecall_fetch(id, ()).unwrap();
+            (t0.elapsed(), on)
+        });
+        let (r, map_took) = map.join().unwrap();
+        let (served_at, on) = call.join().unwrap();
+        // Batches of about 2 ms: the call waits for a few, not for the whole map.
+        assert!(served_at < map_took, "{served_at:?} vs {map_took:?}");
+        (r, (served_at, on))
+    });
+    assert!(ids.contains(&on), "{on} {served_at:?}");
+    assert_eq!(got, (1..401).collect::<Vec<u64>>());
 }
 
 #[test]

@@ -5,7 +5,7 @@ use std::cell::Cell;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
@@ -507,7 +507,13 @@ impl Drive for Remote {
     /// to other calls that arrive first are completed here as well, in order.
     fn drive(&self, slot: &Slot) {
         self.drivers.fetch_add(1, Ordering::SeqCst);
-        self.drive_registered(slot);
+        self.drive_registered(slot, None);
+    }
+
+    /// As `drive`, but gives the read side back to the reader thread at `deadline`.
+    fn drive_until(&self, slot: &Slot, deadline: Instant) {
+        self.drivers.fetch_add(1, Ordering::SeqCst);
+        self.drive_registered(slot, Some(deadline));
     }
 }
 
@@ -532,12 +538,13 @@ impl Remote {
         if !self.submit_to_drive(f, encode, slot.clone(), true)? {
             self.drivers.fetch_add(1, Ordering::SeqCst);
         }
-        self.drive_registered(slot);
+        self.drive_registered(slot, None);
         Ok(())
     }
 
-    /// `drive` for a caller already counted in `drivers`; leaves when done.
-    fn drive_registered(&self, slot: &Slot) {
+    /// `drive` for a caller already counted in `drivers`; leaves when done (or at
+    /// `deadline`: a frame half read then stays buffered for the next reader).
+    fn drive_registered(&self, slot: &Slot, deadline: Option<Instant>) {
         let mut ended = false;
         {
             let mut rx = lock(&self.rx);
@@ -550,12 +557,19 @@ impl Remote {
                     ended = true;
                     break;
                 }
-                let r = rx.next(&*self.data);
+                let r = match deadline {
+                    None => rx.next(&*self.data),
+                    Some(d) => rx.next_before(&*self.data, d),
+                };
                 let cause = match r {
                     Ok(Some(body)) => match self.dispatch(body) {
                         Ok(()) => continue,
                         Err(c) => Some(c),
                     },
+                    // The deadline passed: the reader thread takes over (see `leave`).
+                    Err(e) if deadline.is_some() && e.kind() == std::io::ErrorKind::TimedOut => {
+                        break;
+                    }
                     Err(e) if e.kind() == std::io::ErrorKind::InvalidData => Some(e.to_string()),
                     Ok(None) | Err(_) => None,
                 };
