@@ -127,6 +127,12 @@ pub(crate) trait Link: Send + Sync + 'static {
     fn recv(&self, buf: &mut [u8]) -> io::Result<usize>;
     /// Waits until data is available; false when `timeout` passes first.
     fn wait_readable(&self, timeout: Duration) -> io::Result<bool>;
+    /// [`wait_readable`](Self::wait_readable) for a thread that waits in the background
+    /// (the master's reader thread): on a link whose waits spin, it sleeps at once, so a
+    /// fallback reader never takes a core from the workers or the callers.
+    fn wait_readable_quietly(&self, timeout: Duration) -> io::Result<bool> {
+        self.wait_readable(timeout)
+    }
     /// Ends both directions for this side, waking its blocked readers and writers (a
     /// socket also tells the peer; a ring does not: see `sys/ring.rs`, "Ends").
     fn shutdown(&self);

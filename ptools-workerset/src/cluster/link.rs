@@ -631,7 +631,9 @@ impl Remote {
             // Frames a driver left buffered are read without waiting on the socket.
             let buffered = lock(&self.rx).has_frame();
             if !buffered {
-                match self.data.wait_readable(Duration::from_secs(3600)) {
+                // Quietly: the reader is the fallback, and must not spin a core away
+                // from the workers (nor count as the link's spins: see `sys/ring.rs`).
+                match self.data.wait_readable_quietly(Duration::from_secs(3600)) {
                     Ok(true) => {}
                     Ok(false) => continue,
                     Err(_) => break,

@@ -351,6 +351,11 @@ impl RingLink {
                     .store(misses.saturating_add(1), Ordering::Relaxed);
             }
         }
+        self.sleep(w, deadline, ready)
+    }
+
+    /// Sleeps on `w` until `ready` or `deadline`, without spinning; true when `ready` held.
+    fn sleep(&self, w: &Wait, deadline: Option<Instant>, ready: impl Fn() -> bool) -> bool {
         loop {
             let seq = w.seq.load(Ordering::SeqCst);
             w.sleepers.fetch_add(1, Ordering::SeqCst);
@@ -525,6 +530,12 @@ impl Link for RingLink {
         let block = self.ring.block(self.inn);
         let deadline = Instant::now().checked_add(timeout);
         Ok(self.wait(&block.data.0, deadline, || self.readable()))
+    }
+
+    fn wait_readable_quietly(&self, timeout: Duration) -> io::Result<bool> {
+        let block = self.ring.block(self.inn);
+        let deadline = Instant::now().checked_add(timeout);
+        Ok(self.sleep(&block.data.0, deadline, || self.readable()))
     }
 
     fn forge_position(&self, write: bool, pos: u64) -> bool {
