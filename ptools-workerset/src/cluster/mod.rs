@@ -308,6 +308,31 @@ impl Inner {
         encode: &mut crate::codec::EncodeArg<'_>,
         slot: Arc<Slot>,
     ) -> Result<()> {
+        self.send(id, f, encode, slot, false)
+    }
+
+    /// [`submit`](Self::submit) for a caller that waits for the call next: it reads the
+    /// replies on its own thread until `slot` is complete, and the worker's reader thread
+    /// is not woken (see `Remote::call_and_drive`, which also says when it falls back to a
+    /// plain submit). Calls to the master itself are plain submits.
+    pub(crate) fn call_and_drive(
+        &self,
+        id: usize,
+        f: FnRef,
+        encode: &mut crate::codec::EncodeArg<'_>,
+        slot: Arc<Slot>,
+    ) -> Result<()> {
+        self.send(id, f, encode, slot, true)
+    }
+
+    fn send(
+        &self,
+        id: usize,
+        f: FnRef,
+        encode: &mut crate::codec::EncodeArg<'_>,
+        slot: Arc<Slot>,
+        drive: bool,
+    ) -> Result<()> {
         if crate::worker::myid() != 1 {
             // A worker has no links to other processes yet (Julia allows it; a later step).
             return Err(Error::InvalidArgument(
@@ -331,30 +356,11 @@ impl Inner {
         match self.get(id) {
             Some(w) => {
                 slot.set_driver(id, w.clone());
-                w.submit(f, encode, slot)
-            }
-            None => Err(self.gone_error(id)),
-        }
-    }
-
-    /// [`submit`](Self::submit) for a caller that waits for the call next: it reads the
-    /// replies on its own thread until `slot` is complete, and the worker's reader thread
-    /// is not woken (see `Remote::call_and_drive`). Calls to the master itself, and calls
-    /// made on a read side, are plain submits.
-    pub(crate) fn call_and_drive(
-        &self,
-        id: usize,
-        f: FnRef,
-        encode: &mut crate::codec::EncodeArg<'_>,
-        slot: Arc<Slot>,
-    ) -> Result<()> {
-        if id == 1 || crate::worker::myid() != 1 || on_read_side() {
-            return self.submit(id, f, encode, slot);
-        }
-        match self.get(id) {
-            Some(w) => {
-                slot.set_driver(id, w.clone());
-                w.call_and_drive(f, encode, &slot)
+                if drive {
+                    w.call_and_drive(f, encode, &slot)
+                } else {
+                    w.submit(f, encode, slot)
+                }
             }
             None => Err(self.gone_error(id)),
         }

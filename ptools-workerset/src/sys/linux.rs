@@ -31,6 +31,51 @@ use crate::error::Termination;
 
 pub(crate) use nix::poll::PollFd;
 
+/// A new memfd named `name`, close-on-exec, `len` bytes long, sealed with `seals` (the
+/// shared-memory regions and the ring: the master makes and seals them before any worker
+/// holds them).
+fn sealed_memfd(
+    name: &std::ffi::CStr,
+    len: usize,
+    seals: nix::fcntl::SealFlag,
+) -> io::Result<OwnedFd> {
+    use nix::sys::memfd::{MFdFlags, memfd_create};
+    let fd = memfd_create(name, MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)?;
+    if len > 0 {
+        let len = i64::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+        nix::unistd::ftruncate(&fd, len)?;
+    }
+    nix::fcntl::fcntl(&fd, FcntlArg::F_ADD_SEALS(seals))?;
+    Ok(fd)
+}
+
+/// Takes descriptor `fd` that the master passed through the environment (a worker), once
+/// it is open and passes `check`, and marks it close-on-exec. On error `fd` is left alone:
+/// it may belong to something else.
+fn adopt_passed_fd(
+    fd: RawFd,
+    check: impl FnOnce(&OwnedFd) -> Result<(), String>,
+) -> Result<OwnedFd, String> {
+    is_open(fd).map_err(|e| e.to_string())?;
+    // SAFETY: `fd` is open (just checked), and the master passed it to this process alone:
+    // nothing else in this process owns it or closes it. On error it is given back below
+    // without being closed.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let checked = check(&owned).and_then(|()| {
+        nix::fcntl::fcntl(&owned, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))
+            .map(drop)
+            .map_err(|e| e.to_string())
+    });
+    match checked {
+        Ok(()) => Ok(owned),
+        Err(why) => {
+            // Not ours after all: give the number back without closing it.
+            let _ = owned.into_raw_fd();
+            Err(why)
+        }
+    }
+}
+
 /// Sleeps while `word` holds `expected`, until woken by [`futex_wake`] on the same
 /// address (in this process or another that maps the same file), or `timeout` passes.
 /// Returns at once if `word` holds something else; spurious returns are allowed (the

@@ -14,11 +14,10 @@
 
 use std::io;
 use std::num::NonZeroUsize;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 
-use nix::fcntl::{FcntlArg, FdFlag, SealFlag, fcntl};
-use nix::sys::memfd::{MFdFlags, memfd_create};
+use nix::fcntl::{FcntlArg, SealFlag, fcntl};
 use nix::sys::mman::{MapFlags, ProtFlags, mmap, munmap};
 
 /// Mappings grow in steps of this much (and at least double), so a run of growing
@@ -44,41 +43,18 @@ unsafe impl Sync for Region {}
 impl Region {
     /// A new empty region, sealed against shrinking (see the module docs).
     pub(crate) fn create() -> io::Result<Region> {
-        let fd = memfd_create(
-            c"ptools-zerocopy",
-            MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
-        )?;
         let seals = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_SEAL;
-        fcntl(&fd, FcntlArg::F_ADD_SEALS(seals))?;
-        let r = Region { fd, map: None };
-        check_sealed(&r.fd).map_err(io::Error::other)?;
-        Ok(r)
+        let fd = super::sealed_memfd(c"ptools-zerocopy", 0, seals)?;
+        check_sealed(&fd).map_err(io::Error::other)?;
+        Ok(Region { fd, map: None })
     }
 
     /// Takes the region descriptor `fd` that the master passed through the environment
     /// (a worker), once it is checked to be open and sealed against shrinking, and marks it
     /// close-on-exec. On error `fd` is left alone: it may belong to something else.
     pub(crate) fn adopt(fd: RawFd) -> Result<Region, String> {
-        super::is_open(fd).map_err(|e| e.to_string())?;
-        // SAFETY: `fd` is open (just checked), and the master passed it to this process
-        // alone for its region: nothing else in this process owns it or closes it.
-        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-        let checked = check_sealed(&owned).and_then(|()| {
-            fcntl(&owned, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))
-                .map(drop)
-                .map_err(|e| e.to_string())
-        });
-        match checked {
-            Ok(()) => Ok(Region {
-                fd: owned,
-                map: None,
-            }),
-            Err(why) => {
-                // Not ours after all: give the number back without closing it.
-                let _ = std::os::fd::IntoRawFd::into_raw_fd(owned);
-                Err(why)
-            }
-        }
+        let fd = super::adopt_passed_fd(fd, check_sealed)?;
+        Ok(Region { fd, map: None })
     }
 
     /// The descriptor, to pass to a worker at its start.

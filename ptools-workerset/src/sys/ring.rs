@@ -38,13 +38,12 @@
 
 use std::io;
 use std::num::NonZeroUsize;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering, fence};
 use std::time::{Duration, Instant};
 
-use nix::fcntl::{FcntlArg, FdFlag, SealFlag, fcntl};
-use nix::sys::memfd::{MFdFlags, memfd_create};
+use nix::fcntl::{FcntlArg, SealFlag, fcntl};
 use nix::sys::mman::{MapFlags, ProtFlags, mmap, munmap};
 use parking_lot::Mutex;
 
@@ -116,13 +115,8 @@ impl Ring {
     /// A new ring file, sized and sealed, and mapped (the master, before it starts the
     /// worker).
     pub(crate) fn create() -> io::Result<Ring> {
-        let fd = memfd_create(
-            c"ptools-ring",
-            MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
-        )?;
-        nix::unistd::ftruncate(&fd, FILE_BYTES as i64)?;
         let seals = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL;
-        fcntl(&fd, FcntlArg::F_ADD_SEALS(seals))?;
+        let fd = super::sealed_memfd(c"ptools-ring", FILE_BYTES, seals)?;
         Ring::map(fd).map_err(io::Error::other)
     }
 
@@ -131,21 +125,7 @@ impl Ring {
     /// close-on-exec. When it is not a ring file, `fd` is left alone: it may belong to
     /// something else (a ring file that then fails to map is closed).
     pub(crate) fn adopt(fd: RawFd) -> Result<Ring, String> {
-        super::is_open(fd).map_err(|e| e.to_string())?;
-        // SAFETY: `fd` is open (just checked), and the master passed it to this process
-        // alone for its ring: nothing else in this process owns it or closes it.
-        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-        let checked = check(&owned).and_then(|()| {
-            fcntl(&owned, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))
-                .map(drop)
-                .map_err(|e| e.to_string())
-        });
-        if let Err(why) = checked {
-            // Not ours after all: give the number back without closing it.
-            let _ = std::os::fd::IntoRawFd::into_raw_fd(owned);
-            return Err(why);
-        }
-        Ring::map(owned)
+        Ring::map(super::adopt_passed_fd(fd, check)?)
     }
 
     /// Maps the whole file, once [`check`]ed.
@@ -325,19 +305,17 @@ impl RingLink {
         if !spin.is_zero() {
             let mut elapsed = Duration::ZERO;
             while elapsed < spin {
-                if elapsed < BUSY_SPIN {
-                    for _ in 0..64 {
+                // Past the first microseconds, each turn offers the core to whatever else
+                // could run on it (the peer itself, on a busy machine): one `sched_yield`,
+                // which returns at once when nothing else could. The clock is read once
+                // per turn, or per 64 pauses while spinning on the core.
+                let busy = elapsed < BUSY_SPIN;
+                for _ in 0..if busy { 64 } else { 1 } {
+                    if busy {
                         std::hint::spin_loop();
-                        if ready() {
-                            self.misses.store(0, Ordering::Relaxed);
-                            return true;
-                        }
+                    } else {
+                        std::thread::yield_now();
                     }
-                } else {
-                    // Past the first microseconds, each turn offers the core to whatever
-                    // else could run on it (the peer itself, on a busy machine): one
-                    // `sched_yield`, which returns at once when nothing else could.
-                    std::thread::yield_now();
                     if ready() {
                         self.misses.store(0, Ordering::Relaxed);
                         return true;
@@ -732,9 +710,7 @@ mod tests {
 
     #[test]
     fn a_file_of_the_wrong_size_or_unsealed_is_refused() {
-        let fd =
-            memfd_create(c"t", MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING).expect("memfd");
-        nix::unistd::ftruncate(&fd, FILE_BYTES as i64).expect("size");
+        let fd = super::super::sealed_memfd(c"t", FILE_BYTES, SealFlag::empty()).expect("memfd");
         assert!(Ring::map(fd.try_clone().expect("dup")).is_err(), "unsealed");
         nix::unistd::ftruncate(&fd, 4096).expect("size");
         let seals = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW;
