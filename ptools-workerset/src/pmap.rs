@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
 use crate::func::FnRef;
-use crate::remote_ref::Slot;
+use crate::remote_ref::{DriveToken, Slot};
 use crate::workerset::WorkerSet;
 
 /// Work per batch the sizing aims at: long enough that the per-batch cost (a round trip,
@@ -136,6 +136,9 @@ impl Sizer {
 
 /// Reports finished items (a progress bar, or nothing).
 pub(crate) trait Progress {
+    /// The number of items (known at the start, corrected if the items' iterator was wrong
+    /// about its length).
+    fn set_len(&mut self, _items: usize) {}
     fn advance(&mut self, items: usize);
     fn finish(&mut self) {}
 }
@@ -146,6 +149,9 @@ impl Progress for () {
 
 #[cfg(feature = "progress")]
 impl Progress for indicatif::ProgressBar {
+    fn set_len(&mut self, items: usize) {
+        self.set_length(items as u64);
+    }
     fn advance(&mut self, items: usize) {
         self.inc(items as u64);
     }
@@ -154,28 +160,96 @@ impl Progress for indicatif::ProgressBar {
     }
 }
 
-/// One batch sent: its items (`start..start + len`), slot and start time.
+/// One batch sent: its items (`start..start + len`), slot and start time, and the token
+/// of this thread counted as its link's driver until it reads the reply.
 struct Batch {
     start: usize,
     len: usize,
     slot: Arc<Slot>,
     t0: Instant,
+    token: Option<DriveToken>,
 }
 
-pub(crate) fn run<A, R>(
+/// The items, a batch at a time. When the caller's iterator knows its length (an exact
+/// `size_hint`, as a `Vec`, a slice's iterator or a range has), they are taken from it
+/// batch by batch into one reused buffer, and no vector of all the items is built: for
+/// 10^4 numbers that vector, freed at the end of each map, was enough to make the
+/// allocator give memory back to the system and fault it in again on the next map. Any
+/// other iterator is collected first. An iterator whose `size_hint` is wrong is still
+/// served whole: what it yields decides, the hint only sizes the batches.
+struct Source<A, I> {
+    /// The caller's iterator while items are taken from it.
+    iter: Option<std::iter::Fuse<I>>,
+    /// Items collected: all of them, or those beyond what the iterator announced.
+    rest: std::vec::IntoIter<A>,
+    /// The current batch.
+    chunk: Vec<A>,
+}
+
+impl<A, I: Iterator<Item = A>> Source<A, I> {
+    /// The source and the number of items announced.
+    fn new(iter: I) -> (Source<A, I>, usize) {
+        let (lo, hi) = iter.size_hint();
+        let (iter, rest) = if hi == Some(lo) {
+            (Some(iter.fuse()), Vec::new())
+        } else {
+            (None, iter.collect())
+        };
+        let n = if iter.is_some() { lo } else { rest.len() };
+        let source = Source {
+            iter,
+            rest: rest.into_iter(),
+            chunk: Vec::new(),
+        };
+        (source, n)
+    }
+
+    /// The next `len` items, fewer when they run out.
+    fn take(&mut self, len: usize) -> &[A] {
+        self.chunk.clear();
+        if let Some(it) = &mut self.iter {
+            self.chunk.extend(it.by_ref().take(len));
+        }
+        let more = len - self.chunk.len();
+        if more > 0 {
+            self.chunk.extend(self.rest.by_ref().take(more));
+        }
+        &self.chunk
+    }
+
+    /// Once every announced item is taken: how many more the iterator yields (collected).
+    fn beyond(&mut self) -> usize {
+        match self.iter.take() {
+            Some(mut it) => {
+                let v: Vec<A> = it.by_ref().collect();
+                let k = v.len();
+                self.rest = v.into_iter();
+                k
+            }
+            None => 0,
+        }
+    }
+}
+
+pub(crate) fn run<A, R, I>(
     set: &WorkerSet,
     f: fn(A) -> R,
-    items: &[A],
+    items: I,
     progress: &mut dyn Progress,
 ) -> Result<Vec<R>>
 where
     A: Serialize + DeserializeOwned,
     R: Serialize + DeserializeOwned,
+    I: Iterator<Item = A>,
 {
-    let n = items.len();
+    let (mut source, mut n) = Source::new(items);
     if n == 0 {
-        return Ok(Vec::new());
+        n = source.beyond();
+        if n == 0 {
+            return Ok(Vec::new());
+        }
     }
+    progress.set_len(n);
     let fref = FnRef::batch(f)?;
     let width = set.width();
     let live = set.workers().len().max(1);
@@ -183,7 +257,11 @@ where
     // Finished batches, by index, from their slots' hooks.
     let (tx, rx) = mpsc::channel::<usize>();
     let mut batches: Vec<Batch> = Vec::new();
-    let mut results: Vec<Option<Vec<R>>> = Vec::new();
+    // The results, in order: each batch's decoded onto the end once those before it are
+    // in (no vector per batch); the replies of batches that finished early wait here.
+    let mut out: Vec<R> = Vec::new();
+    let mut early: Vec<Option<Vec<u8>>> = Vec::new();
+    let mut decoded = 0;
     // Batches in flight, oldest first; finished ones not decoded yet.
     let mut flying: VecDeque<usize> = VecDeque::new();
     let mut finished: Vec<usize> = Vec::new();
@@ -203,49 +281,74 @@ where
                 None => break,
             };
             let len = sizer.next(n - next, live, width);
+            // This thread reads the reply itself when the batch should end soon, or when
+            // it is part of the last split (everything is then sent, and all is needed).
+            let drive = sizer.soon(len) || sizer.last.is_some();
             let slot = Slot::new(0, None);
             let index = batches.len();
             let tx = tx.clone();
-            batches.push(Batch {
-                start: next,
-                len,
-                slot: slot.clone(),
-                t0: Instant::now(),
-            });
-            results.push(None);
-            let part = &items[next..next + len];
-            set.send_batch(
+            let t0 = Instant::now();
+            let part = source.take(len);
+            if part.len() < len {
+                // Fewer items than announced: these are the last.
+                n = next + part.len();
+                progress.set_len(n);
+                if part.is_empty() {
+                    set.put_back(w);
+                    break;
+                }
+            }
+            let len = part.len();
+            let token = set.send_batch(
                 w,
                 fref,
                 &mut |o| crate::codec::encode_out(part, o),
-                slot,
+                slot.clone(),
                 Box::new(move || {
                     let _ = tx.send(index);
                 }),
+                drive,
             )?;
+            batches.push(Batch {
+                start: next,
+                len,
+                slot,
+                t0,
+                token,
+            });
+            early.push(None);
             next += len;
             flying.push_back(index);
+            if next == n {
+                let more = source.beyond();
+                if more > 0 {
+                    // More items than announced: they follow.
+                    n += more;
+                    progress.set_len(n);
+                }
+            }
         }
         for index in finished.drain(..) {
-            let b = &batches[index];
-            let bytes = b.slot.take_done()?;
-            let v: Vec<R> =
-                crate::codec::decode(&bytes).map_err(|e| Error::Decode(format!("result: {e}")))?;
-            crate::wire::give_back(bytes);
-            if v.len() != b.len {
-                return Err(Error::Decode(format!(
-                    "batch of {} gave {} results",
-                    b.len,
-                    v.len()
-                )));
+            early[index] = Some(batches[index].slot.take_done()?);
+            while let Some(bytes) = early.get_mut(decoded).and_then(Option::take) {
+                let b = &batches[decoded];
+                debug_assert_eq!(out.len(), b.start);
+                if decoded == 0 {
+                    out.reserve_exact(n);
+                }
+                crate::codec::decode_seq_into(&bytes, b.len, &mut out)
+                    .map_err(|e| Error::Decode(format!("result of a batch of {}: {e}", b.len)))?;
+                crate::wire::give_back(bytes);
+                progress.advance(b.len);
+                decoded += 1;
             }
-            results[index] = Some(v);
-            progress.advance(b.len);
         }
         if flying.is_empty() {
             break;
         }
-        let index = wait_any(&rx, &batches[flying[0]], next == n, &sizer);
+        let index = wait_any(&rx, &mut batches, &flying, next == n, &sizer);
+        // Finished: this thread no longer counts as a driver of its link.
+        batches[index].token = None;
         flying.retain(|&i| i != index);
         finished.push(index);
         let b = &batches[index];
@@ -256,11 +359,7 @@ where
         sizer.finished(b.len, b.t0.elapsed().as_secs_f64());
     }
     progress.finish();
-    let mut out = Vec::with_capacity(n);
-    for (b, r) in batches.iter().zip(results) {
-        debug_assert_eq!(out.len(), b.start);
-        out.extend(r.unwrap_or_default());
-    }
+    debug_assert_eq!(out.len(), n);
     Ok(out)
 }
 
@@ -268,7 +367,7 @@ where
 /// thread, while it may still have to react to another batch finishing first.
 const DRIVE_WINDOW: Duration = Duration::from_micros(100);
 
-/// Waits for a batch in flight to finish; its index. `oldest` is the oldest in flight.
+/// Waits for a batch in flight (`flying`, oldest first) to finish; its index.
 ///
 /// A reply read by a link's reader thread reaches this thread through a second wake-up;
 /// read here, it costs one. So this thread reads replies itself when that cannot delay
@@ -278,10 +377,34 @@ const DRIVE_WINDOW: Duration = Duration::from_micros(100);
 /// estimated work), it reads for at most that long, so a worker that finishes another
 /// batch first waits at most that long for its next one. Otherwise it sleeps until a
 /// reader thread reports a batch done.
-fn wait_any(rx: &mpsc::Receiver<usize>, oldest: &Batch, all_sent: bool, sizer: &Sizer) -> usize {
+///
+/// Batches sent with a [`DriveToken`] (this thread counted as their link's driver when
+/// they were queued, so no reader thread was woken for them) are read first, in the order
+/// sent, under the same rule: to the end once everything is sent, else for at most
+/// [`DRIVE_WINDOW`]. A batch read after another waits that long at most (a link with a
+/// token is read by nobody else meanwhile); without tokens, the second of two replies
+/// arriving together was read by a reader thread woken for it, which then woke this one:
+/// two wake-ups in a row.
+fn wait_any(
+    rx: &mpsc::Receiver<usize>,
+    batches: &mut [Batch],
+    flying: &VecDeque<usize>,
+    all_sent: bool,
+    sizer: &Sizer,
+) -> usize {
     if let Ok(i) = rx.try_recv() {
         return i;
     }
+    let deadline = (!all_sent).then(|| Instant::now() + DRIVE_WINDOW);
+    for &i in flying {
+        if let Some(t) = batches[i].token.take() {
+            t.drive(&batches[i].slot, deadline);
+            if let Ok(j) = rx.try_recv() {
+                return j;
+            }
+        }
+    }
+    let oldest = &batches[flying[0]];
     if all_sent {
         oldest.slot.wait();
     } else if sizer.soon(oldest.len) {
@@ -332,6 +455,63 @@ mod tests {
             free += 1;
             s.finished(len, now - t0);
         }
+    }
+
+    /// Batches of `lens` taken from `iter` until it runs out, as `run` takes them: the
+    /// items seen and the final count.
+    fn take_all<I: Iterator<Item = u32>>(iter: I, lens: &[usize]) -> (Vec<u32>, usize) {
+        let (mut source, mut n) = Source::new(iter);
+        if n == 0 {
+            n = source.beyond();
+        }
+        let mut seen = Vec::new();
+        for &len in lens.iter().cycle() {
+            if seen.len() == n {
+                break;
+            }
+            let len = len.min(n - seen.len());
+            let part = source.take(len);
+            if part.len() < len {
+                n = seen.len() + part.len();
+            }
+            seen.extend_from_slice(part);
+            if seen.len() == n {
+                n += source.beyond();
+            }
+        }
+        (seen, n)
+    }
+
+    #[test]
+    fn items_come_in_order_whatever_the_iterator_says_of_its_length() {
+        struct Claims(std::ops::Range<u32>, usize);
+        impl Iterator for Claims {
+            type Item = u32;
+            fn next(&mut self) -> Option<u32> {
+                self.0.next()
+            }
+            fn size_hint(&self) -> (usize, Option<usize>) {
+                (self.1, Some(self.1))
+            }
+        }
+        let all: Vec<u32> = (0..1000).collect();
+        // Exact: taken batch by batch, nothing collected.
+        let (source, n) = Source::new(0..1000u32);
+        assert!(source.iter.is_some() && n == 1000);
+        assert_eq!(take_all(0..1000u32, &[1, 7, 300]), (all.clone(), 1000));
+        // Not exact: collected first.
+        let (source, n) = Source::new((0..1000u32).filter(|_| true));
+        assert!(source.iter.is_none() && n == 1000);
+        assert_eq!(
+            take_all((0..1000u32).filter(|_| true), &[64]),
+            (all.clone(), 1000)
+        );
+        // Wrong about its length: too many, too few, none claimed.
+        for claim in [5000, 999, 1001, 3, 0] {
+            let got = take_all(Claims(0..1000, claim), &[1, 40, 500]);
+            assert_eq!(got, (all.clone(), 1000), "claimed {claim}");
+        }
+        assert_eq!(take_all(Claims(0..0, 10), &[4]), (Vec::new(), 0));
     }
 
     #[test]

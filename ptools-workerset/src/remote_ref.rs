@@ -57,6 +57,46 @@ pub(crate) trait Drive: Send + Sync {
     fn drive(&self, slot: &Slot);
     /// As [`drive`](Drive::drive), returning at `deadline` at the latest.
     fn drive_until(&self, slot: &Slot, deadline: Instant);
+    /// As [`drive`](Drive::drive) or [`drive_until`](Drive::drive_until), for a caller
+    /// already counted as a driver (a [`DriveToken`]'s holder).
+    fn drive_counted(&self, slot: &Slot, deadline: Option<Instant>);
+    /// A caller counted as a driver leaves without reading.
+    fn leave_counted(&self);
+}
+
+/// A caller counted as a driver of a link from before its call was queued, so that the
+/// link's parked reader thread was not woken for the call: the holder reads the reply
+/// itself with [`drive`](DriveToken::drive). Dropped unused, it gives the read side back
+/// (the reader thread is woken if replies are still to come), so an early return never
+/// leaves a link unread.
+pub(crate) struct DriveToken(Option<Arc<dyn Drive>>);
+
+impl DriveToken {
+    pub(crate) fn new(link: Arc<dyn Drive>) -> DriveToken {
+        DriveToken(Some(link))
+    }
+
+    /// Reads replies until `slot` is complete, the link ends or `deadline` passes; the
+    /// read side is then given back.
+    pub(crate) fn drive(mut self, slot: &Slot, deadline: Option<Instant>) {
+        if let Some(d) = self.0.take() {
+            d.drive_counted(slot, deadline);
+        }
+    }
+}
+
+impl Drop for DriveToken {
+    fn drop(&mut self) {
+        if let Some(d) = self.0.take() {
+            d.leave_counted();
+        }
+    }
+}
+
+impl fmt::Debug for DriveToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DriveToken")
+    }
 }
 
 /// Where a call's outcome lands: completed once, by the reader of the worker's link (or by

@@ -68,9 +68,12 @@ thread_local! {
 /// An empty buffer for a result of `len` bytes: the one this thread gave back last when it
 /// is large enough (a `remotecall_fetch` reads its own reply on its own thread and decodes
 /// it there, so a run of large calls reuses one buffer instead of faulting in a fresh one
-/// each time).
+/// each time). From 4 KiB up, not only for large results: `pmap` of 10^4 numbers reads
+/// replies of about 40 KiB, and allocating and freeing them on each map was part of what
+/// made the allocator return the top of its heap to the system after every map (a `brk`
+/// with a TLB shootdown) and fault it back in on the next.
 pub(crate) fn result_buf(len: usize) -> Vec<u8> {
-    if len < 64 * 1024 {
+    if len < 4 * 1024 {
         return Vec::with_capacity(len);
     }
     let mut v = SPARE.take();
@@ -81,10 +84,10 @@ pub(crate) fn result_buf(len: usize) -> Vec<u8> {
     v
 }
 
-/// Gives a decoded result's buffer back to this thread, if it is large but not over
-/// [`KEEP_BUF`] (one buffer per thread at most).
+/// Gives a decoded result's buffer back to this thread, if it is at least 4 KiB but not
+/// over [`KEEP_BUF`] (one buffer per thread at most).
 pub(crate) fn give_back(v: Vec<u8>) {
-    if (64 * 1024..=KEEP_BUF).contains(&v.capacity()) {
+    if (4 * 1024..=KEEP_BUF).contains(&v.capacity()) {
         SPARE.set(v);
     }
 }

@@ -29,7 +29,7 @@ use crate::cluster::Cluster;
 use crate::error::{Error, Result};
 use crate::func::FnRef;
 use crate::pmap;
-use crate::remote_ref::{RemoteRef, Slot};
+use crate::remote_ref::{DriveToken, RemoteRef, Slot};
 
 /// How a [`WorkerSet`] picks a worker for each call. The default is
 /// [`FirstFree`](Mode::FirstFree), what [`WorkerSet::new`] and `pmap` use.
@@ -355,6 +355,9 @@ impl WorkerSet {
     ///
     /// Items travel in batches whose size adapts to how long items take (about 2 ms of
     /// work per batch), so tiny tasks cost little per item and long ones still spread.
+    /// When `items` knows its length (an exact `size_hint`: a `Vec`, a slice's iterator,
+    /// a range, a `map` of one of them) they are taken from it a batch at a time, never all
+    /// held at once; any other iterator is collected first.
     ///
     /// # Errors
     ///
@@ -367,8 +370,7 @@ impl WorkerSet {
         R: Serialize + DeserializeOwned,
         I: IntoIterator<Item = A>,
     {
-        let items: Vec<A> = items.into_iter().collect();
-        pmap::run(self, f, &items, &mut ())
+        pmap::run(self, f, items.into_iter(), &mut ())
     }
 
     /// [`pmap`](Self::pmap) with a progress bar on stderr (feature `progress`).
@@ -383,9 +385,8 @@ impl WorkerSet {
         R: Serialize + DeserializeOwned,
         I: IntoIterator<Item = A>,
     {
-        let items: Vec<A> = items.into_iter().collect();
-        let mut bar = indicatif::ProgressBar::new(items.len() as u64);
-        pmap::run(self, f, &items, &mut bar)
+        let mut bar = indicatif::ProgressBar::new(0);
+        pmap::run(self, f, items.into_iter(), &mut bar)
     }
 
     /// How many batches `pmap` keeps in flight.
@@ -427,10 +428,20 @@ impl WorkerSet {
         }
     }
 
+    /// `pmap`: gives back a worker from [`take_worker`](Self::take_worker) that it had no
+    /// items left for.
+    pub(crate) fn put_back(&self, w: usize) {
+        if self.inner.mode == Mode::FirstFree && w != 0 {
+            self.inner.clone().release(w);
+        }
+    }
+
     /// `pmap`: sends a batch on this thread to `w` from [`take_worker`](Self::take_worker),
     /// its argument encoded straight into the frame; `then` runs once the slot is
     /// complete, after the worker is handed on. An error (the argument did not encode,
-    /// the worker is gone) also completes the slot.
+    /// the worker is gone) also completes the slot. With `drive` (this thread reads the
+    /// reply itself), the token of this thread counted as the link's driver, when it
+    /// could be (see `Inner::submit_driven`).
     pub(crate) fn send_batch(
         &self,
         w: usize,
@@ -438,18 +449,26 @@ impl WorkerSet {
         encode: &mut crate::codec::EncodeArg<'_>,
         slot: Arc<Slot>,
         then: crate::remote_ref::Hook,
-    ) -> Result<()> {
+        drive: bool,
+    ) -> Result<Option<DriveToken>> {
+        let inner = &self.inner.cluster.inner;
+        let send = |id: usize, encode: &mut crate::codec::EncodeArg<'_>| {
+            if drive {
+                inner.submit_driven(id, f, encode, slot.clone())
+            } else {
+                inner.submit(id, f, encode, slot.clone()).map(|()| None)
+            }
+        };
         let r = match self.inner.mode {
             Mode::FirstFree if w != 0 => {
                 let me = self.inner.clone();
                 slot.add_hook(Box::new(move || me.release(w)));
                 slot.add_hook(then);
-                self.inner.cluster.inner.submit(w, f, encode, slot.clone())
+                send(w, encode)
             }
             Mode::RoundRobin => {
                 slot.add_hook(then);
-                self.next_round_robin()
-                    .and_then(|id| self.inner.cluster.inner.submit(id, f, encode, slot.clone()))
+                self.next_round_robin().and_then(|id| send(id, encode))
             }
             Mode::FirstFree => {
                 // Made on a read side: it waits for a worker in the queue like any job.
@@ -465,6 +484,7 @@ impl WorkerSet {
                         slot: slot.clone(),
                     })
                 })
+                .map(|()| None)
             }
         };
         if let Err(e) = &r {

@@ -194,3 +194,102 @@ fn with_a_progress_bar() {
     c.addprocs(2).unwrap();
     assert_eq!(c.pmap_progress(square, 0..1000u64).unwrap()[999], 999 * 999);
 }
+
+/// An iterator over `0..len` whose `size_hint` claims exactly `claim` items: a bug in an
+/// iterator, but one `pmap` must survive with every item mapped once, in order.
+struct Lying {
+    next: u64,
+    len: u64,
+    claim: usize,
+}
+
+impl Iterator for Lying {
+    type Item = u64;
+    fn next(&mut self) -> Option<u64> {
+        (self.next < self.len).then(|| {
+            self.next += 1;
+            self.next - 1
+        })
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.claim, Some(self.claim))
+    }
+}
+
+#[test]
+fn an_iterator_wrong_about_its_length_is_still_mapped_whole() {
+    let c = Cluster::new();
+    let ids = c.addprocs(2).unwrap();
+    for mode in [Mode::FirstFree, Mode::RoundRobin] {
+        let ws = WorkerSet::with_cluster(&c, &ids, mode).unwrap();
+        // Fewer than claimed, more than claimed, none claimed, none at all.
+        for (len, claim) in [(10u64, 5000usize), (7000, 3), (300, 0), (0, 40)] {
+            let ws = ws.clone();
+            let got = within_a_minute(move || {
+                ws.pmap(
+                    square,
+                    Lying {
+                        next: 0,
+                        len,
+                        claim,
+                    },
+                )
+            });
+            let want: Vec<u64> = (0..len).map(|x| x * x).collect();
+            assert_eq!(got.unwrap(), want, "{mode:?}: {len} items, {claim} claimed");
+        }
+        // An iterator without an exact hint is collected first.
+        let ws2 = ws.clone();
+        let got = within_a_minute(move || ws2.pmap(square, (0..5000u64).filter(|x| x % 3 == 0)));
+        let want: Vec<u64> = (0..5000u64).filter(|x| x % 3 == 0).map(|x| x * x).collect();
+        assert_eq!(got.unwrap(), want, "{mode:?}: filtered");
+        if mode == Mode::FirstFree {
+            // No worker was kept by a map that found fewer items than it took workers
+            // for: with one busy, the other still takes a call at once.
+            let busy = ws.remotecall(sleep_ms, 1500).unwrap();
+            let other = ws.remotecall(id, ()).unwrap();
+            let on = other
+                .fetch_timeout(std::time::Duration::from_millis(1000))
+                .unwrap();
+            assert_ne!(on, busy.worker());
+            busy.fetch().unwrap();
+        }
+    }
+}
+
+fn sleep_ms(ms: u64) {
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+}
+
+fn add1(x: u64) -> u64 {
+    x + 1
+}
+
+#[test]
+fn a_failed_map_leaves_no_link_unread() {
+    // The map reads its batches' replies itself, the workers' reader threads left parked
+    // for them. When it fails early (a probe panics) it must hand every link back: an
+    // asynchronous call nobody waits on is then still completed by a reader thread.
+    let c = Cluster::new();
+    let ids = c.addprocs(2).unwrap();
+    for mode in [Mode::FirstFree, Mode::RoundRobin] {
+        let ws = WorkerSet::with_cluster(&c, &ids, mode).unwrap();
+        for at in [0u64, 1] {
+            let r = ws.pmap(panic_at, (0..10_000u64).map(|x| (x, at)));
+            assert!(matches!(r, Err(Error::RemotePanic { .. })), "{mode:?} {at}");
+            for &id in &ids {
+                let r = c.remotecall(id, add1, 41).unwrap();
+                // Not `fetch`, which would read the reply on this thread.
+                let t0 = std::time::Instant::now();
+                while !r.is_ready() {
+                    assert!(
+                        t0.elapsed() < std::time::Duration::from_millis(500),
+                        "{mode:?} at {at}: worker {id}'s reply left unread"
+                    );
+                    std::thread::sleep(std::time::Duration::from_micros(200));
+                }
+                assert_eq!(r.fetch().unwrap(), 42);
+            }
+        }
+    }
+}

@@ -246,7 +246,7 @@ impl Remote {
     /// its link empty, and a frame of `ZC_THRESHOLD` or less fits in a socket's buffer or
     /// the ring. Otherwise (the worker may be blocked writing replies that only the reader
     /// would read) the caller counts itself only after the write.
-    fn submit_to_drive(
+    pub(super) fn submit_to_drive(
         &self,
         f: FnRef,
         encode: &mut EncodeArg<'_>,
@@ -514,6 +514,14 @@ impl Drive for Remote {
     fn drive_until(&self, slot: &Slot, deadline: Instant) {
         self.drivers.fetch_add(1, Ordering::SeqCst);
         self.drive_registered(slot, Some(deadline));
+    }
+
+    fn drive_counted(&self, slot: &Slot, deadline: Option<Instant>) {
+        self.drive_registered(slot, deadline);
+    }
+
+    fn leave_counted(&self) {
+        self.leave(false);
     }
 }
 

@@ -32,7 +32,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
 use crate::func::{FnRef, Status, decode_panic};
-use crate::remote_ref::{RemoteRef, Slot};
+use crate::remote_ref::{DriveToken, RemoteRef, Slot};
 use crate::wire;
 
 use link::Remote;
@@ -268,6 +268,17 @@ pub enum WorkerStatus {
     Unknown,
 }
 
+/// How [`Inner::send`] sends a call.
+#[derive(Clone, Copy)]
+enum SendHow {
+    /// Queued; the reader thread reads the reply unless a waiter drives.
+    Queue,
+    /// The caller reads the reply next, on its own thread.
+    Drive,
+    /// The caller reads the reply later, holding a [`DriveToken`] when it could be counted.
+    Counted,
+}
+
 struct LocalJob {
     f: FnRef,
     arg: Vec<u8>,
@@ -308,7 +319,7 @@ impl Inner {
         encode: &mut crate::codec::EncodeArg<'_>,
         slot: Arc<Slot>,
     ) -> Result<()> {
-        self.send(id, f, encode, slot, false)
+        self.send(id, f, encode, slot, SendHow::Queue).map(drop)
     }
 
     /// [`submit`](Self::submit) for a caller that waits for the call next: it reads the
@@ -322,7 +333,23 @@ impl Inner {
         encode: &mut crate::codec::EncodeArg<'_>,
         slot: Arc<Slot>,
     ) -> Result<()> {
-        self.send(id, f, encode, slot, true)
+        self.send(id, f, encode, slot, SendHow::Drive).map(drop)
+    }
+
+    /// [`submit`](Self::submit) for a caller that reads the reply itself later (`pmap`
+    /// reading its batches): when the write cannot block (see
+    /// `Remote::submit_to_drive`), the caller is counted as a driver of the link before
+    /// the call is queued, so the link's parked reader thread is not woken for it, and
+    /// gets the token of that count; `None` otherwise (the reader thread reads the reply
+    /// unless the caller drives it).
+    pub(crate) fn submit_driven(
+        &self,
+        id: usize,
+        f: FnRef,
+        encode: &mut crate::codec::EncodeArg<'_>,
+        slot: Arc<Slot>,
+    ) -> Result<Option<DriveToken>> {
+        self.send(id, f, encode, slot, SendHow::Counted)
     }
 
     fn send(
@@ -331,8 +358,8 @@ impl Inner {
         f: FnRef,
         encode: &mut crate::codec::EncodeArg<'_>,
         slot: Arc<Slot>,
-        drive: bool,
-    ) -> Result<()> {
+        how: SendHow,
+    ) -> Result<Option<DriveToken>> {
         if crate::worker::myid() != 1 {
             // A worker has no links to other processes yet (Julia allows it; a later step).
             return Err(Error::InvalidArgument(
@@ -351,15 +378,17 @@ impl Inner {
             if let Err(mpsc::SendError(job)) = tx.send(LocalJob { f, arg, slot }) {
                 job.slot.complete(Err(Error::UnknownWorker(1)));
             }
-            return Ok(());
+            return Ok(None);
         }
         match self.get(id) {
             Some(w) => {
                 slot.set_driver(id, w.clone());
-                if drive {
-                    w.call_and_drive(f, encode, &slot)
-                } else {
-                    w.submit(f, encode, slot)
+                match how {
+                    SendHow::Queue => w.submit(f, encode, slot).map(|()| None),
+                    SendHow::Drive => w.call_and_drive(f, encode, &slot).map(|()| None),
+                    SendHow::Counted => Ok(w
+                        .submit_to_drive(f, encode, slot, true)?
+                        .then(|| DriveToken::new(w))),
                 }
             }
             None => Err(self.gone_error(id)),

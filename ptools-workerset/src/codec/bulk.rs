@@ -46,6 +46,24 @@ macro_rules! plain {
             None
         }
 
+        /// Reads `n` elements onto the end of `out` in one copy when `T` is a [`Plain`]
+        /// type (`None`: the per-element path reads them).
+        pub(super) fn extend<'de, I: Input<'de>, T>(
+            r: &mut Reader<'de, I>,
+            n: usize,
+            out: &mut Vec<T>,
+        ) -> Option<Result<()>> {
+            $(
+                $(#[$cfg])*
+                if let Some(v) = vec_of::<T, $t>(out) {
+                    #[cfg(test)]
+                    TAKEN.with(|t| t.set((t.get().0, t.get().1 + 1)));
+                    return Some(r.plain_extend(n, v));
+                }
+            )*
+            None
+        }
+
         /// Reads a `Vec<T>` of `n` elements in one copy when `V` is serde's own visitor of
         /// `Vec<T>` for some [`Plain`] type `T` (`None`: the per-element path reads it).
         pub(super) fn read<'de, I: Input<'de>, V: Visitor<'de>>(
@@ -103,6 +121,16 @@ fn slice_of<I, T: Plain>(iter: &I) -> Option<&[T]> {
         return Some(v.as_slice());
     }
     None
+}
+
+/// `v` as a `&mut Vec<P>` when `T` is `P`.
+fn vec_of<T, P: Plain>(v: &mut Vec<T>) -> Option<&mut Vec<P>> {
+    if typeid::of::<T>() != TypeId::of::<P>() {
+        return None;
+    }
+    // SAFETY: `T` has the type id of `P`, which has no lifetimes: `T` is `P`, so `Vec<T>`
+    // is `Vec<P>`, borrowed as long as `v`.
+    Some(unsafe { &mut *(v as *mut Vec<T>).cast::<Vec<P>>() })
 }
 
 /// The bytes of a slice of plain numbers.

@@ -266,6 +266,19 @@ impl<'de, I: Input<'de>> Reader<'de, I> {
     /// `n` plain numbers in one copy (the caller checked that `T` is what is expected).
     #[cfg(target_endian = "little")]
     pub(super) fn plain_vec<T: super::bulk::Plain>(&mut self, n: usize) -> Result<Vec<T>> {
+        let mut v = Vec::new();
+        self.plain_extend(n, &mut v)?;
+        Ok(v)
+    }
+
+    /// `n` plain numbers in one copy, onto the end of `v` (which grows only once the
+    /// input is known to hold them).
+    #[cfg(target_endian = "little")]
+    pub(super) fn plain_extend<T: super::bulk::Plain>(
+        &mut self,
+        n: usize,
+        v: &mut Vec<T>,
+    ) -> Result<()> {
         let elem = std::mem::size_of::<T>();
         let Some(bytes) = n.checked_mul(elem).filter(|&b| b <= self.left()) else {
             return Err(Error::Length {
@@ -275,18 +288,50 @@ impl<'de, I: Input<'de>> Reader<'de, I> {
                 left: self.left(),
             });
         };
-        let mut v = Vec::<T>::with_capacity(n);
-        // SAFETY: `v` has room for `n` elements, `bytes` bytes, and the input holds `bytes`
-        // bytes (checked); `v` is new, so they do not overlap. The copy is bytewise, so the
-        // input needs no alignment, and `T: Plain` makes any bytes a valid value, so the
-        // first `n` elements are initialized when `set_len` says so.
+        v.reserve(n);
+        let len = v.len();
+        // SAFETY: `v` has room for `n` more elements, `bytes` bytes, after its `len`, and
+        // the input holds `bytes` bytes (checked); `v`'s spare room is its own, so they do
+        // not overlap. The copy is bytewise, so the input needs no alignment, and
+        // `T: Plain` makes any bytes a valid value, so the first `len + n` elements are
+        // initialized when `set_len` says so.
         unsafe {
-            if !self.input.copy_to(v.as_mut_ptr().cast::<u8>(), bytes) {
+            if !self
+                .input
+                .copy_to(v.as_mut_ptr().add(len).cast::<u8>(), bytes)
+            {
                 return Err(self.end(bytes));
             }
-            v.set_len(n);
+            v.set_len(len + n);
         }
-        Ok(v)
+        Ok(())
+    }
+
+    /// A sequence of `T` (the encoding of a `Vec<T>` or `[T]`) onto the end of `out`: its
+    /// length must be `n`. Plain numbers go in one copy.
+    pub(super) fn seq_into<T: de::Deserialize<'de>>(
+        &mut self,
+        n: usize,
+        out: &mut Vec<T>,
+    ) -> Result<()> {
+        let at = self.at();
+        let len = self.seq_len()?;
+        if len != n {
+            return Err(Error::Custom(format!(
+                "a sequence of {len} elements at byte {at}, {n} expected"
+            )));
+        }
+        #[cfg(target_endian = "little")]
+        if let Some(r) = super::bulk::extend(self, n, out) {
+            return r;
+        }
+        self.items(n, true, |items| {
+            out.reserve(n.min(items.r.left()));
+            while let Some(x) = de::SeqAccess::next_element::<T>(items)? {
+                out.push(x);
+            }
+            Ok(())
+        })
     }
 
     /// Runs `visit` over `n` elements read in order; all must be read. `counted`: a length

@@ -125,6 +125,27 @@ pub(crate) fn decode_typed<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error
     read_all(de::Reader::new(de::Slice::new(bytes)))
 }
 
+/// Decodes a sequence of exactly `n` `T`s (the encoding of a `Vec<T>` or `[T]`) from all
+/// of `bytes` onto the end of `out`, plain numbers in one copy: `pmap` gathers its
+/// batches' results in one vector this way, with no vector per batch. On an error, `out`
+/// may hold some of the elements.
+pub(crate) fn decode_seq_into<T: DeserializeOwned>(
+    bytes: &[u8],
+    n: usize,
+    out: &mut Vec<T>,
+) -> Result<(), String> {
+    let mut r = de::Reader::new(de::Slice::new(bytes));
+    r.seq_into(n, out).map_err(|e| e.to_string())?;
+    if r.left() != 0 {
+        return Err(Error::Trailing {
+            at: r.at(),
+            left: r.left(),
+        }
+        .to_string());
+    }
+    Ok(())
+}
+
 /// Decodes a `T` from all of `[ptr, ptr + len)`, memory that another process may write
 /// meanwhile (a shared-memory region an untrusted worker writes): each byte is copied
 /// out once, into the value or into a local, and nothing is decided on the shared bytes

@@ -342,6 +342,12 @@ fn one_copy_where_promised_with_the_per_element_bytes() {
         assert_eq!(bulk::TAKEN.with(Cell::get), (2, 1));
         assert_eq!(decode::<VecDeque<T>>(&fast).unwrap(), per_element);
         assert_eq!(bulk::TAKEN.with(Cell::get), (2, 1));
+        // Onto the end of a vector (pmap's results), in one copy too.
+        let mut onto = v[..v.len() / 2].to_vec();
+        decode_seq_into(&fast, v.len(), &mut onto).unwrap();
+        assert_eq!(bulk::TAKEN.with(Cell::get), (2, 2));
+        assert_eq!(onto[..v.len() / 2], v[..v.len() / 2]);
+        assert_eq!(onto[v.len() / 2..], v[..]);
     }
     check(vec![1u8, 2, 255]);
     check(vec![-1i8, 2, 3]);
@@ -560,6 +566,48 @@ fn forged_lengths_allocate_nothing() {
     check::<Vec<u64>>(&[2, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3]);
 }
 
+#[test]
+fn a_sequence_onto_a_vector_is_checked_like_a_value() {
+    // Per element (strings), with elements that take no bytes, and in bulk (numbers).
+    let words: Vec<String> = ["a", "", "ccc"].map(String::from).to_vec();
+    let mut onto = vec![String::from("first")];
+    decode_seq_into(&encode(&words).unwrap(), 3, &mut onto).unwrap();
+    assert_eq!(onto, ["first", "a", "", "ccc"]);
+    let mut units = vec![(); 2];
+    decode_seq_into(&encode(&vec![(); 5]).unwrap(), 5, &mut units).unwrap();
+    assert_eq!(units.len(), 7);
+    let nums = encode(&vec![1u64, 2, 3]).unwrap();
+    // Another length than expected, bytes after the sequence, a sequence cut short.
+    let e = decode_seq_into::<u64>(&nums, 4, &mut Vec::new()).unwrap_err();
+    assert!(e.contains("3 elements") && e.contains("4 expected"), "{e}");
+    let mut longer = nums.clone();
+    longer.push(0);
+    let e = decode_seq_into::<u64>(&longer, 3, &mut Vec::new()).unwrap_err();
+    assert!(e.contains("1 bytes after"), "{e}");
+    let e = decode_seq_into::<u64>(&nums[..nums.len() - 1], 3, &mut Vec::new()).unwrap_err();
+    assert!(e.contains("23 bytes left"), "{e}");
+    let e = decode_seq_into::<String>(&encode(&words).unwrap()[..4], 3, &mut Vec::new());
+    assert!(e.is_err());
+    // A forged length allocates nothing, whatever is expected.
+    for len in [1u64 << 21, 1 << 40, u64::MAX] {
+        let mut b = [0u8; 10];
+        let n = ser::varint_into(len, &mut b);
+        let mut bytes = b[..n].to_vec();
+        bytes.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8, 9]);
+        for expect in [len as usize, 1] {
+            let (r, largest) = largest_alloc(|| {
+                let mut v: Vec<u64> = Vec::new();
+                let a = decode_seq_into(&bytes, expect, &mut v);
+                let mut w: Vec<String> = Vec::new();
+                let b = decode_seq_into(&bytes, expect, &mut w);
+                (a, b)
+            });
+            assert!(r.0.is_err() && r.1.is_err(), "{r:?}");
+            assert!(largest < 1024, "{largest} bytes allocated");
+        }
+    }
+}
+
 // ---- Round trips (proptest). ----
 
 /// `v` survives a round trip: equal as a value, and equal bytes when encoded again (which
@@ -716,6 +764,22 @@ proptest! {
     }
 }
 
+/// `decode_seq_into` agrees with decoding a `Vec<T>`, within the same allocation bound.
+fn seq<T: serde::de::DeserializeOwned + PartialEq + Debug>(bytes: &[u8]) {
+    let whole = decode_typed::<Vec<T>>(bytes);
+    let n = whole.as_ref().map_or(0, Vec::len);
+    let (onto, largest) = largest_alloc(|| {
+        let mut v = Vec::new();
+        decode_seq_into::<T>(bytes, n, &mut v).map(|()| v)
+    });
+    match whole {
+        Ok(w) => assert_eq!(onto.unwrap(), w),
+        Err(_) => assert!(onto.is_err()),
+    }
+    let bound = 160 * bytes.len() + 4096;
+    assert!(largest <= bound, "{largest} > {bound}");
+}
+
 fn fuzz_all(bytes: &[u8]) {
     fn one<T: serde::de::DeserializeOwned>(bytes: &[u8]) {
         let (r, largest) = largest_alloc(|| decode_typed::<T>(bytes).map(drop));
@@ -739,6 +803,9 @@ fn fuzz_all(bytes: &[u8]) {
         assert_eq!(shared, slice);
         assert!(largest <= bound, "{largest} > {bound}");
     }
+    seq::<u64>(bytes);
+    seq::<String>(bytes);
+    seq::<()>(bytes);
     one::<Vec<u64>>(bytes);
     one::<Vec<u8>>(bytes);
     one::<Vec<f32>>(bytes);
