@@ -280,10 +280,22 @@ where
                 None if !sizer.soon(batches[flying[0]].len) => 0,
                 None => break,
             };
+            // Given back unless the batch goes out (no items left, or the items'
+            // iterator panicked).
+            let w = Taken::new(set, w);
+            // A worker is free again only once its batch is done: a token still held for
+            // it (its reply read by another thread's driver) must go before this thread
+            // writes to it, or a large write could wait on a worker that waits, in turn,
+            // for its reply to be read (see `DriveToken`).
+            drop_ready_tokens(&mut batches, &flying);
             let len = sizer.next(n - next, live, width);
             // This thread reads the reply itself when the batch should end soon, or when
             // it is part of the last split (everything is then sent, and all is needed).
-            let drive = sizer.soon(len) || sizer.last.is_some();
+            // First-free only: there a link carries one batch of this map at a time, so
+            // this thread never writes to a link while it counts as the link's driver;
+            // round-robin puts several on one link.
+            let drive =
+                set.mode() == crate::Mode::FirstFree && (sizer.soon(len) || sizer.last.is_some());
             let slot = Slot::new(0, None);
             let index = batches.len();
             let tx = tx.clone();
@@ -294,13 +306,12 @@ where
                 n = next + part.len();
                 progress.set_len(n);
                 if part.is_empty() {
-                    set.put_back(w);
                     break;
                 }
             }
             let len = part.len();
             let token = set.send_batch(
-                w,
+                w.send(),
                 fref,
                 &mut |o| crate::codec::encode_out(part, o),
                 slot.clone(),
@@ -328,14 +339,15 @@ where
                 }
             }
         }
+        drop_ready_tokens(&mut batches, &flying);
         for index in finished.drain(..) {
             early[index] = Some(batches[index].slot.take_done()?);
             while let Some(bytes) = early.get_mut(decoded).and_then(Option::take) {
                 let b = &batches[decoded];
                 debug_assert_eq!(out.len(), b.start);
-                if decoded == 0 {
-                    out.reserve_exact(n);
-                }
+                // Room for the items sent so far: once the last split is out, all of
+                // them (never a length the items' iterator only claimed).
+                out.reserve(next - out.len());
                 crate::codec::decode_seq_into(&bytes, b.len, &mut out)
                     .map_err(|e| Error::Decode(format!("result of a batch of {}: {e}", b.len)))?;
                 crate::wire::give_back(bytes);
@@ -361,6 +373,49 @@ where
     progress.finish();
     debug_assert_eq!(out.len(), n);
     Ok(out)
+}
+
+/// A worker taken for a batch: given back to the set if the batch is not sent.
+struct Taken<'a> {
+    set: &'a WorkerSet,
+    w: usize,
+    armed: bool,
+}
+
+impl<'a> Taken<'a> {
+    fn new(set: &'a WorkerSet, w: usize) -> Taken<'a> {
+        Taken {
+            set,
+            w,
+            armed: true,
+        }
+    }
+
+    /// The worker, for the batch about to be sent (which gives it back when done).
+    fn send(mut self) -> usize {
+        self.armed = false;
+        self.w
+    }
+}
+
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.set.put_back(self.w);
+        }
+    }
+}
+
+/// Drops the tokens of batches in flight whose replies are already in (read by another
+/// thread), so that this thread counts as a driver only of links it has a reply to read
+/// on.
+fn drop_ready_tokens(batches: &mut [Batch], flying: &VecDeque<usize>) {
+    for &i in flying {
+        let b = &mut batches[i];
+        if b.token.is_some() && b.slot.is_ready() {
+            b.token = None;
+        }
+    }
 }
 
 /// How long the caller reads a batch's reply itself before leaving it to the link's reader

@@ -222,8 +222,16 @@ fn an_iterator_wrong_about_its_length_is_still_mapped_whole() {
     let ids = c.addprocs(2).unwrap();
     for mode in [Mode::FirstFree, Mode::RoundRobin] {
         let ws = WorkerSet::with_cluster(&c, &ids, mode).unwrap();
-        // Fewer than claimed, more than claimed, none claimed, none at all.
-        for (len, claim) in [(10u64, 5000usize), (7000, 3), (300, 0), (0, 40)] {
+        // Fewer than claimed, more than claimed, none claimed, none at all, and a claim
+        // that no memory could hold (nothing is reserved for a claim alone).
+        let cases = [
+            (10u64, 5000usize),
+            (7000, 3),
+            (300, 0),
+            (0, 40),
+            (3000, usize::MAX),
+        ];
+        for (len, claim) in cases {
             let ws = ws.clone();
             let got = within_a_minute(move || {
                 ws.pmap(
@@ -291,5 +299,57 @@ fn a_failed_map_leaves_no_link_unread() {
                 assert_eq!(r.fetch().unwrap(), 42);
             }
         }
+    }
+}
+
+/// Items `0..len` (an exact length) whose iterator panics on reaching item `at`.
+struct Panicking {
+    next: u64,
+    len: u64,
+    at: u64,
+}
+
+impl Iterator for Panicking {
+    type Item = u64;
+    fn next(&mut self) -> Option<u64> {
+        assert_ne!(self.next, self.at, "the items' iterator panics");
+        (self.next < self.len).then(|| {
+            self.next += 1;
+            self.next - 1
+        })
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = (self.len - self.next) as usize;
+        (left, Some(left))
+    }
+}
+
+#[test]
+fn an_iterator_that_panics_keeps_no_worker() {
+    // Items are taken a batch at a time, after a worker is taken for the batch: a panic
+    // there must give the worker back.
+    let c = Cluster::new();
+    let ids = c.addprocs(2).unwrap();
+    let ws = WorkerSet::with_cluster(&c, &ids, Mode::FirstFree).unwrap();
+    for at in [0u64, 1, 2, 700] {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            ws.pmap(
+                square,
+                Panicking {
+                    next: 0,
+                    len: 1000,
+                    at,
+                },
+            )
+        }));
+        assert!(r.is_err(), "at {at}: no panic");
+        // With one worker busy, the other takes a call at once.
+        let busy = ws.remotecall(sleep_ms, 1500).unwrap();
+        let other = ws.remotecall(id, ()).unwrap();
+        let on = other
+            .fetch_timeout(std::time::Duration::from_millis(1000))
+            .unwrap_or_else(|e| panic!("at {at}: a worker was kept: {e}"));
+        assert_ne!(on, busy.worker());
+        busy.fetch().unwrap();
     }
 }
