@@ -3,7 +3,7 @@
 
 use serde::de::{self, DeserializeSeed, IntoDeserializer, Visitor};
 
-use super::error::{Error, Result, ZERO_SIZED_MAX};
+use super::error::{DEPTH_MAX, Error, Result, ZERO_SIZED_MAX};
 
 /// Where a [`Reader`] takes its bytes from.
 pub(super) trait Input<'de> {
@@ -161,6 +161,8 @@ pub(super) struct Reader<'de, I: Input<'de> = Slice<'de>> {
     input: I,
     /// How many more sequence elements or map entries may take no bytes.
     zero_left: usize,
+    /// How many more levels values may nest (see [`DEPTH_MAX`]).
+    depth_left: u32,
     _de: std::marker::PhantomData<&'de ()>,
 }
 
@@ -169,6 +171,7 @@ impl<'de, I: Input<'de>> Reader<'de, I> {
         Reader {
             input,
             zero_left: ZERO_SIZED_MAX,
+            depth_left: DEPTH_MAX,
             _de: std::marker::PhantomData,
         }
     }
@@ -258,6 +261,14 @@ impl<'de, I: Input<'de>> Reader<'de, I> {
         Ok(n)
     }
 
+    /// Runs `f` one level deeper; an error past [`DEPTH_MAX`] levels.
+    fn nested<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        self.depth_left = self.depth_left.checked_sub(1).ok_or(Error::Depth)?;
+        let r = f(self);
+        self.depth_left += 1;
+        r
+    }
+
     fn zero(&mut self) -> Result<()> {
         self.zero_left = self.zero_left.checked_sub(1).ok_or(Error::ZeroSized)?;
         Ok(())
@@ -321,16 +332,18 @@ impl<'de, I: Input<'de>> Reader<'de, I> {
                 "a sequence of {len} elements at byte {at}, {n} expected"
             )));
         }
-        #[cfg(target_endian = "little")]
-        if let Some(r) = super::bulk::extend(self, n, out) {
-            return r;
-        }
-        self.items(n, true, |items| {
-            out.reserve(n.min(items.r.left()));
-            while let Some(x) = de::SeqAccess::next_element::<T>(items)? {
-                out.push(x);
+        self.nested(|r| {
+            #[cfg(target_endian = "little")]
+            if let Some(res) = super::bulk::extend(r, n, out) {
+                return res;
             }
-            Ok(())
+            r.items(n, true, |items| {
+                out.reserve(n.min(items.r.left()));
+                while let Some(x) = de::SeqAccess::next_element::<T>(items)? {
+                    out.push(x);
+                }
+                Ok(())
+            })
         })
     }
 
@@ -427,7 +440,7 @@ impl<'de, I: Input<'de>> de::Deserializer<'de> for &mut Reader<'de, I> {
         let at = self.at();
         match self.byte()? {
             0 => v.visit_none(),
-            1 => v.visit_some(self),
+            1 => self.nested(|r| v.visit_some(r)),
             byte => Err(Error::OptionTag { at, byte }),
         }
     }
@@ -438,21 +451,23 @@ impl<'de, I: Input<'de>> de::Deserializer<'de> for &mut Reader<'de, I> {
         v.visit_unit()
     }
     fn deserialize_newtype_struct<V: Visitor<'de>>(self, _: &'static str, v: V) -> Out<V::Value> {
-        v.visit_newtype_struct(self)
+        self.nested(|r| v.visit_newtype_struct(r))
     }
     /// serde's impl of `Vec<T>` (so also `Box<[T]>`, `Cow<[T]>`) for a plain number type
     /// `T` is served in one copy; every other visitor, a user's visitor of a `Vec<T>`
     /// included, sees the elements one by one.
     fn deserialize_seq<V: Visitor<'de>>(self, v: V) -> Out<V::Value> {
         let n = self.seq_len()?;
-        #[cfg(target_endian = "little")]
-        if let Some(r) = super::bulk::read::<I, V>(self, n) {
-            return r;
-        }
-        self.items(n, true, |items| v.visit_seq(items))
+        self.nested(|r| {
+            #[cfg(target_endian = "little")]
+            if let Some(res) = super::bulk::read::<I, V>(r, n) {
+                return res;
+            }
+            r.items(n, true, |items| v.visit_seq(items))
+        })
     }
     fn deserialize_tuple<V: Visitor<'de>>(self, n: usize, v: V) -> Out<V::Value> {
-        self.items(n, false, |items| v.visit_seq(items))
+        self.nested(|r| r.items(n, false, |items| v.visit_seq(items)))
     }
     fn deserialize_tuple_struct<V: Visitor<'de>>(
         self,
@@ -464,7 +479,7 @@ impl<'de, I: Input<'de>> de::Deserializer<'de> for &mut Reader<'de, I> {
     }
     fn deserialize_map<V: Visitor<'de>>(self, v: V) -> Out<V::Value> {
         let n = self.seq_len()?;
-        self.items(n, true, |items| v.visit_map(items))
+        self.nested(|r| r.items(n, true, |items| v.visit_map(items)))
     }
     fn deserialize_struct<V: Visitor<'de>>(
         self,
@@ -480,7 +495,7 @@ impl<'de, I: Input<'de>> de::Deserializer<'de> for &mut Reader<'de, I> {
         _: &'static [&'static str],
         v: V,
     ) -> Out<V::Value> {
-        v.visit_enum(self)
+        self.nested(|r| v.visit_enum(r))
     }
     fn deserialize_identifier<V: Visitor<'de>>(self, _: V) -> Out<V::Value> {
         Err(Error::NotSelfDescribing("deserialize_identifier"))

@@ -7,6 +7,14 @@ use std::fmt;
 /// structs) in one value. See the module docs, "Trusting no byte".
 pub(super) const ZERO_SIZED_MAX: usize = 1 << 20;
 
+/// The deepest nesting of sequences, maps, tuples, structs, enums, `Some`s and newtypes in
+/// one value: a recursive type (a tree, a list of `Box`es) decoded from forged bytes
+/// would otherwise recurse as deep as the bytes allow, past the end of the thread's stack
+/// (an abort of the whole process, not an error). Each level takes well under 2 KiB of
+/// stack even in debug builds, so 256 levels fit a thread's default 2 MiB with room to
+/// spare. The writer keeps the same bound, so what it writes can be read.
+pub(super) const DEPTH_MAX: u32 = 256;
+
 /// A failed encode or decode.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Error {
@@ -40,6 +48,8 @@ pub(crate) enum Error {
     },
     /// More than [`ZERO_SIZED_MAX`] elements that take no bytes.
     ZeroSized,
+    /// Nesting deeper than [`DEPTH_MAX`].
+    Depth,
     /// A visitor stopped reading a sequence, tuple, struct or map before its end.
     Unread { left: usize },
     /// A `Serialize` impl announced one length and gave another number of elements.
@@ -92,6 +102,11 @@ impl fmt::Display for Error {
             Error::ZeroSized => write!(
                 f,
                 "more than {ZERO_SIZED_MAX} sequence elements that take no bytes in one value"
+            ),
+            Error::Depth => write!(
+                f,
+                "a value nested more than {DEPTH_MAX} levels deep (sequences, maps, tuples, \
+                 structs, enums, options, newtypes)"
             ),
             Error::Unread { left } => write!(
                 f,

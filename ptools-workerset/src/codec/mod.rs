@@ -58,8 +58,11 @@
 //! `Deserialize` impl that stops before the end of a sequence, or a `Serialize` impl that
 //! gives another number of elements than it announced.
 //!
-//! Not bounded: the nesting depth of recursive types (as with postcard). A forged value of
-//! a recursive type can be as deep as its bytes allow.
+//! Nesting is bounded too: at most [`DEPTH_MAX`](error::DEPTH_MAX) (256) levels of
+//! sequences, maps, tuples, structs, enums, `Some`s and newtypes in one value, on both
+//! sides. Without a bound (postcard has none), a forged value of a recursive type (a tree,
+//! a list of `Box`es) recursed as deep as its bytes allowed: a few bytes per level, so a
+//! reply of a megabyte could overflow the master's stack, which aborts the process.
 //!
 //! # Straight into and out of shared memory
 //!

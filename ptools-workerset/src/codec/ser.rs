@@ -4,7 +4,7 @@
 use serde::Serialize;
 use serde::ser::{self, SerializeSeq as _};
 
-use super::error::{Error, Result, ZERO_SIZED_MAX};
+use super::error::{DEPTH_MAX, Error, Result, ZERO_SIZED_MAX};
 use super::out::Out;
 
 /// Appends encodings to its output.
@@ -12,6 +12,9 @@ pub(super) struct Writer<'o, 'r> {
     pub(super) out: &'o mut Out<'r>,
     /// How many more sequence elements or map entries may take no bytes.
     zero_left: usize,
+    /// How many more levels values may nest: the reader's bound (see [`DEPTH_MAX`]),
+    /// counted as the reader counts them.
+    depth_left: u32,
 }
 
 impl<'o, 'r> Writer<'o, 'r> {
@@ -19,6 +22,7 @@ impl<'o, 'r> Writer<'o, 'r> {
         Writer {
             out,
             zero_left: ZERO_SIZED_MAX,
+            depth_left: DEPTH_MAX,
         }
     }
 
@@ -30,6 +34,24 @@ impl<'o, 'r> Writer<'o, 'r> {
 
     fn len(&mut self, n: usize) {
         self.varint(n as u64);
+    }
+
+    /// Goes `levels` deeper; an error past [`DEPTH_MAX`].
+    fn enter(&mut self, levels: u32) -> Result<()> {
+        self.depth_left = self.depth_left.checked_sub(levels).ok_or(Error::Depth)?;
+        Ok(())
+    }
+
+    fn leave(&mut self, levels: u32) {
+        self.depth_left += levels;
+    }
+
+    /// Writes `v` one level deeper.
+    fn nested<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<()> {
+        self.enter(1)?;
+        let r = v.serialize(&mut *self);
+        self.leave(1);
+        r
     }
 
     /// Counts one element or entry that wrote nothing (the reader's bound, which the
@@ -104,7 +126,7 @@ impl<'a, 'o, 'r> ser::Serializer for &'a mut Writer<'o, 'r> {
     }
     fn serialize_some<T: Serialize + ?Sized>(self, v: &T) -> Result<()> {
         self.out.push(1);
-        v.serialize(self)
+        self.nested(v)
     }
     fn serialize_unit(self) -> Result<()> {
         Ok(())
@@ -113,11 +135,14 @@ impl<'a, 'o, 'r> ser::Serializer for &'a mut Writer<'o, 'r> {
         Ok(())
     }
     fn serialize_unit_variant(self, _: &'static str, index: u32, _: &'static str) -> Result<()> {
+        // The reader counts the enum as a level.
+        self.enter(1)?;
+        self.leave(1);
         self.varint(u64::from(index));
         Ok(())
     }
     fn serialize_newtype_struct<T: Serialize + ?Sized>(self, _: &'static str, v: &T) -> Result<()> {
-        v.serialize(self)
+        self.nested(v)
     }
     fn serialize_newtype_variant<T: Serialize + ?Sized>(
         self,
@@ -127,9 +152,10 @@ impl<'a, 'o, 'r> ser::Serializer for &'a mut Writer<'o, 'r> {
         v: &T,
     ) -> Result<()> {
         self.varint(u64::from(index));
-        v.serialize(self)
+        self.nested(v)
     }
     fn serialize_seq(self, len: Option<usize>) -> Result<Seq<'a, 'o, 'r>> {
+        self.enter(1)?;
         if let Some(n) = len {
             self.len(n);
         }
@@ -141,9 +167,11 @@ impl<'a, 'o, 'r> ser::Serializer for &'a mut Writer<'o, 'r> {
         })
     }
     fn serialize_tuple(self, _: usize) -> Result<Self> {
+        self.enter(1)?;
         Ok(self)
     }
     fn serialize_tuple_struct(self, _: &'static str, _: usize) -> Result<Self> {
+        self.enter(1)?;
         Ok(self)
     }
     fn serialize_tuple_variant(
@@ -153,10 +181,13 @@ impl<'a, 'o, 'r> ser::Serializer for &'a mut Writer<'o, 'r> {
         _: &'static str,
         _: usize,
     ) -> Result<Self> {
+        // The enum and its fields: two levels, as the reader counts them.
+        self.enter(2)?;
         self.varint(u64::from(index));
         Ok(self)
     }
     fn serialize_map(self, len: Option<usize>) -> Result<Map<'a, 'o, 'r>> {
+        self.enter(1)?;
         if let Some(n) = len {
             self.len(n);
         }
@@ -169,6 +200,7 @@ impl<'a, 'o, 'r> ser::Serializer for &'a mut Writer<'o, 'r> {
         })
     }
     fn serialize_struct(self, _: &'static str, _: usize) -> Result<Self> {
+        self.enter(1)?;
         Ok(self)
     }
     fn serialize_struct_variant(
@@ -178,6 +210,7 @@ impl<'a, 'o, 'r> ser::Serializer for &'a mut Writer<'o, 'r> {
         _: &'static str,
         _: usize,
     ) -> Result<Self> {
+        self.enter(2)?;
         self.varint(u64::from(index));
         Ok(self)
     }
@@ -192,6 +225,9 @@ impl<'a, 'o, 'r> ser::Serializer for &'a mut Writer<'o, 'r> {
     {
         #[cfg(target_endian = "little")]
         if let Some((n, bytes)) = super::bulk::bytes_of(&iter) {
+            // A level, as any sequence.
+            self.enter(1)?;
+            self.leave(1);
             self.len(n);
             self.out.extend(bytes);
             return Ok(());
@@ -258,6 +294,7 @@ impl ser::SerializeSeq for Seq<'_, '_, '_> {
         Ok(())
     }
     fn end(self) -> Result<()> {
+        self.w.leave(1);
         close(self.w, self.start, self.announced, self.count)
     }
 }
@@ -288,12 +325,13 @@ impl ser::SerializeMap for Map<'_, '_, '_> {
         Ok(())
     }
     fn end(self) -> Result<()> {
+        self.w.leave(1);
         close(self.w, self.start, self.announced, self.count)
     }
 }
 
 macro_rules! positional {
-    ($($tr:ident :: $f:ident),* $(,)?) => {
+    ($($tr:ident :: $f:ident: $levels:expr),* $(,)?) => {
         $(impl ser::$tr for &mut Writer<'_, '_> {
             type Ok = ();
             type Error = Error;
@@ -301,20 +339,22 @@ macro_rules! positional {
                 v.serialize(&mut **self)
             }
             fn end(self) -> Result<()> {
+                self.leave($levels);
                 Ok(())
             }
         })*
     };
 }
 
+// The levels each kind entered (a variant: the enum and its fields).
 positional!(
-    SerializeTuple::serialize_element,
-    SerializeTupleStruct::serialize_field,
-    SerializeTupleVariant::serialize_field,
+    SerializeTuple::serialize_element: 1,
+    SerializeTupleStruct::serialize_field: 1,
+    SerializeTupleVariant::serialize_field: 2,
 );
 
 macro_rules! named {
-    ($($tr:ident),* $(,)?) => {
+    ($($tr:ident: $levels:expr),* $(,)?) => {
         $(impl ser::$tr for &mut Writer<'_, '_> {
             type Ok = ();
             type Error = Error;
@@ -326,10 +366,11 @@ macro_rules! named {
                 v.serialize(&mut **self)
             }
             fn end(self) -> Result<()> {
+                self.leave($levels);
                 Ok(())
             }
         })*
     };
 }
 
-named!(SerializeStruct, SerializeStructVariant);
+named!(SerializeStruct: 1, SerializeStructVariant: 2);

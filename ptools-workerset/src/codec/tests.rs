@@ -608,6 +608,81 @@ fn a_sequence_onto_a_vector_is_checked_like_a_value() {
     }
 }
 
+/// A recursive type: each `Cons` is one level (an enum).
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+enum List {
+    Nil,
+    Cons(Box<List>),
+}
+
+fn list(depth: usize) -> List {
+    (1..depth).fold(List::Nil, |l, _| List::Cons(Box::new(l)))
+}
+
+#[test]
+fn nesting_is_bounded_on_both_sides() {
+    use super::error::DEPTH_MAX;
+    let max = DEPTH_MAX as usize;
+    // As deep as allowed: written and read back.
+    let deepest = list(max);
+    let bytes = encode(&deepest).unwrap();
+    assert_eq!(decode::<List>(&bytes).unwrap(), deepest);
+    // One level more: refused by the writer, and by the reader when forged.
+    assert_eq!(
+        encode(&list(max + 1)).unwrap_err(),
+        Error::Depth.to_string()
+    );
+    let mut forged = bytes.clone();
+    forged.insert(0, 1);
+    assert_eq!(decode_typed::<List>(&forged).unwrap_err(), Error::Depth);
+    // A million levels in a million bytes: an error, not a stack overflow (which would
+    // abort this test process).
+    let mut forged = vec![1u8; 1_000_000];
+    forged.push(0);
+    assert_eq!(decode_typed::<List>(&forged).unwrap_err(), Error::Depth);
+    // SAFETY: `forged` is ours and outlives the call.
+    let shared = unsafe { decode_shared::<List>(forged.as_ptr(), forged.len()) };
+    assert_eq!(shared.unwrap_err(), Error::Depth.to_string());
+    // Every kind of level counts alike on both sides: options, sequences, maps, tuples,
+    // structs, variants with fields, newtypes.
+    fn agree<T: Serialize + serde::de::DeserializeOwned + PartialEq + Debug>(
+        wrap: impl Fn(T) -> T,
+        seed: T,
+        levels_each: usize,
+    ) {
+        let mut v = seed;
+        let mut depth = 1;
+        while depth + levels_each <= DEPTH_MAX as usize {
+            v = wrap(v);
+            depth += levels_each;
+        }
+        let bytes = encode(&v).unwrap_or_else(|e| panic!("at {depth}: {e}"));
+        assert_eq!(decode::<T>(&bytes).unwrap(), v);
+        assert_eq!(encode(&wrap(v)).unwrap_err(), Error::Depth.to_string());
+    }
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    enum Tree {
+        Leaf(u8),
+        Node { kids: Vec<Tree> },
+        Pair(Box<Tree>, u8),
+        Maybe(Option<Box<Tree>>),
+        Keyed(BTreeMap<u8, Tree>),
+    }
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct Wrap(Box<Nested>);
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    enum Nested {
+        End,
+        More(Wrap),
+    }
+    // A struct variant with a vector: the variant, its fields and the vector.
+    agree(|t| Tree::Node { kids: vec![t] }, Tree::Leaf(1), 3);
+    agree(|t| Tree::Pair(Box::new(t), 2), Tree::Leaf(1), 2);
+    agree(|t| Tree::Maybe(Some(Box::new(t))), Tree::Leaf(1), 2);
+    agree(|t| Tree::Keyed(BTreeMap::from([(3, t)])), Tree::Leaf(1), 2);
+    agree(|n| Nested::More(Wrap(Box::new(n))), Nested::End, 2);
+}
+
 // ---- Round trips (proptest). ----
 
 /// `v` survives a round trip: equal as a value, and equal bytes when encoded again (which
