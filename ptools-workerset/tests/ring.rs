@@ -18,15 +18,17 @@ fn sum(v: Vec<u8>) -> u64 {
     v.iter().map(|&b| u64::from(b)).sum()
 }
 
-/// The names of the worker's open memfds (`/memfd:NAME (deleted)`).
+/// The names of the memfds the worker maps (`/memfd:NAME (deleted)`), once each (its
+/// ring's descriptor is closed once mapped).
 fn memfds(_: ()) -> Vec<String> {
-    std::fs::read_dir("/proc/self/fd")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| std::fs::read_link(e.path()).ok())
-        .map(|l| l.to_string_lossy().into_owned())
-        .filter(|l| l.starts_with("/memfd:"))
-        .collect()
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let mut names: Vec<String> = maps
+        .lines()
+        .filter_map(|l| l.find("/memfd:").map(|at| l[at..].to_string()))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// Forges this worker's write position in its ring, then sits idle (so only the master's

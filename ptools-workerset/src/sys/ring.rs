@@ -96,10 +96,11 @@ const _: () = assert!(2 * std::mem::size_of::<Block>() <= CONTROL);
 const DOWN: usize = 0;
 const UP: usize = 1;
 
-/// The mapped file: its descriptor (to pass to the worker) and the mapping.
+/// The mapped file: its descriptor (to pass to the worker, until the link is made) and
+/// the mapping.
 #[derive(Debug)]
 pub(crate) struct Ring {
-    fd: OwnedFd,
+    fd: Option<OwnedFd>,
     base: NonNull<u8>,
 }
 
@@ -146,12 +147,15 @@ impl Ring {
             )
         }
         .map_err(|e| format!("ring: mmap: {e}"))?;
-        Ok(Ring { fd, base: p.cast() })
+        Ok(Ring {
+            fd: Some(fd),
+            base: p.cast(),
+        })
     }
 
-    /// The descriptor, to pass to a worker at its start.
+    /// The descriptor, to pass to a worker at its start (`-1` once a link is made).
     pub(crate) fn raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
+        self.fd.as_ref().map_or(-1, AsRawFd::as_raw_fd)
     }
 
     fn block(&self, dir: usize) -> &Block {
@@ -168,7 +172,7 @@ impl Ring {
         unsafe { self.base.as_ptr().add(CONTROL + dir * RING_BYTES) }
     }
 
-    /// The master's side of the link.
+    /// The master's side of the link (made once the worker has its own descriptor).
     pub(crate) fn master(self, spin: Duration) -> RingLink {
         RingLink::new(self, DOWN, UP, spin)
     }
@@ -229,7 +233,10 @@ pub(crate) struct RingLink {
 }
 
 impl RingLink {
-    fn new(ring: Ring, out: usize, inn: usize, spin: Duration) -> RingLink {
+    fn new(mut ring: Ring, out: usize, inn: usize, spin: Duration) -> RingLink {
+        // The mapping keeps the file; neither side needs the descriptor any more (one
+        // descriptor less per worker in the master, which has one set per worker).
+        ring.fd = None;
         RingLink {
             ring,
             out,
@@ -544,7 +551,7 @@ mod tests {
 
     fn pair() -> (RingLink, RingLink) {
         let m = Ring::create().expect("ring");
-        let dup = m.fd.try_clone().expect("dup");
+        let dup = m.fd.as_ref().expect("fd").try_clone().expect("dup");
         let w = Ring::map(dup).expect("map");
         (
             m.master(Duration::from_micros(20)),
