@@ -253,20 +253,26 @@ fn an_iterator_wrong_about_its_length_is_still_mapped_whole() {
         assert_eq!(got.unwrap(), want, "{mode:?}: filtered");
         if mode == Mode::FirstFree {
             // No worker was kept by a map that found fewer items than it took workers
-            // for: with one busy, the other still takes a call at once.
-            let busy = ws.remotecall(sleep_ms, 1500).unwrap();
-            let other = ws.remotecall(id, ()).unwrap();
-            let on = other
-                .fetch_timeout(std::time::Duration::from_millis(1000))
-                .unwrap();
-            assert_ne!(on, busy.worker());
-            busy.fetch().unwrap();
+            // for.
+            assert_no_worker_kept(&ws, "a wrong length");
         }
     }
 }
 
 fn sleep_ms(ms: u64) {
     std::thread::sleep(std::time::Duration::from_millis(ms));
+}
+
+/// Both workers of a first-free set are free: with one busy, the other takes a call at
+/// once.
+fn assert_no_worker_kept(ws: &WorkerSet, after: &str) {
+    let busy = ws.remotecall(sleep_ms, 1500).unwrap();
+    let other = ws.remotecall(id, ()).unwrap();
+    let on = other
+        .fetch_timeout(std::time::Duration::from_millis(1000))
+        .unwrap_or_else(|e| panic!("after {after}: a worker was kept: {e}"));
+    assert_ne!(on, busy.worker());
+    busy.fetch().unwrap();
 }
 
 fn add1(x: u64) -> u64 {
@@ -343,13 +349,6 @@ fn an_iterator_that_panics_keeps_no_worker() {
             )
         }));
         assert!(r.is_err(), "at {at}: no panic");
-        // With one worker busy, the other takes a call at once.
-        let busy = ws.remotecall(sleep_ms, 1500).unwrap();
-        let other = ws.remotecall(id, ()).unwrap();
-        let on = other
-            .fetch_timeout(std::time::Duration::from_millis(1000))
-            .unwrap_or_else(|e| panic!("at {at}: a worker was kept: {e}"));
-        assert_ne!(on, busy.worker());
-        busy.fetch().unwrap();
+        assert_no_worker_kept(&ws, &format!("a panic at {at}"));
     }
 }

@@ -36,9 +36,19 @@ impl<'o, 'r> Writer<'o, 'r> {
         self.varint(n as u64);
     }
 
+    /// An error unless `levels` more fit within [`DEPTH_MAX`] (a leaf level: an enum
+    /// without fields, a sequence of plain numbers, which the reader counts too).
+    fn room(&self, levels: u32) -> Result<()> {
+        if self.depth_left < levels {
+            return Err(Error::Depth);
+        }
+        Ok(())
+    }
+
     /// Goes `levels` deeper; an error past [`DEPTH_MAX`].
     fn enter(&mut self, levels: u32) -> Result<()> {
-        self.depth_left = self.depth_left.checked_sub(levels).ok_or(Error::Depth)?;
+        self.room(levels)?;
+        self.depth_left -= levels;
         Ok(())
     }
 
@@ -136,8 +146,7 @@ impl<'a, 'o, 'r> ser::Serializer for &'a mut Writer<'o, 'r> {
     }
     fn serialize_unit_variant(self, _: &'static str, index: u32, _: &'static str) -> Result<()> {
         // The reader counts the enum as a level.
-        self.enter(1)?;
-        self.leave(1);
+        self.room(1)?;
         self.varint(u64::from(index));
         Ok(())
     }
@@ -226,8 +235,7 @@ impl<'a, 'o, 'r> ser::Serializer for &'a mut Writer<'o, 'r> {
         #[cfg(target_endian = "little")]
         if let Some((n, bytes)) = super::bulk::bytes_of(&iter) {
             // A level, as any sequence.
-            self.enter(1)?;
-            self.leave(1);
+            self.room(1)?;
             self.len(n);
             self.out.extend(bytes);
             return Ok(());
