@@ -15,11 +15,23 @@
 //! With more callers than workers this saves the sender thread's hop and the reader
 //! thread's wake-up on every call (a hook that only wakes a thread never writes, so
 //! it needs no sender thread).
+//!
+//! A waiting caller younger than the set's fairness bound (1 ms by default) is not handed
+//! the worker but *nudged*: the worker goes on the free list, the oldest waiting caller
+//! is woken to take it, and a thread that calls meanwhile (most often the one that just
+//! freed it, calling again) may take it first. Handing every worker over in strict FIFO
+//! order put each call of 8 threads on 2 workers behind a sleep and a wake-up, about 1.8×
+//! the time per call of 2 threads; with barging, 8 threads make calls faster than 2 (see
+//! BENCHMARKS.md). This is the trade `parking_lot`'s and Go's mutexes make, bounded the
+//! same way: a caller that has waited past the bound is handed the next worker freed.
+//! At most one caller is nudged at a time, and a nudged caller that finds the worker
+//! taken sleeps again, still the oldest; the next worker freed nudges it again.
 
 use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use serde::Serialize;
@@ -40,7 +52,9 @@ pub enum Mode {
     /// on a worker and run there in order.
     RoundRobin,
     /// Each call goes to a worker that runs nothing from this set; when all are busy,
-    /// callers wait in FIFO order. At most one call of the set runs on a worker at a time.
+    /// callers wait in FIFO order, though a blocked caller may be passed over for up to
+    /// the set's fairness bound ([`WorkerSet::set_fair_after`]). At most one call of the
+    /// set runs on a worker at a time.
     #[default]
     FirstFree,
 }
@@ -60,23 +74,60 @@ enum Waiter {
     Caller(Arc<Handoff>),
 }
 
-/// Where a waiting caller is handed its worker (or told there is none).
+/// Where a waiting caller is handed its worker (or told there is none), or nudged to
+/// look at the free list. Its state changes only under the set's lock.
 struct Handoff {
-    worker: Mutex<Option<Result<usize>>>,
+    state: Mutex<Wake>,
     cv: Condvar,
+    /// When the caller started waiting: past the set's fairness bound it is handed the
+    /// next worker freed, never barged past.
+    since: Instant,
+}
+
+/// What a waiting caller is woken with.
+enum Wake {
+    /// Nothing yet: sleep.
+    Asleep,
+    /// A worker was put on the free list while this caller was the oldest waiting: try to
+    /// take it.
+    Nudged,
+    /// This worker is the caller's (or no worker is left).
+    Given(Result<usize>),
 }
 
 impl Handoff {
+    fn new() -> Handoff {
+        Handoff {
+            state: Mutex::new(Wake::Asleep),
+            cv: Condvar::new(),
+            since: Instant::now(),
+        }
+    }
+
+    /// Sets the state (the set's lock held, unless the caller has left the queue).
+    fn set(&self, w: Wake) {
+        *lock(&self.state) = w;
+    }
+
+    fn is_nudged(&self) -> bool {
+        matches!(*lock(&self.state), Wake::Nudged)
+    }
+
     fn give(&self, w: Result<usize>) {
-        *lock(&self.worker) = Some(w);
+        self.set(Wake::Given(w));
         self.cv.notify_one();
     }
 
-    fn wait(&self) -> Result<usize> {
-        let mut g = lock(&self.worker);
+    /// Sleeps until nudged or given; `None` when nudged (the state is left `Nudged`, for
+    /// the caller to take under the set's lock).
+    fn wait(&self) -> Option<Result<usize>> {
+        let mut g = lock(&self.state);
         loop {
-            if let Some(w) = g.take() {
-                return w;
+            if matches!(*g, Wake::Nudged) {
+                return None;
+            }
+            if let Wake::Given(w) = std::mem::replace(&mut *g, Wake::Asleep) {
+                return Some(w);
             }
             self.cv.wait(&mut g);
         }
@@ -114,7 +165,16 @@ struct FirstFree {
     free: VecDeque<usize>,
     live: Vec<usize>,
     queue: VecDeque<Waiter>,
+    /// The oldest waiting caller has been nudged and not yet looked (at most one is).
+    nudged: bool,
+    /// How long a waiting caller may be barged past before a freed worker is handed to it
+    /// directly: `FAIR_AFTER` unless [`WorkerSet::set_fair_after`] said otherwise.
+    fair_after: Duration,
 }
+
+/// The default fairness bound of a first-free set (Go's `sync.Mutex` also turns fair
+/// after 1 ms; `parking_lot`'s mutexes after 0.5 ms on average).
+const FAIR_AFTER: Duration = Duration::from_millis(1);
 
 struct SetInner {
     cluster: Cluster,
@@ -257,6 +317,8 @@ impl WorkerSet {
                     free: ids.iter().copied().collect(),
                     live: ids.to_vec(),
                     queue: VecDeque::new(),
+                    nudged: false,
+                    fair_after: FAIR_AFTER,
                 }),
             }),
         })
@@ -265,6 +327,35 @@ impl WorkerSet {
     /// The set's mode.
     pub fn mode(&self) -> Mode {
         self.inner.mode
+    }
+
+    /// First-free mode: how long a thread blocked waiting for a worker may be passed over
+    /// by callers that arrive later, before the next worker freed is handed to it directly
+    /// (1 ms by default). Meanwhile a freed worker goes on the free list
+    /// and the oldest waiting thread is woken to take it, but the thread that freed it may
+    /// take it back first if it calls again at once: with more calling threads than
+    /// workers, the threads that already run keep their workers busy without a sleep and a
+    /// wake-up per call. [`Duration::ZERO`] hands every freed worker to the oldest waiting
+    /// call (strict FIFO); a long bound gives the most calls per second and the least
+    /// fairness. A call made with [`remotecall`](Self::remotecall) (waiting encoded, no
+    /// thread blocked) is handed the next worker freed once it is the oldest waiting.
+    /// Applies to all handles on the set.
+    ///
+    /// ```
+    /// # ptools_workerset::enable_test_support!();
+    /// # fn main() -> ptools_workerset::Result<()> {
+    /// use std::time::Duration;
+    /// use ptools_workerset::{Cluster, Mode, WorkerSet};
+    ///
+    /// let c = Cluster::new();
+    /// let ws = WorkerSet::with_cluster(&c, &c.addprocs(1)?, Mode::FirstFree)?;
+    /// ws.set_fair_after(Duration::ZERO); // strict FIFO
+    /// assert_eq!(ws.remotecall_fetch(|x: u32| x + 1, 1)?, 2);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn set_fair_after(&self, bound: Duration) {
+        lock(&self.inner.ff).fair_after = bound;
     }
 
     /// The set's live workers, in the order given at creation.
@@ -557,20 +648,63 @@ impl SetInner {
         }
     }
 
-    /// A free worker for a call of this thread: at once, or after the calls already
-    /// waiting (FIFO). Blocks.
+    /// A free worker for a call of this thread: at once, or after the callers already
+    /// waiting (FIFO among them, see [`release`](Self::release)). Blocks.
     fn acquire(&self) -> Result<usize> {
         let mut g = lock(&self.ff);
         if let Some(w) = self.take_free(&mut g)? {
             return Ok(w);
         }
-        let h = Arc::new(Handoff {
-            worker: Mutex::new(None),
-            cv: Condvar::new(),
-        });
+        let h = Arc::new(Handoff::new());
         g.queue.push_back(Waiter::Caller(h.clone()));
         drop(g);
-        h.wait()
+        loop {
+            if let Some(w) = h.wait() {
+                return w;
+            }
+            // Nudged: a worker was freed while this caller was the oldest waiting. It may
+            // have been taken since (barged) or handed here meanwhile.
+            let mut g = lock(&self.ff);
+            let state = std::mem::replace(&mut *lock(&h.state), Wake::Asleep);
+            match state {
+                Wake::Given(w) => return w,
+                Wake::Nudged => g.nudged = false,
+                Wake::Asleep => {}
+            }
+            let got = self.take_free(&mut g);
+            if !matches!(got, Ok(None)) {
+                // Leave the queue: with a worker, or with none alive.
+                if let Some(i) = g
+                    .queue
+                    .iter()
+                    .position(|x| matches!(x, Waiter::Caller(c) if Arc::ptr_eq(c, &h)))
+                {
+                    g.queue.remove(i);
+                }
+                let next = self.nudge(&mut g);
+                drop(g);
+                if let Some(n) = next {
+                    n.cv.notify_one();
+                }
+                return got.map(|w| w.expect("matched Some"));
+            }
+        }
+    }
+
+    /// When a worker is free and the oldest waiting is a caller nobody nudged yet: marks it
+    /// nudged and returns it, to be woken once the set's lock is released.
+    fn nudge(&self, g: &mut FirstFree) -> Option<Arc<Handoff>> {
+        if g.nudged || g.free.is_empty() {
+            return None;
+        }
+        match g.queue.front() {
+            Some(Waiter::Caller(h)) => {
+                g.nudged = true;
+                h.set(Wake::Nudged);
+                Some(h.clone())
+            }
+            _ => None,
+        }
     }
 
     /// A live free worker, taken off the free list (dead ones found there leave the
@@ -592,12 +726,20 @@ impl SetInner {
         Ok(None)
     }
 
+    /// Worker `w`'s call has ended: `w` goes to the oldest waiting call. A waiting
+    /// *caller* (a blocked thread) younger than the fairness bound is not handed `w` but
+    /// nudged, and `w` goes on the free list, where the thread that just freed it may take
+    /// it back first when it calls again at once (barging, as in `parking_lot`'s and Go's
+    /// mutexes). That spares a sleep and a wake-up per call when callers outnumber
+    /// workers; the nudged caller takes `w` when nobody did, and an older one is handed
+    /// `w` directly, so no caller is passed over for much longer than the bound.
     fn release(self: Arc<Self>, w: usize) {
         let mut g = lock(&self.ff);
         if !self.cluster.inner.is_alive(w) {
             g.live.retain(|&x| x != w);
             if g.live.is_empty() {
                 let waiting = std::mem::take(&mut g.queue);
+                g.nudged = false;
                 drop(g);
                 for j in waiting {
                     j.fail();
@@ -605,16 +747,120 @@ impl SetInner {
             }
             return;
         }
-        match g.queue.pop_front() {
+        let fair = match g.queue.front() {
+            Some(Waiter::Job(_)) => true,
+            Some(Waiter::Caller(h)) => h.since.elapsed() >= g.fair_after,
+            None => false,
+        };
+        match if fair { g.queue.pop_front() } else { None } {
             Some(Waiter::Job(job)) => {
                 drop(g);
                 self.run_on(w, job, false);
             }
             Some(Waiter::Caller(h)) => {
+                if h.is_nudged() {
+                    g.nudged = false;
+                }
+                h.set(Wake::Given(Ok(w)));
+                let next = self.nudge(&mut g);
                 drop(g);
-                h.give(Ok(w));
+                h.cv.notify_one();
+                if let Some(n) = next {
+                    n.cv.notify_one();
+                }
             }
-            None => g.free.push_back(w),
+            None => {
+                g.free.push_back(w);
+                let next = self.nudge(&mut g);
+                drop(g);
+                if let Some(h) = next {
+                    h.cv.notify_one();
+                }
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The hand-over rules, driven by hand on a set of the master alone (worker 1, always
+    //! alive), so each step is this test's own.
+
+    use super::*;
+
+    fn set(bound: Duration) -> WorkerSet {
+        let ws = WorkerSet::with_cluster(&Cluster::new(), &[1], Mode::FirstFree).unwrap();
+        ws.set_fair_after(bound);
+        ws
+    }
+
+    /// Starts a thread blocked in `acquire`; returns once it is queued.
+    fn waiter(ws: &WorkerSet) -> std::thread::JoinHandle<Result<usize>> {
+        let before = ws.waiting();
+        let inner = ws.inner.clone();
+        let h = std::thread::spawn(move || inner.acquire());
+        while ws.waiting() == before {
+            std::thread::yield_now();
+        }
+        h
+    }
+
+    #[test]
+    fn a_caller_older_than_the_bound_is_handed_the_worker() {
+        let ws = set(FAIR_AFTER);
+        let w = ws.inner.acquire().unwrap();
+        let b = waiter(&ws);
+        // Sleeping makes the waiter older than the bound, whatever the machine's speed.
+        std::thread::sleep(FAIR_AFTER * 5);
+        ws.inner.clone().release(w);
+        {
+            // Handed over inside `release`: not on the free list for anyone to take.
+            let g = lock(&ws.inner.ff);
+            assert!(g.free.is_empty());
+            assert!(g.queue.is_empty());
+            assert!(!g.nudged);
+        }
+        assert_eq!(b.join().unwrap().unwrap(), 1);
+    }
+
+    #[test]
+    fn strict_fifo_hands_over_at_once() {
+        let ws = set(Duration::ZERO);
+        let w = ws.inner.acquire().unwrap();
+        let b = waiter(&ws);
+        ws.inner.clone().release(w);
+        let g = lock(&ws.inner.ff);
+        assert!(g.free.is_empty() && g.queue.is_empty());
+        drop(g);
+        assert_eq!(b.join().unwrap().unwrap(), 1);
+    }
+
+    #[test]
+    fn a_young_caller_is_nudged_and_may_be_barged() {
+        let ws = set(Duration::from_secs(3600));
+        let w = ws.inner.acquire().unwrap();
+        let b = waiter(&ws);
+        ws.inner.clone().release(w);
+        {
+            // Either the worker waits on the free list for the nudged caller, or that
+            // caller has already taken it.
+            let g = lock(&ws.inner.ff);
+            match (g.free.len(), g.queue.len()) {
+                (1, 1) => assert!(g.nudged),
+                (0, 0) => assert!(!g.nudged),
+                other => panic!("free list and queue after release: {other:?}"),
+            }
+        }
+        // This thread calls again at once and may take the worker back before the nudged
+        // caller runs: that caller then finds nothing, sleeps again, still queued, and the
+        // next release nudges it again (or finds it still nudged). Either way it ends up
+        // with the worker.
+        let again = ws.inner.take_free(&mut lock(&ws.inner.ff)).unwrap();
+        if let Some(w) = again {
+            ws.inner.clone().release(w);
+        }
+        assert_eq!(b.join().unwrap().unwrap(), 1);
+        let g = lock(&ws.inner.ff);
+        assert!(g.free.is_empty() && g.queue.is_empty() && !g.nudged);
     }
 }

@@ -336,3 +336,137 @@ fn calls_waiting_when_the_last_handle_is_dropped_are_still_served() {
         assert!(ids.contains(&worker), "ran on {worker}, not one of {ids:?}");
     }
 }
+
+/// Runs `f` on its own thread; panics if it has not returned within `limit` (a guard
+/// against a lost wake-up hanging the test run, not a measure of speed).
+fn within<T: Send + 'static>(
+    limit: Duration,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("{what}: not done in {limit:?}"))
+}
+
+#[test]
+fn a_caller_passed_over_still_gets_its_turn() {
+    // One worker, one thread calling it back to back: with barging it would take the
+    // worker back every time; the fairness bound hands it to the waiting thread.
+    let c = Cluster::new();
+    let ids = c.addprocs(1).unwrap();
+    let ws = WorkerSet::with_cluster(&c, &ids, Mode::FirstFree).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let calls = std::sync::Arc::new(AtomicUsize::new(0));
+    let hot = {
+        let (ws, stop, calls) = (ws.clone(), stop.clone(), calls.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                assert_eq!(ws.remotecall_fetch(id, ()).unwrap(), ids[0]);
+                calls.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    while calls.load(Ordering::Relaxed) < 200 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    for _ in 0..20 {
+        let ws = ws.clone();
+        within(Duration::from_secs(60), "the waiting caller", move || {
+            ws.remotecall_fetch(id, ()).unwrap()
+        });
+    }
+    stop.store(true, Ordering::Relaxed);
+    hot.join().unwrap();
+}
+
+#[test]
+fn nudged_callers_take_the_workers_nobody_takes_back() {
+    // With a bound no wait reaches, every freed worker goes through the free list and a
+    // nudge, never a hand-over: no caller may be left asleep beside a free worker.
+    let c = Cluster::new();
+    let ids = c.addprocs(2).unwrap();
+    let ws = WorkerSet::with_cluster(&c, &ids, Mode::FirstFree).unwrap();
+    ws.set_fair_after(Duration::from_secs(3600));
+    let sum = {
+        let ws = ws.clone();
+        within(
+            Duration::from_secs(120),
+            "8 threads on 2 workers",
+            move || {
+                std::thread::scope(|s| {
+                    let hs: Vec<_> = (0..8u64)
+                        .map(|t| {
+                            let ws = &ws;
+                            s.spawn(move || {
+                                (0..500u64)
+                                    .map(|i| {
+                                        ws.remotecall_fetch(|x: u64| x * 2, t * 1000 + i).unwrap()
+                                    })
+                                    .sum::<u64>()
+                            })
+                        })
+                        .collect();
+                    hs.into_iter().map(|h| h.join().unwrap()).sum::<u64>()
+                })
+            },
+        )
+    };
+    let want: u64 = (0..8u64)
+        .flat_map(|t| (0..500u64).map(move |i| 2 * (t * 1000 + i)))
+        .sum();
+    assert_eq!(sum, want);
+    assert_eq!(ws.waiting(), 0);
+    // Both workers are free again: two calls that each wait for the other's file run at
+    // once, which they could not on one worker.
+    let (a, b) = (gate("nudge-a"), gate("nudge-b"));
+    let _rm = (Rm(a.clone()), Rm(b.clone()));
+    let ra = ws
+        .remotecall(touch_then_wait, (a.clone(), b.clone()))
+        .unwrap();
+    let rb = ws.remotecall(touch_then_wait, (b, a)).unwrap();
+    assert_ne!(ra.worker(), 0);
+    assert_ne!(rb.worker(), 0);
+    assert_ne!(ra.worker(), rb.worker());
+    ra.fetch_timeout(Duration::from_secs(60)).unwrap();
+    rb.fetch_timeout(Duration::from_secs(60)).unwrap();
+}
+
+/// Creates `mine`, then waits for `theirs`.
+fn touch_then_wait((mine, theirs): (String, String)) -> usize {
+    std::fs::write(&mine, b"here").unwrap();
+    wait_for_file(theirs)
+}
+
+#[test]
+fn strict_fifo_hands_every_worker_over() {
+    // Bound zero: the waiting blocked callers run in the order they came, even while the
+    // thread that frees the worker calls again at once.
+    let c = Cluster::new();
+    let ids = c.addprocs(1).unwrap();
+    let ws = WorkerSet::with_cluster(&c, &ids, Mode::FirstFree).unwrap();
+    ws.set_fair_after(Duration::ZERO);
+    let path = gate("strict");
+    let _rm = Rm(path.clone());
+    let first = ws.remotecall(wait_for_file, path.clone()).unwrap();
+    std::thread::scope(|s| {
+        let waiters: Vec<_> = (0..4)
+            .map(|k| {
+                let h = s.spawn(|| ws.remotecall_fetch(seq, ()).unwrap());
+                until_waiting(&ws, k + 1);
+                h
+            })
+            .collect();
+        std::fs::write(&path, b"go").unwrap();
+        // The gated call's reply is read by the link's reader thread, which hands the
+        // worker on; this thread then calls again at once and must queue behind them.
+        assert_eq!(first.fetch().unwrap(), 0);
+        let late = ws.remotecall_fetch(seq, ()).unwrap();
+        let got: Vec<usize> = waiters.into_iter().map(|h| h.join().unwrap()).collect();
+        assert_eq!(got, vec![1, 2, 3, 4]);
+        assert_eq!(late, 5);
+    });
+}
