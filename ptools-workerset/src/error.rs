@@ -74,7 +74,8 @@ pub enum Error {
     /// A worker process could not be started or did not complete the handshake in time.
     /// Nothing of it is left registered or running.
     WorkerStartFailed(String),
-    /// A worker answered the handshake from a different build of the program.
+    /// A worker answered the handshake from a different build of the program (another
+    /// executable, or a ptools of another wire protocol).
     BuildMismatch,
     /// The result of this `RemoteRef` was already taken by an earlier fetch.
     AlreadyFetched,

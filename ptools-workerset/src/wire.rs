@@ -111,6 +111,39 @@ pub(crate) const CONTROL_CAP: usize = 64;
 /// What a reader holds before any frame asks for more.
 const FIRST_BUF: usize = 64 * 1024;
 
+/// What the opening of a worker's first frame says, read before the rest is decoded (its
+/// layout may be another build's).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Opening {
+    /// Our magic and protocol: decode the whole frame.
+    Ours,
+    /// A ptools worker of another protocol: our magic, fixed-width, then another number, or
+    /// the magic as a postcard varint (protocol 1, before the codec's own format).
+    OtherBuild,
+    /// Not a ptools worker.
+    Foreign,
+}
+
+/// Reads the magic and protocol at the start of a `Hello` or `RemoteHello` body (both open
+/// with them, so every build since protocol 2 can tell any other it is not the same).
+pub(crate) fn opening(body: &[u8]) -> Opening {
+    /// `MAGIC` as protocol 1's postcard wrote it (LEB128).
+    const POSTCARD_MAGIC: [u8; 9] = [0xd3, 0xae, 0xcd, 0xe2, 0xf4, 0xe9, 0x93, 0xaa, 0x50];
+    if let (Some(m), Some(p)) = (body.get(..8), body.get(8..12))
+        && u64::from_le_bytes(m.try_into().expect("8 bytes")) == MAGIC
+    {
+        return if u32::from_le_bytes(p.try_into().expect("4 bytes")) == PROTOCOL {
+            Opening::Ours
+        } else {
+            Opening::OtherBuild
+        };
+    }
+    if body.starts_with(&POSTCARD_MAGIC) {
+        return Opening::OtherBuild;
+    }
+    Opening::Foreign
+}
+
 /// The worker's first words.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Hello {
@@ -371,6 +404,57 @@ pub(crate) fn u64_at(body: &[u8], at: usize) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_opening_tells_builds_apart_before_decoding() {
+        let hello = Hello {
+            magic: MAGIC,
+            protocol: PROTOCOL,
+            pid: 7,
+            build: sys::BuildId::of_self().unwrap(),
+        };
+        let ours = crate::codec::encode(&hello).unwrap();
+        assert_eq!(opening(&ours), Opening::Ours);
+        let remote = crate::net::RemoteHello {
+            magic: MAGIC,
+            protocol: PROTOCOL,
+            pid: 7,
+            build: "b".into(),
+            launch: 1,
+            slot: None,
+            hostname: "h".into(),
+            addrs: Vec::new(),
+        };
+        assert_eq!(
+            opening(&crate::codec::encode(&remote).unwrap()),
+            Opening::Ours
+        );
+        let next = Hello {
+            protocol: PROTOCOL + 1,
+            ..hello
+        };
+        assert_eq!(
+            opening(&crate::codec::encode(&next).unwrap()),
+            Opening::OtherBuild
+        );
+        // Protocol 1 (postcard: varints) wrote the magic in LEB128.
+        let mut leb = Vec::new();
+        let mut m = MAGIC;
+        loop {
+            let b = (m & 0x7f) as u8;
+            m >>= 7;
+            if m == 0 {
+                leb.push(b);
+                break;
+            }
+            leb.push(b | 0x80);
+        }
+        leb.extend_from_slice(&[1, 7, 0, 0]);
+        assert_eq!(opening(&leb), Opening::OtherBuild);
+        assert_eq!(opening(&ours[..11]), Opening::Foreign);
+        assert_eq!(opening(b"junk junk junk"), Opening::Foreign);
+        assert_eq!(opening(&[]), Opening::Foreign);
+    }
     use parking_lot::Mutex;
 
     /// A link over an in-memory byte string, returning it in pieces of `.1` bytes.

@@ -302,3 +302,27 @@ fn a_worker_started_by_hand_without_its_sockets_says_so_and_exits_2() {
         assert!(err.contains("is not a socket the master passed"), "{err}");
     }
 }
+
+#[test]
+fn a_worker_of_another_protocol_is_a_build_mismatch() {
+    let _one = SCRIPTS.lock().unwrap_or_else(|p| p.into_inner());
+    // HELLO frames as other builds write them, each followed by a minute of silence: our
+    // magic with protocol 99 (fixed-width, as since protocol 2), and protocol 1's
+    // postcard Hello (the magic as a varint). Neither decodes as this build's Hello.
+    for frame in [
+        r"\015\0\0\0\012\123\127\123\114\117\117\124\120\143\0\0\0",
+        r"\016\0\0\0\012\323\256\315\342\364\351\223\252\120\001\007\0\0",
+    ] {
+        let c = bash_cluster(
+            &format!("printf '{frame}' >&$fd; exec sleep 60"),
+            Duration::from_secs(120),
+        );
+        let t0 = Instant::now();
+        assert!(matches!(c.addprocs(1), Err(Error::BuildMismatch)));
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "waited out the script"
+        );
+        assert_eq!(script_children(), [], "the other build was not reaped");
+    }
+}

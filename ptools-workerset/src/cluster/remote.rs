@@ -231,14 +231,23 @@ impl Cluster {
             };
             match first[0] {
                 wire::HELLO_TCP => {
+                    // A peer that proved it holds the secret but speaks another protocol
+                    // runs another build of this program: say so, rather than time out.
+                    match wire::opening(&first[1..]) {
+                        wire::Opening::Ours => {}
+                        wire::Opening::OtherBuild => {
+                            reject(&link);
+                            return Err(Error::BuildMismatch);
+                        }
+                        wire::Opening::Foreign => {
+                            reject(&link);
+                            continue;
+                        }
+                    }
                     let Ok(hello) = crate::codec::decode::<RemoteHello>(&first[1..]) else {
                         continue;
                     };
-                    if hello.magic != wire::MAGIC
-                        || hello.protocol != wire::PROTOCOL
-                        || hello.launch != launch
-                        || joining.len() == expected
-                    {
+                    if hello.launch != launch || joining.len() == expected {
                         reject(&link);
                         continue;
                     }

@@ -293,17 +293,23 @@ fn handshake(
     if body[0] != wire::HELLO {
         return Err(fail(format!("bad handshake: frame of kind {}", body[0])));
     }
-    let hello: wire::Hello =
-        crate::codec::decode(&body[1..]).map_err(|e| fail(format!("bad handshake: {e}")))?;
-    if hello.magic != wire::MAGIC {
-        return Err(fail("bad handshake: not a ptools worker".into()));
-    }
-    if hello.protocol != wire::PROTOCOL || hello.build != *me {
+    let reject = |s: &Starting| {
         let mut f = Vec::new();
         wire::begin(&mut f, wire::REJECT);
         wire::finish(&mut f);
         let _ = s.data.send_all(&f);
-        return Err(Error::BuildMismatch);
+        Error::BuildMismatch
+    };
+    // Magic and protocol first: another build's `Hello` may not decode as ours.
+    match wire::opening(&body[1..]) {
+        wire::Opening::Ours => {}
+        wire::Opening::OtherBuild => return Err(reject(s)),
+        wire::Opening::Foreign => return Err(fail("bad handshake: not a ptools worker".into())),
+    }
+    let hello: wire::Hello =
+        crate::codec::decode(&body[1..]).map_err(|e| fail(format!("bad handshake: {e}")))?;
+    if hello.build != *me {
+        return Err(reject(s));
     }
     if hello.pid as i32 != pid {
         return Err(fail(format!("handshake from pid {}", hello.pid)));
