@@ -487,3 +487,48 @@ fn payloads_over_the_cap_do_not_grow_the_regions() {
     assert_eq!(sizes.len(), 2, "{sizes:?}");
     assert!(sizes.iter().all(|&s| s <= 2 * MIB as u64), "{sizes:?}");
 }
+
+/// The shared memory a process has mapped in, in bytes (`RssShmem`).
+fn rss_shmem(pid: i32) -> usize {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: usize = s
+        .lines()
+        .find_map(|l| l.strip_prefix("RssShmem:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("RssShmem in /proc/<pid>/status");
+    kib * 1024
+}
+
+#[test]
+fn a_run_of_small_calls_gives_back_a_large_calls_pages() {
+    let c = Cluster::new();
+    let id = c.addprocs(1).unwrap()[0];
+    let pid = c.pid(id).unwrap();
+    let big = make(32 * MIB);
+    assert_eq!(c.remotecall_fetch(id, echo, big.clone()).unwrap(), big);
+    // The worker read the argument from its region and wrote the result into the other.
+    let after_big = rss_shmem(pid);
+    assert!(
+        after_big >= 60 * MIB,
+        "{after_big} bytes after a 32 MiB echo"
+    );
+    // A few small calls keep the pages for the next large one...
+    for i in 0..10 {
+        assert_eq!(c.remotecall_fetch(id, add1, i).unwrap(), i + 1);
+    }
+    assert!(rss_shmem(pid) >= 60 * MIB);
+    // ...a run of them gives them back: both writers (the master for arguments, the worker
+    // for results) punch out all but a few MiB.
+    for i in 0..10 {
+        assert_eq!(c.remotecall_fetch(id, add1, i).unwrap(), i + 1);
+    }
+    let after_small = rss_shmem(pid);
+    assert!(
+        after_small <= 16 * MIB,
+        "{after_small} bytes after 20 small calls (was {after_big})"
+    );
+    // And large calls still work, with the same bytes.
+    let other = pattern(20 * MIB, 9);
+    assert_eq!(c.remotecall_fetch(id, echo, other.clone()).unwrap(), other);
+}

@@ -190,6 +190,9 @@ impl<'r> Out<'r> {
     /// The `Vec` (header and payload, or header only) and, when the payload went to the
     /// region, its length there (from offset 0).
     pub(crate) fn finish(self) -> (Vec<u8>, Option<usize>) {
+        if let Some(r) = self.region {
+            r.settle(self.spilled.unwrap_or(0));
+        }
         (self.vec, self.spilled)
     }
 
@@ -270,6 +273,54 @@ mod tests {
         for threshold in [1, 100, 1 << 30] {
             assert_eq!(through_region(&v, threshold).0, want);
         }
+    }
+
+    /// One payload through `r` (lent as a free region): `n` bytes of `b`.
+    fn payload(r: &mut Region, n: usize, b: u8) -> Option<usize> {
+        let mut out = Out::with_region(Vec::new(), r, 64 * 1024, usize::MAX);
+        out.extend(&vec![b; n]);
+        out.finish().1
+    }
+
+    #[test]
+    fn a_run_of_small_payloads_gives_a_large_ones_pages_back() {
+        const MIB: usize = 1 << 20;
+        let mut r = Region::create().unwrap();
+        assert_eq!(payload(&mut r, 24 * MIB, 1), Some(24 * MIB));
+        assert!(r.resident() >= 24 * MIB);
+        // Large payloads in between reset the count: nothing is given back.
+        for _ in 0..3 {
+            for _ in 0..15 {
+                assert_eq!(payload(&mut r, 100, 2), None);
+            }
+            assert!(r.resident() >= 24 * MIB);
+            assert_eq!(payload(&mut r, 8 * MIB, 3), Some(8 * MIB));
+        }
+        // 16 in a row under a quarter: the pages past 4 MiB go back.
+        for _ in 0..15 {
+            payload(&mut r, 100, 4);
+        }
+        assert!(r.resident() >= 24 * MIB);
+        payload(&mut r, 100, 4);
+        assert!(r.resident() <= 4 * MIB, "{} bytes still held", r.resident());
+        // The region still works, at any size, with the same bytes.
+        for n in [5 * MIB, 30 * MIB, 70_000] {
+            assert_eq!(payload(&mut r, n, 9), Some(n));
+            let mut back = Vec::new();
+            r.copy_out(0, n, &mut back);
+            assert!(back.len() == n && back.iter().all(|&b| b == 9));
+        }
+        // A payload over the kept 4 MiB keeps its own pages when the rest goes.
+        assert_eq!(payload(&mut r, 30 * MIB, 5), Some(30 * MIB));
+        assert!(r.resident() >= 30 * MIB);
+        for _ in 0..16 {
+            payload(&mut r, 6 * MIB, 6);
+        }
+        let held = r.resident();
+        assert!((6 * MIB..8 * MIB).contains(&held), "{held} bytes held");
+        let mut back = Vec::new();
+        r.copy_out(0, 6 * MIB, &mut back);
+        assert!(back.iter().all(|&b| b == 6));
     }
 
     #[test]

@@ -17,18 +17,30 @@ use std::num::NonZeroUsize;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 
-use nix::fcntl::{FcntlArg, SealFlag, fcntl};
+use nix::fcntl::{FallocateFlags, FcntlArg, SealFlag, fallocate, fcntl};
 use nix::sys::mman::{MapFlags, ProtFlags, mmap, munmap};
 
 /// Mappings grow in steps of this much (and at least double), so a run of growing
 /// payloads remaps a few times only.
 const STEP: usize = 2 << 20;
 
+/// What a writer keeps of its region's pages however its payloads shrink (see
+/// [`Region::settle`]).
+const KEEP: usize = 4 << 20;
+/// How many payloads in a row must use under a quarter of the pages a writer holds before
+/// it gives the rest back.
+const RELEASE_AFTER: u32 = 16;
+
 /// One region: its descriptor and its current mapping (`[0, len)`, shared, read-write).
 #[derive(Debug)]
 pub(crate) struct Region {
     fd: OwnedFd,
     map: Option<(NonNull<u8>, usize)>,
+    /// The writer's side: the end of the bytes written since pages were last given back
+    /// (the file's pages below it may be allocated; none above).
+    touched: usize,
+    /// The writer's side: payloads in a row that used under a quarter of `touched`.
+    slack: u32,
 }
 
 // SAFETY: the region owns its mapping exclusively (no other `Region` maps through this
@@ -46,7 +58,12 @@ impl Region {
         let seals = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_SEAL;
         let fd = super::sealed_memfd(c"ptools-zerocopy", 0, seals)?;
         check_sealed(&fd).map_err(io::Error::other)?;
-        Ok(Region { fd, map: None })
+        Ok(Region {
+            fd,
+            map: None,
+            touched: 0,
+            slack: 0,
+        })
     }
 
     /// Takes the region descriptor `fd` that the master passed through the environment
@@ -54,7 +71,12 @@ impl Region {
     /// close-on-exec. On error `fd` is left alone: it may belong to something else.
     pub(crate) fn adopt(fd: RawFd) -> Result<Region, String> {
         let fd = super::adopt_passed_fd(fd, check_sealed)?;
-        Ok(Region { fd, map: None })
+        Ok(Region {
+            fd,
+            map: None,
+            touched: 0,
+            slack: 0,
+        })
     }
 
     /// The descriptor, to pass to a worker at its start.
@@ -120,6 +142,47 @@ impl Region {
         self.remap(want)
     }
 
+    /// The writer's side, once per payload while the region is its own (the peer reads
+    /// nothing of it until told): `used` bytes from offset 0 hold the payload (0: it went on
+    /// the socket). A region that once carried a large payload keeps its pages for the
+    /// next, but after [`RELEASE_AFTER`] payloads in a row under a quarter of them, the
+    /// pages past the larger of `used` and [`KEEP`] go back to the system (a hole punched
+    /// in the file: the size, and so the seal's promise, stay). A steady run of large
+    /// payloads is never touched; one huge call no longer pins its pages in both processes
+    /// for the worker's life.
+    pub(crate) fn settle(&mut self, used: usize) {
+        self.touched = self.touched.max(used);
+        if self.touched <= KEEP || used.saturating_mul(4) >= self.touched {
+            self.slack = 0;
+            return;
+        }
+        self.slack += 1;
+        if self.slack < RELEASE_AFTER {
+            return;
+        }
+        self.slack = 0;
+        let from = used.max(KEEP).next_multiple_of(page_size());
+        if from >= self.touched {
+            return;
+        }
+        let (Ok(off), Ok(len)) = (i64::try_from(from), i64::try_from(self.touched - from)) else {
+            return;
+        };
+        let how = FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE;
+        // Best effort: a kernel that cannot punch holes in a memfd keeps the pages, as
+        // before, and is asked again only after another run of small payloads.
+        if fallocate(&self.fd, how, off, len).is_ok() {
+            self.touched = from;
+        }
+    }
+
+    /// Bytes the region's file holds in memory (its allocated blocks).
+    #[cfg(test)]
+    pub(crate) fn resident(&self) -> usize {
+        let st = nix::sys::stat::fstat(self.fd.as_fd()).expect("fstat");
+        st.st_blocks as usize * 512
+    }
+
     /// The reader's side: checks that `[off, off + len)` lies inside the region as its
     /// writer grew it, and maps that far. `max` bounds `len` (the link's frame cap), so a
     /// forged length maps nothing large.
@@ -156,6 +219,7 @@ impl Region {
         // does not read it before the frame that references it is sent (the protocol); if
         // it did, it would read torn bytes, its own business.
         unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), p.as_ptr().add(off), src.len()) };
+        self.touched = self.touched.max(off + src.len());
     }
 
     /// Moves `[from, from + len)` to `to` inside the writer's own region (the bytes may
@@ -168,6 +232,7 @@ impl Region {
         // overlap, and no Rust reference points into the shared memory. As for `write`, the
         // peer does not read these bytes before the frame that references them is sent.
         unsafe { std::ptr::copy(p.as_ptr().add(from), p.as_ptr().add(to), len) };
+        self.touched = self.touched.max(to + len);
     }
 
     /// `[off, off + len)` as a raw pointer, for a reader that copies out of the mapping
@@ -218,6 +283,14 @@ impl Region {
         // while borrowed (the caller's contract).
         unsafe { std::slice::from_raw_parts(p.as_ptr().add(off), len) }
     }
+}
+
+fn page_size() -> usize {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .and_then(|n| usize::try_from(n).ok())
+        .unwrap_or(4096)
 }
 
 /// Checks `F_SEAL_SHRINK` (see the module docs).

@@ -170,6 +170,9 @@ impl Region {
     pub(crate) fn copy_within(&mut self, _from: usize, _to: usize, _len: usize) {
         match self.0 {}
     }
+    pub(crate) fn settle(&mut self, _used: usize) {
+        match self.0 {}
+    }
     pub(crate) fn shared(&self, _off: usize, _len: usize) -> *const u8 {
         match self.0 {}
     }
