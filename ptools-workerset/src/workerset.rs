@@ -75,7 +75,8 @@ enum Waiter {
 }
 
 /// Where a waiting caller is handed its worker (or told there is none), or nudged to
-/// look at the free list. Its state changes only under the set's lock.
+/// look at the free list. Its state changes under the set's lock while the caller is
+/// queued (a failed queue, already taken off, is told after).
 struct Handoff {
     state: Mutex<Wake>,
     cv: Condvar,
@@ -104,7 +105,8 @@ impl Handoff {
         }
     }
 
-    /// Sets the state (the set's lock held, unless the caller has left the queue).
+    /// Sets the state (the set's lock held, unless the caller has been taken off the
+    /// queue).
     fn set(&self, w: Wake) {
         *lock(&self.state) = w;
     }
@@ -170,6 +172,9 @@ struct FirstFree {
     /// How long a waiting caller may be barged past before a freed worker is handed to it
     /// directly: `FAIR_AFTER` unless [`WorkerSet::set_fair_after`] said otherwise.
     fair_after: Duration,
+    /// Workers handed straight to a waiting caller (to tell that from a nudge in tests).
+    #[cfg(test)]
+    handed: usize,
 }
 
 /// The default fairness bound of a first-free set (Go's `sync.Mutex` also turns fair
@@ -319,6 +324,8 @@ impl WorkerSet {
                     queue: VecDeque::new(),
                     nudged: false,
                     fair_after: FAIR_AFTER,
+                    #[cfg(test)]
+                    handed: 0,
                 }),
             }),
         })
@@ -508,7 +515,11 @@ impl WorkerSet {
             }
             Mode::FirstFree => {
                 let mut g = lock(&self.inner.ff);
-                match self.inner.take_free(&mut g)? {
+                let mut after = After::default();
+                let got = self.inner.take_free(&mut g, &mut after);
+                drop(g);
+                after.run(&self.inner);
+                match got? {
                     Some(w) => Ok(Some(w)),
                     // A read side must not block for a worker (see `call_and_wait`): the
                     // batch waits in the queue as an encoded call instead.
@@ -614,11 +625,18 @@ impl WorkerSet {
             }
             Mode::FirstFree => {
                 let mut g = lock(&self.inner.ff);
-                if let Some(w) = self.inner.take_free(&mut g)? {
-                    drop(g);
-                    self.inner.clone().run_on(w, job, false);
-                } else {
-                    g.queue.push_back(Waiter::Job(job));
+                let mut after = After::default();
+                match self.inner.take_free(&mut g, &mut after) {
+                    Ok(Some(w)) => {
+                        drop(g);
+                        self.inner.clone().run_on(w, job, false);
+                    }
+                    Ok(None) => g.queue.push_back(Waiter::Job(job)),
+                    Err(e) => {
+                        drop(g);
+                        after.run(&self.inner);
+                        return Err(e);
+                    }
                 }
                 Ok(())
             }
@@ -650,10 +668,17 @@ impl SetInner {
 
     /// A free worker for a call of this thread: at once, or after the callers already
     /// waiting (FIFO among them, see [`release`](Self::release)). Blocks.
-    fn acquire(&self) -> Result<usize> {
+    fn acquire(self: &Arc<Self>) -> Result<usize> {
         let mut g = lock(&self.ff);
-        if let Some(w) = self.take_free(&mut g)? {
-            return Ok(w);
+        let mut after = After::default();
+        match self.take_free(&mut g, &mut after) {
+            Ok(Some(w)) => return Ok(w),
+            Ok(None) => {}
+            Err(e) => {
+                drop(g);
+                after.run(self);
+                return Err(e);
+            }
         }
         let h = Arc::new(Handoff::new());
         g.queue.push_back(Waiter::Caller(h.clone()));
@@ -671,39 +696,51 @@ impl SetInner {
                 Wake::Nudged => g.nudged = false,
                 Wake::Asleep => {}
             }
-            let got = self.take_free(&mut g);
-            if !matches!(got, Ok(None)) {
-                // Leave the queue: with a worker, or with none alive.
-                if let Some(i) = g
-                    .queue
-                    .iter()
-                    .position(|x| matches!(x, Waiter::Caller(c) if Arc::ptr_eq(c, &h)))
-                {
-                    g.queue.remove(i);
+            let mut after = After::default();
+            let got = match self.take_free(&mut g, &mut after) {
+                // Barged: sleep again, still the oldest waiting.
+                Ok(None) => continue,
+                Ok(Some(w)) => {
+                    if let Some(i) = g
+                        .queue
+                        .iter()
+                        .position(|x| matches!(x, Waiter::Caller(c) if Arc::ptr_eq(c, &h)))
+                    {
+                        g.queue.remove(i);
+                    }
+                    self.dispatch(&mut g, &mut after);
+                    Ok(w)
                 }
-                let next = self.nudge(&mut g);
-                drop(g);
-                if let Some(n) = next {
-                    n.cv.notify_one();
-                }
-                return got.map(|w| w.expect("matched Some"));
-            }
+                // The queue, this caller included, was failed.
+                Err(e) => Err(e),
+            };
+            drop(g);
+            after.run(self);
+            return got;
         }
     }
 
-    /// When a worker is free and the oldest waiting is a caller nobody nudged yet: marks it
-    /// nudged and returns it, to be woken once the set's lock is released.
-    fn nudge(&self, g: &mut FirstFree) -> Option<Arc<Handoff>> {
-        if g.nudged || g.free.is_empty() {
-            return None;
-        }
-        match g.queue.front() {
-            Some(Waiter::Caller(h)) => {
-                g.nudged = true;
-                h.set(Wake::Nudged);
-                Some(h.clone())
+    /// Serves the queue from the free list: while workers are free, the encoded calls at
+    /// its front are given one each (to run once the lock is released), then the oldest
+    /// waiting caller, if any, is nudged (unless one is already).
+    fn dispatch(&self, g: &mut FirstFree, after: &mut After) {
+        while !g.free.is_empty() && matches!(g.queue.front(), Some(Waiter::Job(_))) {
+            match self.take_free(g, after) {
+                Ok(Some(w)) => {
+                    if let Some(Waiter::Job(job)) = g.queue.pop_front() {
+                        after.jobs.push((w, job));
+                    }
+                }
+                Ok(None) | Err(_) => return,
             }
-            _ => None,
+        }
+        if g.nudged || g.free.is_empty() {
+            return;
+        }
+        if let Some(Waiter::Caller(h)) = g.queue.front() {
+            g.nudged = true;
+            h.set(Wake::Nudged);
+            after.wake.push(h.clone());
         }
     }
 
@@ -712,8 +749,9 @@ impl SetInner {
     ///
     /// # Errors
     ///
-    /// [`Error::NoWorkers`] when no worker of the set is alive.
-    fn take_free(&self, g: &mut FirstFree) -> Result<Option<usize>> {
+    /// [`Error::NoWorkers`] when no worker of the set is alive; every waiting call is then
+    /// failed too (through `after`): no worker will ever end a call to serve them.
+    fn take_free(&self, g: &mut FirstFree, after: &mut After) -> Result<Option<usize>> {
         while let Some(w) = g.free.pop_front() {
             if self.cluster.inner.is_alive(w) {
                 return Ok(Some(w));
@@ -721,6 +759,8 @@ impl SetInner {
             g.live.retain(|&x| x != w);
         }
         if g.live.is_empty() {
+            after.failed.extend(g.queue.drain(..));
+            g.nudged = false;
             return Err(Error::NoWorkers);
         }
         Ok(None)
@@ -731,52 +771,69 @@ impl SetInner {
     /// nudged, and `w` goes on the free list, where the thread that just freed it may take
     /// it back first when it calls again at once (barging, as in `parking_lot`'s and Go's
     /// mutexes). That spares a sleep and a wake-up per call when callers outnumber
-    /// workers; the nudged caller takes `w` when nobody did, and an older one is handed
-    /// `w` directly, so no caller is passed over for much longer than the bound.
+    /// workers. The nudged caller takes `w` when nobody did; one that lost it sleeps
+    /// again, still the oldest, until the next worker freed, which is handed to it
+    /// directly once it has waited past the bound. Encoded calls at the front of the
+    /// queue are always handed `w` directly.
     fn release(self: Arc<Self>, w: usize) {
         let mut g = lock(&self.ff);
+        let mut after = After::default();
         if !self.cluster.inner.is_alive(w) {
             g.live.retain(|&x| x != w);
             if g.live.is_empty() {
-                let waiting = std::mem::take(&mut g.queue);
+                after.failed.extend(g.queue.drain(..));
                 g.nudged = false;
-                drop(g);
-                for j in waiting {
-                    j.fail();
-                }
+            } else {
+                self.dispatch(&mut g, &mut after);
             }
-            return;
+        } else {
+            let fair = match g.queue.front() {
+                Some(Waiter::Job(_)) => true,
+                Some(Waiter::Caller(h)) => h.since.elapsed() >= g.fair_after,
+                None => false,
+            };
+            match if fair { g.queue.pop_front() } else { None } {
+                Some(Waiter::Job(job)) => after.jobs.push((w, job)),
+                Some(Waiter::Caller(h)) => {
+                    if h.is_nudged() {
+                        g.nudged = false;
+                    }
+                    h.set(Wake::Given(Ok(w)));
+                    #[cfg(test)]
+                    {
+                        g.handed += 1;
+                    }
+                    after.wake.push(h);
+                }
+                None => g.free.push_back(w),
+            }
+            self.dispatch(&mut g, &mut after);
         }
-        let fair = match g.queue.front() {
-            Some(Waiter::Job(_)) => true,
-            Some(Waiter::Caller(h)) => h.since.elapsed() >= g.fair_after,
-            None => false,
-        };
-        match if fair { g.queue.pop_front() } else { None } {
-            Some(Waiter::Job(job)) => {
-                drop(g);
-                self.run_on(w, job, false);
-            }
-            Some(Waiter::Caller(h)) => {
-                if h.is_nudged() {
-                    g.nudged = false;
-                }
-                h.set(Wake::Given(Ok(w)));
-                let next = self.nudge(&mut g);
-                drop(g);
-                h.cv.notify_one();
-                if let Some(n) = next {
-                    n.cv.notify_one();
-                }
-            }
-            None => {
-                g.free.push_back(w);
-                let next = self.nudge(&mut g);
-                drop(g);
-                if let Some(h) = next {
-                    h.cv.notify_one();
-                }
-            }
+        drop(g);
+        after.run(&self);
+    }
+}
+
+/// What a change to a first-free set's state leaves to do once its lock is released:
+/// callers to wake (handed a worker or nudged), encoded calls to send, and calls to fail
+/// when no worker is left.
+#[derive(Default)]
+struct After {
+    wake: Vec<Arc<Handoff>>,
+    jobs: Vec<(usize, Job)>,
+    failed: Vec<Waiter>,
+}
+
+impl After {
+    fn run(self, set: &Arc<SetInner>) {
+        for h in self.wake {
+            h.cv.notify_one();
+        }
+        for (w, job) in self.jobs {
+            set.clone().run_on(w, job, false);
+        }
+        for w in self.failed {
+            w.fail();
         }
     }
 }
@@ -805,6 +862,14 @@ mod tests {
         h
     }
 
+    fn handed(ws: &WorkerSet) -> usize {
+        lock(&ws.inner.ff).handed
+    }
+
+    fn double(x: u32) -> u32 {
+        2 * x
+    }
+
     #[test]
     fn a_caller_older_than_the_bound_is_handed_the_worker() {
         let ws = set(FAIR_AFTER);
@@ -813,13 +878,8 @@ mod tests {
         // Sleeping makes the waiter older than the bound, whatever the machine's speed.
         std::thread::sleep(FAIR_AFTER * 5);
         ws.inner.clone().release(w);
-        {
-            // Handed over inside `release`: not on the free list for anyone to take.
-            let g = lock(&ws.inner.ff);
-            assert!(g.free.is_empty());
-            assert!(g.queue.is_empty());
-            assert!(!g.nudged);
-        }
+        // Handed over inside `release` (not nudged to take it from the free list).
+        assert_eq!(handed(&ws), 1);
         assert_eq!(b.join().unwrap().unwrap(), 1);
     }
 
@@ -829,9 +889,7 @@ mod tests {
         let w = ws.inner.acquire().unwrap();
         let b = waiter(&ws);
         ws.inner.clone().release(w);
-        let g = lock(&ws.inner.ff);
-        assert!(g.free.is_empty() && g.queue.is_empty());
-        drop(g);
+        assert_eq!(handed(&ws), 1);
         assert_eq!(b.join().unwrap().unwrap(), 1);
     }
 
@@ -841,6 +899,11 @@ mod tests {
         let w = ws.inner.acquire().unwrap();
         let b = waiter(&ws);
         ws.inner.clone().release(w);
+        assert_eq!(
+            handed(&ws),
+            0,
+            "a young caller is nudged, not handed the worker"
+        );
         {
             // Either the worker waits on the free list for the nudged caller, or that
             // caller has already taken it.
@@ -855,12 +918,72 @@ mod tests {
         // caller runs: that caller then finds nothing, sleeps again, still queued, and the
         // next release nudges it again (or finds it still nudged). Either way it ends up
         // with the worker.
-        let again = ws.inner.take_free(&mut lock(&ws.inner.ff)).unwrap();
+        let mut after = After::default();
+        let again = ws
+            .inner
+            .take_free(&mut lock(&ws.inner.ff), &mut after)
+            .unwrap();
+        after.run(&ws.inner);
         if let Some(w) = again {
             ws.inner.clone().release(w);
         }
         assert_eq!(b.join().unwrap().unwrap(), 1);
         let g = lock(&ws.inner.ff);
         assert!(g.free.is_empty() && g.queue.is_empty() && !g.nudged);
+        assert_eq!(g.handed, 0);
+    }
+
+    #[test]
+    fn free_workers_serve_queued_calls_before_a_nudge() {
+        // A free worker beside a queued encoded call (possible once a nudged caller left
+        // the front): the call gets it, and no caller behind is nudged for a worker gone.
+        let ws = set(Duration::from_secs(3600));
+        let job = Job::new(double, 21).unwrap();
+        let r: RemoteRef<u32> = RemoteRef::new(job.slot.clone());
+        let h = Arc::new(Handoff::new());
+        let mut after = After::default();
+        {
+            let mut g = lock(&ws.inner.ff);
+            g.free = [1].into();
+            g.queue = [Waiter::Job(job), Waiter::Caller(h.clone())].into();
+            ws.inner.dispatch(&mut g, &mut after);
+            assert!(g.free.is_empty() && !g.nudged && g.queue.len() == 1);
+        }
+        assert_eq!(after.jobs.len(), 1);
+        assert_eq!(after.jobs[0].0, 1);
+        assert!(after.wake.is_empty());
+        after.run(&ws.inner);
+        assert_eq!(r.fetch().unwrap(), 42);
+        // The call's end frees worker 1 again: now the caller is nudged to take it.
+        let t0 = Instant::now();
+        while !h.is_nudged() {
+            assert!(t0.elapsed() < Duration::from_secs(60), "never nudged");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(lock(&ws.inner.ff).nudged);
+    }
+
+    #[test]
+    fn the_last_worker_found_dead_fails_everything_waiting() {
+        // Waiters beside a free worker (barging allows it) that has died: whoever finds it
+        // dead fails them all, since no call will ever end to serve them.
+        let ws = set(Duration::from_secs(3600));
+        let job = Job::new(double, 1).unwrap();
+        let r: RemoteRef<u32> = RemoteRef::new(job.slot.clone());
+        let h = Arc::new(Handoff::new());
+        {
+            let mut g = lock(&ws.inner.ff);
+            // 77 is no worker of the cluster: dead.
+            g.live = vec![77];
+            g.free = [77].into();
+            g.queue = [Waiter::Caller(h.clone()), Waiter::Job(job)].into();
+            g.nudged = true;
+            h.set(Wake::Nudged);
+        }
+        assert!(matches!(ws.inner.acquire(), Err(Error::NoWorkers)));
+        assert!(matches!(h.wait(), Some(Err(Error::NoWorkers))));
+        assert!(matches!(r.fetch(), Err(Error::NoWorkers)));
+        let g = lock(&ws.inner.ff);
+        assert!(g.queue.is_empty() && g.live.is_empty() && !g.nudged);
     }
 }

@@ -353,40 +353,10 @@ fn within<T: Send + 'static>(
 }
 
 #[test]
-fn a_caller_passed_over_still_gets_its_turn() {
-    // One worker, one thread calling it back to back: with barging it would take the
-    // worker back every time; the fairness bound hands it to the waiting thread.
-    let c = Cluster::new();
-    let ids = c.addprocs(1).unwrap();
-    let ws = WorkerSet::with_cluster(&c, &ids, Mode::FirstFree).unwrap();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let calls = std::sync::Arc::new(AtomicUsize::new(0));
-    let hot = {
-        let (ws, stop, calls) = (ws.clone(), stop.clone(), calls.clone());
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                assert_eq!(ws.remotecall_fetch(id, ()).unwrap(), ids[0]);
-                calls.fetch_add(1, Ordering::Relaxed);
-            }
-        })
-    };
-    while calls.load(Ordering::Relaxed) < 200 {
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    for _ in 0..20 {
-        let ws = ws.clone();
-        within(Duration::from_secs(60), "the waiting caller", move || {
-            ws.remotecall_fetch(id, ()).unwrap()
-        });
-    }
-    stop.store(true, Ordering::Relaxed);
-    hot.join().unwrap();
-}
-
-#[test]
 fn nudged_callers_take_the_workers_nobody_takes_back() {
     // With a bound no wait reaches, every freed worker goes through the free list and a
-    // nudge, never a hand-over: no caller may be left asleep beside a free worker.
+    // nudge, never a hand-over to a caller: no caller, and no encoded call, may be left
+    // waiting beside a free worker.
     let c = Cluster::new();
     let ids = c.addprocs(2).unwrap();
     let ws = WorkerSet::with_cluster(&c, &ids, Mode::FirstFree).unwrap();
@@ -395,7 +365,7 @@ fn nudged_callers_take_the_workers_nobody_takes_back() {
         let ws = ws.clone();
         within(
             Duration::from_secs(120),
-            "8 threads on 2 workers",
+            "8 calling threads and queued calls on 2 workers",
             move || {
                 std::thread::scope(|s| {
                     let hs: Vec<_> = (0..8u64)
@@ -410,6 +380,18 @@ fn nudged_callers_take_the_workers_nobody_takes_back() {
                             })
                         })
                         .collect();
+                    // Encoded calls queued among the blocked callers, 4 at a time.
+                    let jobs = s.spawn(|| {
+                        for k in 0..100u64 {
+                            let rs: Vec<_> = (0..4)
+                                .map(|j| ws.remotecall(|x: u64| x + 1, 4 * k + j).unwrap())
+                                .collect();
+                            for (j, r) in rs.into_iter().enumerate() {
+                                assert_eq!(r.fetch().unwrap(), 4 * k + j as u64 + 1);
+                            }
+                        }
+                    });
+                    jobs.join().unwrap();
                     hs.into_iter().map(|h| h.join().unwrap()).sum::<u64>()
                 })
             },
