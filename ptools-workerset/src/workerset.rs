@@ -111,8 +111,20 @@ impl Handoff {
         *lock(&self.state) = w;
     }
 
+    #[cfg(test)]
     fn is_nudged(&self) -> bool {
         matches!(*lock(&self.state), Wake::Nudged)
+    }
+
+    /// Marks a sleeping caller nudged; false when it already was (a queued caller is
+    /// never `Given`: that takes it off the queue first).
+    fn nudge(&self) -> bool {
+        let mut g = lock(&self.state);
+        let asleep = matches!(*g, Wake::Asleep);
+        if asleep {
+            *g = Wake::Nudged;
+        }
+        asleep
     }
 
     fn give(&self, w: Result<usize>) {
@@ -166,15 +178,28 @@ impl Job {
 struct FirstFree {
     free: VecDeque<usize>,
     live: Vec<usize>,
+    /// Only the caller at the front is ever nudged (at most one at a time), so "a nudge
+    /// is outstanding" is that caller's state, not a flag kept beside it.
     queue: VecDeque<Waiter>,
-    /// The oldest waiting caller has been nudged and not yet looked (at most one is).
-    nudged: bool,
     /// How long a waiting caller may be barged past before a freed worker is handed to it
     /// directly: `FAIR_AFTER` unless [`WorkerSet::set_fair_after`] said otherwise.
     fair_after: Duration,
     /// Workers handed straight to a waiting caller (to tell that from a nudge in tests).
     #[cfg(test)]
     handed: usize,
+}
+
+impl FirstFree {
+    /// Whether the oldest waiting caller has been nudged and has not looked yet.
+    #[cfg(test)]
+    fn nudged(&self) -> bool {
+        matches!(self.queue.front(), Some(Waiter::Caller(h)) if h.is_nudged())
+    }
+
+    /// No worker is left: every waiting call is to be failed.
+    fn fail_all(&mut self, after: &mut After) {
+        after.failed.extend(self.queue.drain(..));
+    }
 }
 
 /// The default fairness bound of a first-free set (Go's `sync.Mutex` also turns fair
@@ -322,7 +347,6 @@ impl WorkerSet {
                     free: ids.iter().copied().collect(),
                     live: ids.to_vec(),
                     queue: VecDeque::new(),
-                    nudged: false,
                     fair_after: FAIR_AFTER,
                     #[cfg(test)]
                     handed: 0,
@@ -690,11 +714,9 @@ impl SetInner {
             // Nudged: a worker was freed while this caller was the oldest waiting. It may
             // have been taken since (barged) or handed here meanwhile.
             let mut g = lock(&self.ff);
-            let state = std::mem::replace(&mut *lock(&h.state), Wake::Asleep);
-            match state {
-                Wake::Given(w) => return w,
-                Wake::Nudged => g.nudged = false,
-                Wake::Asleep => {}
+            // Looked: no longer nudged, whatever it finds.
+            if let Wake::Given(w) = std::mem::replace(&mut *lock(&h.state), Wake::Asleep) {
+                return w;
             }
             let mut after = After::default();
             let got = match self.take_free(&mut g, &mut after) {
@@ -734,12 +756,12 @@ impl SetInner {
                 Ok(None) | Err(_) => return,
             }
         }
-        if g.nudged || g.free.is_empty() {
+        if g.free.is_empty() {
             return;
         }
-        if let Some(Waiter::Caller(h)) = g.queue.front() {
-            g.nudged = true;
-            h.set(Wake::Nudged);
+        if let Some(Waiter::Caller(h)) = g.queue.front()
+            && h.nudge()
+        {
             after.wake.push(h.clone());
         }
     }
@@ -759,8 +781,7 @@ impl SetInner {
             g.live.retain(|&x| x != w);
         }
         if g.live.is_empty() {
-            after.failed.extend(g.queue.drain(..));
-            g.nudged = false;
+            g.fail_all(after);
             return Err(Error::NoWorkers);
         }
         Ok(None)
@@ -781,8 +802,7 @@ impl SetInner {
         if !self.cluster.inner.is_alive(w) {
             g.live.retain(|&x| x != w);
             if g.live.is_empty() {
-                after.failed.extend(g.queue.drain(..));
-                g.nudged = false;
+                g.fail_all(&mut after);
             } else {
                 self.dispatch(&mut g, &mut after);
             }
@@ -795,9 +815,6 @@ impl SetInner {
             match if fair { g.queue.pop_front() } else { None } {
                 Some(Waiter::Job(job)) => after.jobs.push((w, job)),
                 Some(Waiter::Caller(h)) => {
-                    if h.is_nudged() {
-                        g.nudged = false;
-                    }
                     h.set(Wake::Given(Ok(w)));
                     #[cfg(test)]
                     {
@@ -909,8 +926,8 @@ mod tests {
             // caller has already taken it.
             let g = lock(&ws.inner.ff);
             match (g.free.len(), g.queue.len()) {
-                (1, 1) => assert!(g.nudged),
-                (0, 0) => assert!(!g.nudged),
+                (1, 1) => assert!(g.nudged()),
+                (0, 0) => assert!(!g.nudged()),
                 other => panic!("free list and queue after release: {other:?}"),
             }
         }
@@ -929,7 +946,7 @@ mod tests {
         }
         assert_eq!(b.join().unwrap().unwrap(), 1);
         let g = lock(&ws.inner.ff);
-        assert!(g.free.is_empty() && g.queue.is_empty() && !g.nudged);
+        assert!(g.free.is_empty() && g.queue.is_empty() && !g.nudged());
         assert_eq!(g.handed, 0);
     }
 
@@ -947,7 +964,7 @@ mod tests {
             g.free = [1].into();
             g.queue = [Waiter::Job(job), Waiter::Caller(h.clone())].into();
             ws.inner.dispatch(&mut g, &mut after);
-            assert!(g.free.is_empty() && !g.nudged && g.queue.len() == 1);
+            assert!(g.free.is_empty() && !g.nudged() && g.queue.len() == 1);
         }
         assert_eq!(after.jobs.len(), 1);
         assert_eq!(after.jobs[0].0, 1);
@@ -960,7 +977,7 @@ mod tests {
             assert!(t0.elapsed() < Duration::from_secs(60), "never nudged");
             std::thread::sleep(Duration::from_millis(1));
         }
-        assert!(lock(&ws.inner.ff).nudged);
+        assert!(lock(&ws.inner.ff).nudged());
     }
 
     #[test]
@@ -977,13 +994,12 @@ mod tests {
             g.live = vec![77];
             g.free = [77].into();
             g.queue = [Waiter::Caller(h.clone()), Waiter::Job(job)].into();
-            g.nudged = true;
             h.set(Wake::Nudged);
         }
         assert!(matches!(ws.inner.acquire(), Err(Error::NoWorkers)));
         assert!(matches!(h.wait(), Some(Err(Error::NoWorkers))));
         assert!(matches!(r.fetch(), Err(Error::NoWorkers)));
         let g = lock(&ws.inner.ff);
-        assert!(g.queue.is_empty() && g.live.is_empty() && !g.nudged);
+        assert!(g.queue.is_empty() && g.live.is_empty() && !g.nudged());
     }
 }
