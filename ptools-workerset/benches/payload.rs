@@ -12,7 +12,7 @@ use std::time::Duration;
 use criterion::{
     BatchSize, BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
-use ptools_workerset::Cluster;
+use ptools_workerset::{Cluster, SharedSlice};
 
 /// The sizes of the curve, in bytes, with their labels.
 const SIZES: [(usize, &str); 5] = [
@@ -28,6 +28,10 @@ fn echo_u8(v: Vec<u8>) -> Vec<u8> {
 }
 
 fn echo_f64(v: Vec<f64>) -> Vec<f64> {
+    v
+}
+
+fn echo_shared(v: SharedSlice<u8>) -> SharedSlice<u8> {
     v
 }
 
@@ -166,6 +170,19 @@ fn payload(c: &mut Criterion) {
                 BatchSize::LargeInput,
             )
         });
+        // The same bytes as a `SharedSlice`: read in place on both sides from 64 KiB on.
+        // The result (a view of the worker's region, when large) is dropped inside the
+        // timing, which lets the worker use its region for the next result.
+        g.bench_function(BenchmarkId::new("remotecall_fetch_shared_u8", label), |b| {
+            b.iter_batched(
+                || SharedSlice::from(bytes.clone()),
+                |v| {
+                    let back = cluster.remotecall_fetch(id, echo_shared, v).unwrap();
+                    black_box(back.len());
+                },
+                BatchSize::PerIteration,
+            )
+        });
         let floats: Vec<f64> = (0..size / 8).map(|i| i as f64 * 0.5 - 7.25).collect();
         g.bench_function(BenchmarkId::new("remotecall_fetch_vec_f64", label), |b| {
             b.iter_batched(
@@ -174,7 +191,13 @@ fn payload(c: &mut Criterion) {
                 BatchSize::LargeInput,
             )
         });
-        // Once, outside the timing: what came back is what went.
+        // Once, outside the timing: what came back is what went, in place when large.
+        let back = cluster
+            .remotecall_fetch(id, echo_shared, SharedSlice::from(bytes.clone()))
+            .unwrap();
+        assert_eq!(back.is_in_place(), size >= 64 << 10, "{label}");
+        assert_eq!(&*back, &bytes[..]);
+        drop(back);
         assert_eq!(
             cluster
                 .remotecall_fetch(id, echo_u8, bytes.clone())

@@ -20,7 +20,7 @@ use std::sync::{Once, OnceLock};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::codec::Out;
+use crate::codec::{Home, Out};
 use crate::error::{Error, Result};
 
 /// The fixed point every offset is measured from.
@@ -66,7 +66,8 @@ impl Status {
 ///
 /// `f` must be the address of a `fn(A) -> R` for exactly the `A` and `R` the trampoline was
 /// monomorphised with.
-pub(crate) type Tramp = unsafe fn(f: usize, arg: &[u8], out: &mut Out<'_>) -> Status;
+pub(crate) type Tramp =
+    unsafe fn(f: usize, arg: &[u8], home: Option<&Home>, out: &mut Out<'_>) -> Status;
 
 /// A function and its trampoline, as offsets from [`anchor`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,13 +172,19 @@ impl FnRef {
     ///
     /// The offsets must come from [`FnRef::single`] or [`FnRef::batch`] in a process running
     /// the same executable image (this process, or a master whose build the handshake
-    /// checked).
-    pub(crate) unsafe fn invoke(self, arg: &[u8], out: &mut Out<'_>) -> Status {
+    /// checked). `home`: the region `arg` lies in, when it does (a `SharedSlice` in the
+    /// argument is then a view of it).
+    pub(crate) unsafe fn invoke(
+        self,
+        arg: &[u8],
+        home: Option<&Home>,
+        out: &mut Out<'_>,
+    ) -> Status {
         // SAFETY: by the caller's promise, `tramp_off` is the offset of a `Tramp` in this
         // image, so the address is that function's.
         let tramp: Tramp = unsafe { std::mem::transmute::<usize, Tramp>(address(self.tramp_off)) };
         // SAFETY: `f_off` was made together with `tramp_off`, for the same `A` and `R`.
-        unsafe { tramp(address(self.f_off), arg, out) }
+        unsafe { tramp(address(self.f_off), arg, home, out) }
     }
 }
 
@@ -189,11 +196,12 @@ impl FnRef {
 unsafe fn trampoline<A: DeserializeOwned, R: Serialize>(
     f: usize,
     arg: &[u8],
+    home: Option<&Home>,
     out: &mut Out<'_>,
 ) -> Status {
     // SAFETY: the caller promises `f` is a `fn(A) -> R`; fn pointers are address-sized.
     let f: fn(A) -> R = unsafe { std::mem::transmute::<usize, fn(A) -> R>(f) };
-    let a: A = match crate::codec::decode(arg) {
+    let a: A = match crate::codec::decode_in(arg, home) {
         Ok(a) => a,
         Err(e) => return message(out, Status::DecodeArg, &e.to_string()),
     };
@@ -211,11 +219,12 @@ unsafe fn trampoline<A: DeserializeOwned, R: Serialize>(
 unsafe fn batch_trampoline<A: DeserializeOwned, R: Serialize>(
     f: usize,
     arg: &[u8],
+    home: Option<&Home>,
     out: &mut Out<'_>,
 ) -> Status {
     // SAFETY: the caller promises `f` is a `fn(A) -> R`; fn pointers are address-sized.
     let f: fn(A) -> R = unsafe { std::mem::transmute::<usize, fn(A) -> R>(f) };
-    let items: Vec<A> = match crate::codec::decode(arg) {
+    let items: Vec<A> = match crate::codec::decode_in(arg, home) {
         Ok(a) => a,
         Err(e) => return message(out, Status::DecodeArg, &e.to_string()),
     };
@@ -319,7 +328,7 @@ mod tests {
         let mut out = Out::new(Vec::new());
         let arg = crate::codec::encode(&(2u32, 3u32)).unwrap();
         // SAFETY: made by `FnRef::single` in this process.
-        let s = unsafe { r.invoke(&arg, &mut out) };
+        let s = unsafe { r.invoke(&arg, None, &mut out) };
         assert_eq!(s, Status::Ok);
         assert_eq!(crate::codec::decode::<u32>(&out.finish().0).unwrap(), 5);
     }
@@ -330,7 +339,7 @@ mod tests {
         let mut out = Out::new(Vec::new());
         let arg = crate::codec::encode(&vec![1u8, 2, 3]).unwrap();
         // SAFETY: made by `FnRef::batch` in this process.
-        assert_eq!(unsafe { r.invoke(&arg, &mut out) }, Status::Ok);
+        assert_eq!(unsafe { r.invoke(&arg, None, &mut out) }, Status::Ok);
         assert_eq!(
             crate::codec::decode::<Vec<u8>>(&out.finish().0).unwrap(),
             vec![2, 4, 6]
@@ -338,7 +347,7 @@ mod tests {
 
         let mut out = Out::new(Vec::new());
         // SAFETY: made by `FnRef::single` in this process.
-        let s = unsafe { FnRef::single(boom).unwrap().invoke(&[], &mut out) };
+        let s = unsafe { FnRef::single(boom).unwrap().invoke(&[], None, &mut out) };
         assert_eq!(s, Status::Panic);
         let (m, l) = decode_panic(&out.finish().0);
         assert_eq!(m, "boom");
@@ -372,7 +381,7 @@ mod tests {
     fn bad_argument_is_reported() {
         let mut out = Out::new(Vec::new());
         // SAFETY: made by `FnRef::single` in this process.
-        let s = unsafe { FnRef::single(add).unwrap().invoke(&[0xff], &mut out) };
+        let s = unsafe { FnRef::single(add).unwrap().invoke(&[0xff], None, &mut out) };
         assert_eq!(s, Status::DecodeArg);
     }
 }

@@ -122,6 +122,22 @@
 //! result without trusting the region's bytes to stay put: each is copied out once and
 //! checked on the copy (`src/cluster/PROTOCOL.md`, "Large payloads").
 //!
+//! A `Vec<T>` must own memory of its own process, so one echoed through a worker is
+//! copied four times: into the argument region, into the worker's `Vec`, into the result
+//! region, into the caller's `Vec`. A [`SharedSlice<T>`](SharedSlice) (numbers only, used
+//! in a remote function's argument or result in place of a `Vec<T>`) is read where it
+//! lies instead: the worker reads its argument in the master's region, the master reads
+//! the result in the worker's, and the round trip copies once each way (`BENCHMARKS.md`
+//! holds a 16 MiB one against two `memcpy`s). A view the master holds keeps its worker's result
+//! region (later large results take the socket meanwhile) and stays readable whatever
+//! happens to the worker; a view a worker keeps past its call is given a private copy of
+//! its pages before the reply lets the master write the region again. This is the one
+//! place the master reads bytes a worker can write without copying them: the view's length
+//! and place are the master's own checked copy, any bits are a valid number, and the
+//! bytes stay put as long as the worker keeps the protocol, which only `unsafe` code gone
+//! wrong in the master's own program could break (the trust level of a shared array of
+//! ptools-shm; see [`SharedSlice`]).
+//!
 //! After the handshake a local worker's calls and replies travel through a shared-memory
 //! ring instead of its socket (one more memfd, sealed at its size): the same frames, but a
 //! side that waits spins briefly before it sleeps on a futex, so a short call is answered
@@ -233,6 +249,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use cluster::{Cluster, ClusterBuilder, WorkerHost, WorkerStatus};
+pub use codec::{Number, SharedSlice};
 pub use error::{Error, Result, Termination};
 pub use func::CodeOffset;
 pub use net::launch::{

@@ -357,6 +357,7 @@ fn serve(
             None => (None, None),
         };
         let mut arg_len = body.len();
+        let mut home = None;
         let arg: &[u8] = if zc_call {
             let off = wire::u64_at(body, 25).unwrap_or(0);
             let len = wire::u64_at(body, 33).unwrap_or(0);
@@ -369,6 +370,7 @@ fn serve(
                 exit_now(1)
             }
             arg_len = len as usize;
+            home = a.home();
             // SAFETY: `cover` checked the range; the master writes its argument region
             // again only after it has read the reply to this call, which is sent after the
             // argument is decoded (and this borrow is gone), and this worker trusts its
@@ -394,26 +396,33 @@ fn serve(
         };
         // SAFETY: the handshake proved the master runs this very executable image, and
         // the master made these offsets with `FnRef::single`/`FnRef::batch`.
-        let status = unsafe { f.invoke(arg, &mut out) };
+        let status = unsafe { f.invoke(arg, home.as_ref(), &mut out) };
         // The reply is in the buffer before the call counts as done: a shutdown that finds
         // this worker idle flushes the buffer, so a finished call is never reported dead.
         let len = out.payload_len();
         let cap_ok = len < CAP.load(Ordering::Relaxed);
-        match out.spilled() {
-            Some(_) if status == Status::Ok && cap_ok => {
-                res = out.finish().0;
-                if let Some(z) = zc.as_mut() {
-                    z.sent += 1;
-                }
-                replies.push_zc(len);
+        let in_region = out.spilled().is_some() && status == Status::Ok && cap_ok;
+        if !in_region {
+            // An error's message that spilled comes back to go on the socket (a payload
+            // over the cap never stays in the region: `max`).
+            out.unspill();
+        }
+        res = out.finish().0;
+        // Ours is not a view: what holds the argument's mapping now is the region and the
+        // views the function kept.
+        let lent = home.take().is_some();
+        if let Some(z) = zc.as_mut() {
+            // Views of the argument that the function kept get their own copy before the
+            // reply lets the master write the region again.
+            if lent {
+                z.arg.keep_lent();
             }
-            _ => {
-                // An error's message that spilled comes back to go on the socket (a
-                // payload over the cap never stays in the region: `max`).
-                out.unspill();
-                res = out.finish().0;
-                replies.push(status, &res);
-            }
+            z.sent += u64::from(in_region);
+        }
+        if in_region {
+            replies.push_zc(len);
+        } else {
+            replies.push(status, &res);
         }
         BUSY.store(false, Ordering::SeqCst);
         if SHUTDOWN.load(Ordering::SeqCst) {

@@ -260,7 +260,7 @@ pub mod prelude {
     };
     #[doc(inline)]
     pub use ptools_workerset::{
-        Cluster, Mode, RemoteRef, WorkerSet, addprocs, init, myid, nprocs, nworkers, pmap, procs,
-        remotecall, remotecall_fetch, remotecall_wait, rmprocs, workers,
+        Cluster, Mode, RemoteRef, SharedSlice, WorkerSet, addprocs, init, myid, nprocs, nworkers,
+        pmap, procs, remotecall, remotecall_fetch, remotecall_wait, rmprocs, workers,
     };
 }

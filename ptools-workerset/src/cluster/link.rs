@@ -131,21 +131,28 @@ pub(crate) struct InRegion {
 }
 
 impl InRegion {
-    /// Decodes the result straight from the region, then acknowledges it.
+    /// Decodes the result straight from the region, then acknowledges it; a
+    /// [`SharedSlice`](crate::SharedSlice) in it is a view of the region instead, which
+    /// holds the acknowledgement until the last such view is dropped (see
+    /// `codec/shared.rs`).
     ///
     /// Why decoding from memory the worker can write is sound: see `codec::decode_shared`
     /// (every byte copied out once, into the value or a local, and nothing decided on the
     /// shared bytes). A worker writing its region while it is read (it should not: it was
     /// not acknowledged) can make the value wrong or the decoding fail, nothing more.
     pub(crate) fn decode<R: serde::de::DeserializeOwned>(self) -> std::result::Result<R, String> {
-        let region = lock(&self.res.region);
+        let (res, off, len) = (self.res.clone(), self.off, self.len);
+        let region = lock(&res.region);
         // The mapping only grows (`Region::cover` maps further, never less), so the
         // range checked when the reply came still lies inside it.
-        let p = region.shared(self.off, self.len);
+        let p = region.shared(off, len);
+        // Views hold the mapping and this result: acknowledged when the last goes (at
+        // the end of the decoding when there is none).
+        let home = region.home().map(|h| h.with(Arc::new(self)));
         // SAFETY: `[p, p + len)` lies inside the mapping (checked by `shared`), which
         // stays mapped while `region` is locked (only `&mut` methods remap or unmap it),
         // and is backed by the file (sealed against shrinking), so reading it cannot fault.
-        unsafe { crate::codec::decode_shared(p, self.len) }
+        unsafe { crate::codec::decode_shared(p, len, home) }
     }
 
     /// Copies the result out once into a buffer of our own, then acknowledges it.

@@ -446,7 +446,7 @@ fn start_local() -> mpsc::Sender<LocalJob> {
                 buf.clear();
                 let mut out = crate::codec::Out::new(buf);
                 // SAFETY: the offsets were made by `FnRef::single`/`batch` in this process.
-                let status = unsafe { job.f.invoke(&job.arg, &mut out) };
+                let status = unsafe { job.f.invoke(&job.arg, None, &mut out) };
                 buf = out.finish().0;
                 job.slot.complete(outcome(1, status, &buf));
             }

@@ -8,7 +8,7 @@
 use std::any::TypeId;
 use std::mem::ManuallyDrop;
 
-use serde::de::{self, Deserialize, DeserializeOwned, Visitor};
+use serde::de::{self, Deserialize, Visitor};
 
 use super::de::{Input, Reader};
 use super::error::Result;
@@ -21,7 +21,7 @@ use super::error::Result;
 /// value, no lifetimes, and (little-endian targets) in-memory bytes equal to the
 /// `to_le_bytes` that the per-element serializer writes for it (`usize`/`isize` are
 /// serialized by serde as `u64`/`i64`, so they are `Plain` on 64-bit targets only).
-pub(super) unsafe trait Plain: Copy + DeserializeOwned + 'static {}
+pub(super) unsafe trait Plain: super::Number {}
 
 macro_rules! plain {
     ($($(#[$cfg:meta])* $t:ty),* $(,)?) => {

@@ -22,6 +22,10 @@ pub(super) trait Input<'de> {
     ///
     /// `dst` must be valid for `n` bytes of writes and not overlap the input.
     unsafe fn copy_to(&mut self, dst: *mut u8, n: usize) -> bool;
+    /// Where the next byte lies (for a view of the input: `Reader::shared_slice`).
+    fn here(&self) -> *const u8;
+    /// Passes over the next `n` bytes; false (nothing read) when fewer are left.
+    fn skip(&mut self, n: usize) -> bool;
 }
 
 /// Bytes from an [`Input`]: lent for `'de`, or copied out.
@@ -71,6 +75,12 @@ impl<'de> Input<'de> for Slice<'de> {
         // and does not overlap the input.
         unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst, n) };
         true
+    }
+    fn here(&self) -> *const u8 {
+        self.0.as_ptr()
+    }
+    fn skip(&mut self, n: usize) -> bool {
+        self.bytes(n).is_some()
     }
 }
 
@@ -154,6 +164,13 @@ impl<'de> Input<'de> for Shared {
         unsafe { std::ptr::copy_nonoverlapping(p, dst, n) };
         true
     }
+    fn here(&self) -> *const u8 {
+        // Inside `[ptr, ptr + len]`: `pos <= len`.
+        self.ptr.wrapping_add(self.pos)
+    }
+    fn skip(&mut self, n: usize) -> bool {
+        self.advance(n).is_some()
+    }
 }
 
 /// Reads values from an [`Input`]: a byte slice, or shared memory.
@@ -163,6 +180,8 @@ pub(super) struct Reader<'de, I: Input<'de> = Slice<'de>> {
     zero_left: usize,
     /// How many more levels values may nest (see [`DEPTH_MAX`]).
     depth_left: u32,
+    /// Memory of the input that [`SharedSlice`](super::SharedSlice)s may be views of.
+    home: Option<super::Home>,
     _de: std::marker::PhantomData<&'de ()>,
 }
 
@@ -172,7 +191,55 @@ impl<'de, I: Input<'de>> Reader<'de, I> {
             input,
             zero_left: ZERO_SIZED_MAX,
             depth_left: DEPTH_MAX,
+            home: None,
             _de: std::marker::PhantomData,
+        }
+    }
+
+    /// Lends the reader `home`: a `SharedSlice` whose numbers lie inside it is a view.
+    pub(super) fn lend(mut self, home: Option<super::Home>) -> Reader<'de, I> {
+        self.home = home;
+        self
+    }
+
+    pub(super) fn home(&self) -> Option<super::Home> {
+        self.home.clone()
+    }
+
+    /// Where the next byte lies.
+    pub(super) fn here(&self) -> *const u8 {
+        self.input.here()
+    }
+
+    /// Passes over the next `n` bytes.
+    pub(super) fn skip(&mut self, n: usize) -> Result<()> {
+        if self.input.skip(n) {
+            Ok(())
+        } else {
+            Err(self.end(n))
+        }
+    }
+
+    /// `n` numbers (known to fit in the bytes left or not: checked), in a new `Vec`.
+    pub(super) fn numbers<T: super::Number>(&mut self, n: usize) -> Result<Vec<T>> {
+        #[cfg(target_endian = "little")]
+        return self.plain_vec(n);
+        #[cfg(not(target_endian = "little"))]
+        {
+            let elem = std::mem::size_of::<T>();
+            if n.checked_mul(elem).is_none_or(|b| b > self.left()) {
+                return Err(Error::Length {
+                    at: self.at(),
+                    len: n,
+                    elem,
+                    left: self.left(),
+                });
+            }
+            let mut v = Vec::with_capacity(n);
+            for _ in 0..n {
+                v.push(T::deserialize(&mut *self)?);
+            }
+            Ok(v)
         }
     }
 
@@ -208,7 +275,7 @@ impl<'de, I: Input<'de>> Reader<'de, I> {
         }
     }
 
-    fn byte(&mut self) -> Result<u8> {
+    pub(super) fn byte(&mut self) -> Result<u8> {
         Ok(self.array::<1>()?[0])
     }
 
@@ -239,7 +306,7 @@ impl<'de, I: Input<'de>> Reader<'de, I> {
         unreachable!("the loop returns")
     }
 
-    fn len(&mut self) -> Result<usize> {
+    pub(super) fn len(&mut self) -> Result<usize> {
         let at = self.at();
         usize::try_from(self.varint(64)?).map_err(|_| Error::Varint { at })
     }
@@ -262,7 +329,7 @@ impl<'de, I: Input<'de>> Reader<'de, I> {
     }
 
     /// Runs `f` one level deeper; an error past [`DEPTH_MAX`] levels.
-    fn nested<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+    pub(super) fn nested<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
         self.depth_left = self.depth_left.checked_sub(1).ok_or(Error::Depth)?;
         let r = f(self);
         self.depth_left += 1;
@@ -276,7 +343,7 @@ impl<'de, I: Input<'de>> Reader<'de, I> {
 
     /// `n` plain numbers in one copy (the caller checked that `T` is what is expected).
     #[cfg(target_endian = "little")]
-    pub(super) fn plain_vec<T: super::bulk::Plain>(&mut self, n: usize) -> Result<Vec<T>> {
+    pub(super) fn plain_vec<T: super::Number>(&mut self, n: usize) -> Result<Vec<T>> {
         let mut v = Vec::new();
         self.plain_extend(n, &mut v)?;
         Ok(v)
@@ -285,7 +352,7 @@ impl<'de, I: Input<'de>> Reader<'de, I> {
     /// `n` plain numbers in one copy, onto the end of `v` (which grows only once the
     /// input is known to hold them).
     #[cfg(target_endian = "little")]
-    pub(super) fn plain_extend<T: super::bulk::Plain>(
+    pub(super) fn plain_extend<T: super::Number>(
         &mut self,
         n: usize,
         v: &mut Vec<T>,
@@ -304,7 +371,7 @@ impl<'de, I: Input<'de>> Reader<'de, I> {
         // SAFETY: `v` has room for `n` more elements, `bytes` bytes, after its `len`, and
         // the input holds `bytes` bytes (checked); `v`'s spare room is its own, so they do
         // not overlap. The copy is bytewise, so the input needs no alignment, and
-        // `T: Plain` makes any bytes a valid value, so the first `len + n` elements are
+        // `T: Number` makes any bytes a valid value, so the first `len + n` elements are
         // initialized when `set_len` says so.
         unsafe {
             if !self

@@ -46,6 +46,8 @@ pub(crate) enum Error {
         elem: usize,
         left: usize,
     },
+    /// A `SharedSlice`'s padding byte of 16 or more.
+    Padding { at: usize, byte: u8 },
     /// More than [`ZERO_SIZED_MAX`] elements that take no bytes.
     ZeroSized,
     /// Nesting deeper than [`DEPTH_MAX`].
@@ -99,6 +101,9 @@ impl fmt::Display for Error {
                 f,
                 "length {len} at byte {at}: {len} elements of {elem} bytes, {left} bytes left"
             ),
+            Error::Padding { at, byte } => {
+                write!(f, "padding of {byte} bytes at byte {at}: at most 15")
+            }
             Error::ZeroSized => write!(
                 f,
                 "more than {ZERO_SIZED_MAX} sequence elements that take no bytes in one value"

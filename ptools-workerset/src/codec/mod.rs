@@ -87,6 +87,7 @@ mod de;
 mod error;
 mod out;
 mod ser;
+mod shared;
 #[cfg(test)]
 mod tests;
 
@@ -95,6 +96,8 @@ use serde::de::DeserializeOwned;
 
 pub(crate) use error::Error;
 pub(crate) use out::Out;
+pub(crate) use shared::Home;
+pub use shared::{Number, SharedSlice};
 
 /// What encodes a call's argument into an [`Out`] (the argument is captured).
 pub(crate) type EncodeArg<'a> = dyn FnMut(&mut Out<'_>) -> Result<(), String> + 'a;
@@ -121,6 +124,17 @@ pub(crate) fn encode<T: Serialize + ?Sized>(v: &T) -> Result<Vec<u8>, String> {
 /// Decodes a `T` from all of `bytes`.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     decode_typed(bytes).map_err(|e| e.to_string())
+}
+
+/// Decodes a `T` from all of `bytes`, which lie in `home` when it is given: a
+/// [`SharedSlice`] in the value is then a view of them (a worker reading its argument
+/// where its master wrote it).
+pub(crate) fn decode_in<T: DeserializeOwned>(
+    bytes: &[u8],
+    home: Option<&Home>,
+) -> Result<T, String> {
+    let r = de::Reader::new(de::Slice::new(bytes)).lend(home.cloned());
+    read_all(r).map_err(|e| e.to_string())
 }
 
 /// As [`decode`], with the typed error.
@@ -162,10 +176,11 @@ pub(crate) fn decode_seq_into<T: DeserializeOwned>(
 pub(crate) unsafe fn decode_shared<T: DeserializeOwned>(
     ptr: *const u8,
     len: usize,
+    home: Option<Home>,
 ) -> Result<T, String> {
     // SAFETY: the caller keeps the range mapped and readable for this call.
     let input = unsafe { de::Shared::new(ptr, len) };
-    read_all(de::Reader::new(input)).map_err(|e| e.to_string())
+    read_all(de::Reader::new(input).lend(home)).map_err(|e| e.to_string())
 }
 
 fn read_all<'de, T: serde::Deserialize<'de>, I: de::Input<'de>>(

@@ -32,13 +32,13 @@ impl<'o, 'r> Writer<'o, 'r> {
         self.out.extend(&tmp[..n]);
     }
 
-    fn len(&mut self, n: usize) {
+    pub(super) fn len(&mut self, n: usize) {
         self.varint(n as u64);
     }
 
     /// An error unless `levels` more fit within [`DEPTH_MAX`] (a leaf level: an enum
     /// without fields, a sequence of plain numbers, which the reader counts too).
-    fn room(&self, levels: u32) -> Result<()> {
+    pub(super) fn room(&self, levels: u32) -> Result<()> {
         if self.depth_left < levels {
             return Err(Error::Depth);
         }

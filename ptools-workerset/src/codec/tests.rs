@@ -641,7 +641,7 @@ fn nesting_is_bounded_on_both_sides() {
     forged.push(0);
     assert_eq!(decode_typed::<List>(&forged).unwrap_err(), Error::Depth);
     // SAFETY: `forged` is ours and outlives the call.
-    let shared = unsafe { decode_shared::<List>(forged.as_ptr(), forged.len()) };
+    let shared = unsafe { decode_shared::<List>(forged.as_ptr(), forged.len(), None) };
     assert_eq!(shared.unwrap_err(), Error::Depth.to_string());
     // Every kind of level counts alike on both sides: options, sequences, maps, tuples,
     // structs, variants with fields, newtypes.
@@ -694,7 +694,7 @@ where
     let bytes = encode(v).unwrap();
     let back: T = decode(&bytes).unwrap_or_else(|e| panic!("{e} for {v:?}"));
     // SAFETY: `bytes` is ours and outlives the call.
-    let shared: T = unsafe { super::decode_shared(bytes.as_ptr(), bytes.len()) }
+    let shared: T = unsafe { super::decode_shared(bytes.as_ptr(), bytes.len(), None) }
         .unwrap_or_else(|e| panic!("{e} for {v:?} from shared memory"));
     if !std::any::type_name::<T>().contains("HashMap") {
         assert_eq!(encode(&back).unwrap(), bytes);
@@ -870,7 +870,7 @@ fn fuzz_all(bytes: &[u8]) {
         // From shared memory: the same outcome, the same bound.
         let (shared, largest) = largest_alloc(|| {
             // SAFETY: `bytes` is ours and outlives the call.
-            unsafe { super::decode_shared::<T>(bytes.as_ptr(), bytes.len()) }.map(drop)
+            unsafe { super::decode_shared::<T>(bytes.as_ptr(), bytes.len(), None) }.map(drop)
         });
         let slice = decode_typed::<T>(bytes)
             .map(drop)
@@ -894,4 +894,126 @@ fn fuzz_all(bytes: &[u8]) {
     one::<HashMap<String, Option<i128>>>(bytes);
     one::<(bool, char, Option<u8>, String)>(bytes);
     one::<OwnSeq>(bytes);
+}
+
+// ---- SharedSlice: format, views where lent memory holds them, forged bytes. ----
+
+/// A buffer aligned for any number, as a region's mapping is.
+#[repr(C, align(16))]
+struct Aligned([u8; 4096]);
+
+/// `bytes` copied into an aligned buffer at `at`, and a `Home` over all of it.
+fn lent_at(bytes: &[u8], at: usize) -> (Box<Aligned>, Home) {
+    let mut buf = Box::new(Aligned([0; 4096]));
+    buf.0[at..at + bytes.len()].copy_from_slice(bytes);
+    let home = Home::new(buf.0.as_ptr(), buf.0.len(), std::sync::Arc::new(()));
+    (buf, home)
+}
+
+#[test]
+fn shared_slices_have_a_padded_format_and_round_trip_owned() {
+    // Length 3, then padding to an offset aligned for the numbers (after the length and
+    // the padding byte, 2 bytes in: 6 more for `f64`, none for `u8`).
+    let v = SharedSlice::from(vec![1.5f64, -2.0, 0.25]);
+    let bytes = encode(&v).unwrap();
+    assert_eq!(&bytes[..8], &[3, 6, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(&bytes[8..16], &1.5f64.to_le_bytes());
+    assert_eq!(bytes.len(), 8 + 24);
+    assert_eq!(
+        &encode(&SharedSlice::from(vec![7u8, 8])).unwrap(),
+        &[2, 0, 7, 8]
+    );
+    // After a byte of a tuple, the padding still aligns the numbers in the payload.
+    let t = encode(&(9u8, SharedSlice::from(vec![5u32]))).unwrap();
+    assert_eq!(t, [9, 1, 1, 0, 5, 0, 0, 0]);
+    // Without a home, every decoding owns its numbers.
+    let back: SharedSlice<f64> = decode(&bytes).unwrap();
+    assert!(!back.is_in_place());
+    assert_eq!(back, v);
+    // SAFETY: `bytes` is ours and outlives the call.
+    let shared: SharedSlice<f64> =
+        unsafe { decode_shared(bytes.as_ptr(), bytes.len(), None) }.unwrap();
+    assert_eq!(shared, v);
+    let back: (u8, SharedSlice<u32>) = decode(&t).unwrap();
+    assert_eq!((back.0, back.1.into_vec()), (9, vec![5]));
+    round_trip(&SharedSlice::<u64>::new());
+    round_trip(&SharedSlice::from(
+        (0..1000).map(|i| i as i128 - 7).collect::<Vec<_>>(),
+    ));
+    // Another serde format sees a sequence, as for a `Vec`.
+    use serde::de::value::{Error as ValueError, SeqDeserializer};
+    let d = SeqDeserializer::<_, ValueError>::new(vec![4u16, 5, 6].into_iter());
+    let s = SharedSlice::<u16>::deserialize(d).unwrap();
+    assert!(!s.is_in_place());
+    assert_eq!(&*s, &[4, 5, 6]);
+}
+
+#[test]
+fn shared_slices_are_views_only_inside_lent_memory_and_aligned() {
+    let v = SharedSlice::from((0..100).map(|i| i as f64).collect::<Vec<_>>());
+    let bytes = encode(&v).unwrap();
+    // At offset 0 of aligned memory: a view, into that memory.
+    let (buf, home) = lent_at(&bytes, 0);
+    let got: SharedSlice<f64> = decode_in(&buf.0[..bytes.len()], Some(&home)).unwrap();
+    assert!(got.is_in_place());
+    assert_eq!(got.as_ptr() as usize, buf.0.as_ptr() as usize + 8);
+    assert_eq!(got, v);
+    // The same from memory read as shared.
+    // SAFETY: `buf` outlives the call.
+    let got: SharedSlice<f64> =
+        unsafe { decode_shared(buf.0.as_ptr(), bytes.len(), Some(home.clone())) }.unwrap();
+    assert!(got.is_in_place());
+    assert_eq!(got, v);
+    // Moved by 1 byte: the numbers are not aligned, so they are copied.
+    let (buf, home) = lent_at(&bytes, 1);
+    let got: SharedSlice<f64> = decode_in(&buf.0[1..1 + bytes.len()], Some(&home)).unwrap();
+    assert!(!got.is_in_place());
+    assert_eq!(got, v);
+    // Bytes that do not lie in the lent memory: copied.
+    let (_other, home) = lent_at(&[], 0);
+    let got: SharedSlice<f64> = decode_in(&bytes, Some(&home)).unwrap();
+    assert!(!got.is_in_place());
+    assert_eq!(got, v);
+    // Bytes need no alignment.
+    let b = encode(&(1u8, SharedSlice::from(vec![3u8; 50]))).unwrap();
+    let (buf, home) = lent_at(&b, 3);
+    let got: (u8, SharedSlice<u8>) = decode_in(&buf.0[3..3 + b.len()], Some(&home)).unwrap();
+    assert!(got.1.is_in_place());
+    assert_eq!(&*got.1, &[3u8; 50][..]);
+}
+
+#[test]
+fn forged_shared_slices_are_typed_errors() {
+    let home_bytes = encode(&SharedSlice::from(vec![1u64, 2])).unwrap();
+    let (buf, home) = lent_at(&home_bytes, 0);
+    let check = |bytes: &[u8], want: &str| {
+        let e = decode::<SharedSlice<u64>>(bytes).unwrap_err();
+        assert!(e.contains(want), "{e} for {bytes:?}");
+        let e = decode_in::<SharedSlice<u64>>(bytes, Some(&home)).unwrap_err();
+        assert!(e.contains(want), "{e} for {bytes:?}");
+    };
+    // A padding byte of 16 or more.
+    check(&[1, 16, 0], "padding of 16 bytes");
+    // More numbers than the bytes left hold, the product overflowing included: nothing
+    // is allocated for them.
+    check(&[2, 0, 1, 2, 3, 4, 5, 6, 7, 8], "2 elements of 8 bytes");
+    let mut huge = vec![0xff; 9];
+    huge.push(0x01);
+    huge.push(0);
+    check(&huge, "elements of 8 bytes");
+    // Padding past the end, and nothing at all.
+    check(&[1, 7, 0, 0], "unexpected end");
+    check(&[], "unexpected end");
+    // Trailing bytes after a valid slice.
+    let mut t = home_bytes.clone();
+    t.push(0);
+    check(&t, "bytes after the value");
+    // The lent bytes themselves still decode.
+    let ok: SharedSlice<u64> = decode_in(&buf.0[..home_bytes.len()], Some(&home)).unwrap();
+    assert_eq!(&*ok, &[1, 2]);
+    // Forged lengths ask for no allocation of their size.
+    let (_, largest) = largest_alloc(|| {
+        decode::<SharedSlice<f64>>(&[0xff, 0xff, 0xff, 0xff, 0x0f, 0, 1, 2]).unwrap_err()
+    });
+    assert!(largest < 1024, "{largest} bytes");
 }

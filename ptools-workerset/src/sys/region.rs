@@ -16,9 +16,10 @@ use std::io;
 use std::num::NonZeroUsize;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
+use std::sync::Arc;
 
 use nix::fcntl::{FallocateFlags, FcntlArg, SealFlag, fallocate, fcntl};
-use nix::sys::mman::{MapFlags, ProtFlags, mmap, munmap};
+use nix::sys::mman::{MRemapFlags, MapFlags, ProtFlags, mmap, mmap_anonymous, mremap, munmap};
 
 /// Mappings grow in steps of this much (and at least double), so a run of growing
 /// payloads remaps a few times only.
@@ -31,11 +32,36 @@ const KEEP: usize = 4 << 20;
 /// it gives the rest back.
 const RELEASE_AFTER: u32 = 16;
 
+/// A mapping of a region, `[ptr, ptr + len)`, unmapped when the last holder drops it: the
+/// region holds its current one, and every [`SharedSlice`](crate::SharedSlice) that reads
+/// bytes where they lie holds the one it reads, so a region that maps itself again (to
+/// grow) or goes away leaves those views mapped.
+#[derive(Debug)]
+pub(crate) struct Mapping {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: a `Mapping` is an address range this process mapped and unmaps once, in `drop`;
+// it makes no reference into the bytes itself, so moving or sharing it between threads
+// moves or shares only the range.
+unsafe impl Send for Mapping {}
+// SAFETY: as for `Send`: `&Mapping` gives only the range's addresses.
+unsafe impl Sync for Mapping {}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: the range is the mapping `Region::remap` made (or `detach` replaced in
+        // place), unmapped only here, when no holder is left.
+        let _ = unsafe { munmap(self.ptr.cast(), self.len) };
+    }
+}
+
 /// One region: its descriptor and its current mapping (`[0, len)`, shared, read-write).
 #[derive(Debug)]
 pub(crate) struct Region {
     fd: OwnedFd,
-    map: Option<(NonNull<u8>, usize)>,
+    map: Option<Arc<Mapping>>,
     /// The writer's side: the end of the bytes written since pages were last given back
     /// (the file's pages below it may be allocated; none above).
     touched: usize,
@@ -90,7 +116,13 @@ impl Region {
     }
 
     fn mapped(&self) -> usize {
-        self.map.map_or(0, |(_, l)| l)
+        self.map.as_ref().map_or(0, |m| m.len)
+    }
+
+    /// The current mapping as `(start, len)`; panics when there is none.
+    fn range(&self) -> (NonNull<u8>, usize) {
+        let m = self.map.as_ref().expect("region mapped");
+        (m.ptr, m.len)
     }
 
     /// Maps `[0, len)` in place of the current mapping. The caller checked that the file
@@ -114,15 +146,41 @@ impl Region {
                 0,
             )
         }?;
-        self.map = Some((p.cast(), len));
+        self.map = Some(Arc::new(Mapping { ptr: p.cast(), len }));
         Ok(())
     }
 
+    /// Lets go of the current mapping: unmapped now, or when the last view of it goes.
     fn unmap(&mut self) {
-        if let Some((p, l)) = self.map.take() {
-            // SAFETY: `p, l` is the mapping `remap` made, and no reference into it
-            // outlives the `&mut self` or `&self` borrow that made it.
-            let _ = unsafe { munmap(p.cast(), l) };
+        self.map = None;
+    }
+
+    /// Where in-place views of this region's current mapping may point, and what keeps
+    /// that memory mapped while they live (see `codec::Home`).
+    pub(crate) fn home(&self) -> Option<crate::codec::Home> {
+        let m = self.map.as_ref()?;
+        Some(crate::codec::Home::new(
+            m.ptr.as_ptr().cast_const(),
+            m.len,
+            m.clone(),
+        ))
+    }
+
+    /// The worker's side, after a call whose argument lay in this region and before its
+    /// reply goes: when views of the argument outlive the call (a `SharedSlice` the
+    /// function kept), the mapping they read is made private to this process, its bytes as
+    /// they are, so the master's next argument cannot change them; the region maps itself
+    /// afresh for the next call. Views that nobody kept cost nothing here.
+    ///
+    /// A process that cannot make the copy (out of memory) cannot keep its promise to the
+    /// kept views and exits (its master sees the worker die).
+    pub(crate) fn keep_lent(&mut self) {
+        let Some(m) = self.map.take_if(|m| Arc::strong_count(m) > 1) else {
+            return;
+        };
+        if let Err(e) = detach(&m) {
+            eprintln!("ptools-workerset: worker could not keep a SharedSlice it holds: {e}");
+            crate::sys::exit_now(1);
         }
     }
 
@@ -212,7 +270,7 @@ impl Region {
     /// Writes `src` at `off` (the caller's region: the peer reads it only once told).
     /// `ensure(off + src.len())` must have succeeded.
     pub(crate) fn write(&mut self, off: usize, src: &[u8]) {
-        let (p, l) = self.map.expect("region mapped");
+        let (p, l) = self.range();
         assert!(off.checked_add(src.len()).is_some_and(|e| e <= l));
         // SAFETY: `[off, off + len)` lies inside our mapping (asserted); the destination is
         // shared memory no Rust reference points into, so the copy aliases nothing. The peer
@@ -225,7 +283,7 @@ impl Region {
     /// Moves `[from, from + len)` to `to` inside the writer's own region (the bytes may
     /// overlap). `ensure` must cover both ranges.
     pub(crate) fn copy_within(&mut self, from: usize, to: usize, len: usize) {
-        let (p, l) = self.map.expect("region mapped");
+        let (p, l) = self.range();
         assert!(from.checked_add(len).is_some_and(|e| e <= l));
         assert!(to.checked_add(len).is_some_and(|e| e <= l));
         // SAFETY: both ranges lie inside our mapping (asserted); `ptr::copy` allows
@@ -240,7 +298,7 @@ impl Region {
     /// the pointer is valid for `len` bytes of reads while this region is neither remapped
     /// nor dropped (both take `&mut self`), whatever the peer writes meanwhile.
     pub(crate) fn shared(&self, off: usize, len: usize) -> *const u8 {
-        let (p, l) = self.map.expect("region mapped");
+        let (p, l) = self.range();
         assert!(off.checked_add(len).is_some_and(|e| e <= l));
         p.as_ptr().wrapping_add(off).cast_const()
     }
@@ -248,7 +306,7 @@ impl Region {
     /// Appends `[off, off + len)` to `dst` (one copy into memory this process owns, which
     /// is what gets decoded). `cover(off, len, _)` must have succeeded.
     pub(crate) fn copy_out(&mut self, off: usize, len: usize, dst: &mut Vec<u8>) {
-        let (p, l) = self.map.expect("region mapped");
+        let (p, l) = self.range();
         assert!(off.checked_add(len).is_some_and(|e| e <= l));
         dst.reserve(len);
         // SAFETY: the source lies inside our mapping (asserted), backed by the file (it
@@ -277,12 +335,54 @@ impl Region {
     /// protocol), and a worker trusts its master (it runs the code the master names).
     /// `cover(off, len, _)` must have succeeded.
     pub(crate) unsafe fn slice(&self, off: usize, len: usize) -> &[u8] {
-        let (p, l) = self.map.expect("region mapped");
+        let (p, l) = self.range();
         assert!(off.checked_add(len).is_some_and(|e| e <= l));
         // SAFETY: inside the mapping (asserted), backed (cannot shrink), and not written
         // while borrowed (the caller's contract).
         unsafe { std::slice::from_raw_parts(p.as_ptr().add(off), len) }
     }
+}
+
+/// Puts a private copy of `m`'s bytes in place of the shared mapping, at the same
+/// addresses: a new anonymous mapping takes the copy and `mremap` moves it over `m`'s range,
+/// which atomically replaces the shared pages (a thread reading meanwhile sees the same
+/// bytes either way). `m` then unmaps the private copy when its last holder goes.
+fn detach(m: &Mapping) -> nix::Result<()> {
+    let n = NonZeroUsize::new(m.len).expect("mappings are never empty");
+    // SAFETY: a new private anonymous mapping at an address the kernel picks: it aliases
+    // nothing.
+    let copy = unsafe {
+        mmap_anonymous(
+            None,
+            n,
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+            MapFlags::MAP_PRIVATE,
+        )
+    }?;
+    // SAFETY: both ranges are `m.len` bytes, mapped and distinct (the copy is new); the
+    // source is read through raw pointers only (the master does not write it while the
+    // reply to the call that lent it is not sent, which is now), the destination is ours.
+    unsafe {
+        std::ptr::copy_nonoverlapping(m.ptr.as_ptr(), copy.as_ptr().cast::<u8>(), m.len);
+    }
+    // SAFETY: moves our new private mapping onto `m`'s range, which `m` owns; the views
+    // reading that range see the same bytes before and after (copied above). On failure
+    // nothing moved: the copy is unmapped and `m` is untouched.
+    let moved = unsafe {
+        mremap(
+            copy,
+            m.len,
+            m.len,
+            MRemapFlags::MREMAP_MAYMOVE | MRemapFlags::MREMAP_FIXED,
+            Some(m.ptr.cast()),
+        )
+    };
+    if let Err(e) = moved {
+        // SAFETY: the copy is ours, unmapped once.
+        let _ = unsafe { munmap(copy, m.len) };
+        return Err(e);
+    }
+    Ok(())
 }
 
 fn page_size() -> usize {

@@ -173,6 +173,12 @@ impl Region {
     pub(crate) fn settle(&mut self, _used: usize) {
         match self.0 {}
     }
+    pub(crate) fn home(&self) -> Option<crate::codec::Home> {
+        match self.0 {}
+    }
+    pub(crate) fn keep_lent(&mut self) {
+        match self.0 {}
+    }
     pub(crate) fn shared(&self, _off: usize, _len: usize) -> *const u8 {
         match self.0 {}
     }

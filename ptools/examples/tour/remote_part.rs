@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use ptools::workerset::{Cluster, CommandLauncher, Mode, WorkerSet};
 
-use crate::workers_part::{bands, render_band, render_with};
+use crate::workers_part::{render_here, render_with};
 use crate::{BoxError, cores};
 
 pub(crate) fn run(size: usize) -> Result<(), BoxError> {
@@ -38,7 +38,7 @@ pub(crate) fn run(size: usize) -> Result<(), BoxError> {
         }
     }
     let result = (|| -> Result<(), BoxError> {
-        let baseline: Vec<u8> = bands(size).into_iter().flat_map(render_band).collect();
+        let baseline = render_here(size);
         let set = WorkerSet::with_cluster(&cluster, &ids, Mode::FirstFree)?;
         let (picture, took) = render_with(&set, size)?;
         println!(

@@ -5,7 +5,7 @@
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-use ptools::workerset::{Mode, RemoteRef, WorkerSet, addprocs, rmprocs};
+use ptools::workerset::{Mode, RemoteRef, SharedSlice, WorkerSet, addprocs, rmprocs};
 
 use crate::fractal::julia_at;
 use crate::{BoxError, cores, picture};
@@ -15,14 +15,25 @@ const MAX_ITER: u32 = 600;
 const BANDS: usize = 64;
 
 /// One band of rows, as RGB bytes: the remote function (a plain `fn`, argument a tuple).
-pub(crate) fn render_band((size, y0, y1): (usize, usize, usize)) -> Vec<u8> {
+/// A `SharedSlice` rather than a `Vec`: a band of 64 KiB or more (`--size 1200` and up)
+/// is read by the master where the worker wrote it, in the worker's shared memory; a
+/// smaller one, or one from a TCP worker (part 6), arrives as a `Vec` of its own.
+pub(crate) fn render_band((size, y0, y1): (usize, usize, usize)) -> SharedSlice<u8> {
     let mut rgb = Vec::with_capacity((y1 - y0) * size * 3);
     for y in y0..y1 {
         for x in 0..size {
             rgb.extend_from_slice(&picture::colour(julia_at(x, y, size, C, MAX_ITER)));
         }
     }
-    rgb
+    rgb.into()
+}
+
+/// The whole picture rendered band by band in this process.
+pub(crate) fn render_here(size: usize) -> Vec<u8> {
+    bands(size)
+        .into_iter()
+        .flat_map(|b| render_band(b).into_vec())
+        .collect()
 }
 
 pub(crate) fn bands(size: usize) -> Vec<(usize, usize, usize)> {
@@ -36,7 +47,7 @@ pub(crate) fn bands(size: usize) -> Vec<(usize, usize, usize)> {
 /// Sends every band to `set`, collects them in order, showing progress.
 pub(crate) fn render_with(set: &WorkerSet, size: usize) -> Result<(Vec<u8>, Duration), BoxError> {
     let t = Instant::now();
-    let refs: Vec<RemoteRef<Vec<u8>>> = bands(size)
+    let refs: Vec<RemoteRef<SharedSlice<u8>>> = bands(size)
         .into_iter()
         .map(|b| set.remotecall(render_band, b))
         .collect::<Result<_, _>>()?;
@@ -63,7 +74,7 @@ pub(crate) fn run(size: usize) -> Result<(), BoxError> {
     println!("\n3. workers: {n} worker processes render a fractal in {BANDS} bands");
 
     let t = Instant::now();
-    let baseline: Vec<u8> = bands(size).into_iter().flat_map(render_band).collect();
+    let baseline = render_here(size);
     let sequential = t.elapsed();
 
     let t = Instant::now();
