@@ -357,7 +357,8 @@ fn serve(
             None => (None, None),
         };
         let mut arg_len = body.len();
-        let mut home = None;
+        // The argument's region and place in it, when it lies there.
+        let mut lent = None;
         let arg: &[u8] = if zc_call {
             let off = wire::u64_at(body, 25).unwrap_or(0);
             let len = wire::u64_at(body, 33).unwrap_or(0);
@@ -370,7 +371,7 @@ fn serve(
                 exit_now(1)
             }
             arg_len = len as usize;
-            home = a.home();
+            lent = a.home().map(|h| (h, off as usize, len as usize));
             // SAFETY: `cover` checked the range; the master writes its argument region
             // again only after it has read the reply to this call, which is sent after the
             // argument is decoded (and this borrow is gone), and this worker trusts its
@@ -396,7 +397,7 @@ fn serve(
         };
         // SAFETY: the handshake proved the master runs this very executable image, and
         // the master made these offsets with `FnRef::single`/`FnRef::batch`.
-        let status = unsafe { f.invoke(arg, home.as_ref(), &mut out) };
+        let status = unsafe { f.invoke(arg, lent.as_ref().map(|(h, ..)| h), &mut out) };
         // The reply is in the buffer before the call counts as done: a shutdown that finds
         // this worker idle flushes the buffer, so a finished call is never reported dead.
         let len = out.payload_len();
@@ -408,14 +409,14 @@ fn serve(
             out.unspill();
         }
         res = out.finish().0;
-        // Ours is not a view: what holds the argument's mapping now is the region and the
-        // views the function kept.
-        let lent = home.take().is_some();
+        // Our `Home` is not a view: once it is dropped, what holds the argument's mapping
+        // is the region and the views the function kept.
+        let lent = lent.take().map(|(_, off, len)| (off, len));
         if let Some(z) = zc.as_mut() {
             // Views of the argument that the function kept get their own copy before the
             // reply lets the master write the region again.
-            if lent {
-                z.arg.keep_lent();
+            if let Some((off, len)) = lent {
+                z.arg.keep_lent(off, len);
             }
             z.sent += u64::from(in_region);
         }

@@ -213,17 +213,85 @@ fn a_view_the_worker_keeps_reads_what_it_read() {
     assert_eq!(c.remotecall_fetch(id, kept, ()).unwrap(), second);
 }
 
-/// Views sent in a `pmap` batch: each item read in place, results copied out.
-fn total(v: SharedSlice<u8>) -> u64 {
-    v.iter().map(|&b| u64::from(b)).sum()
+/// Whether the item was read in place, and its sum.
+fn total(v: SharedSlice<u8>) -> (bool, u64) {
+    (v.is_in_place(), v.iter().map(|&b| u64::from(b)).sum())
 }
 
 #[test]
-fn pmap_over_slices_reads_each_item() {
+fn pmap_over_slices_reads_items_in_place() {
     let _one = one();
     let c = Cluster::new();
     c.addprocs(2).unwrap();
     let items: Vec<SharedSlice<u8>> = (0..6).map(|s| pattern(100_000, s).into()).collect();
-    let want: Vec<u64> = items.iter().map(|v| total(v.clone())).collect();
-    assert_eq!(c.pmap(total, items).unwrap(), want);
+    let want: Vec<u64> = items.iter().map(|v| total(v.clone()).1).collect();
+    let got = c.pmap(total, items).unwrap();
+    assert_eq!(got.iter().map(|r| r.1).collect::<Vec<_>>(), want);
+    // A batch the calling thread sends goes through the region (one a reader thread sends
+    // for it takes the socket): the first batches to each worker do.
+    assert!(got.iter().any(|r| r.0), "no item was read in place");
+}
+
+/// A large field beside two small slices.
+fn mixed(n: usize) -> (SharedSlice<u8>, SharedSlice<u32>, SharedSlice<f64>) {
+    (
+        vec![7u8; n].into(),
+        vec![1u32, 2, 3].into(),
+        SharedSlice::new(),
+    )
+}
+
+#[test]
+fn small_slices_beside_a_large_one_are_owned_and_hold_nothing() {
+    let _one = one();
+    let c = Cluster::new();
+    let id = c.addprocs(1).unwrap()[0];
+    let (large, three, empty) = c.remotecall_fetch(id, mixed, MIB).unwrap();
+    assert!(large.is_in_place());
+    assert!(!three.is_in_place() && !empty.is_in_place());
+    assert_eq!((&*three, empty.len()), (&[1u32, 2, 3][..], 0));
+    drop(large);
+    // Only the small ones held: the worker's region is free for the next large result.
+    let (again, ..) = c.remotecall_fetch(id, mixed, 2 * MIB).unwrap();
+    assert!(again.is_in_place(), "a small slice held the result region");
+    assert_eq!(again.len(), 2 * MIB);
+}
+
+/// Resident anonymous memory of a process, in bytes.
+fn rss_anon(pid: i32) -> usize {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: usize = s
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("RssAnon in /proc/<pid>/status");
+    kb * 1024
+}
+
+/// Reads its argument in place and lets it go.
+fn first(v: SharedSlice<u8>) -> u8 {
+    v[0]
+}
+
+#[test]
+fn a_kept_view_costs_a_copy_of_its_argument_only() {
+    let _one = one();
+    let c = Cluster::new();
+    let id = c.addprocs(1).unwrap()[0];
+    let pid = c.pid(id).unwrap();
+    // The argument region grows to hold 48 MiB.
+    assert_eq!(
+        c.remotecall_fetch(id, first, SharedSlice::from(vec![9u8; 48 * MIB]))
+            .unwrap(),
+        9
+    );
+    let before = rss_anon(pid);
+    let small = pattern(MIB, 6);
+    assert!(
+        c.remotecall_fetch(id, keep, SharedSlice::from(small.clone()))
+            .unwrap()
+    );
+    let grew = rss_anon(pid).saturating_sub(before);
+    assert!(grew < 8 * MIB, "keeping a 1 MiB view took {grew} bytes");
+    assert_eq!(c.remotecall_fetch(id, kept, ()).unwrap(), small);
 }

@@ -117,7 +117,7 @@ impl Home {
     /// `keep` must keep `[lo, lo + len)` mapped while it lives, and the memory's writer
     /// must not write it while a view could read it (see the module docs).
     #[cfg_attr(
-        any(ptools_stub, not(target_os = "linux")),
+        all(any(ptools_stub, not(target_os = "linux")), not(test)),
         expect(dead_code, reason = "the stub backend has no region to lend")
     )]
     pub(crate) fn new(lo: *const u8, len: usize, keep: Arc<dyn Any + Send + Sync>) -> Home {
@@ -158,10 +158,10 @@ impl fmt::Debug for Home {
 ///
 /// Use it in place of a `Vec<T>` in a remote function's argument or result (alone, or in
 /// a tuple or struct). It dereferences to `&[T]` and is made from a `Vec<T>` or a slice.
-/// A large one (64 KiB and more, encoded) that travels to or from a local worker arrives
+/// A large one (its numbers 64 KiB or more) that travels to or from a local worker arrives
 /// as a view of that worker's shared-memory region ([`SharedSlice::is_in_place`]); a small
-/// one, one sent over TCP, or one decoded by another serde format arrives as its own
-/// `Vec`. Either way it reads the same numbers. With serde formats other than ptools' own,
+/// one (even beside a large field), one sent over TCP, or one decoded by another serde
+/// format arrives as its own `Vec`. Either way it reads the same numbers. With serde formats other than ptools' own,
 /// it is a sequence, like `Vec<T>`.
 ///
 /// ```
@@ -379,6 +379,12 @@ impl<T: Number> Serialize for SharedSlice<T> {
     }
 }
 
+/// The fewest bytes of numbers read in place: the size from which payloads take the
+/// regions at all. A smaller slice is copied even inside a large payload: a view holds its
+/// worker's result region (or, kept by a worker's function, makes it copy the argument's
+/// pages), which a few numbers beside a large field are not worth.
+const VIEW_MIN: usize = crate::wire::ZC_THRESHOLD;
+
 /// The largest alignment of a [`Number`] (`u128` on some targets): what the padding before
 /// a slice's numbers stays under.
 pub(super) const ALIGN_MAX: usize = 16;
@@ -413,9 +419,9 @@ impl Writer<'_, '_> {
 }
 
 impl<'de, I: super::de::Input<'de>> Reader<'de, I> {
-    /// A [`SharedSlice`] as [`Writer::shared_slice`] wrote it: a view when the numbers lie
-    /// inside the memory this reader was lent ([`Home`]) at an address aligned for `T`
-    /// (little-endian targets), else a `Vec` of their own. The length is checked against
+    /// A [`SharedSlice`] as [`Writer::shared_slice`] wrote it: a view when its numbers take
+    /// [`VIEW_MIN`] bytes or more and lie inside the memory this reader was lent ([`Home`])
+    /// at an address aligned for `T` (little-endian targets), else a `Vec` of their own. The length is checked against
     /// the bytes left before anything is allocated or lent.
     pub(super) fn shared_slice<T: Number>(&mut self) -> Result<SharedSlice<T>> {
         let n = self.len()?;
@@ -439,7 +445,9 @@ impl<'de, I: super::de::Input<'de>> Reader<'de, I> {
                 });
             };
             #[cfg(target_endian = "little")]
-            if let Some(home) = r.home() {
+            if bytes >= VIEW_MIN
+                && let Some(home) = r.home()
+            {
                 let p = r.here();
                 if home.holds(p, bytes) && (p as usize).is_multiple_of(std::mem::align_of::<T>()) {
                     let view = SharedSlice::lent(p, n, &home);

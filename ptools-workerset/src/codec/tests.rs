@@ -898,16 +898,26 @@ fn fuzz_all(bytes: &[u8]) {
 
 // ---- SharedSlice: format, views where lent memory holds them, forged bytes. ----
 
-/// A buffer aligned for any number, as a region's mapping is.
-#[repr(C, align(16))]
-struct Aligned([u8; 4096]);
+/// Memory aligned for any number, as a region's mapping is: 256 KiB.
+struct Lent(Vec<u128>);
 
-/// `bytes` copied into an aligned buffer at `at`, and a `Home` over all of it.
-fn lent_at(bytes: &[u8], at: usize) -> (Box<Aligned>, Home) {
-    let mut buf = Box::new(Aligned([0; 4096]));
-    buf.0[at..at + bytes.len()].copy_from_slice(bytes);
-    let home = Home::new(buf.0.as_ptr(), buf.0.len(), std::sync::Arc::new(()));
-    (buf, home)
+impl Lent {
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: the vector's elements are plain numbers with no padding: all its bytes
+        // are initialized, `u8` has alignment 1, borrowed as long as `self`.
+        unsafe { std::slice::from_raw_parts(self.0.as_ptr().cast::<u8>(), self.0.len() * 16) }
+    }
+}
+
+/// `bytes` copied into aligned memory at `at`, and a `Home` over all of it.
+fn lent_at(bytes: &[u8], at: usize) -> (Lent, Home) {
+    let mut buf = vec![0u128; (256 << 10) / 16];
+    // SAFETY: as in `Lent::bytes`, mutably: any bytes are valid `u128`s.
+    let all =
+        unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<u8>(), buf.len() * 16) };
+    all[at..at + bytes.len()].copy_from_slice(bytes);
+    let home = Home::new(all.as_ptr(), all.len(), std::sync::Arc::new(()));
+    (Lent(buf), home)
 }
 
 #[test]
@@ -950,23 +960,28 @@ fn shared_slices_have_a_padded_format_and_round_trip_owned() {
 
 #[test]
 fn shared_slices_are_views_only_inside_lent_memory_and_aligned() {
-    let v = SharedSlice::from((0..100).map(|i| i as f64).collect::<Vec<_>>());
+    let v = SharedSlice::from((0..10_000).map(|i| i as f64).collect::<Vec<_>>());
     let bytes = encode(&v).unwrap();
+    assert_eq!(
+        &bytes[..4],
+        &[0x90, 0x4e, 5, 0],
+        "10 000, then 5 bytes of padding"
+    );
     // At offset 0 of aligned memory: a view, into that memory.
     let (buf, home) = lent_at(&bytes, 0);
-    let got: SharedSlice<f64> = decode_in(&buf.0[..bytes.len()], Some(&home)).unwrap();
+    let got: SharedSlice<f64> = decode_in(&buf.bytes()[..bytes.len()], Some(&home)).unwrap();
     assert!(got.is_in_place());
-    assert_eq!(got.as_ptr() as usize, buf.0.as_ptr() as usize + 8);
+    assert_eq!(got.as_ptr() as usize, buf.bytes().as_ptr() as usize + 8);
     assert_eq!(got, v);
     // The same from memory read as shared.
     // SAFETY: `buf` outlives the call.
     let got: SharedSlice<f64> =
-        unsafe { decode_shared(buf.0.as_ptr(), bytes.len(), Some(home.clone())) }.unwrap();
+        unsafe { decode_shared(buf.bytes().as_ptr(), bytes.len(), Some(home.clone())) }.unwrap();
     assert!(got.is_in_place());
     assert_eq!(got, v);
     // Moved by 1 byte: the numbers are not aligned, so they are copied.
     let (buf, home) = lent_at(&bytes, 1);
-    let got: SharedSlice<f64> = decode_in(&buf.0[1..1 + bytes.len()], Some(&home)).unwrap();
+    let got: SharedSlice<f64> = decode_in(&buf.bytes()[1..1 + bytes.len()], Some(&home)).unwrap();
     assert!(!got.is_in_place());
     assert_eq!(got, v);
     // Bytes that do not lie in the lent memory: copied.
@@ -975,11 +990,17 @@ fn shared_slices_are_views_only_inside_lent_memory_and_aligned() {
     assert!(!got.is_in_place());
     assert_eq!(got, v);
     // Bytes need no alignment.
-    let b = encode(&(1u8, SharedSlice::from(vec![3u8; 50]))).unwrap();
+    let b = encode(&(1u8, SharedSlice::from(vec![3u8; 70_000]))).unwrap();
     let (buf, home) = lent_at(&b, 3);
-    let got: (u8, SharedSlice<u8>) = decode_in(&buf.0[3..3 + b.len()], Some(&home)).unwrap();
+    let got: (u8, SharedSlice<u8>) = decode_in(&buf.bytes()[3..3 + b.len()], Some(&home)).unwrap();
     assert!(got.1.is_in_place());
-    assert_eq!(&*got.1, &[3u8; 50][..]);
+    assert_eq!(&*got.1, &vec![3u8; 70_000][..]);
+    // Fewer numbers than the regions' threshold: copied, even inside lent memory.
+    let small = encode(&SharedSlice::from(vec![2.5f64; 100])).unwrap();
+    let (buf, home) = lent_at(&small, 0);
+    let got: SharedSlice<f64> = decode_in(&buf.bytes()[..small.len()], Some(&home)).unwrap();
+    assert!(!got.is_in_place());
+    assert_eq!(&*got, &[2.5; 100][..]);
 }
 
 #[test]
@@ -1008,8 +1029,19 @@ fn forged_shared_slices_are_typed_errors() {
     let mut t = home_bytes.clone();
     t.push(0);
     check(&t, "bytes after the value");
+    // Numbers claimed past the end of the input, inside the lent memory: refused, not
+    // lent (the view's bounds are the input's, never the memory around it).
+    let mut claim = vec![0x80, 0x80, 0x04, 0]; // 65536 bytes, no padding
+    claim.extend_from_slice(&[5; 60]);
+    let (claimed, around) = lent_at(&claim, 0);
+    let e =
+        decode_in::<SharedSlice<u8>>(&claimed.bytes()[..claim.len()], Some(&around)).unwrap_err();
+    assert!(
+        e.contains("65536 elements of 1 bytes, 60 bytes left"),
+        "{e}"
+    );
     // The lent bytes themselves still decode.
-    let ok: SharedSlice<u64> = decode_in(&buf.0[..home_bytes.len()], Some(&home)).unwrap();
+    let ok: SharedSlice<u64> = decode_in(&buf.bytes()[..home_bytes.len()], Some(&home)).unwrap();
     assert_eq!(&*ok, &[1, 2]);
     // Forged lengths ask for no allocation of their size.
     let (_, largest) = largest_alloc(|| {

@@ -166,19 +166,25 @@ impl Region {
         ))
     }
 
-    /// The worker's side, after a call whose argument lay in this region and before its
-    /// reply goes: when views of the argument outlive the call (a `SharedSlice` the
-    /// function kept), the mapping they read is made private to this process, its bytes as
-    /// they are, so the master's next argument cannot change them; the region maps itself
-    /// afresh for the next call. Views that nobody kept cost nothing here.
+    /// The worker's side, after a call whose argument lay in this region at
+    /// `[off, off + len)` and before its reply goes: when views of the argument outlive the
+    /// call (a `SharedSlice` the function kept), the mapping they read is made private to
+    /// this process, the argument's bytes as they are, so the master's next argument cannot
+    /// change them; the region maps itself afresh for the next call. Views that nobody kept
+    /// cost nothing here.
     ///
     /// A process that cannot make the copy (out of memory) cannot keep its promise to the
     /// kept views and exits (its master sees the worker die).
-    pub(crate) fn keep_lent(&mut self) {
+    pub(crate) fn keep_lent(&mut self, off: usize, len: usize) {
         let Some(m) = self.map.take_if(|m| Arc::strong_count(m) > 1) else {
+            // Nobody else holds the mapping. Views dropped on other threads read it
+            // before their release decrement of the count; this pairs with it, so those
+            // reads come before the reply that lets the master write (as `Arc::drop`
+            // pairs before freeing).
+            std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
             return;
         };
-        if let Err(e) = detach(&m) {
+        if let Err(e) = detach(&m, off, len) {
             eprintln!("ptools-workerset: worker could not keep a SharedSlice it holds: {e}");
             crate::sys::exit_now(1);
         }
@@ -343,11 +349,14 @@ impl Region {
     }
 }
 
-/// Puts a private copy of `m`'s bytes in place of the shared mapping, at the same
-/// addresses: a new anonymous mapping takes the copy and `mremap` moves it over `m`'s range,
-/// which atomically replaces the shared pages (a thread reading meanwhile sees the same
-/// bytes either way). `m` then unmaps the private copy when its last holder goes.
-fn detach(m: &Mapping) -> nix::Result<()> {
+/// Puts a private copy of `m` in place of the shared mapping, at the same addresses: a new
+/// anonymous mapping takes a copy of `[off, off + len)` (the argument, where every view of
+/// the call lies; the rest stays untouched zero pages, which cost no memory) and `mremap`
+/// moves it over `m`'s range, which atomically replaces the shared pages (a thread reading
+/// meanwhile sees the same bytes either way). `m` then unmaps the private copy when its
+/// last holder goes.
+fn detach(m: &Mapping, off: usize, len: usize) -> nix::Result<()> {
+    assert!(off.checked_add(len).is_some_and(|e| e <= m.len));
     let n = NonZeroUsize::new(m.len).expect("mappings are never empty");
     // SAFETY: a new private anonymous mapping at an address the kernel picks: it aliases
     // nothing.
@@ -359,11 +368,16 @@ fn detach(m: &Mapping) -> nix::Result<()> {
             MapFlags::MAP_PRIVATE,
         )
     }?;
-    // SAFETY: both ranges are `m.len` bytes, mapped and distinct (the copy is new); the
-    // source is read through raw pointers only (the master does not write it while the
-    // reply to the call that lent it is not sent, which is now), the destination is ours.
+    // SAFETY: `[off, off + len)` lies inside both mappings of `m.len` bytes (asserted),
+    // which are distinct (the copy is new); the source is read through raw pointers only
+    // (the master does not write it while the reply to the call that lent it is not sent,
+    // which is now), the destination is ours.
     unsafe {
-        std::ptr::copy_nonoverlapping(m.ptr.as_ptr(), copy.as_ptr().cast::<u8>(), m.len);
+        std::ptr::copy_nonoverlapping(
+            m.ptr.as_ptr().add(off),
+            copy.as_ptr().cast::<u8>().add(off),
+            len,
+        );
     }
     // SAFETY: moves our new private mapping onto `m`'s range, which `m` owns; the views
     // reading that range see the same bytes before and after (copied above). On failure

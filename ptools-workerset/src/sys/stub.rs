@@ -176,7 +176,7 @@ impl Region {
     pub(crate) fn home(&self) -> Option<crate::codec::Home> {
         match self.0 {}
     }
-    pub(crate) fn keep_lent(&mut self) {
+    pub(crate) fn keep_lent(&mut self, _off: usize, _len: usize) {
         match self.0 {}
     }
     pub(crate) fn shared(&self, _off: usize, _len: usize) -> *const u8 {
