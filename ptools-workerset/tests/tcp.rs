@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ptools_workerset::{
-    Cluster, CommandLauncher, Error, LaunchJob, Launched, Launcher, SecretVia, Ssh, Termination,
-    WorkerStatus,
+    Cluster, CommandLauncher, Error, LaunchJob, Launched, Launcher, SecretVia, SharedSlice, Ssh,
+    Termination, WorkerStatus,
 };
 
 fn add1(x: u64) -> u64 {
@@ -25,6 +25,11 @@ fn my_id(_: ()) -> usize {
 
 fn echo(v: Vec<u8>) -> Vec<u8> {
     v
+}
+
+/// Whether the worker read its argument in place, and its numbers doubled.
+fn double(v: SharedSlice<f64>) -> (bool, SharedSlice<f64>) {
+    (v.is_in_place(), v.iter().map(|x| x * 2.0).collect())
 }
 
 fn pid_of(_: ()) -> u32 {
@@ -72,6 +77,16 @@ fn tcp_workers_serve_calls_and_report_their_host() {
     // Large payloads both ways keep the framing intact.
     let big: Vec<u8> = (0..10_000_000u32).map(|i| i as u8).collect();
     assert_eq!(c.remotecall_fetch(ids[0], echo, big.clone()).unwrap(), big);
+    // A large SharedSlice travels on the socket: owned on both sides, the same numbers.
+    let xs: Vec<f64> = (0..1_000_000).map(|i| f64::from(i) * 0.5).collect();
+    let (in_place, ys) = c
+        .remotecall_fetch(ids[1], double, SharedSlice::from(xs.clone()))
+        .unwrap();
+    assert!(!in_place && !ys.is_in_place());
+    assert_eq!(
+        ys.into_vec(),
+        xs.iter().map(|x| x * 2.0).collect::<Vec<_>>()
+    );
     // Pipelined calls.
     let refs: Vec<_> = (0..200)
         .map(|i| c.remotecall(ids[1], add1, i).unwrap())

@@ -81,25 +81,7 @@ macro_rules! plain {
     };
 }
 
-// `usize` and `isize` are `u64` and `i64` on the wire: plain where they are 64 bits.
-plain!(
-    u8,
-    i8,
-    u16,
-    i16,
-    u32,
-    i32,
-    u64,
-    i64,
-    u128,
-    i128,
-    f32,
-    f64,
-    #[cfg(target_pointer_width = "64")]
-    usize,
-    #[cfg(target_pointer_width = "64")]
-    isize,
-);
+with_numbers!(plain);
 
 #[cfg(test)]
 thread_local! {

@@ -81,6 +81,32 @@
 //! reports, "invalid value: ..."), so it reaches the caller unchanged; postcard dropped it,
 //! and a second pass was needed to recover it.
 
+/// Calls `$m!` with the primitive number types, the one list behind [`Number`] and the
+/// bulk paths' `Plain`. `usize` and `isize` are `u64` and `i64` on the wire: numbers here
+/// where they are 64 bits.
+macro_rules! with_numbers {
+    ($m:ident) => {
+        $m!(
+            u8,
+            i8,
+            u16,
+            i16,
+            u32,
+            i32,
+            u64,
+            i64,
+            u128,
+            i128,
+            f32,
+            f64,
+            #[cfg(target_pointer_width = "64")]
+            usize,
+            #[cfg(target_pointer_width = "64")]
+            isize,
+        );
+    };
+}
+
 #[cfg(target_endian = "little")]
 mod bulk;
 mod de;

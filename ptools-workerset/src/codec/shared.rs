@@ -83,25 +83,7 @@ macro_rules! number {
     };
 }
 
-// `usize` and `isize` are `u64` and `i64` on the wire: numbers here where they are 64 bits.
-number!(
-    u8,
-    i8,
-    u16,
-    i16,
-    u32,
-    i32,
-    u64,
-    i64,
-    u128,
-    i128,
-    f32,
-    f64,
-    #[cfg(target_pointer_width = "64")]
-    usize,
-    #[cfg(target_pointer_width = "64")]
-    isize,
-);
+with_numbers!(number);
 
 /// Memory a reader may lend views of: `[lo, lo + len)`, kept mapped and unchanged while
 /// any clone of `keep` lives (a region's mapping; in the master, with the result's
@@ -307,6 +289,15 @@ impl<T: Number> fmt::Debug for SharedSlice<T> {
 impl<T: Number + PartialEq> PartialEq for SharedSlice<T> {
     fn eq(&self, other: &Self) -> bool {
         **self == **other
+    }
+}
+
+impl<T: Number + Eq> Eq for SharedSlice<T> {}
+
+impl<T: Number> From<SharedSlice<T>> for Vec<T> {
+    /// [`SharedSlice::into_vec`].
+    fn from(s: SharedSlice<T>) -> Vec<T> {
+        s.into_vec()
     }
 }
 
