@@ -240,6 +240,11 @@ fn forged_region_references_are_protocol_errors() {
         expect_protocol(r.fetch(), id, what);
         wait_gone(&c, id);
     }
+    // An empty reference, first thing: the region was never mapped.
+    let id = c.addprocs(1).unwrap()[0];
+    let r = c.remotecall(id, forge_reply, (0, 0, 17)).unwrap();
+    expect_protocol(r.fetch(), id, "empty payload");
+    wait_gone(&c, id);
     let id = c.addprocs(1).unwrap()[0];
     assert_eq!(c.remotecall_fetch(id, add1, 1).unwrap(), 2);
 }

@@ -143,8 +143,8 @@ impl fmt::Debug for Home {
 /// A large one (its numbers 64 KiB or more) that travels to or from a local worker arrives
 /// as a view of that worker's shared-memory region ([`SharedSlice::is_in_place`]); a small
 /// one (even beside a large field), one sent over TCP, or one decoded by another serde
-/// format arrives as its own `Vec`. Either way it reads the same numbers. With serde formats other than ptools' own,
-/// it is a sequence, like `Vec<T>`.
+/// format arrives as its own `Vec`. Either way it reads the same numbers. With serde
+/// formats other than ptools' own, it is a sequence, like `Vec<T>`.
 ///
 /// ```
 /// ptools_workerset::enable_test_support!(); // in `main`: `ptools_workerset::init();`
@@ -412,8 +412,8 @@ impl Writer<'_, '_> {
 impl<'de, I: super::de::Input<'de>> Reader<'de, I> {
     /// A [`SharedSlice`] as [`Writer::shared_slice`] wrote it: a view when its numbers take
     /// [`VIEW_MIN`] bytes or more and lie inside the memory this reader was lent ([`Home`])
-    /// at an address aligned for `T` (little-endian targets), else a `Vec` of their own. The length is checked against
-    /// the bytes left before anything is allocated or lent.
+    /// at an address aligned for `T` (little-endian targets), else a `Vec` of their own.
+    /// The length is checked against the bytes left before anything is allocated or lent.
     pub(super) fn shared_slice<T: Number>(&mut self) -> Result<SharedSlice<T>> {
         let n = self.len()?;
         self.nested(|r| {

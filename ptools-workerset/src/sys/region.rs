@@ -251,6 +251,11 @@ impl Region {
     /// writer grew it, and maps that far. `max` bounds `len` (the link's frame cap), so a
     /// forged length maps nothing large.
     pub(crate) fn cover(&mut self, off: u64, len: u64, max: usize) -> Result<(), String> {
+        // Payloads take a region from 64 KiB on: an empty one is forged, and would find a
+        // region that was never mapped with nothing to read it through.
+        if len == 0 {
+            return Err(format!("region reference ({off}, 0): an empty payload"));
+        }
         let end = off
             .checked_add(len)
             .and_then(|e| usize::try_from(e).ok())
