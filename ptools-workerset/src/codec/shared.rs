@@ -39,8 +39,8 @@
 //! mapping; and any bit pattern is a valid number. A worker runs the master's own
 //! executable under its user, so the bytes under a view change only through `unsafe` code
 //! of that program gone wrong: no safe API of the worker reaches its result region.
-//! Callers that must not rely on that either take [`SharedSlice::into_vec`] at once, or use
-//! `Vec<T>`, which is copied out as before.
+//! Callers that must not rely on that use `Vec<T>`, which the master copies out of the
+//! region byte by byte as before, never reading it through a reference.
 
 use std::any::Any;
 use std::fmt;

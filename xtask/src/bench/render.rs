@@ -4,8 +4,8 @@ use std::fmt::Write as _;
 
 use super::collect::Report;
 use super::{
-    Curve, Figure, PAYLOAD_CURVE, PeerFigure, QUEUE_CURVE, Row, Source, Target, factor, peer_label,
-    rate, rust_peer_name, spaced_size,
+    Curve, Figure, PAYLOAD_CURVE, PAYLOAD_SHARED, PeerFigure, QUEUE_CURVE, Row, Source, Target,
+    factor, peer_label, rate, rust_peer_name, spaced_size,
 };
 
 /// `1.23 µs`, three significant digits.
@@ -310,6 +310,12 @@ pub(crate) fn point_row<'r>(rows: &'r [Row], id: &str) -> Option<&'r Row> {
     })
 }
 
+/// The row of [`PAYLOAD_SHARED`] at size `x`, if the report has it.
+pub(crate) fn shared_row(rows: &[Row], x: f64) -> Option<&Row> {
+    let &(_, id) = PAYLOAD_SHARED.iter().find(|&&(px, _)| px == x)?;
+    point_row(rows, id)
+}
+
 /// The points of a curve that have a row in the report, as (x, its size or count label,
 /// row).
 pub(crate) fn curve_rows<'r>(rows: &'r [Row], c: &Curve) -> Vec<(f64, String, &'r Row)> {
@@ -373,11 +379,14 @@ fn curves(o: &mut String, r: &Report) {
             o,
             "Median round trip of a `Vec<u8>` echo by size: ptools' `remotecall_fetch` against the \
              raw socketpair echo of the same bytes in the same bench (ratio: ptools over raw) and \
-             the peers echoing the same size (`-`: not measured, see below).\n"
+             the peers echoing the same size (`-`: not measured, see below). The `SharedSlice` \
+             column is the same echo of a `SharedSlice<u8>`, which a local worker and its \
+             master read in place from 64 KiB on.\n"
         );
         let mut head = vec![
             c.x_name.to_owned(),
             "ptools".into(),
+            "ptools, SharedSlice".into(),
             "raw socketpair".into(),
         ];
         head.push("ratio".into());
@@ -391,10 +400,11 @@ fn curves(o: &mut String, r: &Report) {
             Some(Figure::Time(m)) => fmt_time(m.median_ns),
             _ => "-".to_owned(),
         };
-        for (_, label, row) in &points {
+        for (x, label, row) in &points {
             let mut cells = vec![
                 label.clone(),
                 time(Some(&row.ptools)),
+                time(shared_row(&r.rows, *x).map(|s| &s.ptools)),
                 time(row.baseline.as_ref()),
                 row.ratio().map_or("-".to_owned(), |x| format!("{x:.2}×")),
             ];

@@ -5,7 +5,9 @@
 
 use std::fmt::Write as _;
 
-use super::render::{curve_rows, curve_rust_series, fmt_rate, fmt_time, peer_ns, rust_ns};
+use super::render::{
+    curve_rows, curve_rust_series, fmt_rate, fmt_time, peer_ns, rust_ns, shared_row,
+};
 use super::{Figure, PAYLOAD_CURVE, PeerFigure, Plot, QUEUE_CURVE, Row, rate};
 
 const WIDTH: f64 = 980.0;
@@ -22,6 +24,8 @@ const COLORS: [(&str, &str); 6] = [
     ("ipc-channel bytes", "#2ca02c"),
     ("ipc-channel typed", "#17a2a2"),
 ];
+/// The payload chart's `SharedSlice` line: a darker ptools blue.
+const SHARED_COLOR: &str = "#0b3d6b";
 /// Legend entries per line.
 const LEGEND_PER_LINE: usize = 3;
 
@@ -271,6 +275,11 @@ pub(crate) fn payload_series(rows: &[Row]) -> Vec<Series> {
         line(0, "ptools", &|r| time(Some(&r.ptools))),
         line(1, "raw socketpair", &|r| time(r.baseline.as_ref())),
     ];
+    let shared: Vec<(f64, f64)> = points
+        .iter()
+        .filter_map(|(x, _, _)| Some((*x, time(Some(&shared_row(rows, *x)?.ptools))?)))
+        .collect();
+    out.insert(1, ("ptools, SharedSlice".to_owned(), SHARED_COLOR, shared));
     for base in curve_rust_series(&points) {
         let name = super::rust_peer_name(base);
         out.push(line(rust_series(base), name, &|r| rust_ns(r, base)));

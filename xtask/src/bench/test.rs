@@ -494,6 +494,20 @@ fn curve_report() -> Report {
             rust,
         });
     }
+    // The SharedSlice echo at every size but 1 KiB: 3 µs plus a quarter of a ns per byte.
+    for &(x, id) in PAYLOAD_SHARED.iter().filter(|&&(x, _)| x != 1024.0) {
+        let s = *SCENARIOS
+            .iter()
+            .find(|s| matches!(s.source, Source::Criterion { id: i, .. } if i == id))
+            .expect("SharedSlice row");
+        r.rows.push(Row {
+            scenario: s,
+            ptools: measured(3_000.0 + x / 4.0, None),
+            baseline: Some(measured(1_000.0, None)),
+            peer: None,
+            rust: vec![],
+        });
+    }
     for &(x, id) in QUEUE_CURVE.points {
         // The table's row if it has one (the queue's size-curve bench adds them), else one
         // made here; the raw baseline's name is made up.
@@ -529,17 +543,24 @@ fn renders_the_curves() {
     let payload = section(PAYLOAD_CURVE.title);
     assert!(
         payload.contains(
-            "| size | ptools | raw socketpair | ratio | ipc-channel bytes | ipc-channel typed | procspawn | Python |\n"
+            "| size | ptools | ptools, SharedSlice | raw socketpair | ratio | ipc-channel bytes | ipc-channel typed | procspawn | Python |\n"
         ),
         "a Python column, since the 16 MiB row has a Python peer: {payload}"
     );
     assert!(
-        payload.contains("| 8 B | 10.0 µs | 8.01 µs | 1.25× | 20.0 µs | 20.0 µs | 40.0 µs | - |"),
+        payload.contains(
+            "| 8 B | 10.0 µs | 3.00 µs | 8.01 µs | 1.25× | 20.0 µs | 20.0 µs | 40.0 µs | - |"
+        ),
         "{payload}"
     );
     assert!(
-        payload
-            .contains("| 16 MiB | 16.8 ms | 13.4 ms | 1.25× | 33.6 ms | 33.6 ms | - | 50.4 ms |"),
+        payload.contains("| 1 KiB | 11.0 µs | - | 8.82 µs |"),
+        "no SharedSlice figure at 1 KiB: {payload}"
+    );
+    assert!(
+        payload.contains(
+            "| 16 MiB | 16.8 ms | 4.20 ms | 13.4 ms | 1.25× | 33.6 ms | 33.6 ms | - | 50.4 ms |"
+        ),
         "{payload}"
     );
     assert_eq!(payload.matches("\n| ").count(), 1 + 5, "{payload}");
@@ -574,6 +595,7 @@ fn plots_the_curves() {
         names,
         [
             "ptools",
+            "ptools, SharedSlice",
             "raw socketpair",
             "ipc-channel bytes",
             "ipc-channel typed",
@@ -582,18 +604,20 @@ fn plots_the_curves() {
         ]
     );
     assert_eq!(payload[0].2.len(), 5);
-    assert_eq!(payload[4].2.len(), 4, "procspawn has no 16 MiB point");
-    assert_eq!(payload[5].2.len(), 1, "Python has the 16 MiB point only");
+    assert_eq!(payload[1].2.len(), 4, "SharedSlice has no 1 KiB point");
+    assert_eq!(payload[1].2[0], (8.0, 3_002.0));
+    assert_eq!(payload[5].2.len(), 4, "procspawn has no 16 MiB point");
+    assert_eq!(payload[6].2.len(), 1, "Python has the 16 MiB point only");
     let queue = svg::queue_series(&rows);
     assert_eq!(queue.len(), 1);
     assert_eq!(queue[0].2, [(1e4, 2_000.0), (1e5, 3_000.0), (1e6, 4_000.0)]);
 
     let svg = svg::render(&rows);
-    // One line per series: six for the payload (Python's of one point), one for the queue.
-    assert_eq!(svg.matches("<polyline ").count(), 7, "{svg}");
+    // One line per series: seven for the payload (Python's of one point), one for the queue.
+    assert_eq!(svg.matches("<polyline ").count(), 8, "{svg}");
     assert_eq!(
         svg.matches("<circle ").count(),
-        5 + 5 + 5 + 5 + 4 + 1 + 3,
+        5 + 4 + 5 + 5 + 5 + 4 + 1 + 3,
         "{svg}"
     );
     for label in ["8 B", "1 KiB", "64 KiB", "1 MiB", "16 MiB", "10^4", "10^6"] {
