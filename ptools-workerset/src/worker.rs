@@ -411,7 +411,7 @@ fn serve(
         res = out.finish().0;
         // Our `Home` is not a view: once it is dropped, what holds the argument's mapping
         // is the region and the views the function kept.
-        let lent = lent.take().map(|(_, off, len)| (off, len));
+        let lent = lent.map(|(_, off, len)| (off, len));
         if let Some(z) = zc.as_mut() {
             // Views of the argument that the function kept get their own copy before the
             // reply lets the master write the region again.

@@ -378,7 +378,7 @@ const VIEW_MIN: usize = crate::wire::ZC_THRESHOLD;
 
 /// The largest alignment of a [`Number`] (`u128` on some targets): what the padding before
 /// a slice's numbers stays under.
-pub(super) const ALIGN_MAX: usize = 16;
+const ALIGN_MAX: usize = 16;
 
 impl Writer<'_, '_> {
     /// A [`SharedSlice`]: its length, a padding byte `p`, `p` zero bytes, the numbers. The

@@ -58,6 +58,9 @@ impl Drop for Mapping {
 }
 
 /// One region: its descriptor and its current mapping (`[0, len)`, shared, read-write).
+/// `Send` and `Sync` as its parts are: the mapping's `Arc` carries the argument
+/// ([`Mapping`]); what writes or remaps takes `&mut self`, and the `&self` readers hand
+/// out raw pointers or (the unsafe `slice`) borrow under their caller's contract.
 #[derive(Debug)]
 pub(crate) struct Region {
     fd: OwnedFd,
@@ -68,15 +71,6 @@ pub(crate) struct Region {
     /// The writer's side: payloads in a row that used under a quarter of `touched`.
     slack: u32,
 }
-
-// SAFETY: the region owns its mapping exclusively (no other `Region` maps through this
-// value); moving it to another thread moves that ownership, and every use goes through
-// `&mut self` or copies bytes (see `copy_out`).
-unsafe impl Send for Region {}
-// SAFETY: the `&self` methods read the descriptor (`fd`), or (the unsafe `slice`) lend
-// the mapping shared under its caller's contract; everything that maps, unmaps or writes
-// takes `&mut self`.
-unsafe impl Sync for Region {}
 
 impl Region {
     /// A new empty region, sealed against shrinking (see the module docs).
@@ -128,7 +122,8 @@ impl Region {
     /// Maps `[0, len)` in place of the current mapping. The caller checked that the file
     /// holds at least `len` bytes (it never shrinks: sealed).
     fn remap(&mut self, len: usize) -> io::Result<()> {
-        self.unmap();
+        // Lets go of the current mapping: unmapped now, or when the last view of it goes.
+        self.map = None;
         let Some(n) = NonZeroUsize::new(len) else {
             return Ok(());
         };
@@ -148,11 +143,6 @@ impl Region {
         }?;
         self.map = Some(Arc::new(Mapping { ptr: p.cast(), len }));
         Ok(())
-    }
-
-    /// Lets go of the current mapping: unmapped now, or when the last view of it goes.
-    fn unmap(&mut self) {
-        self.map = None;
     }
 
     /// Where in-place views of this region's current mapping may point, and what keeps
@@ -420,11 +410,5 @@ fn check_sealed(fd: &OwnedFd) -> Result<(), String> {
         Ok(())
     } else {
         Err("region is not sealed against shrinking".into())
-    }
-}
-
-impl Drop for Region {
-    fn drop(&mut self) {
-        self.unmap();
     }
 }
